@@ -1,0 +1,53 @@
+"""Settings from the environment: the one place a deployment is described.
+
+Every knob has an embedded default so `make demo` needs no configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("COMPSTREAM_DATA_DIR", Path.home() / ".local" / "share" / "compstream"))
+
+
+@dataclass(frozen=True)
+class Topics:
+    usage: str = "compstream.usage"
+    grants: str = "compstream.grants"
+    balances: str = "compstream.balances"
+    alerts: str = "compstream.alerts"
+    leaderboards: str = "compstream.leaderboards"
+    leaderboard_candidates: str = "compstream.leaderboard-candidates"
+    digests: str = "compstream.digests"
+    dead_letters: str = "compstream.dead-letters"
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    clickhouse_dsn: str
+    data_dir: Path
+    source_partitions: int
+    lateness_s: int
+    worker_id: str
+    web_port: int
+    topics: Topics = field(default_factory=Topics)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        data_dir = _data_dir()
+        return cls(
+            kafka_bootstrap=os.environ.get("COMPSTREAM_KAFKA_BOOTSTRAP", "localhost:19092"),
+            clickhouse_dsn=os.environ.get(
+                "COMPSTREAM_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"
+            ),
+            data_dir=data_dir,
+            source_partitions=int(os.environ.get("COMPSTREAM_SOURCE_PARTITIONS", "4")),
+            lateness_s=int(os.environ.get("COMPSTREAM_LATENESS_S", str(6 * 3600))),
+            worker_id=os.environ.get("COMPSTREAM_WORKER_ID", "compstream"),
+            web_port=int(os.environ.get("COMPSTREAM_WEB_PORT", "6066")),
+        )

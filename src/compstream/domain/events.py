@@ -1,0 +1,332 @@
+"""Canonical events: the one shape every source, topic, file and table agrees on.
+
+Field names follow the ledger contract. Money is integer nano-dollars, time is a
+UTC datetime with microsecond precision. Parsing raises `EventError` with the
+field at fault; it never guesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Union
+
+EVENT_ID_LENGTH_MAX = 256
+ENGINEER_ID_LENGTH_MAX = 256
+# A single event above a billion dollars is a unit error, not a real grant.
+AMOUNT_NANOS_MAX = 10**18
+TOKENS_MAX = 10**15
+
+
+class EventError(ValueError):
+    """An event that cannot be accepted; `field_name` says where."""
+
+    def __init__(self, reason: str, field_name: str | None = None):
+        self.reason = reason
+        self.field_name = field_name
+        super().__init__(f"{field_name}: {reason}" if field_name else reason)
+
+
+def parse_time(value: Any, field_name: str) -> datetime:
+    """RFC 3339 UTC string (or aware datetime) -> aware UTC datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise EventError("timestamp has no time zone", field_name)
+        return value.astimezone(timezone.utc)
+    if not isinstance(value, str):
+        raise EventError(f"expected RFC 3339 string, got {type(value).__name__}", field_name)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise EventError(f"not an RFC 3339 timestamp: {value!r}", field_name) from exc
+    if parsed.tzinfo is None:
+        raise EventError(f"timestamp has no time zone: {value!r}", field_name)
+    return parsed.astimezone(timezone.utc)
+
+
+def format_time(value: datetime) -> str:
+    """Aware datetime -> `2026-03-01T12:00:00.000000Z`."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _str(raw: dict, name: str, length_max: int = 256, optional: bool = False) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise EventError("missing", name)
+    if not isinstance(value, str) or not value:
+        raise EventError("expected a non-empty string", name)
+    if len(value) > length_max:
+        raise EventError(f"longer than {length_max} characters", name)
+    return value
+
+
+def _int(raw: dict, name: str, minimum: int, maximum: int, optional: bool = False) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise EventError("missing", name)
+    # bool is an int subclass; a JSON `true` is never an amount.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventError(f"expected an integer, got {value!r}", name)
+    if value < minimum:
+        raise EventError(f"must be >= {minimum}, got {value}", name)
+    if value > maximum:
+        raise EventError(f"must be <= {maximum}, got {value}", name)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class GrantIssued:
+    event_id: str
+    engineer_id: str
+    grant_id: str
+    amount_nanos: int
+    effective_at: datetime
+    expires_at: datetime | None
+    kind: str
+    type: str = field(default="grant_issued", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRevoked:
+    event_id: str
+    engineer_id: str
+    grant_id: str
+    effective_at: datetime
+    type: str = field(default="grant_revoked", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class EngineerOffboarded:
+    event_id: str
+    engineer_id: str
+    effective_at: datetime
+    type: str = field(default="engineer_offboarded", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    event_id: str
+    engineer_id: str
+    provider: str
+    model: str
+    occurred_at: datetime
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_nanos: int | None
+    # Provenance, optional: why a cost is null, which price data priced it,
+    # which earlier event a correction amends.
+    unpriced_reason: str | None = None
+    price_version: str | None = None
+    corrects_event_id: str | None = None
+    type: str = field(default="usage", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.occurred_at
+
+
+@dataclass(frozen=True, slots=True)
+class TeamAssigned:
+    """HR: the engineer belongs to `team_id` from `effective_at` on."""
+
+    event_id: str
+    engineer_id: str
+    team_id: str
+    effective_at: datetime
+    type: str = field(default="team_assigned", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardPrivacy:
+    """HR: the engineer opts out of (or back into) public leaderboards."""
+
+    event_id: str
+    engineer_id: str
+    opted_out: bool
+    effective_at: datetime
+    type: str = field(default="leaderboard_privacy", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class CashCompensation:
+    """HR: annual cash pay from `effective_at`, for compute-as-share-of-pay reports."""
+
+    event_id: str
+    engineer_id: str
+    annual_cash_nanos: int
+    effective_at: datetime
+    type: str = field(default="cash_compensation", init=False)
+
+    @property
+    def event_time(self) -> datetime:
+        return self.effective_at
+
+
+LedgerEvent = Union[GrantIssued, GrantRevoked, EngineerOffboarded, Usage]
+HrEvent = Union[TeamAssigned, LeaderboardPrivacy, CashCompensation]
+Event = Union[LedgerEvent, HrEvent]
+LEDGER_EVENT_TYPES = ("grant_issued", "grant_revoked", "engineer_offboarded", "usage")
+HR_EVENT_TYPES = ("team_assigned", "leaderboard_privacy", "cash_compensation")
+EVENT_TYPES = LEDGER_EVENT_TYPES + HR_EVENT_TYPES
+
+
+def event_from_dict(raw: Any) -> Event:
+    """Validate a canonical JSON object and build the event. Raises EventError."""
+    if not isinstance(raw, dict):
+        raise EventError(f"expected a JSON object, got {type(raw).__name__}")
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        raise EventError(f"unknown event type {kind!r}", "type")
+    event_id = _str(raw, "event_id", EVENT_ID_LENGTH_MAX)
+    engineer_id = _str(raw, "engineer_id", ENGINEER_ID_LENGTH_MAX)
+    if kind == "grant_issued":
+        effective_at = parse_time(raw.get("effective_at"), "effective_at")
+        expires_raw = raw.get("expires_at")
+        expires_at = None if expires_raw is None else parse_time(expires_raw, "expires_at")
+        if expires_at is not None and expires_at <= effective_at:
+            raise EventError("must be later than effective_at", "expires_at")
+        return GrantIssued(
+            event_id=event_id,
+            engineer_id=engineer_id,
+            grant_id=_str(raw, "grant_id"),
+            amount_nanos=_int(raw, "amount_nanos", 1, AMOUNT_NANOS_MAX),
+            effective_at=effective_at,
+            expires_at=expires_at,
+            kind=_str(raw, "kind", 64),
+        )
+    if kind in HR_EVENT_TYPES:
+        return _hr_event_from_dict(kind, raw, event_id, engineer_id)
+    if kind == "grant_revoked":
+        return GrantRevoked(
+            event_id=event_id,
+            engineer_id=engineer_id,
+            grant_id=_str(raw, "grant_id"),
+            effective_at=parse_time(raw.get("effective_at"), "effective_at"),
+        )
+    if kind == "engineer_offboarded":
+        return EngineerOffboarded(
+            event_id=event_id,
+            engineer_id=engineer_id,
+            effective_at=parse_time(raw.get("effective_at"), "effective_at"),
+        )
+    corrects_event_id = _str(raw, "corrects_event_id", EVENT_ID_LENGTH_MAX, optional=True)
+    # A correction is a restatement delta: only there may tokens and cost be negative.
+    tokens_min = -TOKENS_MAX if corrects_event_id is not None else 0
+    cost_min = -AMOUNT_NANOS_MAX if corrects_event_id is not None else 0
+    return Usage(
+        event_id=event_id,
+        engineer_id=engineer_id,
+        provider=_str(raw, "provider", 64),
+        model=_str(raw, "model", 256),
+        occurred_at=parse_time(raw.get("occurred_at"), "occurred_at"),
+        input_tokens=_int(raw, "input_tokens", tokens_min, TOKENS_MAX),
+        output_tokens=_int(raw, "output_tokens", tokens_min, TOKENS_MAX),
+        cache_read_tokens=_int(raw, "cache_read_tokens", tokens_min, TOKENS_MAX, optional=True) or 0,
+        cache_write_tokens=_int(raw, "cache_write_tokens", tokens_min, TOKENS_MAX, optional=True) or 0,
+        cost_nanos=_int(raw, "cost_nanos", cost_min, AMOUNT_NANOS_MAX, optional=True),
+        unpriced_reason=_str(raw, "unpriced_reason", 512, optional=True),
+        price_version=_str(raw, "price_version", 128, optional=True),
+        corrects_event_id=corrects_event_id,
+    )
+
+
+def _hr_event_from_dict(kind: str, raw: dict, event_id: str, engineer_id: str) -> HrEvent:
+    effective_at = parse_time(raw.get("effective_at"), "effective_at")
+    if kind == "team_assigned":
+        return TeamAssigned(event_id, engineer_id, _str(raw, "team_id", 128), effective_at)
+    if kind == "leaderboard_privacy":
+        opted_out = raw.get("opted_out")
+        if not isinstance(opted_out, bool):
+            raise EventError("expected true or false", "opted_out")
+        return LeaderboardPrivacy(event_id, engineer_id, opted_out, effective_at)
+    return CashCompensation(
+        event_id, engineer_id, _int(raw, "annual_cash_nanos", 0, AMOUNT_NANOS_MAX), effective_at
+    )
+
+
+def event_to_dict(event: Event) -> dict:
+    """Event -> canonical JSON object (timestamps as RFC 3339 strings)."""
+    out: dict[str, Any] = {"type": event.type}
+    for f in dataclasses.fields(event):
+        if f.name == "type":
+            continue
+        value = getattr(event, f.name)
+        out[f.name] = format_time(value) if isinstance(value, datetime) else value
+    return out
+
+
+def event_to_json(event: Event) -> str:
+    return json.dumps(event_to_dict(event), sort_keys=True, separators=(",", ":"))
+
+
+def payload_fingerprint(event: Event) -> str:
+    """Stable text of the payload; equal ids with unequal fingerprints conflict."""
+    return event_to_json(event)
+
+
+# --- Ordering (ledger contract rule 2), shared by replay, streaming and audit. ---
+
+# At one instant: grant issued, then expiries, then revocations and offboardings,
+# then usage; remaining ties by event_id (expiries by `expiry:<grant_id>`).
+RANK_GRANT_ISSUED = 0
+RANK_EXPIRY = 1
+RANK_REVOCATION = 2
+RANK_USAGE = 3
+_RANKS = {
+    GrantIssued: RANK_GRANT_ISSUED,
+    GrantRevoked: RANK_REVOCATION,
+    EngineerOffboarded: RANK_REVOCATION,
+    Usage: RANK_USAGE,
+}
+
+
+def event_rank(event: Event) -> int:
+    """Tie rank at equal event time (rule 2)."""
+    return _RANKS[type(event)]
+
+
+def event_sort_key(event: Event) -> tuple[datetime, int, str]:
+    """Total order of the ledger: (event time, rank, event_id)."""
+    if type(event) is Usage:
+        return (event.occurred_at, RANK_USAGE, event.event_id)
+    return (event.effective_at, _RANKS[type(event)], event.event_id)
+
+
+def expiry_cause_id(grant_id: str) -> str:
+    """Synthetic cause id of a grant's expiry posting."""
+    return "expiry:" + grant_id
+
+
+def is_correction(event: Event) -> bool:
+    return type(event) is Usage and event.corrects_event_id is not None
