@@ -6,7 +6,7 @@ Every knob has an embedded default so `make demo` needs no configuration.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -25,6 +25,15 @@ class Topics:
     digests: str = "compstream.digests"
     dead_letters: str = "compstream.dead-letters"
 
+    @classmethod
+    def with_prefix(cls, prefix: str) -> "Topics":
+        """`<prefix>.<name>` for every topic (underscores become dashes)."""
+        return cls(**{f.name: f"{prefix}.{f.name.replace('_', '-')}" for f in fields(cls)})
+
+    @property
+    def prefix(self) -> str:
+        return self.usage.rsplit(".", 1)[0]
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -35,6 +44,7 @@ class Settings:
     lateness_s: int
     worker_id: str
     web_port: int
+    web_bind: str = "127.0.0.1"
     topics: Topics = field(default_factory=Topics)
 
     @classmethod
@@ -50,4 +60,6 @@ class Settings:
             lateness_s=int(os.environ.get("COMPSTREAM_LATENESS_S", str(6 * 3600))),
             worker_id=os.environ.get("COMPSTREAM_WORKER_ID", "compstream"),
             web_port=int(os.environ.get("COMPSTREAM_WEB_PORT", "6066")),
+            web_bind=os.environ.get("COMPSTREAM_WEB_BIND", "127.0.0.1"),
+            topics=Topics.with_prefix(os.environ.get("COMPSTREAM_TOPIC_PREFIX", "compstream")),
         )

@@ -1,0 +1,117 @@
+"""Create (idempotently) and delete the project's Kafka topics.
+
+The source topics are the event store, so they keep everything forever;
+derived state topics are compacted so a restart can rebuild from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import astuple
+from typing import NamedTuple
+
+import kafka.errors as kerr
+from kafka.admin import KafkaAdminClient
+
+from compstream.broker.jars import BrokerError
+from compstream.config import Topics
+
+FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+COMPACT = {"cleanup.policy": "compact"}
+
+
+class TopicSpec(NamedTuple):
+    partitions: int
+    configs: dict[str, str]
+
+
+def topic_specs(topics: Topics, partitions: int) -> dict[str, TopicSpec]:
+    """Name -> partitions and configs for every project topic."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    return {
+        topics.usage: TopicSpec(partitions, dict(FOREVER)),
+        topics.grants: TopicSpec(partitions, dict(FOREVER)),
+        topics.balances: TopicSpec(partitions, dict(COMPACT)),
+        # One partition: a single writer keeps the global ranking totally ordered.
+        topics.leaderboards: TopicSpec(1, dict(COMPACT)),
+        topics.leaderboard_candidates: TopicSpec(1, {}),
+        topics.alerts: TopicSpec(partitions, {}),
+        topics.digests: TopicSpec(partitions, {}),
+        topics.dead_letters: TopicSpec(partitions, {}),
+    }
+
+
+def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
+    ms = int(timeout_s * 1000)
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="compstream-topics",
+                                bootstrap_timeout_ms=ms, request_timeout_ms=ms)
+    except kerr.KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap} within {timeout_s:.0f}s "
+                          f"({exc.__class__.__name__}); is the broker running?") from exc
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> dict[str, str]:
+    """Create the missing project topics; returns name -> "created" | "exists".
+
+    An existing topic with a different partition count is an error: Faust
+    joins the source topics by key, which needs equal partitioning.
+    """
+    specs = topic_specs(topics, partitions)
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        existing = {t["name"]: len(t.get("partitions") or [])
+                    for t in admin.describe_topics(list(specs))
+                    if t.get("error_code", 0) == 0}
+        missing = {n: s for n, s in specs.items() if n not in existing}
+        result = {n: "exists" for n in existing}
+        if missing:
+            response = admin.create_topics(
+                {name: {"num_partitions": s.partitions, "replication_factor": replication_factor,
+                        "configs": s.configs} for name, s in missing.items()},
+                timeout_ms=int(timeout_s * 1000), raise_errors=False)
+            for t in response["topics"]:
+                err = kerr.for_code(t["error_code"])
+                if err is kerr.TopicAlreadyExistsError:  # a concurrent creator won the race
+                    result[t["name"]] = "exists"
+                elif err is not kerr.NoError:
+                    raise BrokerError(f"creating topic {t['name']} failed: {err.__name__}: "
+                                      f"{t.get('error_message') or ''}".rstrip(": "))
+                else:
+                    result[t["name"]] = "created"
+            # CreateTopics returns before leaders are elected; producers that
+            # start right after us must not see LEADER_NOT_AVAILABLE.
+            try:
+                admin.wait_for_topics(list(missing), timeout_ms=int(timeout_s * 1000))
+            except kerr.KafkaTimeoutError as exc:
+                raise BrokerError(f"topics not ready after {timeout_s:.0f}s: {exc}") from exc
+        for name, have in existing.items():
+            if have != specs[name].partitions:
+                raise BrokerError(f"topic {name} has {have} partitions, expected "
+                                  f"{specs[name].partitions}; delete it or use that count")
+        return result
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, names: Topics | Iterable[str], timeout_s: float = 30.0) -> None:
+    """Delete topics (missing ones are ignored). Meant for tests and resets."""
+    names = list(astuple(names)) if isinstance(names, Topics) else list(names)
+    if not names:
+        return
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        response = admin.delete_topics(names, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+        for t in response["topics"]:
+            err = kerr.for_code(t["error_code"])
+            if err not in (kerr.NoError, kerr.UnknownTopicOrPartitionError):
+                raise BrokerError(f"deleting topic {t.get('name')} failed: {err.__name__}")
+    finally:
+        admin.close()

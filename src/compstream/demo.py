@@ -1,0 +1,144 @@
+"""`compstream demo`: the whole data path on embedded defaults, start to stop.
+
+broker (started if needed) -> topics -> worker subprocess -> sample events ->
+balances read back from the balance topic -> worker stopped -> history row
+counts from ClickHouse (chdb) -> broker stopped if the demo started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from compstream.config import Settings
+from compstream.domain.events import LEDGER_EVENT_TYPES, event_from_dict
+from compstream.publish import publish_events
+from compstream.readback import latest_balances
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-events.jsonl"
+MARKER = ".compstream-demo"
+BALANCES_TIMEOUT_S = 180
+console = Console()
+
+
+def _dollars(nanos: int) -> str:
+    sign = "-" if nanos < 0 else ""
+    cents = abs(nanos) // 10_000_000
+    return f"{sign}${cents // 100:,}.{cents % 100:02d}"
+
+
+def load_events(path: Path) -> list:
+    events = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                events.append(event_from_dict(json.loads(line)))
+            except Exception as exc:
+                raise SystemExit(f"{path}:{number}: {exc}") from exc
+    return events
+
+
+def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, COMPSTREAM_DATA_DIR=str(settings.data_dir),
+               COMPSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap)
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "compstream.cli.main", "worker"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def run_demo(settings: Settings, fresh: bool = True, events_file: str | None = None) -> int:
+    from compstream.broker import runtime
+    from compstream.broker.topics import ensure_topics
+
+    data_dir = settings.data_dir
+    if fresh and data_dir.exists():
+        if not (data_dir / MARKER).exists() and any(data_dir.iterdir()):
+            console.print(f"[red]{data_dir} is not a demo dir (no {MARKER}); refusing to wipe it. "
+                          "Set COMPSTREAM_DATA_DIR to an empty dir or pass --no-fresh.[/red]")
+            return 2
+        runtime.stop(data_dir / "kafka")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / MARKER).write_text("compstream demo data; safe to delete\n")
+
+    events = load_events(Path(events_file) if events_file else SAMPLE)
+    expected: dict[str, int] = {}
+    for event in {e.event_id: e for e in events}.values():
+        if event.type in LEDGER_EVENT_TYPES:
+            expected[event.engineer_id] = expected.get(event.engineer_id, 0) + 1
+
+    host, _, port = settings.kafka_bootstrap.rpartition(":")
+    broker_dir = data_dir / "kafka"
+    started_broker = not runtime.status(broker_dir).running
+    t0 = time.monotonic()
+    with console.status("starting the Kafka broker (first run downloads the jars with Maven)…"):
+        info = runtime.start(broker_dir, port=int(port), partitions=settings.source_partitions)
+    console.print(f"broker   Kafka {info.version} at {info.bootstrap} (ready in {time.monotonic() - t0:.1f}s)")
+    worker = None
+    try:
+        ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
+        worker = _start_worker(settings, data_dir / "worker.log")
+        console.print(f"worker   pid {worker.pid}, log {data_dir / 'worker.log'}")
+        sent = publish_events(events, settings.kafka_bootstrap, settings.topics)
+        console.print(f"produced {sent} events from {events_file or SAMPLE.name}")
+        with console.status("waiting for balances on the balance topic…"):
+            balances = latest_balances(settings.kafka_bootstrap, settings.topics.balances,
+                                       expected, BALANCES_TIMEOUT_S)
+        _print_balances(balances)
+        missing = [e for e, n in expected.items() if balances.get(e, {}).get("events_applied") != n]
+    finally:
+        if worker is not None:
+            _stop_worker(worker)
+        if started_broker:
+            runtime.stop(broker_dir)
+    counts = _history_counts(settings)
+    console.print("history  " + ", ".join(f"{table}: {n} rows" for table, n in counts.items())
+                  + f"  ({settings.clickhouse_dsn})")
+    if missing:
+        console.print(f"[red]balances incomplete for {missing}; see {data_dir / 'worker.log'}[/red]")
+        return 1
+    console.print("[green]demo complete: broker and worker stopped[/green]")
+    return 0
+
+
+def _print_balances(balances: dict[str, dict]) -> None:
+    table = Table(title="Balances (from the balance topic)")
+    for column in ("engineer", "issued", "consumed", "expired", "revoked", "forfeited",
+                   "overdraft", "available", "tokens in", "tokens out", "events"):
+        table.add_column(column, justify="left" if column == "engineer" else "right")
+    for engineer in sorted(balances):
+        b = balances[engineer]
+        table.add_row(engineer, *(_dollars(b[k]) for k in (
+            "issued_nanos", "consumed_nanos", "expired_nanos", "revoked_nanos",
+            "forfeited_nanos", "overdraft_nanos", "available_nanos")),
+            f"{b['input_tokens']:,}", f"{b['output_tokens']:,}", str(b["events_applied"]))
+    console.print(table)
+
+
+def _history_counts(settings: Settings) -> dict[str, int]:
+    from compstream.history import open_history
+
+    store = open_history(settings.clickhouse_dsn)
+    try:
+        return store.table_counts()
+    finally:
+        store.close()

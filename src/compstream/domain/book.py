@@ -1,0 +1,252 @@
+"""Streaming state of one engineer: what the Faust worker keeps per key.
+
+A book is a *finalized* ledger (every event with event time strictly before
+the book's watermark, folded in ledger order, postings emitted) plus a small
+sorted list of *pending* events at or after that watermark. The caller passes
+the watermark (no clock here); the worker uses max event time seen on the
+partition minus lateness_s. Then, for any arrival order in which no event is
+more than lateness_s behind the max seen before it, the finalized state equals
+the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
+`finalize_all()` == `replay(..., as_of=None)`, postings and hashes included.
+
+* Watermark semantics: final = event time < watermark (strict), so an event
+  exactly lateness_s behind is still on time.
+* Provisional balance = finalized + pending, refolded lazily (cached; an
+  in-order arrival extends the cache instead of refolding).
+* A late event (time < watermark) is still applied, on top of the finalized
+  state, flagged late=True and reported (code "late"); its postings are
+  appended after those already emitted. Here stream and replay may differ.
+* Postings, alerts and reports come out only when final, in ledger order.
+* Dedup memory: 16 bytes per event ever seen (see book_codec.SeenIds).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from heapq import heapify
+
+from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
+from compstream.domain.balance import Balance, Posting, Report
+from compstream.domain.book_codec import (
+    SeenIds, event_from_compact, event_to_compact, fingerprint_digest, from_us, id_digest,
+    pack, to_us, unpack,
+)
+from compstream.domain.events import Event, EventError, event_sort_key
+from compstream.domain.ledger import Ledger, Lot, check_event
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+CONFLICT = "conflict"
+END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+_COUNTERS = (
+    "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "unpriced",
+)
+
+
+class BookError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    postings: list[Posting] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    status: str  # applied | duplicate | conflict
+    late: bool
+    balance: Balance  # provisional: finalized + pending
+    postings: list[Posting]  # newly final, in order (append to the history)
+    alerts: list[Alert]
+    reports: list[Report]  # conflict, late, revoke_unknown_grant, ...
+
+
+class EngineerBook:
+    __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "_prov")
+
+    def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
+                 pending: list[tuple[tuple, Event]], seen: SeenIds):
+        self.engineer_id = engineer_id
+        self.ledger = ledger
+        self.watermark = watermark  # everything with event time < watermark is final
+        self.pending = pending  # sorted (key, event), every time >= watermark
+        self.seen = seen
+        self._prov: Ledger | None = None
+
+    @classmethod
+    def empty(cls, engineer_id: str,
+              thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS) -> "EngineerBook":
+        if not isinstance(engineer_id, str) or not engineer_id:
+            raise BookError("engineer_id must be a non-empty string")
+        ledger = Ledger(engineer_id, record=True, thresholds=check_thresholds(thresholds))
+        return cls(engineer_id, ledger, None, [], SeenIds())
+
+    # ----------------------------------------------------------------- ingest
+    def ingest(self, event: Event, watermark: datetime | None = None) -> IngestResult:
+        if event.engineer_id != self.engineer_id:
+            raise BookError(f"event for {event.engineer_id!r} given to book {self.engineer_id!r}")
+        check_event(event)
+        idd, fpd = id_digest(event.event_id), fingerprint_digest(event)
+        prev = self.seen.get(idd)
+        if prev is not None:
+            fin = self.advance(watermark)
+            reports = fin.reports
+            status = DUPLICATE
+            if prev != fpd:
+                status = CONFLICT
+                reports = [Report(self.engineer_id, event.event_id, CONFLICT,
+                                  "same event_id as an earlier event with a different payload;"
+                                  " not applied")] + reports
+            return IngestResult(status, False, self.balance(), fin.postings, fin.alerts, reports)
+        self.seen.add(idd, fpd)
+        key = event_sort_key(event)
+        late = self.watermark is not None and key[0] < self.watermark
+        if late:
+            ledger = self.ledger
+            ledger.reports.append(Report(self.engineer_id, event.event_id, "late",
+                                         "event time before the finalized watermark; applied"
+                                         " on top of the final state"))
+            ledger.apply(event)
+            ledger.expire_through(self.watermark, inclusive=False)
+            self._prov = None
+        else:
+            pending = self.pending
+            if not pending or pending[-1][0] < key:
+                pending.append((key, event))
+                if self._prov is not None:
+                    self._prov.apply(event)
+            else:
+                insort(pending, (key, event), key=_first)
+                self._prov = None
+        fin = self.advance(watermark)
+        return IngestResult(APPLIED, late, self.balance(), fin.postings, fin.alerts, fin.reports)
+
+    def advance(self, watermark: datetime | None) -> Finalized:
+        """Make everything with event time < watermark final (monotonic: a
+        lower watermark than the book's changes nothing). Returns the newly
+        final postings, alerts and reports."""
+        ledger = self.ledger
+        if watermark is not None and (self.watermark is None or watermark > self.watermark):
+            pending = self.pending
+            n = 0
+            for key, e in pending:
+                if key[0] >= watermark:
+                    break
+                ledger.apply(e)
+                n += 1
+            del pending[:n]
+            ledger.expire_through(watermark, inclusive=False)
+            self.watermark = watermark
+            if self._prov is not None:
+                # Same item sequence as finalized + remaining pending: stays valid.
+                self._prov.expire_through(watermark, inclusive=False)
+        return Finalized(*ledger.drain())
+
+    def finalize_all(self) -> Finalized:
+        """End of replay: every pending event and every expiry becomes final."""
+        ledger = self.ledger
+        for _, e in self.pending:
+            ledger.apply(e)
+        self.pending = []
+        ledger.expire_through(None)
+        self.watermark = END_OF_TIME
+        self._prov = None
+        return Finalized(*ledger.drain())
+
+    # --------------------------------------------------------------- balances
+    def balance(self) -> Balance:
+        """Provisional balance, exact as of `as_of()`: the finalized state plus
+        every pending event and every expiry up to the last pending event."""
+        if not self.pending:
+            return self.ledger.balance()
+        prov = self._prov
+        if prov is None:
+            prov = self.ledger.clone(record=False)
+            for _, e in self.pending:
+                prov.apply(e)
+            self._prov = prov
+        # Expiries at the last event's instant (order-independent for balances).
+        prov.expire_through(self.pending[-1][0][0], inclusive=True)
+        return prov.balance()
+
+    def as_of(self) -> datetime | None:
+        """The instant `balance()` equals `replay(..., as_of=...)` for (absent
+        late events): the last pending event time, else watermark - 1us."""
+        if self.pending:
+            return self.pending[-1][0][0]
+        if self.watermark is None:
+            return None
+        if self.watermark == END_OF_TIME:
+            return None  # finalize_all: everything, every expiry
+        return self.watermark - _US
+
+    def final_balance(self) -> Balance:
+        """Balance of the finalized part only (== replay as of watermark - 1us)."""
+        return self.ledger.balance()
+
+    # ------------------------------------------------------------------ bytes
+    def to_bytes(self) -> bytes:
+        led = self.ledger
+        state = {
+            "e": self.engineer_id,
+            "w": None if self.watermark is None else to_us(self.watermark),
+            "th": list(led.thresholds),
+            "f": led.fired,
+            "o": int(led.od_flag),
+            "s": led.seq,
+            "h": led.head,
+            "c": [getattr(led, name) for name in _COUNTERS],
+            "l": [[lot.grant_id, lot.amount, lot.remaining, lot.consumed, to_us(lot.effective_at),
+                   None if lot.expires_at is None else to_us(lot.expires_at)]
+                  for lot in led.lots],
+            "x": sorted(led.closed),
+            "p": [event_to_compact(e) for _, e in self.pending],
+        }
+        return pack(state, self.seen)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "EngineerBook":
+        state, seen = unpack(data)
+        try:
+            eng = state["e"]
+            led = Ledger(eng, record=True, thresholds=check_thresholds(tuple(state["th"])))
+            led.fired, led.od_flag, led.seq, led.head = (
+                state["f"], bool(state["o"]), state["s"], state["h"])
+            for name, value in zip(_COUNTERS, state["c"], strict=True):
+                setattr(led, name, value)
+            for gid, amount, remaining, consumed, eff, exp in state["l"]:
+                lot = Lot(gid, amount, remaining, consumed, from_us(eff),
+                          None if exp is None else from_us(exp))
+                led.lots.append(lot)
+                led.open[gid] = lot
+                led.remaining += remaining
+                led.open_amount += amount
+                if lot.expires_at is not None:
+                    led.expiries.append((lot.expires_at, gid))
+            led.lots.sort(key=_lot_key)
+            heapify(led.expiries)
+            led.closed = set(state["x"])
+            pending = [event_from_compact(eng, c) for c in state["p"]]
+            watermark = None if state["w"] is None else from_us(state["w"])
+        except (KeyError, TypeError, ValueError, EventError) as exc:
+            raise BookError(f"corrupt book state: {exc!r}") from exc
+        return cls(eng, led, watermark, [(event_sort_key(e), e) for e in pending], seen)
+
+    def __repr__(self) -> str:
+        return (f"EngineerBook({self.engineer_id!r}, watermark={self.watermark}, "
+                f"pending={len(self.pending)}, seen={len(self.seen)})")
+
+
+def _first(item: tuple) -> tuple:
+    return item[0]
+
+
+def _lot_key(lot: Lot) -> tuple:
+    return lot.key

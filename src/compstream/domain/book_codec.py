@@ -1,0 +1,139 @@
+"""Compact bytes for an EngineerBook (the Faust table value) and the seen-id set.
+
+Layout: b"CB" | version (1 byte) | JSON length (4 bytes, big endian) | JSON | seen
+records. Times inside are integer microseconds since the Unix epoch. The seen
+set is a sorted run of 16-byte records: blake2b-8(event_id) || blake2b-8(payload
+fingerprint), so deserializing it is a single copy and lookups are a binary
+search (no per-id Python objects).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from datetime import datetime, timedelta, timezone
+
+from compstream.domain.events import (
+    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, payload_fingerprint,
+)
+
+MAGIC = b"CB"
+VERSION = 1
+_HEADER = struct.Struct(">2sBI")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+RECORD = 16
+
+
+class BookCodecError(ValueError):
+    pass
+
+
+def to_us(t: datetime) -> int:
+    return (t - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def id_digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
+
+
+def fingerprint_digest(event: Event) -> bytes:
+    return hashlib.blake2b(payload_fingerprint(event).encode("utf-8"), digest_size=8).digest()
+
+
+class SeenIds:
+    """Sorted 16-byte records; 16 bytes per remembered event."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes | bytearray = b""):
+        if len(blob) % RECORD:
+            raise BookCodecError("seen-id blob is not a whole number of records")
+        self.blob = bytearray(blob)
+
+    def __len__(self) -> int:
+        return len(self.blob) // RECORD
+
+    def _find(self, idd: bytes) -> int:
+        blob = self.blob
+        lo, hi = 0, len(blob) // RECORD
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            at = mid * RECORD
+            if blob[at:at + 8] < idd:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def get(self, idd: bytes) -> bytes | None:
+        i = self._find(idd)
+        at = i * RECORD
+        if at < len(self.blob) and self.blob[at:at + 8] == idd:
+            return bytes(self.blob[at + 8:at + RECORD])
+        return None
+
+    def add(self, idd: bytes, fpd: bytes) -> None:
+        if len(idd) != 8 or len(fpd) != 8:
+            raise BookCodecError("digests must be 8 bytes")
+        at = self._find(idd) * RECORD
+        self.blob[at:at] = idd + fpd
+
+
+def event_to_compact(e: Event) -> list:
+    tp = type(e)
+    if tp is Usage:
+        return ["u", e.event_id, e.provider, e.model, to_us(e.occurred_at), e.input_tokens,
+                e.output_tokens, e.cache_read_tokens, e.cache_write_tokens, e.cost_nanos,
+                e.unpriced_reason, e.price_version, e.corrects_event_id]
+    if tp is GrantIssued:
+        return ["g", e.event_id, e.grant_id, e.amount_nanos, to_us(e.effective_at),
+                None if e.expires_at is None else to_us(e.expires_at), e.kind]
+    if tp is GrantRevoked:
+        return ["r", e.event_id, e.grant_id, to_us(e.effective_at)]
+    if tp is EngineerOffboarded:
+        return ["o", e.event_id, to_us(e.effective_at)]
+    raise BookCodecError(f"not an event: {tp.__name__}")
+
+
+def event_from_compact(engineer_id: str, c: list) -> Event:
+    tag = c[0]
+    if tag == "u":
+        return Usage(c[1], engineer_id, c[2], c[3], from_us(c[4]), c[5], c[6], c[7], c[8], c[9],
+                     c[10], c[11], c[12])
+    if tag == "g":
+        return GrantIssued(c[1], engineer_id, c[2], c[3], from_us(c[4]),
+                           None if c[5] is None else from_us(c[5]), c[6])
+    if tag == "r":
+        return GrantRevoked(c[1], engineer_id, c[2], from_us(c[3]))
+    if tag == "o":
+        return EngineerOffboarded(c[1], engineer_id, from_us(c[2]))
+    raise BookCodecError(f"unknown compact event tag {tag!r}")
+
+
+def pack(state: dict, seen: SeenIds) -> bytes:
+    body = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _HEADER.pack(MAGIC, VERSION, len(body)) + body + bytes(seen.blob)
+
+
+def unpack(data: bytes) -> tuple[dict, SeenIds]:
+    if len(data) < _HEADER.size:
+        raise BookCodecError("truncated book")
+    magic, version, length = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise BookCodecError("not an EngineerBook")
+    if version != VERSION:
+        raise BookCodecError(f"unsupported book version {version}")
+    end = _HEADER.size + length
+    if end > len(data):
+        raise BookCodecError("truncated book")
+    try:
+        state = json.loads(data[_HEADER.size:end])
+    except ValueError as exc:
+        raise BookCodecError(f"corrupt book state: {exc}") from exc
+    return state, SeenIds(data[end:])

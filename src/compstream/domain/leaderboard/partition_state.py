@@ -1,0 +1,264 @@
+"""Partition stage: per-source-partition totals, HR timelines, candidate emission.
+
+Usage is partitioned by engineer, so one partition owns all of an engineer's
+usage. For each open window it keeps per-(engineer, team) totals and, on
+request, emits one CandidateMessage holding:
+- its top-k *visible* engineers per metric (opted-out engineers are filtered
+  here, before the cut, so they never take a slot), and
+- every team's partial totals and contributor count (including opted-out
+  engineers, who still count for their team).
+Windows are dropped from state as soon as the watermark closes them (after
+their final message is produced), so state holds only open windows + all-time.
+
+Pure: no I/O, no clock. The caller supplies events and watermarks and ships the
+returned messages. Mutations re-assign `self.windows[key]`, so the dicts may be
+swapped for write-through mappings (e.g. Faust tables) if the caller wishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
+from compstream.domain.leaderboard import _codec as c
+from compstream.domain.leaderboard.boards import top_n
+from compstream.domain.leaderboard.config import LeaderboardConfig
+from compstream.domain.leaderboard.errors import LeaderboardError
+from compstream.domain.leaderboard.messages import (
+    CandidateMessage,
+    EngineerEntry,
+    TeamPartial,
+    WatermarkMessage,
+)
+from compstream.domain.leaderboard.privacy import PrivacyTimeline
+from compstream.domain.leaderboard.teams import TeamTimeline
+from compstream.domain.leaderboard.totals import METRICS, Totals, sum_totals
+from compstream.domain.leaderboard.windows import Window, window_from_key, windows_for
+
+NO_TEAM = ""  # usage before any TeamAssigned: ranked for the engineer, no team
+
+
+@dataclass
+class PartitionWindow:
+    """One partition's totals for one window."""
+
+    window_key: str
+    # Bumped on every change that alters this window's candidate message.
+    version: int = 0
+    # engineer_id -> team_id (NO_TEAM if none) -> totals. Split by team because
+    # an engineer who changes team mid-window contributes to both.
+    contributions: dict[str, dict[str, Totals]] = field(default_factory=dict)
+
+    def add(self, engineer_id: str, team_id: str, totals: Totals) -> None:
+        by_team = self.contributions.setdefault(engineer_id, {})
+        by_team[team_id] = by_team.get(team_id, Totals()) + totals
+        self.version += 1
+
+    def engineer_totals(self) -> dict[str, Totals]:
+        return {e: sum_totals(by_team.values()) for e, by_team in self.contributions.items()}
+
+    def team_partials(self) -> tuple[TeamPartial, ...]:
+        sums: dict[str, Totals] = {}
+        members: dict[str, int] = {}
+        for by_team in self.contributions.values():
+            for team, totals in by_team.items():
+                if team == NO_TEAM:
+                    continue
+                sums[team] = sums.get(team, Totals()) + totals
+                # Zero-activity usage (all-zero events) does not make a member:
+                # it would pad the small-team count without diluting anything.
+                members[team] = members.get(team, 0) + (1 if totals.is_activity() else 0)
+        return tuple(TeamPartial(t, sums[t], members[t]) for t in sorted(sums))
+
+    def to_dict(self) -> dict:
+        return {
+            "window_key": self.window_key,
+            "version": self.version,
+            "contributions": {
+                e: {t: tot.to_dict() for t, tot in sorted(by_team.items())}
+                for e, by_team in sorted(self.contributions.items())
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> "PartitionWindow":
+        raw = c.obj(raw, "partition window")
+        contributions: dict[str, dict[str, Totals]] = {}
+        for e, by_team in c.obj(raw.get("contributions"), "contributions").items():
+            contributions[e] = {t: Totals.from_dict(tot) for t, tot in c.obj(by_team, "by team").items()}
+        window_key = c.req_str(raw, "window_key")
+        window_from_key(window_key)  # validate
+        return cls(window_key, c.req_int(raw, "version"), contributions)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageResult:
+    counted: tuple[str, ...]  # window keys the usage was added to
+    too_late: tuple[str, ...]  # window keys already closed by the watermark
+
+
+class PartitionState:
+    def __init__(self, partition: int, config: LeaderboardConfig | None = None):
+        if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+            raise LeaderboardError(f"partition must be a non-negative integer, got {partition!r}")
+        self.partition = partition
+        self.config = config or LeaderboardConfig()
+        self.windows: dict[str, PartitionWindow] = {}
+        self.teams: dict[str, TeamTimeline] = {}
+        self.privacy: dict[str, PrivacyTimeline] = {}
+        self.watermark: datetime | None = None
+        # Windows changed since the last drain(); emission is the caller's
+        # cadence (per event, or batched on a timer).
+        self.dirty: set[str] = set()
+
+    # -- input -----------------------------------------------------------
+
+    def apply_usage(self, usage: Usage) -> UsageResult:
+        """Add usage to every window of its event time that is still open."""
+        team = self.team_at(usage.engineer_id, usage.occurred_at)
+        totals = Totals.from_usage(usage)
+        counted: list[str] = []
+        too_late: list[str] = []
+        for window in windows_for(usage.occurred_at, self.config.kinds):
+            if window.is_closed(self.watermark, self.config.lateness):
+                too_late.append(window.key)
+                continue
+            pw = self.windows.get(window.key) or PartitionWindow(window.key)
+            pw.add(usage.engineer_id, team, totals)
+            self.windows[window.key] = pw
+            self.dirty.add(window.key)
+            counted.append(window.key)
+        return UsageResult(tuple(counted), tuple(too_late))
+
+    def apply_hr(self, event: TeamAssigned | LeaderboardPrivacy) -> bool:
+        """Record an HR change; True if it was new."""
+        if isinstance(event, TeamAssigned):
+            tl = self.teams.get(event.engineer_id) or TeamTimeline(event.engineer_id)
+            changed = tl.apply(event)
+            self.teams[event.engineer_id] = tl
+            # Already-counted usage is not re-attributed (see teams.py).
+            return changed
+        if isinstance(event, LeaderboardPrivacy):
+            pt = self.privacy.get(event.engineer_id) or PrivacyTimeline(event.engineer_id)
+            changed = pt.apply(event)
+            self.privacy[event.engineer_id] = pt
+            if changed:
+                # Visibility is decided at emission, so every open window the
+                # engineer appears in must be re-sent.
+                for key, pw in list(self.windows.items()):
+                    if event.engineer_id in pw.contributions:
+                        pw.version += 1
+                        self.windows[key] = pw
+                        self.dirty.add(key)
+            return changed
+        raise LeaderboardError(f"not a leaderboard HR event: {type(event).__name__}")
+
+    def advance_watermark(self, watermark: datetime) -> list[CandidateMessage | WatermarkMessage]:
+        """Move the watermark (never backwards) and drop the windows it closes.
+
+        Returns the final CandidateMessage of each closed window followed by a
+        WatermarkMessage; send them in this order (same topic partition) so the
+        merge never sees the watermark before the finals. [] if no advance."""
+        if watermark.tzinfo is None:
+            raise LeaderboardError("watermark has no time zone")
+        if self.watermark is not None and watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        finals: list[CandidateMessage | WatermarkMessage] = []
+        for key in sorted(self.windows):
+            window = window_from_key(key)
+            if window.is_closed(watermark, self.config.lateness):
+                pw = self.windows[key]
+                pw.version += 1  # the final message supersedes any earlier one
+                finals.append(self._message(window, pw, final=True))
+                del self.windows[key]
+                self.dirty.discard(key)
+        return [*finals, WatermarkMessage(self.partition, watermark)]
+
+    # -- output ----------------------------------------------------------
+
+    def drain(self) -> list[CandidateMessage]:
+        """Current messages for windows changed since the last drain."""
+        out = [self.candidate_message(key) for key in sorted(self.dirty) if key in self.windows]
+        self.dirty.clear()
+        return out
+
+    def all_messages(self) -> list[CandidateMessage]:
+        """Current messages for every open window, e.g. after a restart (the
+        dirty set may predate the crash). Safe to resend: the merge ignores
+        versions it already has."""
+        self.dirty.clear()
+        return [self.candidate_message(key) for key in sorted(self.windows)]
+
+    def candidate_message(self, window_key: str) -> CandidateMessage:
+        pw = self.windows.get(window_key)
+        if pw is None:
+            raise LeaderboardError(f"partition {self.partition} has no open window {window_key!r}")
+        return self._message(window_from_key(window_key), pw, final=False)
+
+    def _message(self, window: Window, pw: PartitionWindow, final: bool) -> CandidateMessage:
+        k = self.config.k
+        visible = {
+            e: t for e, t in pw.engineer_totals().items() if not self.hidden(e, window)
+        }
+        chosen: dict[str, Totals] = {}
+        eligible = {}
+        for metric in METRICS:
+            eligible[metric] = sum(1 for t in visible.values() if t.value(metric) > 0)
+            chosen.update(top_n(visible.items(), metric, k))
+        return CandidateMessage(
+            partition=self.partition,
+            window_key=window.key,
+            version=pw.version,
+            final=final,
+            k=k,
+            eligible=eligible,
+            engineers=tuple(EngineerEntry(e, chosen[e]) for e in sorted(chosen)),
+            teams=pw.team_partials(),
+            watermark=self.watermark,
+        )
+
+    # -- lookups ---------------------------------------------------------
+
+    def team_at(self, engineer_id: str, ts: datetime) -> str:
+        tl = self.teams.get(engineer_id)
+        team = tl.team_at(ts) if tl is not None else None
+        return team or NO_TEAM
+
+    def hidden(self, engineer_id: str, window: Window) -> bool:
+        pt = self.privacy.get(engineer_id)
+        return pt is not None and pt.hidden_during(window)
+
+    # -- serialization ---------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "partition": self.partition,
+            "watermark": c.time_out(self.watermark),
+            "windows": [self.windows[k].to_dict() for k in sorted(self.windows)],
+            "teams": [self.teams[e].to_dict() for e in sorted(self.teams)],
+            "privacy": [self.privacy[e].to_dict() for e in sorted(self.privacy)],
+            "dirty": sorted(self.dirty),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, config: LeaderboardConfig | None = None) -> "PartitionState":
+        """Config is not serialized: it comes from settings at start-up."""
+        raw = c.obj(raw, "partition state")
+        out = cls(c.req_int(raw, "partition"), config)
+        out.watermark = c.opt_time(raw, "watermark")
+        for item in c.req_list(raw, "windows"):
+            pw = PartitionWindow.from_dict(item)
+            out.windows[pw.window_key] = pw
+        for item in c.req_list(raw, "teams"):
+            tl = TeamTimeline.from_dict(item)
+            out.teams[tl.engineer_id] = tl
+        for item in c.req_list(raw, "privacy"):
+            pt = PrivacyTimeline.from_dict(item)
+            out.privacy[pt.engineer_id] = pt
+        dirty = c.req_list(raw, "dirty")
+        if not all(isinstance(k, str) for k in dirty):
+            raise LeaderboardError(f"dirty: expected window keys, got {dirty!r}")
+        out.dirty = set(dirty)
+        return out

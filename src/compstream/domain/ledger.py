@@ -1,0 +1,358 @@
+"""The fold: one engineer's ledger, applied to events in ledger order.
+
+Pure and integer-only. The caller feeds events already deduplicated and sorted
+by `events.event_sort_key`; the ledger interleaves each grant's expiry (a
+synthetic event at expires_at, cause id `expiry:<grant_id>`) itself:
+
+* expiry sorts after a grant issued at the same instant and before revocations,
+  offboardings and usage at that instant (contract rule 2);
+* usage draws from open grants soonest-expiring first, never-expiring last, ties
+  by effective_at then grant_id; the uncovered rest is overdraft (rule 3);
+* expiry / revocation / offboarding close grants with their remaining amount
+  expired / revoked / forfeited (rule 4).
+
+Negative correction deltas (usage with `corrects_event_id` and cost < 0), the
+refund rule. The refund R = -cost is applied in this order:
+  1. it reduces overdraft first               (posting `overdraft_refund`);
+  2. the rest returns to *open* grants in reverse draw order, each at most what
+     that grant has consumed so far (consumed -= x, remaining += x; `refund`);
+  3. what is left is booked as `refund_unapplied` (posting and counter).
+Conservation issued = consumed + expired + revoked + forfeited + remaining stays
+exact; value never reappears on a closed grant. A positive correction delta is
+drawn like ordinary usage; token deltas are added as they come (may be < 0).
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from datetime import datetime
+from heapq import heappop, heappush
+
+from compstream.domain import alerts as _alerts
+from compstream.domain.balance import (
+    CONSUME, EXPIRE, FORFEIT, ISSUE, OVERDRAFT, OVERDRAFT_REFUND, REFUND, REFUND_UNAPPLIED,
+    REVOKE, Balance, Posting, Report,
+)
+from compstream.domain.chain import GENESIS_HASH, canonical_posting, chain_hash
+from compstream.domain.events import (
+    EngineerOffboarded, Event, EventError, GrantIssued, GrantRevoked, Usage, expiry_cause_id,
+)
+
+
+class LedgerError(ValueError):
+    """An event the ledger must not apply (programming or validation error)."""
+
+
+def check_event(e: Event) -> None:
+    """Money and token invariants the fold relies on (event_from_dict already
+    enforces them; this guards hand-built events). Raises EventError."""
+    tp = type(e)
+    if tp is GrantIssued:
+        amount = e.amount_nanos
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise EventError(f"must be a positive integer, got {amount!r}", "amount_nanos")
+        if e.expires_at is not None and e.expires_at <= e.effective_at:
+            raise EventError("must be later than effective_at", "expires_at")
+    elif tp is Usage:
+        if e.corrects_event_id is None:
+            for name in ("input_tokens", "output_tokens", "cache_read_tokens",
+                         "cache_write_tokens", "cost_nanos"):
+                value = getattr(e, name)
+                if value is not None and value < 0:
+                    raise EventError("negative only on a correction", name)
+    elif tp not in (GrantRevoked, EngineerOffboarded):
+        raise EventError(f"not an event: {tp.__name__}")
+
+
+class Lot:
+    """An open grant."""
+
+    __slots__ = ("grant_id", "amount", "remaining", "consumed", "effective_at", "expires_at", "key")
+
+    def __init__(self, grant_id: str, amount: int, remaining: int, consumed: int,
+                 effective_at: datetime, expires_at: datetime | None):
+        self.grant_id = grant_id
+        self.amount = amount
+        self.remaining = remaining
+        self.consumed = consumed
+        self.effective_at = effective_at
+        self.expires_at = expires_at
+        # Draw order: expiring grants first (soonest first), then never-expiring.
+        self.key = (expires_at is None, expires_at or effective_at, effective_at, grant_id)
+
+    def copy(self) -> "Lot":
+        return Lot(self.grant_id, self.amount, self.remaining, self.consumed,
+                   self.effective_at, self.expires_at)
+
+
+def _lot_key(lot: Lot) -> tuple:
+    return lot.key
+
+
+class Ledger:
+    """Mutable per-engineer fold state. With record=True it emits hash-chained
+    postings, alerts and reports into `postings`, `alerts`, `reports` (the
+    caller drains them); with record=False it only keeps balances (fast)."""
+
+    __slots__ = (
+        "engineer_id", "record", "thresholds", "lots", "open", "closed", "expiries",
+        "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
+        "remaining", "open_amount", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_write_tokens", "unpriced", "fired", "od_flag", "seq", "head",
+        "postings", "alerts", "reports",
+    )
+
+    def __init__(self, engineer_id: str, *, record: bool = True,
+                 thresholds: tuple[int, ...] = _alerts.DEFAULT_THRESHOLDS):
+        self.engineer_id = engineer_id
+        self.record = record
+        self.thresholds = thresholds
+        self.lots: list[Lot] = []  # open grants in draw order
+        self.open: dict[str, Lot] = {}
+        self.closed: set[str] = set()
+        self.expiries: list[tuple[datetime, str]] = []  # heap of (expires_at, grant_id)
+        self.issued = self.consumed = self.overdraft = 0
+        self.expired = self.revoked = self.forfeited = self.refund_unapplied = 0
+        self.remaining = self.open_amount = 0
+        self.input_tokens = self.output_tokens = 0
+        self.cache_read_tokens = self.cache_write_tokens = 0
+        self.unpriced = 0
+        self.fired = 0
+        self.od_flag = False
+        self.seq = 0
+        self.head = GENESIS_HASH
+        self.postings: list[Posting] = []
+        self.alerts: list[_alerts.Alert] = []
+        self.reports: list[Report] = []
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, e: Event) -> None:
+        """Apply one event (after any expiries that sort before it)."""
+        tp = type(e)
+        exp = self.expiries
+        if tp is Usage:
+            t = e.occurred_at
+            if exp and exp[0][0] <= t:
+                self._expire(t, True)
+            self._usage(e, t)
+        elif tp is GrantIssued:
+            t = e.effective_at
+            if exp and exp[0][0] < t:
+                self._expire(t, False)
+            self._issue(e, t)
+        elif tp is GrantRevoked:
+            t = e.effective_at
+            if exp and exp[0][0] <= t:
+                self._expire(t, True)
+            self._close_one(e, t)
+        elif tp is EngineerOffboarded:
+            t = e.effective_at
+            if exp and exp[0][0] <= t:
+                self._expire(t, True)
+            for lot in list(self.lots):
+                self._close(lot, FORFEIT, e.event_id, t)
+        else:
+            raise LedgerError(f"not an event: {tp.__name__}")
+        if self.record:
+            self._check_alerts(e.event_id, t)
+
+    def expire_through(self, until: datetime | None, inclusive: bool = True) -> None:
+        """Run expiries up to `until` (all of them when None)."""
+        if until is None:
+            exp = self.expiries
+            while exp:
+                at, gid = heappop(exp)
+                self._expire_one(at, gid)
+        elif self.expiries:
+            self._expire(until, inclusive)
+
+    def _expire(self, until: datetime, inclusive: bool) -> None:
+        exp = self.expiries
+        while exp and (exp[0][0] < until or (inclusive and exp[0][0] == until)):
+            at, gid = heappop(exp)
+            self._expire_one(at, gid)
+
+    def _expire_one(self, at: datetime, gid: str) -> None:
+        lot = self.open.get(gid)
+        if lot is None or lot.expires_at != at:
+            return  # closed earlier (revoked/forfeited): nothing to expire
+        cause = expiry_cause_id(gid)
+        self._close(lot, EXPIRE, cause, at)
+        if self.record:
+            self._check_alerts(cause, at)
+
+    # --------------------------------------------------------------- handlers
+    def _issue(self, e: GrantIssued, t: datetime) -> None:
+        gid = e.grant_id
+        if gid in self.open or gid in self.closed:
+            self.reports.append(Report(self.engineer_id, e.event_id, "grant_id_reused",
+                                       f"grant {gid!r} was issued before; ignored"))
+            return
+        amount = e.amount_nanos
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise EventError(f"must be a positive integer, got {amount!r}", "amount_nanos")
+        if e.expires_at is not None and e.expires_at <= t:
+            raise EventError("must be later than effective_at", "expires_at")
+        lot = Lot(gid, amount, amount, 0, t, e.expires_at)
+        self.open[gid] = lot
+        insort(self.lots, lot, key=_lot_key)
+        if e.expires_at is not None:
+            heappush(self.expiries, (e.expires_at, gid))
+        self.issued += amount
+        self.remaining += amount
+        self.open_amount += amount
+        if self.record:
+            self._post(ISSUE, gid, amount, e.event_id, t)
+
+    def _close_one(self, e: GrantRevoked, t: datetime) -> None:
+        lot = self.open.get(e.grant_id)
+        if lot is None:
+            code = "revoke_closed_grant" if e.grant_id in self.closed else "revoke_unknown_grant"
+            self.reports.append(Report(self.engineer_id, e.event_id, code,
+                                       f"grant {e.grant_id!r} is not open; nothing revoked"))
+            return
+        self._close(lot, REVOKE, e.event_id, t)
+
+    def _close(self, lot: Lot, kind: str, cause: str, t: datetime) -> None:
+        amount = lot.remaining
+        del self.open[lot.grant_id]
+        self.lots.remove(lot)
+        self.closed.add(lot.grant_id)
+        self.remaining -= amount
+        self.open_amount -= lot.amount
+        if kind == EXPIRE:
+            self.expired += amount
+        elif kind == REVOKE:
+            self.revoked += amount
+        else:
+            self.forfeited += amount
+        lot.remaining = 0
+        if amount and self.record:
+            self._post(kind, lot.grant_id, amount, cause, t)
+
+    def _usage(self, e: Usage, t: datetime) -> None:
+        self.input_tokens += e.input_tokens
+        self.output_tokens += e.output_tokens
+        self.cache_read_tokens += e.cache_read_tokens
+        self.cache_write_tokens += e.cache_write_tokens
+        cost = e.cost_nanos
+        if cost is None:
+            self.unpriced += 1
+        elif cost > 0:
+            self._draw(cost, e.event_id, t)
+        elif cost < 0:
+            if e.corrects_event_id is None:
+                raise EventError("negative cost is only allowed on a correction", "cost_nanos")
+            self._refund(-cost, e.event_id, t)
+
+    def _draw(self, cost: int, cause: str, t: datetime) -> None:
+        record = self.record
+        for lot in self.lots:
+            r = lot.remaining
+            if r:
+                take = r if r < cost else cost
+                lot.remaining = r - take
+                lot.consumed += take
+                self.remaining -= take
+                self.consumed += take
+                if record:
+                    self._post(CONSUME, lot.grant_id, take, cause, t)
+                cost -= take
+                if not cost:
+                    return
+        self.overdraft += cost
+        if record:
+            self._post(OVERDRAFT, None, cost, cause, t)
+
+    def _refund(self, amount: int, cause: str, t: datetime) -> None:
+        record = self.record
+        back = min(amount, self.overdraft)
+        if back:
+            self.overdraft -= back
+            amount -= back
+            if record:
+                self._post(OVERDRAFT_REFUND, None, back, cause, t)
+        for lot in reversed(self.lots):
+            if not amount:
+                return
+            give = min(amount, lot.consumed)
+            if give:
+                lot.consumed -= give
+                lot.remaining += give
+                self.consumed -= give
+                self.remaining += give
+                amount -= give
+                if record:
+                    self._post(REFUND, lot.grant_id, give, cause, t)
+        if amount:
+            self.refund_unapplied += amount
+            if record:
+                self._post(REFUND_UNAPPLIED, None, amount, cause, t)
+
+    # --------------------------------------------------------------- outputs
+    def _post(self, kind: str, gid: str | None, amount: int, cause: str, t: datetime) -> None:
+        self.seq += 1
+        avail = self.remaining - self.overdraft
+        prev = self.head
+        digest = chain_hash(prev, canonical_posting(
+            engineer_id=self.engineer_id, seq=self.seq, kind=kind, grant_id=gid,
+            amount_nanos=amount, cause_event_id=cause, event_time=t,
+            available_after_nanos=avail,
+        ))
+        self.head = digest
+        self.postings.append(Posting(self.engineer_id, self.seq, kind, gid, amount, cause, t,
+                                     avail, prev, digest))
+
+    def _check_alerts(self, cause: str, t: datetime) -> None:
+        self.fired, self.od_flag = _alerts.evaluate(
+            self.engineer_id, self.thresholds, self.fired, self.od_flag,
+            self.open_amount, self.remaining, self.overdraft, cause, t, self.alerts,
+        )
+
+    def drain(self) -> tuple[list[Posting], list[_alerts.Alert], list[Report]]:
+        out = (self.postings, self.alerts, self.reports)
+        self.postings, self.alerts, self.reports = [], [], []
+        return out
+
+    def balance(self) -> Balance:
+        consumed, overdraft, remaining = self.consumed, self.overdraft, self.remaining
+        return Balance(
+            issued_nanos=self.issued,
+            consumed_nanos=consumed,
+            overdraft_nanos=overdraft,
+            expired_nanos=self.expired,
+            revoked_nanos=self.revoked,
+            forfeited_nanos=self.forfeited,
+            remaining_nanos=remaining,
+            available_nanos=remaining - overdraft,
+            usage_cost_nanos=consumed + overdraft,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            unpriced_events=self.unpriced,
+            refund_unapplied_nanos=self.refund_unapplied,
+        )
+
+    def check_conservation(self) -> None:
+        if self.issued != (self.consumed + self.expired + self.revoked + self.forfeited
+                           + self.remaining):
+            raise LedgerError(f"conservation broken for engineer {self.engineer_id!r}")
+
+    def clone(self, record: bool = False) -> "Ledger":
+        """Independent copy (outputs not copied); used for provisional folds."""
+        c = Ledger(self.engineer_id, record=record, thresholds=self.thresholds)
+        c.lots = [lot.copy() for lot in self.lots]
+        c.open = {lot.grant_id: lot for lot in c.lots}
+        c.closed = set(self.closed)
+        c.expiries = list(self.expiries)
+        for name in _COPIED:
+            setattr(c, name, getattr(self, name))
+        return c
+
+
+_COPIED = (
+    "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
+    "remaining", "open_amount", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "unpriced", "fired", "od_flag", "seq", "head",
+)

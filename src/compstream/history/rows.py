@@ -1,0 +1,244 @@
+"""Row shapes of the history tables, independent of any storage engine.
+
+Each dataclass mirrors one ClickHouse table column for column, so both
+adapters (memory and ClickHouse) and the auditor SQL agree on one vocabulary.
+Money is always integer nano-dollars; times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from compstream.domain.events import Event, event_to_json
+
+# One batch is one ClickHouse insert per table; bounding it keeps a retry cheap
+# and keeps the whole batch inside one insert block (one dedup hash).
+BATCH_ROWS_MAX = 50_000
+DEDUP_TOKEN_LENGTH_MAX = 512
+SCHEMA_VERSION = 1
+
+
+class HistoryError(RuntimeError):
+    """A history operation that cannot proceed; the message says why."""
+
+
+def utc(value: datetime) -> datetime:
+    """Naive values coming back from the engine are UTC by construction."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def period_bounds(period: str) -> tuple[datetime, datetime]:
+    """'YYYY-MM' -> [first instant of the month, first instant of the next)."""
+    try:
+        year_text, month_text = period.split("-")
+        year, month = int(year_text), int(month_text)
+        start = datetime(year, month, 1, tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise HistoryError(f"period must be YYYY-MM, got {period!r}") from exc
+    if len(year_text) != 4 or len(month_text) != 2:
+        raise HistoryError(f"period must be YYYY-MM, got {period!r}")
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
+    return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One canonical event plus where it came from (Kafka coordinates)."""
+
+    type: str
+    event_id: str
+    engineer_id: str
+    event_time: datetime
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+    ingest_time: datetime
+    payload: str
+    grant_id: str | None = None
+    amount_nanos: int | None = None
+    expires_at: datetime | None = None
+    grant_kind: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_nanos: int | None = None
+    unpriced_reason: str | None = None
+    price_version: str | None = None
+    corrects_event_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    late: bool = False
+
+    @classmethod
+    def from_event(
+        cls,
+        event: Event,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        ingest_time: datetime,
+        late: bool = False,
+        payload: str | None = None,
+        schema_version: int = SCHEMA_VERSION,
+    ) -> "EventRow":
+        """Flatten an event; `payload` defaults to its canonical JSON."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(event):
+            if f.name in ("type", "event_id", "engineer_id", "effective_at", "occurred_at"):
+                continue
+            # The grant's `kind` would be confused with a posting kind.
+            values["grant_kind" if f.name == "kind" else f.name] = getattr(event, f.name)
+        return cls(
+            type=event.type,
+            event_id=event.event_id,
+            engineer_id=event.engineer_id,
+            event_time=utc(event.event_time),
+            kafka_topic=topic,
+            kafka_partition=partition,
+            kafka_offset=offset,
+            ingest_time=utc(ingest_time),
+            payload=payload if payload is not None else event_to_json(event),
+            schema_version=schema_version,
+            late=late,
+            **values,
+        )
+
+    def key(self) -> tuple:
+        """Identity of a stored event: the Kafka record it was read from."""
+        return (self.kafka_topic, self.kafka_partition, self.kafka_offset, self.event_id)
+
+    def payload_dict(self) -> dict:
+        return json.loads(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRow:
+    """One balance change in an engineer's hash chain."""
+
+    engineer_id: str
+    seq: int
+    kind: str
+    grant_id: str | None
+    amount_nanos: int
+    cause_event_id: str
+    event_time: datetime
+    available_after_nanos: int
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_posting(cls, posting: Any) -> "PostingRow":
+        """Copy a ledger posting (any object with the same attribute names)."""
+        values = {f.name: getattr(posting, f.name) for f in dataclasses.fields(cls)}
+        kind = values["kind"]
+        values["kind"] = getattr(kind, "value", kind)
+        values["event_time"] = utc(values["event_time"])
+        return cls(**values)
+
+    def key(self) -> tuple:
+        # The hash is part of the identity: a byte-identical retry collapses,
+        # a forged row with the same seq stays visible to the verifier.
+        return (self.engineer_id, self.seq, self.hash)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+    raw: bytes
+    error: str
+    stage: str
+    # Use the Kafka record timestamp, not "now": a retry then repeats it.
+    received_at: datetime
+
+    def key(self) -> tuple:
+        return (self.kafka_topic, self.kafka_partition, self.kafka_offset, self.stage)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardWindowRow:
+    window_kind: str
+    window_start: datetime
+    dimension: str
+    rank: int
+    subject: str
+    value: int
+    tokens: int
+    closed_at: datetime
+
+    def key(self) -> tuple:
+        return (self.window_kind, self.dimension, self.window_start, self.rank)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRow:
+    period: str
+    digest: str
+    engineers: int
+    postings: int
+    computed_at: datetime
+
+    def key(self) -> tuple:
+        # Every computation is kept: a changed digest for the same period is
+        # itself audit evidence.
+        return (self.period, self.computed_at, self.digest)
+
+
+TABLE_ROW_TYPES: dict[str, type] = {
+    "events": EventRow,
+    "postings": PostingRow,
+    "dead_letters": DeadLetterRow,
+    "leaderboard_windows": LeaderboardWindowRow,
+    "digests": DigestRow,
+}
+
+
+@dataclass(frozen=True)
+class HistoryBatch:
+    """Rows to append together; one insert per non-empty table."""
+
+    events: tuple[EventRow, ...] = ()
+    postings: tuple[PostingRow, ...] = ()
+    dead_letters: tuple[DeadLetterRow, ...] = ()
+    leaderboard_windows: tuple[LeaderboardWindowRow, ...] = ()
+    digests: tuple[DigestRow, ...] = ()
+    by_table: dict[str, tuple] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_table = {name: tuple(getattr(self, name)) for name in TABLE_ROW_TYPES}
+        total = sum(len(rows) for rows in by_table.values())
+        if total > BATCH_ROWS_MAX:
+            raise HistoryError(f"batch of {total} rows exceeds BATCH_ROWS_MAX={BATCH_ROWS_MAX}")
+        for name, rows in by_table.items():
+            row_type = TABLE_ROW_TYPES[name]
+            for row in rows:
+                if not isinstance(row, row_type):
+                    raise HistoryError(f"{name} holds a {type(row).__name__}, expected {row_type.__name__}")
+        object.__setattr__(self, "by_table", by_table)
+
+    def row_count(self) -> int:
+        return sum(len(rows) for rows in self.by_table.values())
+
+
+def table_token(dedup_token: str, table: str) -> str:
+    """Per-table insert token: one batch spans tables, each insert dedups alone."""
+    if not dedup_token or len(dedup_token) > DEDUP_TOKEN_LENGTH_MAX:
+        raise HistoryError(f"dedup token must be 1..{DEDUP_TOKEN_LENGTH_MAX} characters")
+    return f"{dedup_token}|{table}"
+
+
+def kafka_batch_token(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
+    """The conventional token for a batch read from one Kafka partition."""
+    if first_offset > last_offset:
+        raise HistoryError(f"offset range {first_offset}-{last_offset} is empty")
+    return f"{topic}:{partition}:{first_offset}-{last_offset}"

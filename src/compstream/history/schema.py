@@ -1,0 +1,146 @@
+"""Versioned DDL for the history database; identical on chdb and a server.
+
+Each migration is a list of statements, each idempotent on its own
+(`IF NOT EXISTS`), so a crash halfway through a migration is repaired by
+running `migrate()` again. A version is recorded in `schema_migrations` only
+after all its statements succeeded.
+
+Why ReplacingMergeTree and the dedup window on every table: see
+docs/auditing.md, "Exactly once". In short, the per-insert
+`insert_deduplication_token` drops an identical retried batch at insert time
+(needs `non_replicated_deduplication_window` > 0 on non-replicated tables, it
+is 0 by default), and the Replacing engine plus `FINAL` at query time
+collapses rows of a differently cut re-batch that the token cannot recognise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Hashes of the last N insert blocks kept per table. A retry older than this
+# many later inserts is no longer recognised by the token (FINAL still is).
+DEDUP_WINDOW_BLOCKS = 10_000
+_TABLE_SETTINGS = f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}"
+_UTC = "DateTime64(6, 'UTC')"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+BOOTSTRAP = (
+    "CREATE DATABASE IF NOT EXISTS {db}",
+    f"""CREATE TABLE IF NOT EXISTS {{db}}.schema_migrations (
+    version UInt32,
+    name String,
+    applied_at {_UTC}
+) ENGINE = MergeTree ORDER BY version {_TABLE_SETTINGS}""",
+)
+
+_EVENTS = f"""CREATE TABLE IF NOT EXISTS {{db}}.events (
+    type LowCardinality(String),
+    event_id String,
+    engineer_id String,
+    event_time {_UTC},
+    grant_id Nullable(String),
+    amount_nanos Nullable(Int64),
+    expires_at Nullable({_UTC}),
+    grant_kind Nullable(String),
+    provider Nullable(String),
+    model Nullable(String),
+    input_tokens Nullable(Int64),
+    output_tokens Nullable(Int64),
+    cache_read_tokens Nullable(Int64),
+    cache_write_tokens Nullable(Int64),
+    cost_nanos Nullable(Int64),
+    unpriced_reason Nullable(String),
+    price_version Nullable(String),
+    corrects_event_id Nullable(String),
+    kafka_topic LowCardinality(String),
+    kafka_partition Int32,
+    kafka_offset Int64,
+    ingest_time {_UTC},
+    schema_version UInt16,
+    late Bool,
+    payload String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (engineer_id, event_time, event_id, kafka_topic, kafka_partition, kafka_offset)
+{_TABLE_SETTINGS}"""
+
+_POSTINGS = f"""CREATE TABLE IF NOT EXISTS {{db}}.postings (
+    engineer_id String,
+    seq UInt64,
+    kind LowCardinality(String),
+    grant_id Nullable(String),
+    amount_nanos Int64,
+    cause_event_id String,
+    event_time {_UTC},
+    available_after_nanos Int64,
+    prev_hash String,
+    hash String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (engineer_id, event_time, seq, hash)
+{_TABLE_SETTINGS}"""
+
+_DEAD_LETTERS = f"""CREATE TABLE IF NOT EXISTS {{db}}.dead_letters (
+    kafka_topic LowCardinality(String),
+    kafka_partition Int32,
+    kafka_offset Int64,
+    raw String,
+    error String,
+    stage LowCardinality(String),
+    received_at {_UTC}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(received_at)
+ORDER BY (kafka_topic, kafka_partition, kafka_offset, stage)
+{_TABLE_SETTINGS}"""
+
+_LEADERBOARD_WINDOWS = f"""CREATE TABLE IF NOT EXISTS {{db}}.leaderboard_windows (
+    window_kind LowCardinality(String),
+    window_start {_UTC},
+    dimension LowCardinality(String),
+    rank UInt32,
+    subject String,
+    value Int64,
+    tokens Int64,
+    closed_at {_UTC}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (window_kind, dimension, window_start, rank)
+{_TABLE_SETTINGS}"""
+
+# Plain MergeTree on purpose: every digest computation is kept as evidence.
+_DIGESTS = f"""CREATE TABLE IF NOT EXISTS {{db}}.digests (
+    period String,
+    digest String,
+    engineers UInt64,
+    postings UInt64,
+    computed_at {_UTC}
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(computed_at)
+ORDER BY (period, computed_at, digest)
+{_TABLE_SETTINGS}"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "history tables", (_EVENTS, _POSTINGS, _DEAD_LETTERS, _LEADERBOARD_WINDOWS, _DIGESTS)),
+)
+
+
+def check_migrations(migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+    """Versions must be 1..n in order; a reused number would skip DDL."""
+    for index, migration in enumerate(migrations, start=1):
+        if migration.version != index:
+            raise ValueError(f"migration #{index} has version {migration.version}")
+        if not migration.statements:
+            raise ValueError(f"migration {migration.version} has no statements")
+
+
+def render(statement: str, database: str) -> str:
+    if not database.isidentifier():
+        raise ValueError(f"database name must be an identifier, got {database!r}")
+    return statement.replace("{db}", database)

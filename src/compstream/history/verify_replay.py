@@ -1,0 +1,53 @@
+"""Second half of verification: re-derive postings from the stored events.
+
+A forger who rewrites a whole chain consistently (every hash recomputed)
+passes the chain check; the postings then no longer follow from the events.
+This replays the engineer's stored events (raw payloads, stored order so the
+ledger's "first occurrence wins" dedup sees what the stream saw) through the
+ledger core and compares posting by posting.
+"""
+
+from __future__ import annotations
+
+import json
+
+from compstream.domain.events import EventError, event_from_dict
+from compstream.domain.replay import replay_detailed
+from compstream.history.rows import PostingRow
+from compstream.history.store import HistoryStore
+from compstream.history.verify import Finding
+
+REPLAY_MISMATCH, NOT_DERIVABLE, NOT_STORED, BAD_EVENT = (
+    "replay_mismatch", "not_derivable", "not_stored", "bad_event",
+)
+_COMPARED = ("kind", "grant_id", "amount_nanos", "cause_event_id", "event_time", "available_after_nanos", "hash")
+
+
+def replay_findings(store: HistoryStore, engineer_id: str) -> list[Finding]:
+    findings: list[Finding] = []
+    events = []
+    for row in store.events_for(engineer_id):
+        try:
+            events.append(event_from_dict(json.loads(row.payload)))
+        except (EventError, ValueError) as exc:
+            findings.append(Finding(engineer_id, 0, BAD_EVENT, f"event {row.event_id}: {exc}"))
+    stored = store.postings_for(engineer_id)
+    replayed = [PostingRow.from_posting(p) for p in replay_detailed(events).postings.get(engineer_id, [])]
+    by_seq = {p.seq: p for p in replayed}
+    for row in stored:
+        twin = by_seq.get(row.seq)
+        if twin is None:
+            findings.append(Finding(engineer_id, row.seq, NOT_DERIVABLE, "no replayed posting at this seq"))
+            continue
+        differ = [name for name in _COMPARED if getattr(row, name) != getattr(twin, name)]
+        if differ:
+            detail = ", ".join(f"{n}: stored {getattr(row, n)!r} vs replayed {getattr(twin, n)!r}" for n in differ[:3])
+            findings.append(Finding(engineer_id, row.seq, REPLAY_MISMATCH, detail))
+    # Replayed postings past the stored tail are expected (expiries the
+    # stream's watermark has not reached) unless they precede the tail.
+    horizon = max((p.event_time for p in stored), default=None)
+    stored_seqs = {p.seq for p in stored}
+    for twin in replayed:
+        if twin.seq not in stored_seqs and horizon is not None and twin.event_time <= horizon:
+            findings.append(Finding(engineer_id, twin.seq, NOT_STORED, f"replay derives a {twin.kind} posting not stored"))
+    return findings

@@ -1,0 +1,93 @@
+"""Deliver usage events: to the Kafka usage topic, or to a canonical JSONL file.
+
+The only module of `compstream.ingest` that talks to Kafka. Every send is
+confirmed: futures are checked in bounded batches (IN_FLIGHT_MAX) and after a
+final flush; any failure raises PublishError, so the caller does not commit
+the ingest journal and a re-run re-sends the same deterministic ids.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Iterable, Iterator
+
+from compstream.domain.events import Usage, event_to_json
+
+IN_FLIGHT_MAX = 2_000
+SEND_TIMEOUT_S = 60.0
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def make_producer(bootstrap: str):
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    config = dict(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        retries=5,
+        max_in_flight_requests_per_connection=1,
+        request_timeout_ms=30_000,
+        linger_ms=5,
+    )
+    try:
+        return KafkaProducer(enable_idempotence=True, **config)
+    except TypeError:  # an older client without idempotence support
+        return KafkaProducer(**config)
+    except KafkaError as exc:
+        raise PublishError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
+
+
+def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None) -> Iterator[Usage]:
+    """Send each event (key = engineer_id) and yield it once its send is confirmed.
+
+    Yielding confirmed events lets the caller drive a progress bar. Raises
+    PublishError on the first failed send; nothing after it is confirmed.
+    """
+    from kafka.errors import KafkaError
+
+    from compstream.codec import encode_event
+
+    own = producer is None
+    if own:
+        producer = make_producer(bootstrap)
+    pending: list[tuple[Usage, object]] = []
+    try:
+        for event in events:
+            try:
+                future = producer.send(topic, key=event.engineer_id.encode("utf-8"), value=encode_event(event))
+            except KafkaError as exc:
+                raise PublishError(f"send of {event.event_id} failed: {exc}") from exc
+            pending.append((event, future))
+            if len(pending) >= IN_FLIGHT_MAX:
+                yield from _confirm(producer, pending)
+        yield from _confirm(producer, pending)
+    finally:
+        if own:
+            producer.close(timeout=SEND_TIMEOUT_S)
+
+
+def _confirm(producer, pending: list) -> Iterator[Usage]:
+    from kafka.errors import KafkaError
+
+    try:
+        producer.flush(timeout=SEND_TIMEOUT_S)
+    except KafkaError as exc:
+        raise PublishError(f"flush failed: {exc}") from exc
+    batch = list(pending)
+    pending.clear()
+    for event, future in batch:
+        try:
+            future.get(timeout=SEND_TIMEOUT_S)
+        except Exception as exc:  # KafkaError, timeouts: every failure is fatal here
+            raise PublishError(f"send of {event.event_id} was not acknowledged: {exc!r}") from exc
+        yield event
+
+
+def write_jsonl(events: Iterable[Usage], handle: IO[str]) -> Iterator[Usage]:
+    for event in events:
+        handle.write(event_to_json(event) + "\n")
+        yield event
+    handle.flush()

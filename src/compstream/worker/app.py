@@ -1,0 +1,135 @@
+"""The Faust application: topics, the books table, the ledger agent, web views.
+
+`create_app` is the single wiring point of the worker: settings in, a Faust app
+out, with the history store, codec and ledger core plugged together here.
+
+Per batch (bounded by `noack_take`), in this order:
+  1. decode + apply to books in memory (processor.py, pure);
+  2. write history rows (sink.py), retrying until it succeeds;
+  3. write books to the table (changelog), publish balances, alerts, dead letters;
+  4. only then ack the batch's messages, so Faust may commit their offsets.
+A crash anywhere before 4 replays the batch; books drop duplicate event ids and
+the sink drops rows already written, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+
+import faust
+from faust.web import Request, Response, View
+
+from compstream.config import Settings
+from compstream.worker.processor import LedgerProcessor, SourceMessage
+from compstream.worker.sink import HistorySink
+
+log = logging.getLogger(__name__)
+
+BATCH_EVENTS_MAX = 2_000
+BATCH_WITHIN_S = 0.25
+# How often quiet books are advanced to the watermark (wall clock: this is
+# infrastructure pacing, not event time).
+SWEEP_INTERVAL_S = 2.0
+SWEEP_QUIET_BATCH = 100
+
+
+def _message(event) -> SourceMessage:
+    m = event.message
+    ts = datetime.fromtimestamp((m.timestamp or 0), tz=timezone.utc)
+    return SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
+
+
+def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
+    from compstream.history import open_history
+
+    store = store if store is not None else open_history(settings.clickhouse_dsn)
+    store.migrate()
+    topics = settings.topics
+    app = faust.App(
+        settings.worker_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir / "worker"),
+        topic_partitions=settings.source_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_commit_every=BATCH_EVENTS_MAX,
+        broker_commit_interval=1.0,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_in_thread=False,
+        producer_acks=-1,
+        **faust_options,
+    )
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    source = app.topic(topics.usage, topics.grants, **raw)
+    balances_topic = app.topic(topics.balances, **raw)
+    alerts_topic = app.topic(topics.alerts, **raw)
+    dead_topic = app.topic(topics.dead_letters, **raw)
+    books = app.Table(
+        "books",
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        partitions=settings.source_partitions, default=None,
+    )
+    sink = HistorySink(store)
+    processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
+                                partitions=settings.source_partitions)
+    last_sweep = [0.0]
+    app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
+
+    @app.agent(source, name="ledger")
+    async def ledger(stream):
+        async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
+            messages = [_message(e) for e in events]
+            now = time.monotonic()
+            # Sweep at most every SWEEP_INTERVAL_S under load; always when the
+            # stream is quiet (small batch), so idle partitions still finalize.
+            sweep = now - last_sweep[0] >= SWEEP_INTERVAL_S or len(messages) < SWEEP_QUIET_BATCH
+            if sweep:
+                last_sweep[0] = now
+            result = processor.process(messages, keys=lambda: list(books.keys()), sweep=sweep)
+            first, last = messages[0], messages[-1]
+            token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
+            # The store client is blocking; keep the event loop (heartbeats,
+            # web) alive while it writes or while we wait out an outage.
+            await asyncio.get_running_loop().run_in_executor(
+                None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
+            )
+            for engineer, (data, partition) in result.books.items():
+                # Tables send their changelog to the partition of the current
+                # event; point it at this engineer's source partition.
+                stream._set_current_event(_event_for(events, partition))
+                books[engineer] = data
+            for engineer, value in result.balances:
+                await balances_topic.send(key=engineer.encode(), value=value)
+            for engineer, value in result.alerts:
+                await alerts_topic.send(key=engineer.encode(), value=value)
+            for key, value in result.dead_letters:
+                await dead_topic.send(key=key, value=value)
+            for event in events:
+                await stream.ack(event)
+
+    class BalanceView(View):
+        async def get(self, request: Request, engineer_id: str) -> Response:
+            from compstream.domain.book import EngineerBook
+
+            data = books.get(engineer_id)
+            if data is None:
+                return self.json({"error": f"no balance for {engineer_id!r}"}, status=404)
+            book = EngineerBook.from_bytes(data)
+            body = {"engineer_id": engineer_id, **book.balance().to_dict()}
+            return self.json(body)
+
+    app.page("/balances/{engineer_id}")(BalanceView)
+    return app
+
+
+def _event_for(events, partition: int):
+    for event in reversed(events):
+        if event.message.partition == partition:
+            return event
+    raise RuntimeError(f"no event of partition {partition} in batch")

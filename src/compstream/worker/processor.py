@@ -1,0 +1,266 @@
+"""One batch of source messages -> new books, history rows, and outputs.
+
+This is the worker's whole decision logic, kept free of Faust so it reads top
+to bottom: decode (or dead-letter), route HR events, apply ledger events to the
+engineer's book, collect postings, balances, alerts; then sweep the quiet books
+of partitions whose watermark moved, so their expiries and postings become
+final too. The Faust agent only moves bytes in and out (see `app.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+
+from kafka.partitioner.default import murmur2
+
+from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
+from compstream.domain.balance import Balance
+from compstream.domain.book import EngineerBook
+from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
+from compstream.history.rows import DeadLetterRow, EventRow, HistoryBatch, PostingRow
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Faust's batch is bounded by the agent (`noack_take`); this is a second guard.
+BATCH_MESSAGES_MAX = 10_000
+# A sweep touches every book of a partition; bound how many per batch so one
+# batch (and its history write) stays small. The rest waits for the next batch.
+SWEEP_BOOKS_MAX = 2_000
+
+
+def partition_of(engineer_id: str, partitions: int) -> int:
+    """The source partition of an engineer: Kafka's default (murmur2) partitioner,
+    which every producer of the source topics uses (kafka-python and aiokafka)."""
+    return (murmur2(engineer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: datetime  # the Kafka record's time: deterministic on retry
+
+
+@dataclass
+class BatchResult:
+    history: HistoryBatch
+    books: dict[str, tuple[bytes, int]]  # engineer -> (serialized book, partition)
+    balances: list[tuple[str, bytes]]  # (engineer, encoded BalanceUpdate)
+    alerts: list[tuple[str, bytes]]
+    dead_letters: list[tuple[bytes | None, bytes]]  # (key, encoded DeadLetter)
+    hr_events: list = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    swept: int = 0
+
+
+@dataclass
+class _Batch:
+    """Mutable collector for one batch."""
+
+    books: dict[str, EngineerBook] = field(default_factory=dict)
+    book_partition: dict[str, int] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+    events: list[EventRow] = field(default_factory=list)
+    postings: list[PostingRow] = field(default_factory=list)
+    dead_rows: list[DeadLetterRow] = field(default_factory=list)
+    dead_out: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    alerts: list[tuple[str, bytes]] = field(default_factory=list)
+    hr_events: list = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    swept: int = 0
+
+    def dead(self, msg: SourceMessage, stage: str, reason: str) -> None:
+        self.dead_rows.append(DeadLetterRow(
+            msg.topic, msg.partition, msg.offset, bytes(msg.value), reason, stage, msg.timestamp))
+        self.dead_out.append((msg.key, encode_record("DeadLetter", {
+            "source_topic": msg.topic, "source_partition": msg.partition,
+            "source_offset": msg.offset, "key": msg.key, "raw": bytes(msg.value),
+            "stage": stage, "reason": reason, "received_at": msg.timestamp,
+        })))
+
+    def outcome(self, engineer: str, result, when: datetime) -> None:
+        """Collect what a book handed out (postings, alerts, reports)."""
+        self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
+        for alert in result.alerts:
+            self.alerts.append((engineer, encode_alert(alert)))
+        for report in result.reports:
+            if report.code != "conflict":  # conflicts become dead letters
+                self.alerts.append((engineer, encode_report(report, when)))
+
+
+class LedgerProcessor:
+    """Holds per-partition stream time (for watermarks) across batches."""
+
+    def __init__(self, lateness_s: int, load_book: Callable[[str], bytes | None], partitions: int):
+        if lateness_s < 0:
+            raise ValueError("lateness_s must be >= 0")
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self.lateness = timedelta(seconds=lateness_s)
+        self.load_book = load_book
+        self.partitions = partitions
+        self.stream_time: dict[int, datetime] = {}
+        # engineer -> earliest time at which its stored book has something to
+        # finalize (first pending event or next expiry); None = nothing.
+        # Unknown engineers (e.g. after a restart) count as due.
+        self.book_due: dict[str, datetime | None] = {}
+        self.swept_watermark: dict[int, datetime] = {}
+        self.partition_cache: dict[str, int] = {}
+
+    def watermark(self, partition: int) -> datetime:
+        return self.stream_time.get(partition, EPOCH) - self.lateness
+
+    def _book(self, batch: _Batch, engineer: str, partition: int) -> EngineerBook:
+        book = batch.books.get(engineer)
+        if book is None:
+            data = self.load_book(engineer)
+            book = EngineerBook.from_bytes(data) if data else EngineerBook.empty(engineer)
+            batch.books[engineer] = book
+            batch.book_partition[engineer] = partition
+        return book
+
+    def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
+                sweep: bool = True) -> BatchResult:
+        """Apply a batch. With `keys` (all engineers with a stored book) and
+        `sweep`, also advance the quiet books (those with something due before
+        the watermark) of this batch's partitions whose watermark moved."""
+        if len(messages) > BATCH_MESSAGES_MAX:
+            raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
+        batch = _Batch()
+        for msg in messages:
+            self._apply(batch, msg)
+        if sweep and keys is not None:
+            moved = {m.partition for m in messages
+                     if self.watermark(m.partition) > self.swept_watermark.get(m.partition, EPOCH)}
+            if moved:
+                self._sweep(batch, moved, keys)
+        return self._result(batch)
+
+    def _apply(self, batch: _Batch, msg: SourceMessage) -> None:
+        try:
+            event = decode_event(msg.value)
+        except DecodeError as exc:
+            return batch.dead(msg, f"decode:{exc.stage}", exc.reason)
+        except EventError as exc:
+            return batch.dead(msg, "validate", str(exc))
+        if msg.key is None or msg.key.decode("utf-8", "replace") != event.engineer_id:
+            # A wrong key puts the engineer on the wrong partition and book.
+            return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
+        if event.event_time > self.stream_time.get(msg.partition, EPOCH):
+            self.stream_time[msg.partition] = event.event_time
+        if event.type not in LEDGER_EVENT_TYPES:
+            batch.hr_events.append((msg, event))
+            batch.events.append(EventRow.from_event(
+                event, topic=msg.topic, partition=msg.partition, offset=msg.offset, ingest_time=msg.timestamp))
+            return None
+        engineer = event.engineer_id
+        book = self._book(batch, engineer, msg.partition)
+        result = book.ingest(event, self.watermark(msg.partition))
+        batch.outcome(engineer, result, event.event_time)
+        if result.status == "conflict":
+            detail = "; ".join(r.detail for r in result.reports if r.code == "conflict")
+            return batch.dead(msg, "conflict", f"event_id {event.event_id!r}: {detail}")
+        if result.status == "duplicate":
+            batch.duplicates += 1
+            return None
+        batch.applied += 1
+        batch.changed.add(engineer)
+        batch.events.append(EventRow.from_event(
+            event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            ingest_time=msg.timestamp, late=result.late))
+        return None
+
+    def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
+        budget = SWEEP_BOOKS_MAX
+        for engineer in keys():
+            if budget <= 0:
+                return
+            p = self.partition_cache.get(engineer)
+            if p is None:
+                p = self.partition_cache[engineer] = partition_of(engineer, self.partitions)
+            if p not in partitions:
+                continue
+            watermark = self.watermark(p)
+            if engineer in self.book_due:
+                due = self.book_due[engineer]
+                if due is None or due >= watermark:
+                    continue
+            book = self._book(batch, engineer, p)
+            batch.outcome(engineer, book.advance(watermark), watermark)
+            batch.changed.add(engineer)
+            batch.swept += 1
+            budget -= 1
+        else:
+            # Only a complete pass marks the partitions swept.
+            for p in partitions:
+                self.swept_watermark[p] = self.watermark(p)
+
+    def _result(self, batch: _Batch) -> BatchResult:
+        balances: list[tuple[str, bytes]] = []
+        books_out: dict[str, tuple[bytes, int]] = {}
+        for engineer, book in batch.books.items():
+            partition = batch.book_partition[engineer]
+            books_out[engineer] = (book.to_bytes(), partition)
+            self.book_due[engineer] = _due(book)
+            if engineer in batch.changed:
+                balances.append((engineer, encode_balance(engineer, book, self.watermark(partition))))
+        return BatchResult(
+            history=HistoryBatch(events=tuple(batch.events), postings=tuple(batch.postings),
+                                 dead_letters=tuple(batch.dead_rows)),
+            books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
+            hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
+            swept=batch.swept,
+        )
+
+
+def _due(book: EngineerBook) -> datetime | None:
+    candidates = []
+    if book.pending:
+        candidates.append(book.pending[0][0][0])
+    if book.ledger.expiries:  # a heap; may hold closed lots: then a harmless extra sweep
+        candidates.append(book.ledger.expiries[0][0])
+    return min(candidates) if candidates else None
+
+
+# Every Balance field the BalanceUpdate schema carries.
+BALANCE_FIELDS = tuple(
+    f["name"] for f in SCHEMAS["BalanceUpdate"].parsed["fields"] if f["name"] in Balance.__dataclass_fields__
+)
+
+
+def encode_balance(engineer: str, book: EngineerBook, watermark: datetime) -> bytes:
+    balance = book.balance().to_dict()
+    record = {k: balance[k] for k in BALANCE_FIELDS}
+    record.update(
+        engineer_id=engineer,
+        cause_event_id=book.pending[-1][1].event_id if book.pending else "",
+        as_of=book.as_of(),
+        watermark=watermark if watermark > EPOCH else None,
+        events_applied=len(book.seen),
+    )
+    return encode_record("BalanceUpdate", record)
+
+
+def encode_alert(alert) -> bytes:
+    detail = (f"used {alert.used_nanos} of {alert.open_amount_nanos} nanos open; "
+              f"overdraft {alert.overdraft_nanos}; available {alert.available_nanos}")
+    return encode_record("Alert", {
+        "engineer_id": alert.engineer_id, "kind": alert.kind, "threshold_pct": alert.threshold_pct,
+        "cause_event_id": alert.cause_event_id, "event_time": alert.event_time, "detail": detail,
+    })
+
+
+def encode_report(report, when: datetime) -> bytes:
+    """Ledger reports (revoke of an unknown grant, late event, …) ride the alerts
+    topic so they are visible downstream; they are not balance changes."""
+    return encode_record("Alert", {
+        "engineer_id": report.engineer_id, "kind": f"report:{report.code}", "threshold_pct": None,
+        "cause_event_id": report.event_id, "event_time": when,
+        "detail": report.detail or None,
+    })

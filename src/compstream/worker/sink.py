@@ -1,0 +1,97 @@
+"""History sink: write a batch's rows to the history store exactly once,
+before the batch's offsets may be committed.
+
+Exactly once rests on two checks, both keyed by data that is the same on every
+retry no matter how a retried batch is cut:
+- events and dead letters carry their Kafka coordinates; rows at or below the
+  partition's stored high-water offset are already written and are dropped;
+- postings carry a per-engineer sequence number; rows at or below the stored
+  maximum seq are dropped.
+The store's own per-insert deduplication token is a third line for the
+byte-identical retry. A failing store raises; the agent retries with backoff
+and never acks (so never commits) the batch meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from compstream.history.rows import HistoryBatch
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY_S_MAX = 10.0
+
+
+class HistorySink:
+    def __init__(self, store):
+        self.store = store
+        # Cached high-water marks; refreshed after any failed write, since a
+        # failure may have left a partial write behind.
+        self._offset_max: dict[tuple[str, str, int], int] = {}
+        self._seq_max: dict[str, int] = {}
+        self.failures = 0
+        self.rows_written = 0
+
+    def _known_offset(self, table: str, topic: str, partition: int) -> int:
+        key = (table, topic, partition)
+        if key not in self._offset_max:
+            self._offset_max[key] = self.store.offset_max(table, topic, partition)
+        return self._offset_max[key]
+
+    def _known_seqs(self, engineers: set[str]) -> None:
+        missing = [e for e in engineers if e not in self._seq_max]
+        if missing:
+            found = self.store.posting_seq_max(missing)
+            for engineer in missing:
+                self._seq_max[engineer] = found.get(engineer, 0)
+
+    def filter_written(self, batch: HistoryBatch) -> HistoryBatch:
+        events = tuple(
+            r for r in batch.events
+            if r.kafka_offset > self._known_offset("events", r.kafka_topic, r.kafka_partition)
+        )
+        dead = tuple(
+            r for r in batch.dead_letters
+            if r.kafka_offset > self._known_offset("dead_letters", r.kafka_topic, r.kafka_partition)
+        )
+        self._known_seqs({p.engineer_id for p in batch.postings})
+        postings = tuple(p for p in batch.postings if p.seq > self._seq_max[p.engineer_id])
+        return replace(batch, events=events, postings=postings, dead_letters=dead)
+
+    def write(self, batch: HistoryBatch, token: str) -> int:
+        """Write what is not yet written. Raises on store failure."""
+        try:
+            todo = self.filter_written(batch)
+            if todo.row_count():
+                self.store.append_batch(todo, token)
+        except Exception:
+            self.failures += 1
+            self._offset_max.clear()
+            self._seq_max.clear()
+            raise
+        for r in todo.events:
+            key = ("events", r.kafka_topic, r.kafka_partition)
+            self._offset_max[key] = max(self._offset_max.get(key, -1), r.kafka_offset)
+        for r in todo.dead_letters:
+            key = ("dead_letters", r.kafka_topic, r.kafka_partition)
+            self._offset_max[key] = max(self._offset_max.get(key, -1), r.kafka_offset)
+        for p in todo.postings:
+            self._seq_max[p.engineer_id] = max(self._seq_max.get(p.engineer_id, 0), p.seq)
+        self.rows_written += todo.row_count()
+        return todo.row_count()
+
+    def write_with_retry(self, batch: HistoryBatch, token: str, should_stop=lambda: False) -> int:
+        """Blocking retry loop with capped exponential backoff (runs in a thread)."""
+        delay_s = 0.2
+        while True:
+            try:
+                return self.write(batch, token)
+            except Exception as exc:  # any store failure: pause, never skip
+                if should_stop():
+                    raise
+                log.warning("history write failed (%r); retrying in %.1fs", exc, delay_s)
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, RETRY_DELAY_S_MAX)

@@ -1,0 +1,93 @@
+"""End to end through the real local broker: fixture -> ingest/publish.py -> usage topic -> decode."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from compstream.codec import decode_event
+from compstream.ingest import ADAPTERS
+from compstream.ingest.journal import Journal
+from compstream.ingest.pipeline import Converter
+from compstream.ingest.publish import publish
+
+from .conftest import fixture_path
+
+pytestmark = pytest.mark.kafka
+
+
+def _ingest(journal, identity_map, source, name, bootstrap, topic):
+    conv = Converter(journal, identity_map)
+    text = fixture_path(name).read_text()
+    sent = list(publish(conv.convert(ADAPTERS[source](text, name)), bootstrap, topic))
+    journal.commit()
+    return sent
+
+
+def _read_all(bootstrap, topic, expected, timeout_s=60.0):
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for message in consumer:
+                out.append((message.key, decode_event(message.value)))
+        # one more idle poll to catch anything unexpected beyond `expected`
+        for message in consumer:
+            out.append((message.key, decode_event(message.value)))
+    finally:
+        consumer.close()
+    return out
+
+
+def test_ingest_to_real_broker_and_read_back(kafka_bootstrap, topics, tmp_path, identity_map):
+    with Journal(tmp_path / "j.sqlite") as journal:
+        sent = _ingest(journal, identity_map, "gcp", "gcp_billing.csv", kafka_bootstrap, topics.usage)
+        # the same export again: identical ids, nothing new produced
+        again = _ingest(journal, identity_map, "gcp", "gcp_billing.csv", kafka_bootstrap, topics.usage)
+        restated = _ingest(journal, identity_map, "gcp", "gcp_billing_restated.csv", kafka_bootstrap, topics.usage)
+    assert len(sent) == 4 and again == [] and len(restated) == 1
+    received = _read_all(kafka_bootstrap, topics.usage, expected=5)
+    assert sorted(e.event_id for _, e in received if e.corrects_event_id is None) == sorted(e.event_id for e in sent)
+    by_id = {event.event_id: (key, event) for key, event in received}
+    assert len(by_id) == len(received) == 5
+    for event in sent + restated:
+        key, got = by_id[event.event_id]
+        assert got == event
+        assert key == event.engineer_id.encode()
+    correction = by_id[restated[0].event_id][1]
+    assert correction.corrects_event_id in {e.event_id for e in sent}
+
+
+def test_fresh_journal_reingest_produces_identical_ids(kafka_bootstrap, topics, tmp_path, identity_map):
+    """Even with the journal lost, a re-ingest re-sends the same ids (the ledger dedups them)."""
+    with Journal(tmp_path / "a.sqlite") as j1:
+        first = _ingest(j1, identity_map, "anthropic", "anthropic_messages.json", kafka_bootstrap, topics.usage)
+    with Journal(tmp_path / "b.sqlite") as j2:
+        second = _ingest(j2, identity_map, "anthropic", "anthropic_messages.json", kafka_bootstrap, topics.usage)
+    received = _read_all(kafka_bootstrap, topics.usage, expected=6)
+    ids = [event.event_id for _, event in received]
+    assert sorted(ids) == sorted([e.event_id for e in first] * 2)
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+
+
+def test_cli_produces_to_the_usage_topic(kafka_bootstrap, topics, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from compstream.cli.main import app
+
+    monkeypatch.setenv("COMPSTREAM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COMPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    args = ["ingest", "claude-code", str(fixture_path("claude_code.json")),
+            "--identity", str(fixture_path("identity.toml")), "--topic", topics.usage]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    received = _read_all(kafka_bootstrap, topics.usage, expected=3)
+    assert len(received) == 3  # the second run found everything unchanged
+    assert {e.engineer_id for _, e in received} == {"e1", "e3"}
+    assert sum(e.cost_nanos for _, e in received) == 12_505_000_000

@@ -1,0 +1,1 @@
+"""Shared test helpers (kept out of conftest.py so they can be imported)."""

@@ -1,0 +1,81 @@
+"""Run the real worker (`compstream worker`) as a subprocess for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from compstream.config import Topics
+from support.kafka import free_port
+
+
+class WorkerProcess:
+    def __init__(self, data_dir: Path, bootstrap: str, topics: Topics, *, group: str,
+                 lateness_s: int = 0, partitions: int = 4, dsn: str | None = None,
+                 extra_env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.web_port = free_port()
+        self.env = dict(
+            os.environ,
+            COMPSTREAM_DATA_DIR=str(data_dir),
+            COMPSTREAM_KAFKA_BOOTSTRAP=bootstrap,
+            COMPSTREAM_TOPIC_PREFIX=topics.prefix,
+            COMPSTREAM_WORKER_ID=group,
+            COMPSTREAM_LATENESS_S=str(lateness_s),
+            COMPSTREAM_SOURCE_PARTITIONS=str(partitions),
+            COMPSTREAM_WEB_PORT=str(self.web_port),
+            COMPSTREAM_CLICKHOUSE_DSN=dsn or f"chdb://{data_dir / 'clickhouse'}",
+            **(extra_env or {}),
+        )
+        self.log_path = data_dir / "worker.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "compstream.cli.main", "worker", "--loglevel", "INFO"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 60) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no worker log)"
+
+    def wait_until(self, predicate, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if not self.alive():
+                raise AssertionError(f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.log_tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")

@@ -1,0 +1,150 @@
+"""The worker end to end: real broker, real worker process, embedded ClickHouse.
+
+Expected values come from the pure batch replay of the same events (sorted
+fold), not from the streaming book the worker runs.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from kafka.partitioner.default import murmur2
+
+from compstream.domain.chain import verify_chain
+from compstream.domain.events import LEDGER_EVENT_TYPES, Usage
+from compstream.domain.replay import replay, replay_detailed
+from compstream.history import open_history
+from compstream.publish import make_producer, publish_events
+from compstream.readback import latest_balances, read_records
+from compstream.synth import START, generate
+from support.worker import WorkerProcess
+
+pytestmark = pytest.mark.kafka
+PARTITIONS = 4
+LATENESS_S = 40 * 86400  # covers the whole synthetic month: no event is late
+
+
+def _partition(engineer: str) -> int:
+    # kafka-python's default partitioner (what publish_events uses)
+    return (murmur2(engineer.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def _sentinels(after) -> list[Usage]:
+    """One zero-cost usage event per partition, far enough ahead that the
+    watermark passes every real event and expiry."""
+    out, seen = [], set()
+    for n in range(1000):
+        engineer = f"clock-{n}"
+        p = _partition(engineer)
+        if p not in seen:
+            seen.add(p)
+            out.append(Usage(f"tick-{engineer}", engineer, "none", "none", after, 0, 0, 0, 0, 0))
+        if len(seen) == PARTITIONS:
+            return out
+    raise RuntimeError("could not cover every partition")
+
+
+def wait_quiet(bootstrap, topic, quiet_s: float, timeout_s: float) -> None:
+    import time
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = len(read_records(bootstrap, topic, timeout_s=0))
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{topic} never went quiet")
+
+
+def _expected_counts(events) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in {e.event_id: e for e in events}.values():
+        if e.type in LEDGER_EVENT_TYPES:
+            counts[e.engineer_id] = counts.get(e.engineer_id, 0) + 1
+    return counts
+
+
+def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topics, tmp_path):
+    events = [e for e in generate(engineers=12, usage_events=300, seed=11, with_hr=True)
+              if e.type in LEDGER_EVENT_TYPES]
+    random.Random(3).shuffle(events)
+    ticks = _sentinels(START + timedelta(days=120))
+    worker = WorkerProcess(tmp_path / "w", kafka_bootstrap, topics, group=f"g-{topics.prefix}",
+                           lateness_s=LATENESS_S, partitions=PARTITIONS).start()
+    try:
+        publish_events(events, kafka_bootstrap, topics)
+        expected = _expected_counts(events)
+        balances = worker.wait_until(
+            lambda: (lambda b: b if all(b.get(e, {}).get("events_applied") == n for e, n in expected.items()) else None)(
+                latest_balances(kafka_bootstrap, topics.balances, timeout_s=2)),
+            timeout_s=120, what="balances for every engineer")
+        for engineer, record in balances.items():
+            want = replay(events, as_of=record["as_of"])[engineer].to_dict()
+            got = {k: record[k] for k in want if k in record}
+            assert got == {k: want[k] for k in got}, engineer
+        # Now push the watermark past everything so every posting is final.
+        publish_events(ticks, kafka_bootstrap, topics)
+        worker.wait_until(
+            lambda: all(t.engineer_id in latest_balances(kafka_bootstrap, topics.balances, timeout_s=2)
+                        for t in ticks),
+            timeout_s=60, what="sentinel balances")
+        # The sweep that finalizes quiet books publishes their balances in the
+        # same batch; wait for the balance topic to go quiet.
+        wait_quiet(kafka_bootstrap, topics.balances, quiet_s=3, timeout_s=60)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    store = open_history(worker.env["COMPSTREAM_CLICKHOUSE_DSN"])
+    try:
+        unique = {e.event_id for e in events} | {t.event_id for t in ticks}
+        counts = store.event_counts(collapsed=False)
+        assert counts.rows == len(unique)
+        assert counts.distinct == len(unique)
+        # Watermark after the ticks: tick time - lateness; replay just before it.
+        watermark = ticks[0].occurred_at - timedelta(seconds=LATENESS_S)
+        want = replay_detailed(events, as_of=watermark - timedelta(microseconds=1))
+        for engineer, postings in want.postings.items():
+            stored = store.postings_for(engineer)
+            assert [p.hash for p in stored] == [p.hash for p in postings], engineer
+            verify_chain(stored)
+    finally:
+        store.close()
+
+
+def test_garbage_in_the_middle_becomes_a_dead_letter_and_processing_continues(
+        kafka_bootstrap, topics, tmp_path):
+    events = list(generate(engineers=5, usage_events=60, seed=5))
+    first, second = events[:30], events[30:]
+    garbage = b"\x00\xffnot an avro message at all"
+    worker = WorkerProcess(tmp_path / "w", kafka_bootstrap, topics, group=f"g-{topics.prefix}",
+                           lateness_s=LATENESS_S, partitions=PARTITIONS).start()
+    try:
+        publish_events(first, kafka_bootstrap, topics)
+        producer = make_producer(kafka_bootstrap)
+        producer.send(topics.usage, key=b"eng-00001", value=garbage).get(timeout=30)
+        producer.close()
+        publish_events(second, kafka_bootstrap, topics)
+        expected = _expected_counts(events)
+        worker.wait_until(
+            lambda: all(latest_balances(kafka_bootstrap, topics.balances, timeout_s=2)
+                        .get(e, {}).get("events_applied") == n for e, n in expected.items()),
+            timeout_s=120, what="balances after the garbage message")
+        dead = read_records(kafka_bootstrap, topics.dead_letters, until=lambda r: len(r) >= 1, timeout_s=30)
+        assert len(dead) == 1
+        _, name, record = dead[0]
+        assert name == "DeadLetter"
+        assert record["raw"] == garbage
+        assert record["source_topic"] == topics.usage
+        assert record["stage"] == "decode:framing"
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    store = open_history(worker.env["COMPSTREAM_CLICKHOUSE_DSN"])
+    try:
+        rows = store.dead_letters()
+        assert [r.raw for r in rows] == [garbage]
+        assert store.event_counts(collapsed=False).rows == len({e.event_id for e in events})
+    finally:
+        store.close()
