@@ -14,7 +14,7 @@ from pathlib import Path
 from compstream.domain.events import format_time
 
 MODELS = [
-    ("openai", "gpt-4o", 2_500, 10_000),
+    ("openai", "gpt-4o", 2_500, 10_000),  # $2.50 / $10 per million tokens
     ("openai", "gpt-4o-mini", 150, 600),
     ("anthropic", "claude-sonnet-4-20250514", 3_000, 15_000),
     ("anthropic", "claude-3-5-haiku-latest", 800, 4_000),
@@ -59,7 +59,7 @@ def main() -> None:
             "provider": provider, "model": model, "occurred_at": format_time(occurred),
             "input_tokens": tokens_in, "output_tokens": tokens_out,
             "cache_read_tokens": cache_read, "cache_write_tokens": 0,
-            "cost_nanos": tokens_in * in_price // 1000 + tokens_out * out_price // 1000,
+            "cost_nanos": tokens_in * in_price + tokens_out * out_price,
         })
     out = Path(__file__).with_name("sample-events.jsonl")
     out.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events))

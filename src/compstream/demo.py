@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ from compstream.readback import latest_balances
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-events.jsonl"
 MARKER = ".compstream-demo"
 BALANCES_TIMEOUT_S = 180
-console = Console()
+# A pipe gets 80 columns by default; the balance table needs more.
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _dollars(nanos: int) -> str:
@@ -47,9 +49,22 @@ def load_events(path: Path) -> list:
     return events
 
 
+def _port_free(port: int) -> bool:
+    # Connect, not bind: a wildcard listener on the port may still let a bind
+    # to 127.0.0.1 succeed, and then the worker's own bind fails.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+    port = settings.web_port
+    if not _port_free(port):
+        with socket.socket() as s:  # the configured port is taken: any free one
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     env = dict(os.environ, COMPSTREAM_DATA_DIR=str(settings.data_dir),
-               COMPSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap)
+               COMPSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, COMPSTREAM_WEB_PORT=str(port))
     log = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "compstream.cli.main", "worker"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -100,10 +115,9 @@ def run_demo(settings: Settings, fresh: bool = True, events_file: str | None = N
         console.print(f"worker   pid {worker.pid}, log {data_dir / 'worker.log'}")
         sent = publish_events(events, settings.kafka_bootstrap, settings.topics)
         console.print(f"produced {sent} events from {events_file or SAMPLE.name}")
-        with console.status("waiting for balances on the balance topic…"):
-            balances = latest_balances(settings.kafka_bootstrap, settings.topics.balances,
-                                       expected, BALANCES_TIMEOUT_S)
+        balances = _wait_for_balances(settings, worker, expected)
         _print_balances(balances)
+        _check_against_replay(events, balances)
         missing = [e for e, n in expected.items() if balances.get(e, {}).get("events_applied") != n]
     finally:
         if worker is not None:
@@ -120,18 +134,49 @@ def run_demo(settings: Settings, fresh: bool = True, events_file: str | None = N
     return 0
 
 
+def _wait_for_balances(settings: Settings, worker: subprocess.Popen, expected: dict[str, int]) -> dict:
+    deadline = time.monotonic() + BALANCES_TIMEOUT_S
+    balances: dict = {}
+    with console.status("waiting for balances on the balance topic…"):
+        while time.monotonic() < deadline:
+            balances = latest_balances(settings.kafka_bootstrap, settings.topics.balances, expected, 3)
+            if all(balances.get(e, {}).get("events_applied") == n for e, n in expected.items()):
+                break
+            if worker.poll() is not None:
+                console.print(f"[red]the worker exited with code {worker.returncode}[/red]")
+                break
+    return balances
+
+
 def _print_balances(balances: dict[str, dict]) -> None:
     table = Table(title="Balances (from the balance topic)")
-    for column in ("engineer", "issued", "consumed", "expired", "revoked", "forfeited",
-                   "overdraft", "available", "tokens in", "tokens out", "events"):
+    for column in ("engineer", "issued", "used", "expired", "revoked", "forfeited",
+                   "overdraft", "available", "tokens (M)", "events"):
         table.add_column(column, justify="left" if column == "engineer" else "right")
     for engineer in sorted(balances):
         b = balances[engineer]
         table.add_row(engineer, *(_dollars(b[k]) for k in (
-            "issued_nanos", "consumed_nanos", "expired_nanos", "revoked_nanos",
+            "issued_nanos", "usage_cost_nanos", "expired_nanos", "revoked_nanos",
             "forfeited_nanos", "overdraft_nanos", "available_nanos")),
-            f"{b['input_tokens']:,}", f"{b['output_tokens']:,}", str(b["events_applied"]))
+            f"{(b['input_tokens'] + b['output_tokens']) / 1e6:,.1f}", str(b["events_applied"]))
     console.print(table)
+
+
+def _check_against_replay(events: list, balances: dict[str, dict]) -> None:
+    """Recompute each balance offline (sorted batch replay, as of the instant
+    the streamed balance is for) and say whether the stream agrees."""
+    from compstream.domain.replay import replay
+
+    differ = []
+    for engineer, record in balances.items():
+        want = replay([e for e in events if e.engineer_id == engineer], as_of=record["as_of"])
+        expected = want[engineer].to_dict()
+        if any(record.get(k) != v for k, v in expected.items() if k in record):
+            differ.append(engineer)
+    if differ:
+        console.print(f"[red]streamed balances differ from an offline replay for {differ}[/red]")
+    else:
+        console.print(f"check    all {len(balances)} streamed balances equal an offline replay of the same events")
 
 
 def _history_counts(settings: Settings) -> dict[str, int]:

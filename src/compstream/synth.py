@@ -52,7 +52,7 @@ def generate(engineers: int, usage_events: int, seed: int = 7, span_days: int = 
             f"u-{seed}-{i}", engineer, provider, model,
             START + timedelta(microseconds=i * step_us + rng.randrange(step_us)),
             tokens_in, tokens_out, rng.randrange(0, tokens_in // 4 + 1), 0,
-            None if rng.random() < 0.01 else tokens_in * 3_000 // 1_000 + tokens_out * 15_000 // 1_000,
+            None if rng.random() < 0.01 else tokens_in * 3_000 + tokens_out * 15_000,
         )
     for n, engineer in enumerate(ids):
         if n % 17 == 5:

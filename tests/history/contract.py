@@ -30,9 +30,25 @@ class HistoryStoreContract:
 
     # -- migrations ---------------------------------------------------------
     def test_migrate_twice_is_a_noop(self, store):
-        assert store.applied_migrations() == [1]  # fixture migrated once
+        assert store.applied_migrations() == [1, 2]  # fixture migrated once
         assert store.migrate() == []
-        assert store.applied_migrations() == [1]
+        assert store.applied_migrations() == [1, 2]
+
+    def test_hr_events_keep_their_fields(self, store):
+        from datetime import datetime, timezone
+
+        from compstream.domain.events import CashCompensation, LeaderboardPrivacy, TeamAssigned
+        from compstream.history.rows import EventRow
+
+        at = datetime(2026, 10, 1, tzinfo=timezone.utc)
+        events = [TeamAssigned("hr-1", "carol", "infra", at), LeaderboardPrivacy("hr-2", "carol", True, at),
+                  CashCompensation("hr-3", "carol", 180_000 * 10**9, at)]
+        rows = tuple(EventRow.from_event(e, topic="g", partition=0, offset=i, ingest_time=at)
+                     for i, e in enumerate(events))
+        store.append_batch(HistoryBatch(events=rows), "hr")
+        stored = store.events_for("carol")
+        assert stored == list(rows)
+        assert (stored[0].team_id, stored[1].opted_out, stored[2].annual_cash_nanos) == ("infra", True, 180_000 * 10**9)
 
     # -- round trip ---------------------------------------------------------
     def test_round_trip_preserves_every_field(self, store):

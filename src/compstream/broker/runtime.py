@@ -109,10 +109,14 @@ def _is_our_broker(pid: int, props: Path) -> bool:
     """Guard against pid reuse: the pid must be a kafka.Kafka JVM on *this* config."""
     if not _alive(pid):
         return False
+    if pid in _CHILDREN:  # started by this very process: no doubt about identity
+        return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc (macOS): trust the pid file
+    if cmdline == [b""]:
+        return True  # briefly empty around exec (seen under gVisor): trust the pid file
     return b"kafka.Kafka" in cmdline and str(props).encode() in cmdline
 
 
@@ -123,6 +127,13 @@ def _running_pid(data_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if _is_our_broker(pid, p["props"]) else None
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _port_free(port: int) -> bool:
@@ -199,14 +210,17 @@ def start(
     p = _paths(data_dir)
     t0 = time.monotonic()
 
+    if controller_port == port:
+        raise BrokerError(f"the broker and controller ports must differ (both {port})")
+
     pid = _running_pid(data_dir)
     if pid is not None:
-        state = json.loads(p["state"].read_text())
-        if state["port"] != port:
-            raise BrokerError(f"the broker in {data_dir} already runs on port {state['port']}, "
-                              f"not {port}; stop it first")
-        return BrokerInfo(f"127.0.0.1:{port}", pid, port, state["controller_port"],
-                          state["version"], data_dir, p["log"], 0.0, already_running=True)
+        state = _read_state(p["state"])
+        if state.get("port") != port:
+            raise BrokerError(f"the broker in {data_dir} already runs on port "
+                              f"{state.get('port', '?')}, not {port}; stop it first")
+        return BrokerInfo(f"127.0.0.1:{port}", pid, port, state.get("controller_port", 0),
+                          state.get("version", "?"), data_dir, p["log"], 0.0, already_running=True)
 
     java = _java()
     for what, n in (("broker", port), ("controller", controller_port)):
@@ -301,10 +315,7 @@ def status(data_dir: Path | None = None, probe_timeout_s: float = 5.0) -> Broker
     data_dir = Path(data_dir or default_data_dir()).resolve()
     p = _paths(data_dir)
     pid = _running_pid(data_dir)
-    try:
-        state = json.loads(p["state"].read_text())
-    except (OSError, ValueError):
-        state = {}
+    state = _read_state(p["state"])
     bootstrap = f"127.0.0.1:{state['port']}" if "port" in state else None
     ready = bool(pid and bootstrap and _probe(bootstrap, probe_timeout_s) is not None)
     return BrokerStatus(running=pid is not None, ready=ready, pid=pid, bootstrap=bootstrap,

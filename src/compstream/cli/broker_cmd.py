@@ -45,7 +45,8 @@ def start(
     port: Annotated[int | None, typer.Option(
         help="PLAINTEXT port on 127.0.0.1 [default: from COMPSTREAM_KAFKA_BOOTSTRAP, else 19092].")] = None,
     controller_port: Annotated[int | None, typer.Option(help="KRaft controller port [default: port+1].")] = None,
-    partitions: Annotated[int, typer.Option(help="num.partitions for auto-created topics.")] = 4,
+    partitions: Annotated[int | None, typer.Option(
+        help="num.partitions for auto-created topics [default: $COMPSTREAM_SOURCE_PARTITIONS].")] = None,
     version: Annotated[str, typer.Option(help="Kafka version (Maven Central).")] = KAFKA_VERSION,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 90.0,
 ) -> None:
@@ -53,7 +54,8 @@ def start(
     try:
         with console.status(f"starting Kafka {version} ..."):
             info = runtime.start(data_dir, port=port or _default_port(),
-                                 controller_port=controller_port, partitions=partitions,
+                                 controller_port=controller_port,
+                                 partitions=partitions or Settings.from_env().source_partitions,
                                  version=version, timeout_s=timeout)
     except BrokerError as exc:
         _fail(exc)

@@ -20,7 +20,8 @@ from typing import Iterable
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert
 from compstream.domain.balance import Balance, Posting, Report
 from compstream.domain.events import (
-    RANK_USAGE, Event, GrantIssued, GrantRevoked, EngineerOffboarded, Usage, _RANKS,
+    RANK_USAGE, CashCompensation, Event, GrantIssued, GrantRevoked, EngineerOffboarded,
+    LeaderboardPrivacy, TeamAssigned, Usage, _RANKS,
 )
 from compstream.domain.ledger import Ledger
 
@@ -35,6 +36,10 @@ class ReplayResult:
     duplicates: int = 0
     conflicts: int = 0
     unique_events: int = 0
+    hr_events: int = 0
+
+
+_NOT_LEDGER = (TeamAssigned, LeaderboardPrivacy, CashCompensation)
 
 
 def _key(e: Event) -> tuple:
@@ -54,6 +59,10 @@ def collect(events: Iterable[Event], result: ReplayResult) -> dict[str, dict[str
     n = dups = 0
     get = groups.get
     for e in events:
+        if type(e) in _NOT_LEDGER:  # HR events (teams, privacy, pay) move no money
+            result.hr_events += 1
+            n += 1
+            continue
         d = get(e.engineer_id)
         if d is None:
             d = groups[e.engineer_id] = {}

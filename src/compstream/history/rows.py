@@ -76,6 +76,9 @@ class EventRow:
     corrects_event_id: str | None = None
     schema_version: int = SCHEMA_VERSION
     late: bool = False
+    team_id: str | None = None
+    opted_out: bool | None = None
+    annual_cash_nanos: int | None = None
 
     @classmethod
     def from_event(

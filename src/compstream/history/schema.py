@@ -126,8 +126,16 @@ PARTITION BY toYYYYMM(computed_at)
 ORDER BY (period, computed_at, digest)
 {_TABLE_SETTINGS}"""
 
+# HR events (team membership, leaderboard privacy, cash pay) arrived after v1.
+_HR_COLUMNS = (
+    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS team_id Nullable(String)",
+    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS opted_out Nullable(Bool)",
+    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS annual_cash_nanos Nullable(Int64)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables", (_EVENTS, _POSTINGS, _DEAD_LETTERS, _LEADERBOARD_WINDOWS, _DIGESTS)),
+    Migration(2, "HR event columns", _HR_COLUMNS),
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from datetime import datetime, timezone
 
@@ -79,10 +80,23 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
     last_sweep = [0.0]
+    source_names = (topics.usage, topics.grants)
+    processed_next: dict[tuple[str, int], int] = {}
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
 
     @app.agent(source, name="ledger")
     async def ledger(stream):
+        try:
+            await _consume(stream)
+        except Exception:
+            # Faust would log an agent crash and keep the process alive but
+            # idle. Exit instead: nothing of the current batch was acked, so a
+            # restarted worker replays it (idempotently).
+            log.exception("ledger agent crashed; exiting so a supervisor restarts the worker")
+            logging.shutdown()
+            os._exit(70)
+
+    async def _consume(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
             messages = [_message(e) for e in events]
             now = time.monotonic()
@@ -91,7 +105,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             sweep = now - last_sweep[0] >= SWEEP_INTERVAL_S or len(messages) < SWEEP_QUIET_BATCH
             if sweep:
                 last_sweep[0] = now
-            result = processor.process(messages, keys=lambda: list(books.keys()), sweep=sweep)
+            result = processor.process(messages, keys=lambda: list(books.keys()), sweep=sweep,
+                                       lagging=_lagging(app, source_names, processed_next))
             first, last = messages[0], messages[-1]
             token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
             # The store client is blocking; keep the event loop (heartbeats,
@@ -110,6 +125,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                 await alerts_topic.send(key=engineer.encode(), value=value)
             for key, value in result.dead_letters:
                 await dead_topic.send(key=key, value=value)
+            for m in messages:
+                processed_next[(m.topic, m.partition)] = m.offset + 1
             for event in events:
                 await stream.ack(event)
 
@@ -126,6 +143,27 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
 
     app.page("/balances/{engineer_id}")(BalanceView)
     return app
+
+
+def _lagging(app: faust.App, source_names, processed_next) -> set[tuple[str, int]]:
+    """Source topic-partitions with records not yet processed by this worker."""
+    consumer = app.consumer
+    out = set()
+    for tp in consumer.assignment():
+        if tp.topic not in source_names:
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not fetched yet: unknown counts as behind
+            highwater = None
+        done = processed_next.get((tp.topic, tp.partition))
+        if done is None:
+            # Nothing processed here since (re)start: start from the committed
+            # offset (Faust keeps it per assigned partition).
+            done = consumer._committed_offset.get(tp) or 0
+        if highwater is None or highwater < 0 or done < highwater:
+            out.add((tp.topic, tp.partition))
+    return out
 
 
 def _event_for(events, partition: int):

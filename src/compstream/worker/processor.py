@@ -9,6 +9,7 @@ final too. The Faust agent only moves bytes in and out (see `app.py`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
@@ -21,6 +22,7 @@ from compstream.domain.book import EngineerBook
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
 from compstream.history.rows import DeadLetterRow, EventRow, HistoryBatch, PostingRow
 
+log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Faust's batch is bounded by the agent (`noack_take`); this is a second guard.
 BATCH_MESSAGES_MAX = 10_000
@@ -106,6 +108,10 @@ class LedgerProcessor:
         self.load_book = load_book
         self.partitions = partitions
         self.stream_time: dict[int, datetime] = {}
+        # Per (topic, partition): the source topics are consumed at their own
+        # pace, so a topic still catching up must hold the watermark back.
+        self.topic_time: dict[tuple[str, int], datetime] = {}
+        self.lagging: frozenset[tuple[str, int]] = frozenset()
         # engineer -> earliest time at which its stored book has something to
         # finalize (first pending event or next expiry); None = nothing.
         # Unknown engineers (e.g. after a restart) count as due.
@@ -114,7 +120,15 @@ class LedgerProcessor:
         self.partition_cache: dict[str, int] = {}
 
     def watermark(self, partition: int) -> datetime:
-        return self.stream_time.get(partition, EPOCH) - self.lateness
+        """Max event time seen on the partition, held back by any source
+        topic of that partition that still has a backlog, minus lateness.
+        Without it, a fast usage backlog would finalize time before the grants
+        of that time were read, and those grants would count as late."""
+        time = self.stream_time.get(partition, EPOCH)
+        for topic, p in self.lagging:
+            if p == partition:
+                time = min(time, self.topic_time.get((topic, p), EPOCH))
+        return time - self.lateness
 
     def _book(self, batch: _Batch, engineer: str, partition: int) -> EngineerBook:
         book = batch.books.get(engineer)
@@ -126,12 +140,14 @@ class LedgerProcessor:
         return book
 
     def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
-                sweep: bool = True) -> BatchResult:
+                sweep: bool = True, lagging: Iterable[tuple[str, int]] | None = None) -> BatchResult:
         """Apply a batch. With `keys` (all engineers with a stored book) and
         `sweep`, also advance the quiet books (those with something due before
         the watermark) of this batch's partitions whose watermark moved."""
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
+        if lagging is not None:
+            self.lagging = frozenset(lagging)
         batch = _Batch()
         for msg in messages:
             self._apply(batch, msg)
@@ -154,14 +170,20 @@ class LedgerProcessor:
             return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
         if event.event_time > self.stream_time.get(msg.partition, EPOCH):
             self.stream_time[msg.partition] = event.event_time
+        if event.event_time > self.topic_time.get((msg.topic, msg.partition), EPOCH):
+            self.topic_time[(msg.topic, msg.partition)] = event.event_time
         if event.type not in LEDGER_EVENT_TYPES:
             batch.hr_events.append((msg, event))
             batch.events.append(EventRow.from_event(
                 event, topic=msg.topic, partition=msg.partition, offset=msg.offset, ingest_time=msg.timestamp))
             return None
         engineer = event.engineer_id
-        book = self._book(batch, engineer, msg.partition)
-        result = book.ingest(event, self.watermark(msg.partition))
+        try:
+            book = self._book(batch, engineer, msg.partition)
+            result = book.ingest(event, self.watermark(msg.partition))
+        except Exception as exc:  # a bug or corrupt book must not stop the stream:
+            log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
+            return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
         batch.outcome(engineer, result, event.event_time)
         if result.status == "conflict":
             detail = "; ".join(r.detail for r in result.reports if r.code == "conflict")
