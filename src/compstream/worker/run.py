@@ -1,10 +1,30 @@
-"""Run the Faust worker in this process until SIGTERM/SIGINT."""
+"""Run the Faust worker in this process until SIGTERM/SIGINT.
+
+Writes `<data dir>/worker.pid` while running, so `compstream rebuild` and
+operators can find (and stop) the worker of a data dir.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from compstream.config import Settings
+
+
+def pid_path(settings: Settings) -> Path:
+    return settings.data_dir / "worker.pid"
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The pid of this data dir's live worker, or None."""
+    try:
+        pid = int(pid_path(settings).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
 
 
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
@@ -13,11 +33,18 @@ def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
     from compstream.broker.topics import ensure_topics
     from compstream.worker.app import create_app
 
+    other = running_pid(settings)
+    if other is not None and other != os.getpid():
+        raise SystemExit(f"a worker (pid {other}) already runs on {settings.data_dir}")
     ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     logging.getLogger("compstream").setLevel(loglevel)
+    pid_path(settings).write_text(f"{os.getpid()}\n")
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()  # returns/exits on signal
     finally:
         app.compstream["store"].close()
+        if running_pid(settings) == os.getpid():
+            pid_path(settings).unlink(missing_ok=True)
