@@ -14,6 +14,13 @@ def _data_dir() -> Path:
     return Path(os.environ.get("COMPSTREAM_DATA_DIR", Path.home() / ".local" / "share" / "compstream"))
 
 
+def _on_off(name: str, default: str) -> bool:
+    value = os.environ.get(name, default).strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"{name} must be 'on' or 'off', got {value!r}")
+    return value == "on"
+
+
 @dataclass(frozen=True)
 class Topics:
     usage: str = "compstream.usage"
@@ -45,7 +52,20 @@ class Settings:
     worker_id: str
     web_port: int
     web_bind: str = "127.0.0.1"
+    # Kafka group session timeout: how long a dead or paused worker keeps its
+    # partitions before another takes over (the broker's minimum is 6 s).
+    session_timeout_s: float = 30.0
     topics: Topics = field(default_factory=Topics)
+    # Leaderboards are optional: an employer may not want rankings at all.
+    leaderboards_enabled: bool = True
+    # Leaderboards (worker/leaderboards.py). Both stages use the same k.
+    leaderboard_k: int = 100
+    # A team is shown only with at least this many contributors in the window.
+    leaderboard_min_team: int = 5
+    # Publish engineer pseudonyms (HMAC of the id) instead of real ids.
+    leaderboard_pseudonyms: bool = False
+    # HMAC key for pseudonyms (>= 16 bytes); required when pseudonyms are on.
+    leaderboard_secret: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -61,5 +81,11 @@ class Settings:
             worker_id=os.environ.get("COMPSTREAM_WORKER_ID", "compstream"),
             web_port=int(os.environ.get("COMPSTREAM_WEB_PORT", "6066")),
             web_bind=os.environ.get("COMPSTREAM_WEB_BIND", "127.0.0.1"),
+            session_timeout_s=float(os.environ.get("COMPSTREAM_SESSION_TIMEOUT_S", "30")),
             topics=Topics.with_prefix(os.environ.get("COMPSTREAM_TOPIC_PREFIX", "compstream")),
+            leaderboards_enabled=_on_off("COMPSTREAM_LEADERBOARDS", "on"),
+            leaderboard_k=int(os.environ.get("COMPSTREAM_LEADERBOARD_K", "100")),
+            leaderboard_min_team=int(os.environ.get("COMPSTREAM_LEADERBOARD_MIN_TEAM", "5")),
+            leaderboard_pseudonyms=_on_off("COMPSTREAM_LEADERBOARD_PSEUDONYMS", "off"),
+            leaderboard_secret=os.environ.get("COMPSTREAM_LEADERBOARD_SECRET", ""),
         )

@@ -1,4 +1,6 @@
-"""`compstream replay`: balances from JSON Lines event logs, in any order."""
+"""`compstream replay`: balances from events, in any order, from one source:
+JSON Lines files (`--input`), the Kafka source topics (`--from-kafka`), or the
+ClickHouse history (`--from-history`, when topic data is gone)."""
 
 from __future__ import annotations
 
@@ -7,19 +9,20 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-from compstream.domain.events import EventError, parse_time
-from compstream.replay_file import (
-    BadLine, SourceMap, balances_document, read_jsonl, replay_events,
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn,
 )
 
+from compstream.domain.events import EventError, parse_time
+from compstream.replay_file import SourceMap, balances_document, read_jsonl, replay_events
+
 PROGRESS_MIN_BYTES = 8 << 20  # show a bar from 8 MiB of input
+PROGRESS_MIN_RECORDS = 50_000  # ... or from this many Kafka/history records
 SHOWN_PROBLEMS_MAX = 1000  # printed to stderr; --errors gets all of them
 EXIT_STRICT = 1
 EXIT_IO = 2
@@ -40,40 +43,14 @@ def _write_atomic(path: str, text: str) -> None:
         raise
 
 
-def replay_command(
-    inputs: list[Path] = typer.Option(
-        ..., "--input", "-i", help="JSON Lines event log; repeat for more files."),
-    as_of: Optional[str] = typer.Option(
-        None, "--as-of", help="RFC 3339 instant; events and expiries at or before it. "
-        "Omitted: everything, including every expiry."),
-    output: str = typer.Option("-", "--output", "-o", help="Balances JSON file ('-' = stdout)."),
-    strict: bool = typer.Option(
-        False, "--strict", help="Exit non-zero (and write nothing) on any bad line or conflict."),
-    errors: Optional[Path] = typer.Option(
-        None, "--errors", help="Write every bad line and conflict here as JSON Lines."),
-    progress: Optional[bool] = typer.Option(
-        None, "--progress/--no-progress", help="Progress bar (default: on for large inputs)."),
-) -> None:
-    """Replay event logs (any order) and write per-engineer balances."""
-    err = Console(stderr=True, soft_wrap=True)
+def _time_option(value: Optional[str], name: str):
     try:
-        cutoff = None if as_of is None else parse_time(as_of, "--as-of")
+        return None if value is None else parse_time(value, name)
     except EventError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--as-of") from exc
+        raise typer.BadParameter(str(exc), param_hint=name) from exc
 
-    problems: list[dict[str, Any]] = []
-    shown = 0
 
-    def report(kind: str, text: str, detail: dict[str, Any]) -> None:
-        nonlocal shown
-        problems.append({"kind": kind, **detail})
-        if shown < SHOWN_PROBLEMS_MAX:
-            err.print(f"[bold red]{escape(kind)}[/]: {escape(text)}", markup=True, highlight=False)
-            shown += 1
-
-    def on_bad(bad: BadLine) -> None:
-        report("bad line", str(bad), bad.to_dict())
-
+def _replay_files(inputs, cutoff, on_bad, progress, err):
     try:
         total = sum(os.path.getsize(p) for p in inputs)
     except OSError as exc:
@@ -85,20 +62,127 @@ def replay_command(
                    TimeRemainingColumn(), console=err, disable=not show, transient=True)
     with bar:
         task = bar.add_task("replay", total=total)
-        events = read_jsonl(inputs, on_bad, source_map=source_map,
-                            on_bytes=lambda n: bar.advance(task, n))
+        events = read_jsonl(inputs, lambda b: on_bad("bad line", str(b), b.to_dict()),
+                            source_map=source_map, on_bytes=lambda n: bar.advance(task, n))
         try:
             result = replay_events(events, cutoff)
         except OSError as exc:
             err.print(f"cannot read input: {exc}", markup=False)
             raise typer.Exit(EXIT_IO)
 
+    def locate(position: int) -> tuple[str, dict]:
+        path, line = source_map.locate(position)
+        return f"{path}:{line}", {"path": path, "line": line}
+    return result, locate
+
+
+def _replay_source(open_source: Callable, cutoff, on_bad, progress, err):
+    """Kafka or history: both yield events with Kafka coordinates."""
+    from compstream.ops.history_source import HistorySourceError
+    from compstream.ops.kafka_source import SourceError
+
+    try:
+        source = open_source()
+    except (SourceError, HistorySourceError) as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_IO)
+    try:
+        show = progress if progress is not None else source.total >= PROGRESS_MIN_RECORDS
+        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), console=err, disable=not show, transient=True)
+        with bar:
+            task = bar.add_task(f"replay ({source.unit})", total=source.total)
+            events = source.events(lambda b: on_bad("bad message", str(b), b.to_dict()),
+                                   lambda n: bar.advance(task, n))
+            try:
+                result = replay_events(events, cutoff)
+            except (SourceError, HistorySourceError) as exc:
+                err.print(str(exc), markup=False)
+                raise typer.Exit(EXIT_IO)
+    finally:
+        source.close()
+
+    def locate(position: int) -> tuple[str, dict]:
+        topic, partition, offset = source.coords.locate(position)
+        return (f"{topic}[{partition}]@{offset}",
+                {"topic": topic, "partition": partition, "offset": offset})
+    return result, locate
+
+
+def replay_command(
+    inputs: list[Path] = typer.Option(
+        [], "--input", "-i", help="JSON Lines event log; repeat for more files."),
+    from_kafka: bool = typer.Option(
+        False, "--from-kafka", help="Read the usage + grants source topics of the configured broker."),
+    from_history: bool = typer.Option(
+        False, "--from-history", help="Read the ClickHouse history's events table (payload JSON)."),
+    from_offset: list[str] = typer.Option(
+        [], "--from-offset", help="With --from-kafka: first offset to read: N, P=N or TOPIC:P=N; repeatable."),
+    to_offset: list[str] = typer.Option(
+        [], "--to-offset", help="With --from-kafka: first offset NOT read (exclusive): N, P=N or TOPIC:P=N."),
+    since: Optional[str] = typer.Option(
+        None, "--since", help="With --from-kafka: records published at or after this RFC 3339 instant "
+        "(Kafka record time, not event time)."),
+    until: Optional[str] = typer.Option(
+        None, "--until", help="With --from-kafka: records published before this instant."),
+    as_of: Optional[str] = typer.Option(
+        None, "--as-of", help="RFC 3339 instant; events and expiries at or before it. "
+        "Omitted: everything, including every expiry."),
+    output: str = typer.Option("-", "--output", "-o", help="Balances JSON file ('-' = stdout)."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit non-zero (and write nothing) on any bad line/message or conflict."),
+    errors: Optional[Path] = typer.Option(
+        None, "--errors", help="Write every bad line/message and conflict here as JSON Lines."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: on for large inputs)."),
+) -> None:
+    """Replay events (any order) and write per-engineer balances."""
+    err = Console(stderr=True, soft_wrap=True)
+    cutoff = _time_option(as_of, "--as-of")
+    if sum((bool(inputs), from_kafka, from_history)) != 1:
+        raise typer.BadParameter("give exactly one source: --input FILE..., --from-kafka or --from-history",
+                                 param_hint="--input/--from-kafka/--from-history")
+    if not from_kafka and (from_offset or to_offset or since or until):
+        raise typer.BadParameter("--from-offset/--to-offset/--since/--until need --from-kafka")
+
+    problems: list[dict[str, Any]] = []
+    shown = 0
+
+    def report(kind: str, text: str, detail: dict[str, Any]) -> None:
+        nonlocal shown
+        problems.append({"kind": kind, **detail})
+        if shown < SHOWN_PROBLEMS_MAX:
+            err.print(f"[bold red]{escape(kind)}[/]: {escape(text)}", markup=True, highlight=False)
+            shown += 1
+
+    if inputs:
+        result, locate = _replay_files(inputs, cutoff, report, progress, err)
+        bad_kind = "bad line"
+    else:
+        from compstream.config import Settings
+        from compstream.ops.replay_sources import HistoryReplaySource, KafkaReplaySource
+
+        settings = Settings.from_env()
+        if from_kafka:
+            from compstream.ops.kafka_source import parse_offset_specs
+            try:
+                starts, stops = parse_offset_specs(from_offset), parse_offset_specs(to_offset)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--from-offset/--to-offset") from exc
+            window = (_time_option(since, "--since"), _time_option(until, "--until"))
+            opener = lambda: KafkaReplaySource(settings, from_offsets=starts, to_offsets=stops,  # noqa: E731
+                                               since=window[0], until=window[1])
+        else:
+            opener = lambda: HistoryReplaySource(settings)  # noqa: E731
+        result, locate = _replay_source(opener, cutoff, report, progress, err)
+        bad_kind = "bad message"
+
     for rep in result.reports:
         if rep.code == "conflict" and rep.position is not None:
-            path, line = source_map.locate(rep.position)
-            report("conflict", f"{path}:{line}: event_id {rep.event_id!r} "
+            where, coords = locate(rep.position)
+            report("conflict", f"{where}: event_id {rep.event_id!r} "
                    f"(engineer {rep.engineer_id!r}) {rep.detail}",
-                   {"path": path, "line": line, "event_id": rep.event_id,
+                   {**coords, "event_id": rep.event_id,
                     "engineer_id": rep.engineer_id, "reason": rep.detail})
         else:
             report(rep.code, f"engineer {rep.engineer_id!r} event {rep.event_id!r}: {rep.detail}",
@@ -111,13 +195,13 @@ def replay_command(
     if errors is not None:
         _write_atomic(str(errors), "".join(json.dumps(p) + "\n" for p in problems))
 
-    bad = sum(1 for p in problems if p["kind"] in ("bad line", "conflict"))
+    bad = sum(1 for p in problems if p["kind"] in (bad_kind, "conflict"))
     err.print(
         f"{result.events_in} events read, {result.duplicates} duplicates ignored, "
-        f"{result.conflicts} conflicts rejected, {bad - result.conflicts} bad lines, "
+        f"{result.conflicts} conflicts rejected, {bad - result.conflicts} {bad_kind}s, "
         f"{len(result.balances)} engineers", markup=False, highlight=False)
     if strict and bad:
-        err.print(f"--strict: {bad} bad lines or conflicts; no output written", markup=False)
+        err.print(f"--strict: {bad} {bad_kind}s or conflicts; no output written", markup=False)
         raise typer.Exit(EXIT_STRICT)
 
     text = json.dumps(balances_document(result, cutoff), indent=2) + "\n"

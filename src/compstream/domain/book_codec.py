@@ -9,13 +9,14 @@ search (no per-id Python objects).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
 from datetime import datetime, timedelta, timezone
 
 from compstream.domain.events import (
-    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, payload_fingerprint,
+    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, format_time, payload_fingerprint,
 )
 
 MAGIC = b"CB"
@@ -42,8 +43,29 @@ def id_digest(event_id: str) -> bytes:
     return hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
 
 
+# Hot path (every ingest): the same text as `payload_fingerprint` (canonical
+# JSON: sorted keys, compact separators, RFC 3339 times), without rebuilding a
+# JSONEncoder and walking dataclasses.fields() per event. Must stay byte-equal
+# to payload_fingerprint: stored seen-sets hold digests of that text
+# (tests/test_bench_smoke.py checks the equality on every event type).
+_FP_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_FP_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def fingerprint_text(event: Event) -> str:
+    cls = type(event)
+    names = _FP_FIELDS.get(cls)
+    if names is None:
+        names = _FP_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(event) if f.name != "type")
+    out = {"type": event.type}
+    for name in names:
+        value = getattr(event, name)
+        out[name] = format_time(value) if isinstance(value, datetime) else value
+    return _FP_ENCODER.encode(out)
+
+
 def fingerprint_digest(event: Event) -> bytes:
-    return hashlib.blake2b(payload_fingerprint(event).encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(fingerprint_text(event).encode("utf-8"), digest_size=8).digest()
 
 
 class SeenIds:

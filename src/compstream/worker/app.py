@@ -25,6 +25,8 @@ from faust.web import Request, Response, View
 
 from compstream.config import Settings
 from compstream.worker.processor import LedgerProcessor, SourceMessage
+from compstream.worker.faults import Faults
+from compstream.worker.faust_compat import event_of_partition, table_writes_for
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         web_bind=settings.web_bind,
         web_in_thread=False,
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         **faust_options,
     )
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -71,12 +75,12 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     balances_topic = app.topic(topics.balances, **raw)
     alerts_topic = app.topic(topics.alerts, **raw)
     dead_topic = app.topic(topics.dead_letters, **raw)
-    books = app.Table(
-        "books",
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
-        partitions=settings.source_partitions, default=None,
-    )
-    sink = HistorySink(store)
+    # value_type=bytes makes Faust use the "raw" codec for the changelog and for
+    # recovery (a Schema alone leaves the store decoding values as JSON, which
+    # fails on restore and silently loses the books).
+    books = app.Table("books", key_type=str, value_type=bytes, partitions=settings.source_partitions,
+                      default=None)
+    sink = HistorySink(store, Faults())
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
     last_sweep = [0.0]
@@ -114,11 +118,19 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             await asyncio.get_running_loop().run_in_executor(
                 None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
             )
-            for engineer, (data, partition) in result.books.items():
-                # Tables send their changelog to the partition of the current
-                # event; point it at this engineer's source partition.
-                stream._set_current_event(_event_for(events, partition))
-                books[engineer] = data
+            log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
+                     len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
+                     _ranges(messages))
+            if not await _still_owner(app, messages):
+                # A zombie (paused past the session timeout, its partitions
+                # reassigned) must not write tables or publish: the new owner
+                # replays this batch. History rows are already deduplicated.
+                log.warning("lost partition ownership during a batch; dropping its outputs")
+                continue
+            with table_writes_for(stream) as set_event:
+                for engineer, (data, partition) in result.books.items():
+                    set_event(event_of_partition(events, partition))  # changelog partition
+                    books[engineer] = data
             for engineer, value in result.balances:
                 await balances_topic.send(key=engineer.encode(), value=value)
             for engineer, value in result.alerts:
@@ -142,7 +154,37 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             return self.json(body)
 
     app.page("/balances/{engineer_id}")(BalanceView)
+    if settings.leaderboards_enabled:
+        from compstream.worker import leaderboards
+
+        leaderboards.install(app, settings, store, source)
     return app
+
+
+async def _still_owner(app: faust.App, messages) -> bool:
+    """Fence zombies without transactions: commit, for each partition of the
+    batch, the offset of its first message (everything before it is done, so
+    this never moves a commit forward past unwritten work). The group
+    coordinator rejects the commit if a rebalance gave the partition away."""
+    from faust.types import TP
+
+    first: dict[TP, int] = {}
+    for m in messages:
+        tp = TP(m.topic, m.partition)
+        first.setdefault(tp, m.offset)
+    if any(tp not in app.consumer.assignment() for tp in first):
+        return False
+    return await app.consumer._thread.commit(first)
+
+
+def _ranges(messages) -> str:
+    """'usage:0=10-20 …': the offset span per topic-partition, for the log."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for m in messages:
+        span = spans.setdefault((m.topic.rsplit(".", 1)[-1], m.partition), [m.offset, m.offset, 0])
+        span[0], span[1], span[2] = min(span[0], m.offset), max(span[1], m.offset), span[2] + 1
+    return " ".join(f"{t}:{p}={a}-{b}" + ("" if b - a + 1 == n else f"(n={n})")
+                    for (t, p), (a, b, n) in sorted(spans.items()))
 
 
 def _lagging(app: faust.App, source_names, processed_next) -> set[tuple[str, int]]:
@@ -164,10 +206,3 @@ def _lagging(app: faust.App, source_names, processed_next) -> set[tuple[str, int
         if highwater is None or highwater < 0 or done < highwater:
             out.add((tp.topic, tp.partition))
     return out
-
-
-def _event_for(events, partition: int):
-    for event in reversed(events):
-        if event.message.partition == partition:
-            return event
-    raise RuntimeError(f"no event of partition {partition} in batch")

@@ -26,8 +26,9 @@ RETRY_DELAY_S_MAX = 10.0
 
 
 class HistorySink:
-    def __init__(self, store):
+    def __init__(self, store, faults=None):
         self.store = store
+        self.faults = faults
         # Cached high-water marks; refreshed after any failed write, since a
         # failure may have left a partial write behind.
         self._offset_max: dict[tuple[str, str, int], int] = {}
@@ -64,6 +65,8 @@ class HistorySink:
     def write(self, batch: HistoryBatch, token: str) -> int:
         """Write what is not yet written. Raises on store failure."""
         try:
+            if self.faults is not None:
+                self.faults.before_history_write()
             todo = self.filter_written(batch)
             if todo.row_count():
                 self.store.append_batch(todo, token)
@@ -81,6 +84,8 @@ class HistorySink:
         for p in todo.postings:
             self._seq_max[p.engineer_id] = max(self._seq_max.get(p.engineer_id, 0), p.seq)
         self.rows_written += todo.row_count()
+        if self.faults is not None:
+            self.faults.after_history_write()
         return todo.row_count()
 
     def write_with_retry(self, batch: HistoryBatch, token: str, should_stop=lambda: False) -> int:

@@ -1,0 +1,412 @@
+"""The benchmark suite: one command, one machine, one local broker.
+
+    python -m bench.run [--quick] [--events N] [--engineers M] [--out docs/benchmarks.md]
+
+Starts a dedicated Kafka broker (temp data dir, free ports) unless
+--bootstrap is given, produces realistic Avro events (compstream.synth +
+the project codec), then measures in order: consume ceiling (aiokafka,
+confluent-kafka), stages (decode, ledger, history insert), the real worker end
+to end (throughput, peak RSS, state size), the Quix Streams twin on the same
+topics, latency at a fixed offered load, and replay. Writes a generated
+Markdown report (plus the raw JSON next to it). No assertions: it measures;
+the report says which targets were missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from compstream.broker.topics import delete_topics, ensure_topics
+from compstream.synth import generate
+
+from bench import common, e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTES = Path(__file__).with_name("profile_notes.md")
+
+TARGETS = {
+    "e2e_events_per_s": 50_000,
+    "e2e_vs_aiokafka": 0.5,
+    "vs_quix": 1.0,
+    "p99_ms": 100,
+    "replay_events_per_s": 300_000,
+    "state_bytes_per_engineer": 2048,
+}
+
+
+def events_for(total: int, engineers: int) -> list:
+    """~total events: grants (1.33 per engineer) + usage + revocations/offboardings."""
+    other = engineers + engineers // 3 + engineers // 17 + engineers // 29
+    return list(generate(engineers, max(1, total - other)))
+
+
+def params(args) -> dict:
+    if args.quick:
+        d = dict(events=50_000, engineers=500, rate=10_000, latency_s=10, stage_events=50_000,
+                 history_rows=20_000, replay_events=200_000)
+    else:
+        d = dict(events=1_000_000, engineers=10_000, rate=10_000, latency_s=30, stage_events=200_000,
+                 history_rows=100_000, replay_events=1_000_000)
+    for k in d:
+        v = getattr(args, k, None)
+        if v is not None:
+            d[k] = v
+    d["partitions"] = args.partitions
+    d["mode"] = "quick" if args.quick else "full"
+    return d
+
+
+class Suite:
+    def __init__(self, p: dict, bootstrap: str, log=print):
+        self.p = p
+        self.bootstrap = bootstrap
+        self.r: dict = {}
+        self.errors: dict = {}
+        self.log = log
+
+    def section(self, name: str, fn):
+        self.log(f"[bench] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            self.r[name] = fn()
+        except Exception as exc:  # one failed section must not lose the others
+            self.errors[name] = f"{type(exc).__name__}: {exc}"[:2000]
+            traceback.print_exc()
+        self.log(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s: "
+                 f"{json.dumps(self.r.get(name, self.errors.get(name)), default=str)[:400]}", flush=True)
+
+    def run(self) -> dict:
+        p, bs = self.p, self.bootstrap
+        py = ["-m"]
+        events = events_for(p["events"], p["engineers"])
+        n = len(events)
+        self.r["dataset"] = {"events": n, "engineers": p["engineers"],
+                             "usage": sum(e.type == "usage" for e in events),
+                             "grants_and_hr": sum(e.type != "usage" for e in events)}
+        topics = common.bench_topics("src")
+        ensure_topics(bs, topics, p["partitions"])
+        self.section("produce", lambda: common.produce(bs, topics, events))
+        src = [topics.usage, topics.grants]
+        self.section("ceiling_aiokafka", lambda: common.run_json(
+            py + ["bench.ceiling", "aiokafka", bs, str(n), *src], timeout=1800))
+        self.section("ceiling_confluent", lambda: common.run_json(
+            py + ["bench.ceiling", "confluent", bs, str(n), *src], timeout=1800))
+        self.section("stage_decode", lambda: common.run_json(
+            py + ["bench.stages", "decode", "--events", str(p["stage_events"])], timeout=1800))
+        self.section("stage_ledger", lambda: common.run_json(
+            py + ["bench.stages", "ledger", "--events", str(p["stage_events"]),
+                  "--engineers", str(max(1, p["stage_events"] * p["engineers"] // max(1, p["events"])))],
+            timeout=1800))
+        self.section("stage_history", lambda: common.run_json(
+            py + ["bench.stages", "history", "--rows", str(p["history_rows"])], timeout=1800))
+        self.section("e2e", lambda: e2e.throughput(bs, topics, events, p["partitions"]))
+        state_dir = tempfile.mkdtemp(prefix="bench_quix.")
+        try:
+            self.section("quix", lambda: common.run_json(
+                py + ["bench.peers.quix_balances", bs, topics.usage, topics.grants,
+                      f"{topics.prefix}.quix-balances", str(n), state_dir], timeout=3600))
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        del events
+        lat_topics = common.bench_topics("lat")
+        ensure_topics(bs, lat_topics, p["partitions"])
+        lat_events = [e for e in generate(p["engineers"], int(p["rate"] * p["latency_s"]), seed=11)
+                      if e.type in ("grant_issued", "usage")]
+        self.section("latency", lambda: e2e.latency(bs, lat_topics, lat_events, p["partitions"], p["rate"]))
+        self.section("replay", lambda: replay_section(p["replay_events"], p["engineers"]))
+        for t in (topics, lat_topics):
+            try:
+                delete_topics(bs, t)
+            except Exception:  # noqa: BLE001
+                pass
+        return self.r
+
+
+def replay_section(n: int, engineers: int) -> dict:
+    tmp = tempfile.mkdtemp(prefix="bench_replay_log.")
+    path = os.path.join(tmp, "events.jsonl")
+    try:
+        stages = common.run_json([str(Path(__file__).with_name("bench_replay.py")), "--events", str(n),
+                                  "--engineers", str(engineers), "--keep", path], timeout=3600)
+        cli = common.run_json(["-c", _CLI_TIMER, path], timeout=3600)
+        return {"stages": stages, "cli": cli}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Times `compstream replay -i FILE -o /dev/null` (the real CLI, in a child) and
+# reports its peak RSS from the kernel (ru_maxrss of the reaped child).
+_CLI_TIMER = r"""
+import json, resource, subprocess, sys, time
+path = sys.argv[1]
+n = sum(1 for line in open(path, 'rb') if line.strip())
+t0 = time.perf_counter()
+p = subprocess.run([sys.executable, '-m', 'compstream.cli.main', 'replay', '-i', path, '-o', '/dev/null',
+                    '--no-progress'], capture_output=True, text=True)
+dt = time.perf_counter() - t0
+if p.returncode != 0:
+    sys.exit(p.stderr[-2000:])
+print(json.dumps({'events': n, 'seconds': round(dt, 2), 'events_per_s': round(n / dt),
+                  'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))
+"""
+
+
+# ----------------------------------------------------------------- report
+def _g(d: dict, *path, default=None):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _fmt(v, unit: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and v < 100:
+        return f"{v:,.2f}{unit}"
+    if isinstance(v, (int, float)):
+        return f"{v:,.0f}{unit}"
+    return f"{v}{unit}"
+
+
+def _ratio(a, b) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 3)
+
+
+def verdicts(r: dict) -> list[tuple[str, str, str, bool | None]]:
+    e2e_rate = _g(r, "e2e", "sustained_events_per_s")
+    aio = _g(r, "ceiling_aiokafka", "msgs_per_s")
+    quix = _g(r, "quix", "events_per_s")
+    p99 = _g(r, "latency", "p99_ms")
+    replay = _g(r, "replay", "cli", "events_per_s")
+    state = _g(r, "e2e", "state_from_changelog", "avg_bytes") or _g(r, "stage_ledger", "state_bytes_per_engineer_avg")
+    rows = [
+        ("End to end (sustained)", f">= {TARGETS['e2e_events_per_s']:,} ev/s", _fmt(e2e_rate, " ev/s"),
+         None if e2e_rate is None else e2e_rate >= TARGETS["e2e_events_per_s"]),
+        ("End to end / aiokafka ceiling", f">= {TARGETS['e2e_vs_aiokafka']}", _fmt(_ratio(e2e_rate, aio)),
+         None if _ratio(e2e_rate, aio) is None else _ratio(e2e_rate, aio) >= TARGETS["e2e_vs_aiokafka"]),
+        ("compstream / Quix twin", f">= {TARGETS['vs_quix']}", _fmt(_ratio(e2e_rate, quix)),
+         None if _ratio(e2e_rate, quix) is None else _ratio(e2e_rate, quix) >= TARGETS["vs_quix"]),
+        ("p99 produce -> balance", f"<= {TARGETS['p99_ms']} ms at offered load", _fmt(p99, " ms"),
+         None if p99 is None else p99 <= TARGETS["p99_ms"]),
+        ("Replay (CLI, file -> balances)", f">= {TARGETS['replay_events_per_s']:,} ev/s", _fmt(replay, " ev/s"),
+         None if replay is None else replay >= TARGETS["replay_events_per_s"]),
+        ("State per engineer", f"<= {TARGETS['state_bytes_per_engineer']} B", _fmt(state, " B"),
+         None if state is None else state <= TARGETS["state_bytes_per_engineer"]),
+    ]
+    return rows
+
+
+def render(res: dict) -> str:
+    r, m, p = res["results"], res["machine"], res["params"]
+    L: list[str] = []
+    add = L.append
+    add("# Benchmarks\n")
+    add("<!-- GENERATED by `python -m bench.run` (make bench / make bench-quick); do not edit by hand. -->\n")
+    add(f"Generated {res['generated_at']} in {res['elapsed_s']:.0f} s, mode **{p['mode']}**.\n")
+    add("## Machine\n")
+    add(f"- {m['nproc']} CPUs: {m['cpu']}; memory {m['mem_gib']} GiB; load average at start "
+        f"{m.get('loadavg_at_start')} (shared machine: other jobs were running, so figures are noisy)")
+    add(f"- {m['platform']}; Python {m['python']}; Apache Kafka {m['kafka']} (local, single broker, "
+        f"on the same machine, started by the suite)")
+    add(f"- aiokafka {m.get('v_aiokafka')}, confluent-kafka {m.get('v_confluent_kafka')}, quixstreams "
+        f"{m.get('v_quixstreams')}, faust-streaming {m.get('v_faust')}, fastavro {m.get('v_fastavro')}, "
+        f"avro {m.get('v_avro')}, chdb {m.get('v_chdb')}, clickhouse-connect {m.get('v_clickhouse_connect')}\n")
+    add("## Parameters\n")
+    ds = r.get("dataset", {})
+    add(f"- events: {ds.get('events', p['events']):,} ({ds.get('usage', 0):,} usage, "
+        f"{ds.get('grants_and_hr', 0):,} grants/revocations/offboardings), engineers: {p['engineers']:,}, "
+        f"source partitions: {p['partitions']}, Avro value size: {_fmt(_g(r, 'produce', 'avg_value_bytes'), ' B')}")
+    add(f"- latency: {p['rate']:,} ev/s offered for {p['latency_s']} s; stages: {p['stage_events']:,} events, "
+        f"history {p['history_rows']:,} rows per batch size; replay log: {p['replay_events']:,} events\n")
+
+    add("## Targets\n")
+    add("| Target | Goal | Measured | Met |")
+    add("|---|---|---|---|")
+    for name, goal, got, ok in verdicts(r):
+        add(f"| {name} | {goal} | {got} | {'yes' if ok else ('**NO**' if ok is False else 'n/a')} |")
+    add("")
+
+    aio = _g(r, "ceiling_aiokafka", "msgs_per_s")
+    e2e_rate = _g(r, "e2e", "sustained_events_per_s")
+    add("## Results\n")
+    add("| Measure | Absolute | Ratio |")
+    add("|---|---|---|")
+
+    def row(name, v, unit, base=None, base_name=""):
+        ratio = f"{_ratio(v, base):.3f} × {base_name}" if _ratio(v, base) is not None else ""
+        add(f"| {name} | {_fmt(v, unit)} | {ratio} |")
+
+    row("Produce (confluent-kafka, acks=all, project encoder)", _g(r, "produce", "events_per_s"), " ev/s")
+    row("Ceiling: aiokafka `getmany()` count-only", aio, " msg/s")
+    row("Ceiling: confluent-kafka `consume(10000)` count-only", _g(r, "ceiling_confluent", "msgs_per_s"), " msg/s",
+        aio, "aiokafka")
+    for k, label in (("avro_lib", "Decode body: `avro` library"), ("fastavro", "Decode body: fastavro"),
+                     ("decode_record", "Decode: project `decode_record` (framing + fastavro)"),
+                     ("decode_event", "Decode: project `decode_event` (+ validation → Event)"),
+                     ("encode_event", "Encode: project `encode_event`")):
+        row(label, _g(r, "stage_decode", k), " msg/s", _g(r, "stage_decode", "fastavro"), "fastavro")
+    row("Ledger: `EngineerBook.ingest` per event (live books)", _g(r, "stage_ledger", "ingest_events_per_s"), " ev/s")
+    row("Ledger: worker batch step `LedgerProcessor.process` (decode+apply+rows+serde, 2k batches)",
+        _g(r, "stage_ledger", "processor_events_per_s"), " ev/s")
+    row("Ledger: `replay` (one batch, balances only)", _g(r, "stage_ledger", "replay_events_per_s"), " ev/s")
+    add(f"| Book serde: `to_bytes` / `from_bytes` | {_fmt(_g(r, 'stage_ledger', 'book_to_bytes_us'), ' µs')} / "
+        f"{_fmt(_g(r, 'stage_ledger', 'book_from_bytes_us'), ' µs')} per book | |")
+    row("History: `EventRow.from_event` (row build)", _g(r, "stage_history", "eventrow_build_rows_per_s"), " rows/s")
+    for size in (100, 1000, 10000):
+        row(f"History insert into chdb, batch {size:,}", _g(r, "stage_history", f"insert_{size}_rows_per_s"),
+            " rows/s")
+    row("**End to end: real worker, sustained** (first→last balance record)", e2e_rate, " ev/s", aio, "aiokafka ceiling")
+    row("End to end: from worker spawn (incl. Faust start-up, group join)",
+        _g(r, "e2e", "wall_from_spawn_events_per_s"), " ev/s", aio, "aiokafka ceiling")
+    row("Peer: Quix Streams twin (see below)", _g(r, "quix", "events_per_s"), " ev/s", aio, "aiokafka ceiling")
+    add(f"| compstream ÷ Quix twin | {_fmt(_ratio(e2e_rate, _g(r, 'quix', 'events_per_s')))} | |")
+    add(f"| Latency produce → balance at {_fmt(_g(r, 'latency', 'offered_events_per_s'))} ev/s "
+        f"(achieved {_fmt(_g(r, 'latency', 'achieved_offered_events_per_s'))}): p50 / p99 / max | "
+        f"{_fmt(_g(r, 'latency', 'p50_ms'), ' ms')} / {_fmt(_g(r, 'latency', 'p99_ms'), ' ms')} / "
+        f"{_fmt(_g(r, 'latency', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'matched'))} events matched |")
+    add(f"| Latency, `cause_event_id`-matched subset: p50 / p99 | {_fmt(_g(r, 'latency', 'cause_p50_ms'), ' ms')} / "
+        f"{_fmt(_g(r, 'latency', 'cause_p99_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'cause_matched'))} events |")
+    add(f"| Worker peak RSS (VmHWM): throughput run / latency run | {_fmt(_g(r, 'e2e', 'worker_peak_rss_mib'), ' MiB')}"
+        f" / {_fmt(_g(r, 'latency', 'worker_peak_rss_mib'), ' MiB')} | |")
+    add(f"| Quix twin peak RSS | {_fmt(_g(r, 'quix', 'peak_rss_mib'), ' MiB')} | |")
+    add(f"| State per engineer: worker changelog (last value per key) avg / max | "
+        f"{_fmt(_g(r, 'e2e', 'state_from_changelog', 'avg_bytes'), ' B')} / "
+        f"{_fmt(_g(r, 'e2e', 'state_from_changelog', 'max_bytes'), ' B')} | "
+        f"{_fmt(_g(r, 'stage_ledger', 'events_per_engineer'))} ev/engineer |")
+    add(f"| State per engineer: in-process books, avg (of which seen-id dedup set) | "
+        f"{_fmt(_g(r, 'stage_ledger', 'state_bytes_per_engineer_avg'), ' B')} "
+        f"({_fmt(_g(r, 'stage_ledger', 'state_seen_ids_bytes_avg'), ' B')}) | |")
+    row("Replay CLI `compstream replay` (file → balances)", _g(r, "replay", "cli", "events_per_s"), " ev/s")
+    add(f"| Replay CLI peak RSS | {_fmt(_g(r, 'replay', 'cli', 'peak_rss_mib'), ' MiB')} | |")
+    row("Replay stages: parse JSONL (`read_jsonl`)", _g(r, "replay", "stages", "parse_events_per_s"), " ev/s")
+    row("Replay stages: `replay` of parsed events", _g(r, "replay", "stages", "replay_events_per_s"), " ev/s")
+    row("Replay stages: file → balances in-process", _g(r, "replay", "stages", "end_to_end_events_per_s"), " ev/s")
+    add("")
+
+    add("## Correctness checks of the end-to-end run\n")
+    e = r.get("e2e", {})
+    add(f"- balance records: {_fmt(e.get('balance_records'))}; engineers with a balance: "
+        f"{_fmt(e.get('engineers_with_balance'))}; engineers whose last `events_applied` != expected: "
+        f"{_fmt(e.get('engineers_wrong_count'))}")
+    add(f"- history rows after the run: {e.get('history')} (events ok: {e.get('history_events_ok')})")
+    for sec in ("e2e", "latency"):
+        if _g(r, sec, "stalled"):
+            add(f"- **{sec}: the worker STALLED** — {_g(r, sec, 'stalled')}")
+    add(f"- Quix twin processed {_fmt(_g(r, 'quix', 'processed'))} records (complete: {_g(r, 'quix', 'complete')})\n")
+
+    add("## How each figure is measured\n")
+    add(HOW)
+    if res.get("errors"):
+        add("## Sections that failed\n")
+        for k, v in res["errors"].items():
+            add(f"- **{k}**: `{v.splitlines()[0][:300]}`")
+        add("")
+    missed = [name for name, _g2, _m, ok in verdicts(r) if ok is False]
+    add("## Missed targets\n")
+    add("None." if not missed else "Missed: " + ", ".join(missed) + ". See the profile notes below.")
+    add("")
+    if NOTES.exists():
+        add(NOTES.read_text())
+    add("## Raw results\n")
+    add("```json")
+    add(json.dumps(res, indent=1, default=str))
+    add("```")
+    return "\n".join(L) + "\n"
+
+
+HOW = """\
+- **Dataset**: `compstream.synth.generate(engineers, usage)` (grants first, then usage in
+  time order, then revocations/offboardings), encoded with `compstream.codec.encode_event`
+  and produced keyed by engineer with confluent-kafka (`murmur2_random` = the Java
+  partitioner the worker assumes), grants on the grants topic, usage on the usage topic.
+- **Ceiling**: a bare consumer in its own process on the same two topics, counting
+  records (no decode), timed from the first non-empty fetch to the last record.
+- **End to end**: `python -m compstream.cli.main worker` started after the backlog is on
+  the topics; done when its consumer group committed every source offset. Sustained rate
+  = events ÷ (last − first BalanceUpdate record timestamp on the balances topic), so
+  worker start-up is excluded (the "from spawn" row includes it). Every batch also writes
+  its history to chdb, the books changelog, and balances/alerts.
+- **Quix twin**: `bench/peers/quix_balances.py` on the same two topics (concat, stateful
+  apply with RocksDB state, EngineerBook per key); the module docstring lists exactly what
+  it does and does not do. It writes no history, so it does strictly less I/O.
+- **Latency**: a fresh worker, caught up; then usage events offered at a fixed rate
+  (confluent producer, linger 5 ms). Per event: timestamp of the first BalanceUpdate of
+  its engineer whose `events_applied` covers it − the source record's CreateTime (both
+  Kafka record timestamps, ms). The `cause_event_id` subset only sees the last event of
+  an engineer in a batch (balances are coalesced per batch).
+- **Replay**: `bench/bench_replay.py` generates a JSONL log and times its stages; the
+  CLI row runs `compstream replay -i LOG -o /dev/null` as a child (peak RSS = ru_maxrss).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="~50k events; a few minutes")
+    ap.add_argument("--events", type=int)
+    ap.add_argument("--engineers", type=int)
+    ap.add_argument("--rate", type=int, help="offered load of the latency run, ev/s")
+    ap.add_argument("--latency-s", dest="latency_s", type=int)
+    ap.add_argument("--stage-events", dest="stage_events", type=int)
+    ap.add_argument("--history-rows", dest="history_rows", type=int)
+    ap.add_argument("--replay-events", dest="replay_events", type=int)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--bootstrap", help="use this running broker instead of starting one")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = ap.parse_args(argv)
+    if argv is None:  # CLI: SIGTERM/SIGINT unwind through the finally blocks (broker, worker stop)
+        import signal
+
+        def _bye(signum, _frame):
+            raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, _bye)
+        signal.signal(signal.SIGINT, _bye)
+    p = params(args)
+    t0 = time.perf_counter()
+    res: dict = {"generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "machine": common.machine(), "params": p}
+    broker_dir = None
+    bootstrap = args.bootstrap
+    try:
+        if bootstrap is None:
+            from compstream.broker import runtime
+
+            broker_dir = Path(tempfile.mkdtemp(prefix="bench_kafka."))
+            info = runtime.start(broker_dir, port=e2e._free_port(), controller_port=e2e._free_port(),
+                                 partitions=p["partitions"], timeout_s=180, heap="1g")
+            bootstrap = info.bootstrap
+            res["machine"]["kafka"] = info.version
+            print(f"[bench] broker {info.version} on {bootstrap} ({info.startup_s}s)", flush=True)
+        suite = Suite(p, bootstrap)
+        res["results"] = suite.run()
+        res["errors"] = suite.errors
+    finally:
+        if broker_dir is not None:
+            from compstream.broker import runtime
+
+            runtime.stop(broker_dir)
+            shutil.rmtree(broker_dir, ignore_errors=True)
+    res["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(res))
+    print(f"[bench] wrote {out}", flush=True)
+    for name, goal, got, ok in verdicts(res["results"]):
+        print(f"[bench] {name}: {got} (target {goal}) {'ok' if ok else ('MISSED' if ok is False else 'n/a')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

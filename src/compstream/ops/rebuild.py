@@ -1,0 +1,207 @@
+"""Rebuild the worker's state from the source topics (the event store).
+
+Steps (the CLI orders them and asks first): stop the data dir's worker;
+delete its consumer group (committed offsets gone, so the next worker starts
+at the earliest offsets); delete its changelog topics (the books) and wait
+until they are really gone (a worker starting meanwhile would recreate a
+topic that is still being deleted); wipe `<data dir>/worker`; start a worker;
+follow its committed offsets up to the end offsets taken when it started.
+
+History stays exactly once: the sink drops rows at or below the stored Kafka
+offset high-water mark (events, dead letters) and posting seq (postings), so
+re-processing writes no row twice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import TopicPartition
+from kafka.admin import KafkaAdminClient
+
+from compstream.config import Settings
+from compstream.ops.kafka_source import open_consumer, partitions_of
+from compstream.worker.run import pid_path, running_pid
+
+POLL_S = 0.5
+
+
+class RebuildError(RuntimeError):
+    """A rebuild step that cannot proceed; the message says what to do."""
+
+
+def _admin(settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="compstream-rebuild")
+
+
+def is_alive(pid: int) -> bool:
+    """A zombie (exited, not yet reaped by its parent) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust kill(0)
+
+
+def looks_like_worker(pid: int) -> bool:
+    """Guards SIGTERM against a stale pid file whose pid was reused."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): the pid file is all we have
+    return b"compstream" in cmdline and b"worker" in cmdline
+
+
+def live_worker(settings: Settings) -> int | None:
+    pid = running_pid(settings)
+    if pid is None or not is_alive(pid) or not looks_like_worker(pid):
+        return None
+    return pid
+
+
+def stop_worker(pid: int, timeout_s: float) -> None:
+    """SIGTERM and wait: a clean stop leaves the group at once (no session
+    timeout to wait out) and flushes what it has processed."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            raise RebuildError(f"worker pid {pid} still runs {timeout_s:.0f}s after SIGTERM; "
+                               f"check it, or `kill -9 {pid}` and run rebuild again")
+        time.sleep(POLL_S)
+
+
+def start_worker(settings: Settings, loglevel: str = "INFO", timeout_s: float = 60.0) -> int:
+    """A detached `compstream worker` logging to `<data dir>/worker.log`;
+    returns its pid once it has written its pid file."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "worker.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "compstream.cli.main", "worker", "--loglevel", loglevel],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=dict(os.environ))
+    deadline = time.monotonic() + timeout_s
+    while running_pid(settings) != proc.pid:
+        if proc.poll() is not None:
+            raise RebuildError(f"worker exited with {proc.returncode} at start; see {log_path}")
+        if time.monotonic() > deadline:
+            raise RebuildError(f"worker pid {proc.pid} wrote no pid file ({pid_path(settings)}) "
+                               f"in {timeout_s:.0f}s; see {log_path}")
+        time.sleep(POLL_S)
+    return proc.pid
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    """`<app id>-*-changelog`: Faust's table changelogs of this worker."""
+    admin = _admin(settings)
+    try:
+        prefix = f"{settings.worker_id}-"
+        return sorted(t for t in admin.list_topics() if t.startswith(prefix) and t.endswith("-changelog"))
+    finally:
+        admin.close()
+
+
+def delete_group(settings: Settings, timeout_s: float) -> str:
+    """Delete the worker's consumer group, waiting while it still has members
+    (a killed worker stays a member until the session timeout)."""
+    group = settings.worker_id
+    admin = _admin(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            result = admin.delete_groups([group])
+            # kafka-python returns {group: "OK" | error name} (older: [(group, error)]).
+            outcome = dict(result).get(group) if not isinstance(result, dict) else result.get(group)
+            text = getattr(outcome, "__name__", str(outcome))
+            if text in ("OK", "NoError"):
+                return "deleted"
+            if "GroupIdNotFound" in text:
+                return "absent"
+            if "NonEmptyGroup" not in text and "CoordinatorLoadInProgress" not in text:
+                raise RebuildError(f"deleting consumer group {group} failed: {text}")
+            if time.monotonic() > deadline:
+                raise RebuildError(f"consumer group {group} still has members after {timeout_s:.0f}s: "
+                                   "is another worker of this group running elsewhere?")
+            time.sleep(1.0)
+    finally:
+        admin.close()
+
+
+def delete_topics_and_wait(settings: Settings, names: list[str], timeout_s: float) -> None:
+    if not names:
+        return
+    from compstream.broker.topics import delete_topics
+
+    delete_topics(settings.kafka_bootstrap, names, timeout_s=timeout_s)
+    admin = _admin(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while set(names) & set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise RebuildError(f"topics {names} still exist {timeout_s:.0f}s after deletion")
+            time.sleep(POLL_S)
+    finally:
+        admin.close()
+
+
+def wipe_local(settings: Settings) -> Path:
+    path = settings.data_dir / "worker"
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    done: int  # source records at or below the group's committed offsets
+    total: int  # source records up to the target end offsets
+    behind: tuple[str, ...]  # partitions not there yet
+
+    @property
+    def complete(self) -> bool:
+        return not self.behind
+
+
+def end_offsets(settings: Settings) -> dict[TopicPartition, tuple[int, int]]:
+    """Source partition -> (beginning, end) offsets, now."""
+    consumer = open_consumer(settings.kafka_bootstrap)
+    try:
+        tps = partitions_of(consumer, [settings.topics.usage, settings.topics.grants])
+        begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        return {tp: (begin[tp], end[tp]) for tp in tps}
+    finally:
+        consumer.close()
+
+
+def catch_up(settings: Settings, target: dict[TopicPartition, tuple[int, int]]) -> CatchUp:
+    """Progress of the worker's group towards `target` (committed offsets:
+    Faust commits only acked batches, i.e. after history, books and balances)."""
+    admin = _admin(settings)
+    try:
+        committed = admin.list_group_offsets({settings.worker_id: None}).get(settings.worker_id) or {}
+    finally:
+        admin.close()
+    done = total = 0
+    behind = []
+    for tp, (begin, end) in target.items():
+        meta = committed.get(tp)
+        at = begin if meta is None or meta.offset < 0 else max(begin, meta.offset)
+        total += end - begin
+        done += min(at, end) - begin
+        if at < end:
+            behind.append(f"{tp.topic}[{tp.partition}]")
+    return CatchUp(done, total, tuple(behind))

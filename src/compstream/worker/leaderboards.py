@@ -1,0 +1,239 @@
+"""Leaderboards wired into the worker: two agents, two tables, one web view.
+
+    source (usage + grants, N partitions)
+      -> agent `leaderboard-partitions` (PartitionStage per source partition)
+      -> topic `leaderboard-candidates` (1 partition)
+      -> agent `leaderboard-merge` (MergeStage; only on the worker that owns
+         the candidates partition)
+      -> topic `leaderboards` (compacted, key `<window>|<scope>|<metric>`)
+         + closed windows in history (`leaderboard_windows`)
+
+Both agents keep the worker's ack-after-durable discipline: a batch is acked
+only after everything it produced (candidates / boards, table records, history)
+is written, and the producer flushed. A crash replays the batch: the partition
+stage skips offsets its records already hold (leaderboard_partition.py), the
+merge replaces rather than adds (messages carry versions), history writes use
+one dedup token per window, and boards are compacted by key.
+
+State lives in two Faust tables (changelogs), loaded lazily: a partition's
+records on its first batch after start or after any rebalance (the records may
+have moved on under another worker meanwhile). See the stage modules for the
+record layouts; the view is documented in leaderboard_view.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+import faust
+from faust.types import TP
+from faust.web import Request, Response, View
+
+from compstream.config import Settings
+from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
+from compstream.history.rows import HistoryBatch
+from compstream.worker.leaderboard_merge import DIMENSIONS, MergeStage
+from compstream.worker.leaderboard_partition import PartitionStage, dumps, meta_key
+from compstream.worker.leaderboard_view import BadRequest, TopicBoards, resolve_window
+from compstream.worker.processor import SourceMessage
+
+log = logging.getLogger(__name__)
+
+BATCH_EVENTS_MAX = 2_000
+MERGE_BATCH_MAX = 500
+BATCH_WITHIN_S = 0.25
+RETRY_DELAY_S_MAX = 10.0
+EXIT_AGENT_CRASHED = 71
+
+
+def leaderboard_config(settings: Settings) -> LeaderboardConfig:
+    return LeaderboardConfig(k=settings.leaderboard_k, lateness=timedelta(seconds=settings.lateness_s),
+                             min_team_size=settings.leaderboard_min_team)
+
+
+def pseudonymizer(settings: Settings) -> Pseudonymizer | None:
+    """None when pseudonyms are off; raises if on without a usable secret."""
+    if not settings.leaderboard_pseudonyms:
+        return None
+    return Pseudonymizer(settings.leaderboard_secret)  # LeaderboardError if < 16 bytes
+
+
+def _source_message(event) -> SourceMessage:
+    m = event.message
+    ts = datetime.fromtimestamp(m.timestamp or 0, tz=timezone.utc)
+    return SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
+
+
+def _event_for(events, partition: int):
+    for event in reversed(events):
+        if event.message.partition == partition:
+            return event
+    raise RuntimeError(f"no event of partition {partition} in batch")
+
+
+@contextlib.contextmanager
+def _current_event(stream):
+    """Point table writes at a chosen event, then put the stream's own current
+    event back. Faust's take buffer reads `stream.current_event` when it
+    resumes after our batch: left pointing at an old event, it would buffer
+    that one again and drop (never process, never ack) the new one, which
+    also blocks every later commit and rebalance (wait_empty)."""
+    saved = stream.current_event
+    try:
+        yield stream._set_current_event
+    finally:
+        stream.current_event = saved
+
+
+def write_history(store, token: str, rows, should_stop=lambda: False) -> None:
+    """Blocking, retried with capped backoff until it succeeds (never skipped)."""
+    delay_s = 0.2
+    while True:
+        try:
+            store.append_batch(HistoryBatch(leaderboard_windows=tuple(rows)), token)
+            return
+        except Exception as exc:  # any store failure: pause, never skip
+            if should_stop():
+                raise
+            log.warning("leaderboard history write failed (%r); retrying in %.1fs", exc, delay_s)
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, RETRY_DELAY_S_MAX)
+
+
+def _exit_on_crash(name: str):
+    """Faust keeps a crashed agent's process alive but idle, which would also
+    stall every commit of the shared source topic. Exit: nothing unacked was
+    committed, so the restarted worker replays it."""
+
+    def wrap(fn):
+        async def agent(stream):
+            try:
+                await fn(stream)
+            except Exception:
+                log.exception("%s agent crashed; exiting so a supervisor restarts the worker", name)
+                logging.shutdown()
+                os._exit(EXIT_AGENT_CRASHED)
+
+        agent.__name__ = fn.__name__
+        return agent
+
+    return wrap
+
+
+def install(app: faust.App, settings: Settings, store, source_topic) -> None:
+    """Add the leaderboard agents, tables and the web view to `app` (once)."""
+    if getattr(app, "leaderboards", None) is not None:
+        raise RuntimeError("leaderboards already installed on this app")
+    config = leaderboard_config(settings)
+    topics = settings.topics
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    candidates = app.topic(topics.leaderboard_candidates, **raw)
+    boards_topic = app.topic(topics.leaderboards, **raw)
+    # Types as Table arguments, not via `schema=`: Faust derives the changelog
+    # serializers from key_type/value_type only (bytes -> raw, else JSON); with
+    # a schema alone, recovery decodes the values as JSON and fails.
+    table_raw = dict(key_type=str, value_type=bytes, default=None)
+    partition_table = app.Table("leaderboard-partitions", partitions=settings.source_partitions, **table_raw)
+    # One partition, like the candidates topic it is co-partitioned with.
+    merge_table = app.Table("leaderboard-merge", partitions=1, **table_raw)
+    stage = PartitionStage(config, {topics.usage: "usage", topics.grants: "grants"})
+    merge = MergeStage(config, settings.source_partitions, pseudonymizer(settings))
+    reader = TopicBoards(settings.kafka_bootstrap, topics.leaderboards)
+    seen_rebalance = {"partitions": -1, "merge": -1}
+    app.leaderboards = {"stage": stage, "merge": merge, "reader": reader}
+
+    def rebalanced(who: str) -> bool:
+        if seen_rebalance[who] != app.rebalancing_count:
+            seen_rebalance[who] = app.rebalancing_count
+            return True
+        return False
+
+    @app.agent(source_topic, name="leaderboard-partitions")
+    @_exit_on_crash("leaderboard-partitions")
+    async def leaderboard_partitions(stream):
+        async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
+            if rebalanced("partitions"):
+                stage.forget()
+            messages = [_source_message(e) for e in events]
+            now_us = time.time_ns() // 1000
+            resend = []
+            for p in sorted({m.partition for m in messages} - set(stage.states)):
+                prefix, meta = f"e|{p}|", meta_key(p)
+                items = [(k, v) for k, v in partition_table.items() if k == meta or k.startswith(prefix)]
+                resend += stage.restore(p, items, now_us)
+                log.info("leaderboard partition %d restored: %d records, %d open windows",
+                         p, len(items), len(stage.states[p].windows))
+            out = stage.process(messages, now_us)
+            for msg in [*resend, *out.messages]:
+                await candidates.send(key=str(msg.partition).encode(), value=dumps(msg.to_dict()))
+            with _current_event(stream) as set_event:
+                for p, records in out.records.items():
+                    set_event(_event_for(events, p))  # changelog partition = the event's
+                    for key, value in records.items():
+                        partition_table[key] = value
+            await app.producer.flush()
+            for event in events:
+                await stream.ack(event)
+
+    @app.agent(candidates, name="leaderboard-merge")
+    @_exit_on_crash("leaderboard-merge")
+    async def leaderboard_merge(stream):
+        loop = asyncio.get_running_loop()
+        async for events in stream.noack_take(MERGE_BATCH_MAX, within=BATCH_WITHIN_S):
+            if rebalanced("merge") or not merge.loaded():
+                merge.restore(list(merge_table.items()))
+            out = merge.process([e.message.value for e in events])
+            for token, rows in out.history:
+                # Blocking store client: keep the event loop (heartbeats, web) alive.
+                await loop.run_in_executor(None, write_history, store, token, rows, lambda: stream.should_stop)
+            for key, value in out.publish:
+                await boards_topic.send(key=key, value=value)
+            with _current_event(stream) as set_event:
+                set_event(events[-1])
+                for key, value in out.records.items():
+                    if value is not None:
+                        merge_table[key] = value
+                    elif key in merge_table:
+                        del merge_table[key]
+            await app.producer.flush()
+            for event in events:
+                await stream.ack(event)
+
+    def owns_merge() -> bool:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:  # consumer not started yet
+            return False
+        return merge.loaded() and TP(topics.leaderboard_candidates, 0) in assigned
+
+    class LeaderboardView(View):
+        async def get(self, request: Request, window: str, dimension: str) -> Response:
+            if dimension not in DIMENSIONS:
+                return self.json({"error": f"unknown dimension {dimension!r}", "dimensions": sorted(DIMENSIONS)},
+                                 status=400)
+            scope, metric = DIMENSIONS[dimension]
+            if owns_merge():
+                source, served_by = merge, "merge-state"
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, reader.refresh)
+                source, served_by = reader, "leaderboards-topic"
+            try:
+                key = resolve_window(window, source.known_windows())
+            except BadRequest as exc:
+                return self.json({"error": str(exc)}, status=400)
+            board = None if key is None else source.lookup(key, scope, metric)
+            if board is None:
+                return self.json({"error": f"no {dimension} board for {window!r}", "served_by": served_by},
+                                 status=404)
+            return self.json({**board, "served_by": served_by})
+
+    app.page("/leaderboards/{window}/{dimension}")(LeaderboardView)
+
+    @app.on_before_shutdown.connect
+    async def _close_reader(app, **kwargs) -> None:
+        reader.close()

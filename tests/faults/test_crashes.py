@@ -1,0 +1,110 @@
+"""kill -9 at random moments, and a crash between history write and commit."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from compstream.publish import publish_events
+from compstream.synth import START, generate
+from support.faults import SESSION_TIMEOUT_S, SOAK, ledger_only, worker_for
+from support.checks import (
+    LONG_LATENESS_S, balance_mismatches, expected_counts, lost_events, history_figures, sentinels, wait_balances,
+    wait_quiet,
+)
+
+pytestmark = pytest.mark.kafka
+PARTITIONS = 4
+
+
+def _finish(worker, bootstrap, topics, events, timeout_s=240):
+    """Wait for complete balances, finalize every posting with sentinel ticks,
+    stop the worker; return (balances, ticks, recover_s)."""
+    t0 = time.monotonic()
+    balances = wait_balances(bootstrap, topics.balances, expected_counts(events), timeout_s, worker.alive)
+    recover_s = time.monotonic() - t0
+    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
+    publish_events(ticks, bootstrap, topics)
+    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 60, worker.alive)
+    wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
+    assert worker.stop() == 0, worker.log_tail()
+    return balances, ticks, recover_s
+
+
+def _history_ok(worker, events, ticks) -> dict:
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
+                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
+    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
+    assert figures["engineers_with_wrong_postings"] == 0, figures
+    return figures
+
+
+def test_kill_minus_9_at_random_moments(kafka_bootstrap, topics, tmp_path, reliability):
+    usage, kills = (10_000, 8) if SOAK else (6_000, 5)
+    events = ledger_only(generate(engineers=100, usage_events=usage, seed=91))
+    rng = random.Random(91)
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "kill9", PARTITIONS)
+
+    chunks = [events[i:i + 500] for i in range(0, len(events), 500)]
+
+    def produce():  # keep producing while the worker is being killed
+        for chunk in chunks:
+            publish_events(chunk, kafka_bootstrap, topics)
+            time.sleep(0.3)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    kill_after_s = []
+    for _ in range(kills):
+        worker.start()
+        delay = rng.uniform(SESSION_TIMEOUT_S, SESSION_TIMEOUT_S + 8)  # joined and mid-stream
+        time.sleep(delay)
+        worker.kill()
+        kill_after_s.append(round(delay, 1))
+    producer.join(timeout=120)
+    assert not producer.is_alive()
+    worker.start()
+    balances, ticks, recover_s = _finish(worker, kafka_bootstrap, topics, events)
+    bad = balance_mismatches(balances, events)
+    figures = _history_ok(worker, events, ticks)
+    reliability.record(
+        order=1, scenario="kill -9 soak", events=len(events), faults=f"{kills} × SIGKILL",
+        lost=lost_events(balances, expected_counts(events), figures),
+        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad),
+        recover_s=recover_s, notes=f"kills after {kill_after_s} s; {figures['posting_rows']} postings, chains verified",
+        figures=figures,
+    )
+    assert bad == []
+
+
+def test_crash_between_history_write_and_offset_commit(kafka_bootstrap, topics, tmp_path, reliability):
+    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=92))
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "crash-after-history", PARTITIONS,
+                        COMPSTREAM_FAULT_CRASH_AFTER_HISTORY="2")
+    worker.start()
+    first, rest = events[:400], events[400:]
+    publish_events(first, kafka_bootstrap, topics)  # history write 1 (maybe more batches: fine)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker.alive)
+    publish_events(rest, kafka_bootstrap, topics)  # the next write crashes before the commit
+    worker.proc.wait(timeout=120)
+    assert worker.proc.returncode == 99, worker.log_tail()  # the injected crash happened
+    crashed = worker
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "crash-after-history", PARTITIONS)
+    assert worker.data_dir == crashed.data_dir  # same state dir and history
+    worker.start()
+    balances, ticks, recover_s = _finish(worker, kafka_bootstrap, topics, events)
+    bad = balance_mismatches(balances, events)
+    figures = _history_ok(worker, events, ticks)
+    reliability.record(
+        order=2, scenario="crash after history write, before commit", events=len(events),
+        faults="os._exit right after a history write",
+        lost=lost_events(balances, expected_counts(events), figures),
+        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
+        notes="retried batch re-cut differently; high-water marks drop the written rows", figures=figures,
+    )
+    assert bad == []

@@ -1,0 +1,93 @@
+"""Shared helpers of the ops tests: CLI app, environment, waiting for a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import typer
+from kafka.partitioner.default import murmur2
+from typer.testing import CliRunner
+
+from compstream.config import Topics
+from compstream.domain.events import LEDGER_EVENT_TYPES, event_to_json
+from compstream.readback import latest_balances
+
+PARTITIONS = 4
+LATENESS_S = 40 * 86400  # no synthetic event is late: every event stays pending
+
+
+def cli() -> typer.Typer:
+    """Only the commands under test (a broken sibling module cannot break these tests)."""
+    from compstream.cli import ops_cmd, replay_cmd
+
+    app = typer.Typer()
+    replay_cmd.register(app)
+    ops_cmd.register(app)
+    return app
+
+
+def env_for(bootstrap: str, topics: Topics, data_dir: Path, group: str, **extra: str) -> dict[str, str]:
+    return {
+        "COMPSTREAM_DATA_DIR": str(data_dir),
+        "COMPSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "COMPSTREAM_TOPIC_PREFIX": topics.prefix,
+        "COMPSTREAM_WORKER_ID": group,
+        "COMPSTREAM_LATENESS_S": str(LATENESS_S),
+        "COMPSTREAM_SOURCE_PARTITIONS": str(PARTITIONS),
+        "COMPSTREAM_CLICKHOUSE_DSN": f"chdb://{data_dir / 'clickhouse'}",
+        **extra,
+    }
+
+
+def run(args: list[str], env: dict[str, str]):
+    return CliRunner().invoke(cli(), args, env=env, catch_exceptions=False)
+
+
+def write_jsonl(path: Path, events) -> str:
+    path.write_text("".join(event_to_json(e) + "\n" for e in events))
+    return str(path)
+
+
+def expected_counts(events) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in {e.event_id: e for e in events}.values():
+        if e.type in LEDGER_EVENT_TYPES:
+            counts[e.engineer_id] = counts.get(e.engineer_id, 0) + 1
+    return counts
+
+
+def wait_balances(bootstrap: str, topics: Topics, expected: dict[str, int], worker, timeout_s: float = 90):
+    def ready():
+        got = latest_balances(bootstrap, topics.balances, timeout_s=1)
+        ok = all(got.get(e, {}).get("events_applied") == n for e, n in expected.items())
+        return got if ok else None
+    return worker.wait_until(ready, timeout_s=timeout_s, what="balances of every engineer")
+
+
+def partition_of(key: str) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def stop_pid(pid: int, timeout_s: float = 20) -> None:
+    """Stop the worker `rebuild --start` spawned (under CliRunner it is our
+    child: reap it, or it lingers as a zombie)."""
+    from compstream.ops.rebuild import is_alive
+
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if is_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def doc(result) -> dict:
+    return json.loads(result.stdout)

@@ -1,0 +1,133 @@
+"""Shared end-to-end checks: balances vs an offline replay, history exactly once.
+
+The expected side is always the pure sorted batch replay of the events that
+were published — never the worker's own streaming code path.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from kafka.partitioner.default import murmur2
+
+from compstream.domain.chain import verify_chain
+from compstream.domain.events import LEDGER_EVENT_TYPES, Usage
+from compstream.domain.replay import replay, replay_detailed
+from compstream.history import open_history
+from compstream.readback import latest_balances, read_records
+
+LONG_LATENESS_S = 40 * 86400  # covers a synthetic month: no event is late
+
+
+def partition_of(engineer: str, partitions: int) -> int:
+    return (murmur2(engineer.encode()) & 0x7FFFFFFF) % partitions
+
+
+def sentinels(after: datetime, partitions: int) -> list[Usage]:
+    """One zero-cost usage event per partition, far ahead of every real event,
+    so every partition's watermark passes all events and expiries."""
+    out, seen = [], set()
+    for n in range(10_000):
+        engineer = f"clock-{n}"
+        p = partition_of(engineer, partitions)
+        if p not in seen:
+            seen.add(p)
+            out.append(Usage(f"tick-{engineer}-{after:%Y%m%d}", engineer, "none", "none", after, 0, 0, 0, 0, 0))
+        if len(seen) == partitions:
+            return out
+    raise RuntimeError("could not cover every partition")
+
+
+def expected_counts(events) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in {e.event_id: e for e in events}.values():
+        if e.type in LEDGER_EVENT_TYPES:
+            counts[e.engineer_id] = counts.get(e.engineer_id, 0) + 1
+    return counts
+
+
+def complete(balances: dict, expected: dict[str, int]) -> bool:
+    return all(balances.get(e, {}).get("events_applied") == n for e, n in expected.items())
+
+
+def wait_balances(bootstrap: str, topic: str, expected: dict[str, int], timeout_s: float,
+                  alive=lambda: True) -> dict:
+    deadline = time.monotonic() + timeout_s
+    balances: dict = {}
+    while time.monotonic() < deadline:
+        balances = latest_balances(bootstrap, topic, timeout_s=1)
+        if complete(balances, expected):
+            return balances
+        if not alive():
+            raise AssertionError("worker died while waiting for balances")
+        time.sleep(0.5)
+    missing = {e: (balances.get(e, {}).get("events_applied"), n) for e, n in expected.items()
+               if balances.get(e, {}).get("events_applied") != n}
+    raise AssertionError(f"balances incomplete after {timeout_s}s: {dict(list(missing.items())[:10])}")
+
+
+def lost_events(balances: dict, expected: dict[str, int], figures: dict | None = None) -> int:
+    """Events not reflected in the final balances, plus events missing from
+    the history (when history figures are given)."""
+    lost = sum(max(0, n - balances.get(e, {}).get("events_applied", 0)) for e, n in expected.items())
+    if figures is not None:
+        lost += max(0, figures["expected_events"] - figures["event_ids"])
+    return lost
+
+
+def balance_mismatches(balances: dict, events) -> list[str]:
+    """Engineers whose streamed balance differs from the offline replay as of
+    the instant the balance is for."""
+    by_engineer: dict[str, list] = {}
+    for e in events:
+        by_engineer.setdefault(e.engineer_id, []).append(e)
+    bad = []
+    for engineer, record in balances.items():
+        want = replay(by_engineer.get(engineer, []), as_of=record["as_of"]).get(engineer)
+        if want is None:
+            bad.append(engineer)
+            continue
+        if any(record[k] != v for k, v in want.to_dict().items() if k in record):
+            bad.append(engineer)
+    return bad
+
+
+def wait_quiet(bootstrap: str, topic: str, quiet_s: float, timeout_s: float) -> None:
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = len(read_records(bootstrap, topic, timeout_s=0))
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{topic} never went quiet")
+
+
+def history_figures(dsn: str, events, finalized_before: datetime | None) -> dict:
+    """Exactly-once and correctness figures of a worker's history."""
+    store = open_history(dsn)
+    try:
+        ids = store.event_id_counts()
+        postings = store.posting_counts(collapsed=False)
+        figures = {
+            "event_rows": ids.rows, "event_ids": ids.distinct,
+            "posting_rows": postings.rows, "posting_keys": postings.distinct,
+            "expected_events": len({e.event_id for e in events}),
+        }
+        if finalized_before is not None:
+            want = replay_detailed([e for e in events if e.type in LEDGER_EVENT_TYPES],
+                                   as_of=finalized_before - timedelta(microseconds=1))
+            wrong = 0
+            for engineer, expected in want.postings.items():
+                stored = store.postings_for(engineer)
+                if [p.hash for p in stored] != [p.hash for p in expected]:
+                    wrong += 1
+                    continue
+                verify_chain(stored)
+            figures["expected_postings"] = sum(len(p) for p in want.postings.values())
+            figures["engineers_with_wrong_postings"] = wrong
+        return figures
+    finally:
+        store.close()

@@ -1,0 +1,61 @@
+"""Smoke test of the benchmark harness (`python -m bench.run`): a tiny run
+against the session's real broker, so the suite cannot rot. It checks that
+every section produced figures and the report was written; it asserts no
+timings (CI machines are noisy; `make bench` is where figures come from)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `bench` is a top-level directory, not in the package
+    sys.path.insert(0, str(ROOT))
+
+
+
+def test_fingerprint_fast_path_matches_payload_fingerprint():
+    """The book's hot-path fingerprint must stay byte-equal to the canonical
+    payload_fingerprint (seen-sets store digests of that text)."""
+    from compstream.domain.book_codec import fingerprint_text
+    from compstream.domain.events import payload_fingerprint
+    from compstream.synth import generate
+
+    events = list(generate(40, 400, with_hr=True))
+    assert len({type(e) for e in events}) >= 5
+    for e in events:
+        assert fingerprint_text(e) == payload_fingerprint(e)
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(180)
+def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
+    # bench-only dependencies (the `bench` extra)
+    pytest.importorskip("confluent_kafka")
+    pytest.importorskip("quixstreams")
+    from bench import run
+
+    out = tmp_path / "benchmarks.md"
+    rc = run.main([
+        "--bootstrap", kafka_bootstrap, "--out", str(out),
+        "--events", "300", "--engineers", "6", "--rate", "200", "--latency-s", "1",
+        "--stage-events", "600", "--history-rows", "300", "--replay-events", "600",
+    ])
+    assert rc == 0
+    text = out.read_text()
+    assert "## Results" in text and "## Targets" in text
+    raw = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert raw["errors"] == {}, raw["errors"]
+    r = raw["results"]
+    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "stage_decode", "stage_ledger",
+                    "stage_history", "e2e", "quix", "latency", "replay"):
+        assert section in r, section
+    assert r["ceiling_aiokafka"]["complete"] and r["ceiling_confluent"]["complete"]
+    assert r["quix"]["complete"]
+    e2e = r["e2e"]
+    assert e2e["engineers_wrong_count"] == 0, e2e
+    assert e2e["history_events_ok"], e2e["history"]
+    assert r["latency"]["matched"] > 0
