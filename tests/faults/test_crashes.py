@@ -88,9 +88,9 @@ def test_crash_between_history_write_and_offset_commit(kafka_bootstrap, topics, 
                         COMPSTREAM_FAULT_CRASH_AFTER_HISTORY="2")
     worker.start()
     first, rest = events[:400], events[400:]
-    publish_events(first, kafka_bootstrap, topics)  # history write 1 (maybe more batches: fine)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker.alive)
-    publish_events(rest, kafka_bootstrap, topics)  # the next write crashes before the commit
+    publish_events(first, kafka_bootstrap, topics)  # at least one batch (one history write) …
+    time.sleep(3)
+    publish_events(rest, kafka_bootstrap, topics)  # … and more: the 2nd write crashes before the commit
     worker.proc.wait(timeout=120)
     assert worker.proc.returncode == 99, worker.log_tail()  # the injected crash happened
     crashed = worker

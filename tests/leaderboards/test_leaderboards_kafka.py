@@ -152,6 +152,8 @@ def test_pseudonyms_hide_real_ids(kafka_bootstrap, topics, tmp_path):
     pseudo = Pseudonymizer(secret)
     try:
         publish_events(hr, kafka_bootstrap, topics)
+        wait_for(lambda: (watermark_partitions(kafka_bootstrap, topics.leaderboard_candidates)
+                          == set(range(PARTITIONS)), None), 90, "HR watermarks", [worker])
         publish_events(usage, kafka_bootstrap, topics)
         expected = expected_boards(hr + usage, K, MIN_TEAM, {"all"})
         named = {k: [(pseudo(i) if "|engineer|" in k else i, v) for i, v in rows] for k, rows in expected.items()}

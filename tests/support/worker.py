@@ -65,7 +65,8 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            return "\n".join(line[:400] for line in tail)
         except FileNotFoundError:
             return "(no worker log)"
 

@@ -43,12 +43,33 @@ _lock = threading.Lock()
 _clients: dict[str, list] = {}  # dsn -> [client, reference count]
 
 
+class _SerializedClient:
+    """One shared client per DSN, one call at a time: the worker's history sink
+    and the leaderboard stage write from different executor threads, and the
+    embedded engine's client is not documented as thread-safe."""
+
+    def __init__(self, client: Any):
+        self._client = client
+        self._call_lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._call_lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
 def _acquire(dsn: str) -> Any:
     with _lock:
         entry = _clients.get(dsn)
         if entry is None:
             # "aware" so DateTime64('UTC') columns come back as aware datetimes.
-            client = clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
+            client = _SerializedClient(clickhouse_connect.get_client(dsn=dsn, tz_mode="aware"))
             entry = _clients[dsn] = [client, 0]
         entry[1] += 1
         return entry[0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from datetime import datetime, timezone
 
 import faust
@@ -33,10 +32,7 @@ log = logging.getLogger(__name__)
 
 BATCH_EVENTS_MAX = 2_000
 BATCH_WITHIN_S = 0.25
-# How often quiet books are advanced to the watermark (wall clock: this is
-# infrastructure pacing, not event time).
-SWEEP_INTERVAL_S = 2.0
-SWEEP_QUIET_BATCH = 100
+FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 
 
 def _message(event) -> SourceMessage:
@@ -83,7 +79,6 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     sink = HistorySink(store, Faults())
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
-    last_sweep = [0.0]
     source_names = (topics.usage, topics.grants)
     processed_next: dict[tuple[str, int], int] = {}
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
@@ -103,13 +98,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     async def _consume(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
             messages = [_message(e) for e in events]
-            now = time.monotonic()
-            # Sweep at most every SWEEP_INTERVAL_S under load; always when the
-            # stream is quiet (small batch), so idle partitions still finalize.
-            sweep = now - last_sweep[0] >= SWEEP_INTERVAL_S or len(messages) < SWEEP_QUIET_BATCH
-            if sweep:
-                last_sweep[0] = now
-            result = processor.process(messages, keys=lambda: list(books.keys()), sweep=sweep,
+            result = processor.process(messages, keys=lambda: list(books.keys()), sweep=True,
                                        lagging=_lagging(app, source_names, processed_next))
             first, last = messages[0], messages[-1]
             token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
@@ -124,9 +113,12 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             if not await _still_owner(app, messages):
                 # A zombie (paused past the session timeout, its partitions
                 # reassigned) must not write tables or publish: the new owner
-                # replays this batch. History rows are already deduplicated.
-                log.warning("lost partition ownership during a batch; dropping its outputs")
-                continue
+                # replays this batch. Exit rather than drop it: Faust would
+                # wait forever for its acks, and acking could commit it.
+                log.error("lost partition ownership during a batch; exiting (code %d) without "
+                          "writing its tables or outputs", FENCED_EXIT_CODE)
+                logging.shutdown()
+                os._exit(FENCED_EXIT_CODE)
             with table_writes_for(stream) as set_event:
                 for engineer, (data, partition) in result.books.items():
                     set_event(event_of_partition(events, partition))  # changelog partition

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Faust's batch is bounded by the agent (`noack_take`); this is a second guard.
 BATCH_MESSAGES_MAX = 10_000
-# A sweep touches every book of a partition; bound how many per batch so one
-# batch (and its history write) stays small. The rest waits for the next batch.
-SWEEP_BOOKS_MAX = 2_000
+# A sweep advances the books that have something due before the watermark
+# (each book is due about once per event it holds, so this is work the ledger
+# owes anyway). Bound the rows one sweep adds so a batch stays well inside the
+# history batch bound; a sweep cut short resumes with the next batch.
+SWEEP_ROWS_MAX = 20_000
 
 
 def partition_of(engineer_id: str, partitions: int) -> int:
@@ -199,9 +201,8 @@ class LedgerProcessor:
         return None
 
     def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
-        budget = SWEEP_BOOKS_MAX
         for engineer in keys():
-            if budget <= 0:
+            if len(batch.postings) + len(batch.events) >= SWEEP_ROWS_MAX:
                 return
             p = self.partition_cache.get(engineer)
             if p is None:
@@ -217,7 +218,6 @@ class LedgerProcessor:
             batch.outcome(engineer, book.advance(watermark), watermark)
             batch.changed.add(engineer)
             batch.swept += 1
-            budget -= 1
         else:
             # Only a complete pass marks the partitions swept.
             for p in partitions:

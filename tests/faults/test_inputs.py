@@ -1,0 +1,125 @@
+"""Duplicate deliveries and poison messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from datetime import timedelta
+
+import pytest
+
+from compstream.codec import encode_event, encode_record
+from compstream.publish import make_producer, publish_events
+from compstream.readback import read_records
+from compstream.synth import START, generate
+from support.checks import (
+    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels,
+    wait_balances, wait_quiet,
+)
+from support.faults import ledger_only, worker_for
+
+pytestmark = pytest.mark.kafka
+PARTITIONS = 4
+
+
+def test_every_event_delivered_one_to_three_times(kafka_bootstrap, topics, tmp_path, reliability):
+    events = ledger_only(generate(engineers=40, usage_events=2_000, seed=93))
+    rng = random.Random(93)
+    deliveries = [e for e in events for _ in range(rng.randint(1, 3))]
+    rng.shuffle(deliveries)  # duplicates arrive out of order, like producer retries + a re-ingest
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "dups", PARTITIONS).start()
+    publish_events(deliveries, kafka_bootstrap, topics)
+    t0 = time.monotonic()
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 240, worker.alive)
+    recover_s = time.monotonic() - t0
+    publish_events(events, kafka_bootstrap, topics)  # and the whole export re-ingested once more
+    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
+    publish_events(ticks, kafka_bootstrap, topics)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, worker.alive)
+    wait_quiet(kafka_bootstrap, topics.balances, quiet_s=3, timeout_s=60)
+    final = {e: b for e, b in read_latest(kafka_bootstrap, topics.balances).items() if e in balances}
+    assert worker.stop() == 0, worker.log_tail()
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
+                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
+    bad = balance_mismatches(final, events)
+    reliability.record(
+        order=3, scenario="duplicates (1–3 deliveries + re-ingest)",
+        events=f"{len(events)} unique / {len(deliveries) + len(events)} delivered",
+        faults="each event 1–3×, shuffled, then all again",
+        lost=lost_events(final, expected_counts(events), figures),
+        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
+        notes="duplicates dropped by per-engineer event-id memory in the books", figures=figures,
+    )
+    assert bad == []
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
+    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
+    assert figures["engineers_with_wrong_postings"] == 0
+
+
+def read_latest(bootstrap: str, topic: str) -> dict:
+    out = {}
+    for _, _, record in read_records(bootstrap, topic, timeout_s=0):
+        out[record["engineer_id"]] = record
+    return out
+
+
+def _poison(events) -> list[tuple[str, bytes | None, bytes, str]]:
+    """(which topic, key, raw bytes, expected stage) for each kind of bad input."""
+    grant = next(e for e in events if e.type == "grant_issued")
+    usage = next(e for e in events if e.type == "usage")
+    negative = {f.name: getattr(grant, f.name) for f in dataclasses.fields(grant) if f.name != "type"}
+    negative.update(event_id="poison-negative", amount_nanos=-5)
+    conflicting = dataclasses.replace(usage, cost_nanos=(usage.cost_nanos or 0) + 1)  # same id, new payload
+    rng = random.Random(4)
+    return [
+        ("usage", b"eng-00001", bytes(rng.randrange(256) for _ in range(64)), "decode:framing"),
+        ("usage", b"eng-00002", b"\xc3\x01" + bytes(8) + b"\x02\x04", "decode:schema"),
+        ("grants", b"eng-00003", encode_record("DeadLetter", {  # valid Avro, not an event schema
+            "source_topic": "x", "source_partition": 0, "source_offset": 0, "key": None,
+            "raw": b"", "stage": "s", "reason": "r", "received_at": grant.effective_at}), "decode:schema"),
+        ("grants", grant.engineer_id.encode(), encode_record("GrantIssued", negative), "validate"),
+        ("usage", usage.engineer_id.encode(), encode_event(conflicting), "conflict"),
+        ("usage", b"someone-else", encode_event(usage), "route"),
+    ]
+
+
+def test_poison_messages_become_dead_letters(kafka_bootstrap, topics, tmp_path, reliability):
+    events = ledger_only(generate(engineers=20, usage_events=600, seed=94))
+    poison = _poison(events)
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "poison", PARTITIONS).start()
+    publish_events(events[:300], kafka_bootstrap, topics)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(events[:300]), 120, worker.alive)
+    producer = make_producer(kafka_bootstrap)
+    for which, key, raw, _ in poison:
+        producer.send(getattr(topics, which), key=key, value=raw).get(timeout=30)
+    producer.close()
+    publish_events(events[300:], kafka_bootstrap, topics)
+    t0 = time.monotonic()
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker.alive)
+    recover_s = time.monotonic() - t0
+    dead = read_records(kafka_bootstrap, topics.dead_letters, until=lambda r: len(r) >= len(poison), timeout_s=30)
+    assert worker.alive(), "the worker died on poison input"
+    assert worker.stop() == 0, worker.log_tail()
+    got = sorted((r["raw"], r["stage"]) for _, _, r in dead)
+    assert got == sorted((raw, stage) for _, _, raw, stage in poison)
+    assert all(r["reason"] and r["source_topic"] in (topics.usage, topics.grants) for _, _, r in dead)
+    bad = balance_mismatches(balances, events)
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events, None)
+    from compstream.history import open_history
+
+    store = open_history(worker.env["COMPSTREAM_CLICKHOUSE_DSN"])
+    try:
+        stored_dead = sorted((r.raw, r.stage) for r in store.dead_letters())
+    finally:
+        store.close()
+    reliability.record(
+        order=4, scenario="poison messages", events=f"{len(events)} good + {len(poison)} poison",
+        faults="random bytes, unknown schema, non-event schema, negative amount, conflicting id, wrong key",
+        lost=lost_events(balances, expected_counts(events), figures),
+        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
+        notes=f"{len(dead)} dead letters with raw bytes + reason; worker never restarted", figures=figures,
+    )
+    assert stored_dead == sorted((raw, stage) for _, _, raw, stage in poison)
+    assert bad == []
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"]

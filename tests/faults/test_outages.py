@@ -1,0 +1,126 @@
+"""A ClickHouse outage and a broker restart in the middle of the stream."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from kafka.admin import KafkaAdminClient
+
+from compstream.broker import runtime
+from compstream.broker.topics import ensure_topics
+from compstream.config import Topics
+from compstream.publish import publish_events
+from compstream.readback import latest_balances
+from compstream.synth import START, generate
+from support.checks import (
+    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels,
+    wait_balances, wait_quiet,
+)
+from support.faults import SOAK, ledger_only, worker_for
+from support.kafka import free_port, unique_topics
+
+pytestmark = pytest.mark.kafka
+PARTITIONS = 4
+OUTAGE_S = 60 if SOAK else 12
+
+
+def committed(bootstrap: str, group: str, topics: Topics) -> dict:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()
+            if tp.topic in (topics.usage, topics.grants)}
+
+
+def _finalize_and_stop(worker, bootstrap, topics, events) -> dict:
+    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
+    publish_events(ticks, bootstrap, topics)
+    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 120, worker.alive)
+    wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
+    assert worker.stop() == 0, worker.log_tail()
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
+                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
+    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
+    assert figures["engineers_with_wrong_postings"] == 0, figures
+    return figures
+
+
+def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, reliability):
+    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=95))
+    before, during = events[:700], events[700:]
+    down = tmp_path / "clickhouse-down"
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "outage", PARTITIONS,
+                        COMPSTREAM_FAULT_HISTORY_DOWN_FILE=str(down)).start()
+    group = worker.env["COMPSTREAM_WORKER_ID"]
+    publish_events(before, kafka_bootstrap, topics)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(before), 120, worker.alive)
+    time.sleep(2.5)  # let the periodic commit cover `before`
+    committed_before = committed(kafka_bootstrap, group, topics)
+    applied_before = {e: b["events_applied"] for e, b in
+                      latest_balances(kafka_bootstrap, topics.balances, timeout_s=1).items()}
+    down.touch()  # ClickHouse is now "down"
+    publish_events(during, kafka_bootstrap, topics)
+    time.sleep(OUTAGE_S)
+    assert worker.alive(), "the worker died during the outage"
+    committed_during = committed(kafka_bootstrap, group, topics)
+    applied_during = {e: b["events_applied"] for e, b in
+                      latest_balances(kafka_bootstrap, topics.balances, timeout_s=1).items()}
+    down.unlink()  # back up
+    t0 = time.monotonic()
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180, worker.alive)
+    recover_s = time.monotonic() - t0
+    # During the outage nothing moved: no offsets committed, no balance published.
+    assert committed_during == committed_before
+    assert applied_during == applied_before
+    bad = balance_mismatches(balances, events)
+    figures = _finalize_and_stop(worker, kafka_bootstrap, topics, events)
+    reliability.record(
+        order=5, scenario="ClickHouse unavailable", events=len(events),
+        faults=f"every history write fails for {OUTAGE_S} s", lost=lost_events(balances, expected_counts(events), figures),
+        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
+        notes="during the outage: committed offsets and published balances unchanged; retried with backoff",
+        figures=figures,
+    )
+    assert bad == []
+
+
+def test_broker_restart_mid_stream(tmp_path, reliability):
+    # Its own broker: restarting the session broker would disturb other tests.
+    data_dir = tmp_path / "kafka"
+    port, controller = free_port(), free_port()
+    info = runtime.start(data_dir, port=port, controller_port=controller, partitions=PARTITIONS, timeout_s=120)
+    bootstrap = info.bootstrap
+    topics = unique_topics("broker-restart")
+    worker = None
+    try:
+        ensure_topics(bootstrap, topics, PARTITIONS)
+        events = ledger_only(generate(engineers=30, usage_events=1_500, seed=96))
+        first, second = events[:700], events[700:]
+        worker = worker_for(tmp_path, bootstrap, topics, "restart", PARTITIONS).start()
+        publish_events(first, bootstrap, topics)
+        wait_balances(bootstrap, topics.balances, expected_counts(first), 120, worker.alive)
+        runtime.stop(data_dir)
+        time.sleep(5)
+        info = runtime.start(data_dir, port=port, controller_port=controller, partitions=PARTITIONS, timeout_s=120)
+        t0 = time.monotonic()
+        publish_events(second, bootstrap, topics)
+        balances = wait_balances(bootstrap, topics.balances, expected_counts(events), 240, worker.alive)
+        recover_s = time.monotonic() - t0
+        bad = balance_mismatches(balances, events)
+        figures = _finalize_and_stop(worker, bootstrap, topics, events)
+        reliability.record(
+            order=6, scenario="broker restart mid-stream", events=len(events),
+            faults="broker stopped (SIGTERM) for 5 s, restarted", lost=lost_events(balances, expected_counts(events), figures),
+            duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
+            notes="the same worker process reconnected by itself", figures=figures,
+        )
+        assert bad == []
+    finally:
+        if worker is not None:
+            worker.kill()
+        runtime.stop(data_dir)
