@@ -57,3 +57,12 @@ def topics(kafka_bootstrap: str, topic_partitions: int, request: pytest.FixtureR
 def unique_topics(topics: Topics) -> Topics:
     """Alias of `topics`."""
     return topics
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_workers():
+    """Kill any worker process a test started and did not stop (a failed test)."""
+    yield
+    from support.worker import kill_leftovers
+
+    kill_leftovers()

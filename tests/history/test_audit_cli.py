@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from typer.testing import CliRunner
 
 from compstream.cli.main import app
@@ -12,8 +13,8 @@ from . import data
 runner = CliRunner()
 
 
-def _run(*args):
-    return runner.invoke(app, ["audit", *args], env={"COLUMNS": "200"})
+def _run(*args, env=None):
+    return runner.invoke(app, ["audit", *args], env={"COLUMNS": "200", **(env or {})})
 
 
 def test_verify_clean_exits_zero(ch_store, chdb_dsn):
@@ -45,11 +46,26 @@ def test_verify_period_scopes_engineers(ch_store, chdb_dsn):
 
 def test_digest_prints_and_stores(ch_store, chdb_dsn):
     ch_store.append_batch(data.full_batch(), "cli")
-    result = _run("digest", "--period", "2026-09", "--dsn", chdb_dsn, "--database", ch_store.database)
+    result = _run("digest", "--period", "2026-09", "--no-publish", "--dsn", chdb_dsn, "--database", ch_store.database)
     assert result.exit_code == 0, result.output
     expected = period_digest(ch_store, "2026-09").digest
     assert expected in result.output
     assert [d.digest for d in ch_store.digests("2026-09")] == [expected]
+
+
+@pytest.mark.kafka
+def test_digest_is_published_on_the_digests_topic(ch_store, chdb_dsn, kafka_bootstrap, topics):
+    from compstream.readback import read_records
+
+    ch_store.append_batch(data.full_batch(), "cli")
+    env = {"COMPSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap, "COMPSTREAM_TOPIC_PREFIX": topics.prefix}
+    result = _run("digest", "--period", "2026-09", "--dsn", chdb_dsn, "--database", ch_store.database, env=env)
+    assert result.exit_code == 0, result.output
+    records = read_records(kafka_bootstrap, topics.digests, until=lambda r: len(r) >= 1, timeout_s=30)
+    assert len(records) == 1
+    key, name, record = records[0]
+    assert (key, name) == (b"2026-09", "PeriodDigest")
+    assert record["digest"] == period_digest(ch_store, "2026-09").digest == ch_store.digests("2026-09")[0].digest
 
 
 def test_digest_refuses_open_period_and_bad_input(ch_store, chdb_dsn):

@@ -13,6 +13,21 @@ from compstream.config import Topics
 from support.kafka import free_port
 
 
+# Every worker a test started, so a failing test cannot leave one running.
+STARTED: list["WorkerProcess"] = []
+
+
+def kill_leftovers() -> None:
+    while STARTED:
+        worker = STARTED.pop()
+        if worker.alive():
+            try:
+                os.kill(worker.proc.pid, signal.SIGCONT)  # in case a test paused it
+            except ProcessLookupError:
+                pass
+            worker.kill()
+
+
 class WorkerProcess:
     def __init__(self, data_dir: Path, bootstrap: str, topics: Topics, *, group: str,
                  lateness_s: int = 0, partitions: int = 4, dsn: str | None = None,
@@ -41,6 +56,7 @@ class WorkerProcess:
             [sys.executable, "-m", "compstream.cli.main", "worker", "--loglevel", "INFO"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
+        STARTED.append(self)
         return self
 
     def alive(self) -> bool:

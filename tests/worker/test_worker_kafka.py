@@ -10,15 +10,16 @@ import random
 from datetime import timedelta
 
 import pytest
-from kafka.partitioner.default import murmur2
 
 from compstream.domain.chain import verify_chain
-from compstream.domain.events import LEDGER_EVENT_TYPES, Usage
+from compstream.domain.events import LEDGER_EVENT_TYPES
 from compstream.domain.replay import replay, replay_detailed
 from compstream.history import open_history
 from compstream.publish import make_producer, publish_events
 from compstream.readback import latest_balances, read_records
 from compstream.synth import START, generate
+from support.checks import expected_counts as _expected_counts
+from support.checks import sentinels, wait_quiet
 from support.worker import WorkerProcess
 
 pytestmark = pytest.mark.kafka
@@ -26,52 +27,11 @@ PARTITIONS = 4
 LATENESS_S = 40 * 86400  # covers the whole synthetic month: no event is late
 
 
-def _partition(engineer: str) -> int:
-    # kafka-python's default partitioner (what publish_events uses)
-    return (murmur2(engineer.encode()) & 0x7FFFFFFF) % PARTITIONS
-
-
-def _sentinels(after) -> list[Usage]:
-    """One zero-cost usage event per partition, far enough ahead that the
-    watermark passes every real event and expiry."""
-    out, seen = [], set()
-    for n in range(1000):
-        engineer = f"clock-{n}"
-        p = _partition(engineer)
-        if p not in seen:
-            seen.add(p)
-            out.append(Usage(f"tick-{engineer}", engineer, "none", "none", after, 0, 0, 0, 0, 0))
-        if len(seen) == PARTITIONS:
-            return out
-    raise RuntimeError("could not cover every partition")
-
-
-def wait_quiet(bootstrap, topic, quiet_s: float, timeout_s: float) -> None:
-    import time
-    last, since, deadline = -1, time.monotonic(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        n = len(read_records(bootstrap, topic, timeout_s=0))
-        if n != last:
-            last, since = n, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{topic} never went quiet")
-
-
-def _expected_counts(events) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in {e.event_id: e for e in events}.values():
-        if e.type in LEDGER_EVENT_TYPES:
-            counts[e.engineer_id] = counts.get(e.engineer_id, 0) + 1
-    return counts
-
-
 def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topics, tmp_path):
     events = [e for e in generate(engineers=12, usage_events=300, seed=11, with_hr=True)
               if e.type in LEDGER_EVENT_TYPES]
     random.Random(3).shuffle(events)
-    ticks = _sentinels(START + timedelta(days=120))
+    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
     worker = WorkerProcess(tmp_path / "w", kafka_bootstrap, topics, group=f"g-{topics.prefix}",
                            lateness_s=LATENESS_S, partitions=PARTITIONS).start()
     try:

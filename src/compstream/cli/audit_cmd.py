@@ -78,6 +78,8 @@ def _engineers_in(store, period: str) -> list[str]:
 def digest(
     period: Annotated[str, typer.Option("--period", help="YYYY-MM (UTC month).")],
     save: Annotated[bool, typer.Option("--store/--no-store", help="Append the digest to the digests table.")] = True,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish",
+                                          help="Also publish it on the digests topic (kept outside the database).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Compute before the lateness horizon has passed.")] = False,
     dsn: Dsn = None,
     database: Database = "compstream",
@@ -104,6 +106,29 @@ def digest(
         if store is not None:
             store.close()
     console.print(f"{row.period} {row.digest} engineers={row.engineers} postings={row.postings}", highlight=False)
+    if save and publish:
+        try:
+            publish_digest(row, settings.kafka_bootstrap, settings.topics.digests)
+        except Exception as exc:  # stored but not published: say so, exit non-zero
+            _fail(f"digest stored but not published to {settings.topics.digests}: {exc}")
+            return
+        console.print(f"published to {settings.topics.digests}")
+
+
+def publish_digest(row, bootstrap: str, topic: str) -> None:
+    """Key = period; every computation is a new record (a changed digest for
+    the same period is itself evidence)."""
+    from compstream.codec import encode_record
+    from compstream.publish import make_producer
+
+    producer = make_producer(bootstrap)
+    try:
+        producer.send(topic, key=row.period.encode(), value=encode_record("PeriodDigest", {
+            "period": row.period, "digest": row.digest, "engineers": row.engineers,
+            "postings": row.postings, "computed_at": row.computed_at,
+        })).get(timeout=30)
+    finally:
+        producer.close(timeout=30)
 
 
 def register(app: typer.Typer) -> None:

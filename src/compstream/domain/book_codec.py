@@ -16,7 +16,7 @@ import struct
 from datetime import datetime, timedelta, timezone
 
 from compstream.domain.events import (
-    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, format_time, payload_fingerprint,
+    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, format_time,
 )
 
 MAGIC = b"CB"
