@@ -90,6 +90,20 @@ def _current_event(stream):
         stream.current_event = saved
 
 
+# Versions order a partition's candidate messages at the merge. Wall-clock time
+# alone is not enough: after a rebalance the previous owner can finish its last
+# batch after the new owner resent its state, and its later clock would win
+# with older content. The consumer-group generation goes first, so any message
+# sent under a newer generation beats every message of an older one.
+_CLOCK_BITS = 51  # microseconds since 1970 fit until 2041
+
+
+def version_stamp(generation: int, now_us: int) -> int:
+    if generation < 0 or now_us < 0 or now_us >= 1 << _CLOCK_BITS:
+        raise ValueError(f"cannot stamp generation {generation} at {now_us} us")
+    return (generation << _CLOCK_BITS) | now_us
+
+
 def write_history(store, token: str, rows, should_stop=lambda: False) -> None:
     """Blocking, retried with capped backoff until it succeeds (never skipped)."""
     delay_s = 0.2
@@ -160,7 +174,7 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
             if rebalanced("partitions"):
                 stage.forget()
             messages = [_source_message(e) for e in events]
-            now_us = time.time_ns() // 1000
+            now_us = version_stamp(app.consumer_generation_id, time.time_ns() // 1000)
             resend = []
             for p in sorted({m.partition for m in messages} - set(stage.states)):
                 prefix, meta = f"e|{p}|", meta_key(p)
