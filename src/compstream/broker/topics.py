@@ -52,6 +52,17 @@ def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
                           f"({exc.__class__.__name__}); is the broker running?") from exc
 
 
+def changelog_specs(app_id: str, partitions: int) -> dict[str, TopicSpec]:
+    """The worker's Faust table changelogs. Created up front: when Faust creates
+    them itself, the first table write can race the metadata refresh and fail
+    with PartitionsMismatch ("changelog has 0 partitions")."""
+    return {
+        f"{app_id}-books-changelog": TopicSpec(partitions, dict(COMPACT)),
+        f"{app_id}-leaderboard-partitions-changelog": TopicSpec(partitions, dict(COMPACT)),
+        f"{app_id}-leaderboard-merge-changelog": TopicSpec(1, dict(COMPACT)),
+    }
+
+
 def ensure_topics(
     bootstrap: str,
     topics: Topics,
@@ -64,7 +75,16 @@ def ensure_topics(
     An existing topic with a different partition count is an error: Faust
     joins the source topics by key, which needs equal partitioning.
     """
-    specs = topic_specs(topics, partitions)
+    return ensure_specs(bootstrap, topic_specs(topics, partitions), replication_factor, timeout_s)
+
+
+def ensure_specs(
+    bootstrap: str,
+    specs: dict[str, TopicSpec],
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> dict[str, str]:
+    """Create the missing topics of `specs`; check the existing ones' partitions."""
     admin = _admin(bootstrap, timeout_s)
     try:
         existing = {t["name"]: len(t.get("partitions") or [])

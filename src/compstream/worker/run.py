@@ -30,13 +30,14 @@ def running_pid(settings: Settings) -> int | None:
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
     import faust
 
-    from compstream.broker.topics import ensure_topics
+    from compstream.broker.topics import changelog_specs, ensure_specs, ensure_topics
     from compstream.worker.app import create_app
 
     other = running_pid(settings)
     if other is not None and other != os.getpid():
         raise SystemExit(f"a worker (pid {other}) already runs on {settings.data_dir}")
     ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
+    ensure_specs(settings.kafka_bootstrap, changelog_specs(settings.worker_id, settings.source_partitions))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     logging.getLogger("compstream").setLevel(loglevel)
