@@ -12,8 +12,9 @@ import pytest
 from compstream.publish import publish_events
 from compstream.synth import START, generate
 from support.faults import SESSION_TIMEOUT_S, SOAK, ledger_only, worker_for
+from compstream.readback import latest_balances
 from support.checks import (
-    LONG_LATENESS_S, balance_mismatches, expected_counts, lost_events, history_figures, sentinels, wait_balances,
+    LONG_LATENESS_S, complete, balance_mismatches, expected_counts, lost_events, history_figures, sentinels, wait_balances,
     wait_quiet,
 )
 
@@ -89,8 +90,11 @@ def test_crash_between_history_write_and_offset_commit(kafka_bootstrap, topics, 
     worker.start()
     first, rest = events[:400], events[400:]
     publish_events(first, kafka_bootstrap, topics)  # at least one batch (one history write) …
-    time.sleep(3)
-    publish_events(rest, kafka_bootstrap, topics)  # … and more: the 2nd write crashes before the commit
+    deadline = time.monotonic() + 120
+    while worker.alive() and time.monotonic() < deadline:  # … applied (or already crashed on write 2)
+        if complete(latest_balances(kafka_bootstrap, topics.balances, timeout_s=1), expected_counts(first)):
+            break
+    publish_events(rest, kafka_bootstrap, topics)  # so a 2nd write surely comes: it crashes before the commit
     worker.proc.wait(timeout=120)
     assert worker.proc.returncode == 99, worker.log_tail()  # the injected crash happened
     crashed = worker

@@ -210,6 +210,10 @@ def event_from_dict(raw: Any) -> Event:
         raise EventError(f"unknown event type {kind!r}", "type")
     event_id = _str(raw, "event_id", EVENT_ID_LENGTH_MAX)
     engineer_id = _str(raw, "engineer_id", ENGINEER_ID_LENGTH_MAX)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in engineer_id):
+        # Ids are keys everywhere (Kafka, tables, files); control characters
+        # are never a real id, and the worker reserves them for its own keys.
+        raise EventError("contains control characters", "engineer_id")
     if kind == "grant_issued":
         effective_at = parse_time(raw.get("effective_at"), "effective_at")
         expires_raw = raw.get("expires_at")

@@ -20,18 +20,21 @@ import os
 from datetime import datetime, timezone
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 
 from compstream.config import Settings
 from compstream.worker.processor import LedgerProcessor, SourceMessage
 from compstream.worker.faults import Faults
-from compstream.worker.faust_compat import event_of_partition, table_writes_for
+from compstream.worker.positions import PositionGuard, is_position_key, position_key
+from compstream.worker.faust_compat import event_of_partition, exit_on_crash, table_writes_for
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
 
 BATCH_EVENTS_MAX = 2_000
 BATCH_WITHIN_S = 0.25
+LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 
 
@@ -80,26 +83,26 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
     source_names = (topics.usage, topics.grants)
-    processed_next: dict[tuple[str, int], int] = {}
+    guard = PositionGuard(lambda topic, partition: _stored_position(app, books, topic, partition))
+    seen_rebalance = [app.rebalancing_count]
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
 
     @app.agent(source, name="ledger")
+    @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
     async def ledger(stream):
-        try:
-            await _consume(stream)
-        except Exception:
-            # Faust would log an agent crash and keep the process alive but
-            # idle. Exit instead: nothing of the current batch was acked, so a
-            # restarted worker replays it (idempotently).
-            log.exception("ledger agent crashed; exiting so a supervisor restarts the worker")
-            logging.shutdown()
-            os._exit(70)
-
-    async def _consume(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
-            messages = [_message(e) for e in events]
-            result = processor.process(messages, keys=lambda: list(books.keys()), sweep=True,
-                                       lagging=_lagging(app, source_names, processed_next))
+            if seen_rebalance[0] != app.rebalancing_count:
+                seen_rebalance[0] = app.rebalancing_count
+                guard.forget()
+            messages, seeks = guard.screen([_message(e) for e in events])
+            for (topic, partition), offset in seeks.items():
+                await app.consumer.seek(TP(topic, partition), offset)
+            if not messages:  # all stale or waiting for a re-read
+                for event in events:
+                    await stream.ack(event)
+                continue
+            result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
+                                       sweep=True, lagging=_lagging(app, source_names, guard.next))
             first, last = messages[0], messages[-1]
             token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
             # The store client is blocking; keep the event loop (heartbeats,
@@ -123,14 +126,17 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                 for engineer, (data, partition) in result.books.items():
                     set_event(event_of_partition(events, partition))  # changelog partition
                     books[engineer] = data
+                # Positions after the books, in the same changelog partition:
+                # restored together, a position never runs ahead of its books.
+                for topic, partition in {(m.topic, m.partition) for m in messages}:
+                    set_event(event_of_partition(events, partition))
+                    books[position_key(topic, partition)] = str(guard.next[(topic, partition)]).encode()
             for engineer, value in result.balances:
                 await balances_topic.send(key=engineer.encode(), value=value)
             for engineer, value in result.alerts:
                 await alerts_topic.send(key=engineer.encode(), value=value)
             for key, value in result.dead_letters:
                 await dead_topic.send(key=key, value=value)
-            for m in messages:
-                processed_next[(m.topic, m.partition)] = m.offset + 1
             for event in events:
                 await stream.ack(event)
 
@@ -138,7 +144,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         async def get(self, request: Request, engineer_id: str) -> Response:
             from compstream.domain.book import EngineerBook
 
-            data = books.get(engineer_id)
+            data = None if is_position_key(engineer_id) else books.get(engineer_id)
             if data is None:
                 return self.json({"error": f"no balance for {engineer_id!r}"}, status=404)
             book = EngineerBook.from_bytes(data)
@@ -153,13 +159,20 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     return app
 
 
+def _stored_position(app: faust.App, books, topic: str, partition: int) -> int | None:
+    """Next offset to process: our stored position, else the group's commit."""
+    stored = books.get(position_key(topic, partition))
+    if stored is not None:
+        return int(stored)
+    committed = app.consumer._committed_offset.get(TP(topic, partition))
+    return committed if committed is not None else None
+
+
 async def _still_owner(app: faust.App, messages) -> bool:
     """Fence zombies without transactions: commit, for each partition of the
     batch, the offset of its first message (everything before it is done, so
     this never moves a commit forward past unwritten work). The group
     coordinator rejects the commit if a rebalance gave the partition away."""
-    from faust.types import TP
-
     first: dict[TP, int] = {}
     for m in messages:
         tp = TP(m.topic, m.partition)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -29,3 +33,23 @@ def event_of_partition(events, partition: int):
         if event.message.partition == partition:
             return event
     raise RuntimeError(f"no event of partition {partition} in batch")
+
+
+def exit_on_crash(name: str, exit_code: int):
+    """Decorate an agent: Faust keeps a crashed agent's process alive but idle,
+    which would also stall every commit of the shared source topics. Exit
+    instead: nothing unacked was committed, so a restarted worker replays it."""
+
+    def wrap(fn):
+        async def agent(stream):
+            try:
+                await fn(stream)
+            except Exception:
+                log.exception("%s agent crashed; exiting so a supervisor restarts the worker", name)
+                logging.shutdown()
+                os._exit(exit_code)
+
+        agent.__name__ = fn.__name__
+        return agent
+
+    return wrap

@@ -24,9 +24,7 @@ record layouts; the view is documented in leaderboard_view.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -34,6 +32,7 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
+from compstream.worker.faust_compat import event_of_partition, exit_on_crash, table_writes_for
 from compstream.config import Settings
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
@@ -69,27 +68,6 @@ def _source_message(event) -> SourceMessage:
     return SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
 
 
-def _event_for(events, partition: int):
-    for event in reversed(events):
-        if event.message.partition == partition:
-            return event
-    raise RuntimeError(f"no event of partition {partition} in batch")
-
-
-@contextlib.contextmanager
-def _current_event(stream):
-    """Point table writes at a chosen event, then put the stream's own current
-    event back. Faust's take buffer reads `stream.current_event` when it
-    resumes after our batch: left pointing at an old event, it would buffer
-    that one again and drop (never process, never ack) the new one, which
-    also blocks every later commit and rebalance (wait_empty)."""
-    saved = stream.current_event
-    try:
-        yield stream._set_current_event
-    finally:
-        stream.current_event = saved
-
-
 # Versions order a partition's candidate messages at the merge. Wall-clock time
 # alone is not enough: after a rebalance the previous owner can finish its last
 # batch after the new owner resent its state, and its later clock would win
@@ -117,26 +95,6 @@ def write_history(store, token: str, rows, should_stop=lambda: False) -> None:
             log.warning("leaderboard history write failed (%r); retrying in %.1fs", exc, delay_s)
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, RETRY_DELAY_S_MAX)
-
-
-def _exit_on_crash(name: str):
-    """Faust keeps a crashed agent's process alive but idle, which would also
-    stall every commit of the shared source topic. Exit: nothing unacked was
-    committed, so the restarted worker replays it."""
-
-    def wrap(fn):
-        async def agent(stream):
-            try:
-                await fn(stream)
-            except Exception:
-                log.exception("%s agent crashed; exiting so a supervisor restarts the worker", name)
-                logging.shutdown()
-                os._exit(EXIT_AGENT_CRASHED)
-
-        agent.__name__ = fn.__name__
-        return agent
-
-    return wrap
 
 
 def install(app: faust.App, settings: Settings, store, source_topic) -> None:
@@ -168,7 +126,7 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
         return False
 
     @app.agent(source_topic, name="leaderboard-partitions")
-    @_exit_on_crash("leaderboard-partitions")
+    @exit_on_crash("leaderboard-partitions", EXIT_AGENT_CRASHED)
     async def leaderboard_partitions(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
             if rebalanced("partitions"):
@@ -185,9 +143,9 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
             out = stage.process(messages, now_us)
             for msg in [*resend, *out.messages]:
                 await candidates.send(key=str(msg.partition).encode(), value=dumps(msg.to_dict()))
-            with _current_event(stream) as set_event:
+            with table_writes_for(stream) as set_event:
                 for p, records in out.records.items():
-                    set_event(_event_for(events, p))  # changelog partition = the event's
+                    set_event(event_of_partition(events, p))  # changelog partition = the event's
                     for key, value in records.items():
                         partition_table[key] = value
             await app.producer.flush()
@@ -195,7 +153,7 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
                 await stream.ack(event)
 
     @app.agent(candidates, name="leaderboard-merge")
-    @_exit_on_crash("leaderboard-merge")
+    @exit_on_crash("leaderboard-merge", EXIT_AGENT_CRASHED)
     async def leaderboard_merge(stream):
         loop = asyncio.get_running_loop()
         async for events in stream.noack_take(MERGE_BATCH_MAX, within=BATCH_WITHIN_S):
@@ -207,7 +165,7 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
                 await loop.run_in_executor(None, write_history, store, token, rows, lambda: stream.should_stop)
             for key, value in out.publish:
                 await boards_topic.send(key=key, value=value)
-            with _current_event(stream) as set_event:
+            with table_writes_for(stream) as set_event:
                 set_event(events[-1])
                 for key, value in out.records.items():
                     if value is not None:

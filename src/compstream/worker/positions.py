@@ -1,0 +1,78 @@
+"""Our own record of where each source topic-partition has been processed up to.
+
+Faust's commits are not enough: when flow control is paused (start-up,
+rebalance) it skips the messages already in its queues *and acks them*, so a
+later commit can move past messages no agent ever saw. The worker therefore
+keeps, per source topic-partition, the next offset it must process, stored in
+the books table right after the books of the same batch (same changelog
+partition, so restored together), and screens every batch against it:
+- an offset below it was already applied: dropped (books would ignore it anyway);
+- an offset above it is a gap: the consumer is sent back to the expected
+  offset and that topic-partition's messages wait for the re-read. A gap seen
+  again right after such a seek is real (e.g. transaction markers) and accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+# Books are keyed by engineer_id; position records use a prefix no engineer id
+# has (event validation rejects control characters in ids).
+POSITION_KEY_PREFIX = "\x00position\x00"
+
+
+def position_key(topic: str, partition: int) -> str:
+    return f"{POSITION_KEY_PREFIX}{topic}\x00{partition}"
+
+
+def is_position_key(key: str) -> bool:
+    return key.startswith(POSITION_KEY_PREFIX)
+
+
+class PositionGuard:
+    def __init__(self, load: Callable[[str, int], int | None]):
+        """`load(topic, partition)` -> the stored next offset, else the group's
+        committed offset, else None (nothing known: accept what comes)."""
+        self.load = load
+        self.next: dict[tuple[str, int], int] = {}
+        self._sought: dict[tuple[str, int], tuple[int, int]] = {}
+        self.gaps_sought = 0
+        self.gaps_accepted = 0
+        self.stale = 0
+
+    def forget(self) -> None:
+        """After a rebalance another worker may have moved a partition on."""
+        self.next.clear()
+        self._sought.clear()
+
+    def screen(self, messages: list) -> tuple[list, dict[tuple[str, int], int]]:
+        """-> (messages to process in order, {(topic, partition): offset to seek to})."""
+        keep, seeks = [], {}
+        for m in messages:
+            key = (m.topic, m.partition)
+            if key in seeks:
+                continue  # this partition is being re-read from an earlier offset
+            expected = self.next.get(key)
+            if expected is None:
+                expected = self.load(m.topic, m.partition)
+            if expected is not None and m.offset < expected:
+                self.stale += 1
+                continue
+            if expected is not None and m.offset > expected:
+                if self._sought.get(key) == (expected, m.offset):
+                    self.gaps_accepted += 1
+                    log.warning("offsets %d-%d of %s[%d] do not exist; continuing at %d",
+                                expected, m.offset - 1, m.topic, m.partition, m.offset)
+                else:
+                    self._sought[key] = (expected, m.offset)
+                    seeks[key] = expected
+                    self.gaps_sought += 1
+                    log.warning("messages %d-%d of %s[%d] were skipped by the consumer; re-reading",
+                                expected, m.offset - 1, m.topic, m.partition)
+                    continue
+            keep.append(m)
+            self.next[key] = m.offset + 1
+        return keep, seeks
