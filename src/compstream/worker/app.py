@@ -94,6 +94,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             if seen_rebalance[0] != app.rebalancing_count:
                 seen_rebalance[0] = app.rebalancing_count
                 guard.forget()
+            # Backlogs as they were before this batch: its own messages may still
+            # be behind the other topic's, so they must not count as caught up.
+            lagging = _lagging(app, source_names, guard.next)
             messages, seeks = guard.screen([_message(e) for e in events])
             for (topic, partition), offset in seeks.items():
                 await app.consumer.seek(TP(topic, partition), offset)
@@ -102,7 +105,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                     await stream.ack(event)
                 continue
             result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
-                                       sweep=True, lagging=_lagging(app, source_names, guard.next))
+                                       sweep=True, lagging=lagging)
             first, last = messages[0], messages[-1]
             token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
             # The store client is blocking; keep the event loop (heartbeats,
