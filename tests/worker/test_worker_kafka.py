@@ -108,3 +108,23 @@ def test_garbage_in_the_middle_becomes_a_dead_letter_and_processing_continues(
         assert store.event_counts(collapsed=False).rows == len({e.event_id for e in events})
     finally:
         store.close()
+
+
+def test_backlog_of_both_topics_with_default_lateness_matches_replay(kafka_bootstrap, topics, tmp_path):
+    """The demo's situation: the whole sample (grants and usage) is on the
+    topics before the worker starts, lateness is the default 6 h. Grants on
+    their own topic must not arrive 'late' behind later usage."""
+    from pathlib import Path
+
+    from compstream.demo import load_events
+    from support.checks import balance_mismatches, wait_balances
+
+    events = load_events(Path(__file__).resolve().parents[2] / "examples" / "sample-events.jsonl")
+    publish_events(events, kafka_bootstrap, topics)
+    worker = WorkerProcess(tmp_path / "w", kafka_bootstrap, topics, group=f"g-{topics.prefix}",
+                           lateness_s=6 * 3600, partitions=PARTITIONS).start()
+    try:
+        balances = wait_balances(kafka_bootstrap, topics.balances, _expected_counts(events), 120, worker.alive)
+        assert balance_mismatches(balances, events) == []
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
