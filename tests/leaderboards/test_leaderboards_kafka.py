@@ -68,12 +68,6 @@ def _wait_boards(bootstrap, topics, expected, workers, timeout_s, what):
     wait_for(check, timeout_s, what, workers)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, issue 8 open: with two workers the published boards can fall short of the events "
-    "(seen: all-time spend 10-15% low after the start-up rebalance). Suspected: candidate versions "
-    "are wall-clock stamps, so a batch finished by the previous owner of a partition after the new "
-    "owner resent its state can replace newer contributions; the ledger's balances stay exact "
-    "(tests/worker/test_two_workers.py)"))
 def test_two_workers_publish_exact_boards_history_and_view(kafka_bootstrap, topics, tmp_path):
     hr, usage = _events(seed=21, engineers=40, usage_events=1200)
     group = f"g-{topics.prefix}"
@@ -180,9 +174,6 @@ def test_partition_of_matches_the_worker():
     assert [partition(e, PARTITIONS) for e in ids] == [partition_of(e, PARTITIONS) for e in ids]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, issue 8 open: after a crash and a rebalance between two workers whole engineers can "
-    "be missing from the merged boards (seen 2026-11-27); the ledger stays exact"))
 def test_crash_and_redelivery_do_not_double_count(kafka_bootstrap, topics, tmp_path):
     hr, usage = _events(seed=8, engineers=40, usage_events=1200)
     group = f"g-{topics.prefix}"

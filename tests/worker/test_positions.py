@@ -59,3 +59,37 @@ def test_nothing_known_accepts_the_first_offset_and_forget_reloads():
 def test_position_keys_cannot_collide_with_engineer_ids():
     key = position_key("compstream.usage", 3)
     assert is_position_key(key) and not is_position_key("eng-00001")
+
+
+def test_idle_partition_below_high_water_is_sought_back_once():
+    from compstream.worker.positions import stalled_seeks
+
+    sought = {}
+    # usage 0: tail skipped (expected 3, high water 9); usage 1 caught up;
+    # grants 0: high water unknown yet.
+    expected = {("u", 0): 3, ("u", 1): 7, ("g", 0): 0}
+    highwater = {("u", 0): 9, ("u", 1): 7, ("g", 0): None}
+    assert stalled_seeks(expected, highwater, sought) == {("u", 0): 3}
+    # Unchanged after the seek: a real gap, not retried forever.
+    assert stalled_seeks(expected, highwater, sought) == {}
+    # New messages (higher high water) with the same expected: try again.
+    assert stalled_seeks(expected, {**highwater, ("u", 0): 10}, sought) == {("u", 0): 3}
+    # Caught up: forgotten, so a later stall is sought again.
+    assert stalled_seeks({("u", 0): 10}, {("u", 0): 10}, sought) == {}
+    assert ("u", 0) not in sought
+    assert stalled_seeks({("u", 0): 10}, {("u", 0): 12}, sought) == {("u", 0): 10}
+
+
+def test_activity_reports_idle_time_only_between_batches():
+    from compstream.worker.faust_compat import Activity
+
+    now = [100.0]
+    activity = Activity(lambda: now[0])
+    now[0] = 104.0
+    assert activity.idle_for_s() == 4.0
+    activity.start()
+    now[0] = 200.0
+    assert activity.idle_for_s() is None
+    activity.stop()
+    now[0] = 201.5
+    assert activity.idle_for_s() == 1.5

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from datetime import datetime, timezone
 
 import faust
@@ -27,7 +28,14 @@ from compstream.config import Settings
 from compstream.worker.processor import LedgerProcessor, SourceMessage
 from compstream.worker.faults import Faults
 from compstream.worker.positions import PositionGuard, is_position_key, position_key
-from compstream.worker.faust_compat import event_of_partition, exit_on_crash, table_writes_for
+from compstream.worker.faust_compat import (
+    Activity,
+    event_of_partition,
+    exit_on_crash,
+    idle_stall_check,
+    stored_position,
+    table_writes_for,
+)
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
@@ -35,7 +43,9 @@ log = logging.getLogger(__name__)
 BATCH_EVENTS_MAX = 2_000
 BATCH_WITHIN_S = 0.25
 LEDGER_CRASH_EXIT_CODE = 70
-FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
+FENCED_EXIT_CODE = 75
+STALL_CHECK_EVERY_S = 1.0
+STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 
 
 def _message(event) -> SourceMessage:
@@ -77,71 +87,97 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     # value_type=bytes makes Faust use the "raw" codec for the changelog and for
     # recovery (a Schema alone leaves the store decoding values as JSON, which
     # fails on restore and silently loses the books).
+    source_names = (topics.usage, topics.grants)
     books = app.Table("books", key_type=str, value_type=bytes, partitions=settings.source_partitions,
                       default=None)
     sink = HistorySink(store, Faults())
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
-    source_names = (topics.usage, topics.grants)
-    guard = PositionGuard(lambda topic, partition: _stored_position(app, books, topic, partition))
+    guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
     seen_rebalance = [app.rebalancing_count]
+    activity = Activity(time.monotonic)
+
+    def expected_of(topic: str, p: int) -> int:
+        if seen_rebalance[0] == app.rebalancing_count and (topic, p) in guard.next:
+            return guard.next[(topic, p)]
+        return stored_position(books, position_key(topic, p))
+
+    app.timer(STALL_CHECK_EVERY_S, name="ledger-stall-check")(
+        idle_stall_check(app, "ledger", activity, expected_of, set(source_names), {}, STALL_IDLE_S))
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
+    feed = None
+    if settings.leaderboards_enabled:
+        from compstream.worker import leaderboards
+
+        feed = leaderboards.install(app, settings, store)
 
     @app.agent(source, name="ledger")
     @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
     async def ledger(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
-            if seen_rebalance[0] != app.rebalancing_count:
-                seen_rebalance[0] = app.rebalancing_count
-                guard.forget()
-            # Backlogs as they were before this batch: its own messages may still
-            # be behind the other topic's, so they must not count as caught up.
-            lagging = _lagging(app, source_names, guard.next)
-            messages, seeks = guard.screen([_message(e) for e in events])
-            for (topic, partition), offset in seeks.items():
-                await app.consumer.seek(TP(topic, partition), offset)
-            if not messages:  # all stale or waiting for a re-read
-                for event in events:
-                    await stream.ack(event)
-                continue
-            result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
-                                       sweep=True, lagging=lagging)
-            first, last = messages[0], messages[-1]
-            token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
-            # The store client is blocking; keep the event loop (heartbeats,
-            # web) alive while it writes or while we wait out an outage.
-            await asyncio.get_running_loop().run_in_executor(
-                None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
-            )
-            log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
-                     len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
-                     _ranges(messages))
-            if not await _still_owner(app, messages):
-                # A zombie (paused past the session timeout, its partitions
-                # reassigned) must not write tables or publish: the new owner
-                # replays this batch. Exit rather than drop it: Faust would
-                # wait forever for its acks, and acking could commit it.
-                log.error("lost partition ownership during a batch; exiting (code %d) without "
-                          "writing its tables or outputs", FENCED_EXIT_CODE)
-                logging.shutdown()
-                os._exit(FENCED_EXIT_CODE)
-            with table_writes_for(stream) as set_event:
-                for engineer, (data, partition) in result.books.items():
-                    set_event(event_of_partition(events, partition))  # changelog partition
-                    books[engineer] = data
-                # Positions after the books, in the same changelog partition:
-                # restored together, a position never runs ahead of its books.
-                for topic, partition in {(m.topic, m.partition) for m in messages}:
-                    set_event(event_of_partition(events, partition))
-                    books[position_key(topic, partition)] = str(guard.next[(topic, partition)]).encode()
-            for engineer, value in result.balances:
-                await balances_topic.send(key=engineer.encode(), value=value)
-            for engineer, value in result.alerts:
-                await alerts_topic.send(key=engineer.encode(), value=value)
-            for key, value in result.dead_letters:
-                await dead_topic.send(key=key, value=value)
+            activity.start()
+            try:
+                await _ledger_batch(stream, events)
+            finally:
+                activity.stop()
+
+    async def _ledger_batch(stream, events) -> None:
+        """One batch, acked only at the end (see the module docstring)."""
+        if seen_rebalance[0] != app.rebalancing_count:
+            seen_rebalance[0] = app.rebalancing_count
+            guard.forget()
+            if feed is not None:
+                feed.forget()
+        # Backlogs as they were before this batch: its own messages may still
+        # be behind the other topic's, so they must not count as caught up.
+        lagging = _lagging(app, source_names, expected_of)
+        messages, seeks = guard.screen([_message(e) for e in events])
+        for (topic, partition), offset in seeks.items():
+            await app.consumer.seek(TP(topic, partition), offset)
+        if not messages:  # all stale or waiting for a re-read
             for event in events:
                 await stream.ack(event)
+            return
+        result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
+                                   sweep=True, lagging=lagging)
+        first, last = messages[0], messages[-1]
+        token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
+        # The store client is blocking; keep the event loop (heartbeats,
+        # web) alive while it writes or while we wait out an outage.
+        await asyncio.get_running_loop().run_in_executor(
+            None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
+        )
+        log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
+                 len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
+                 _ranges(messages))
+        if not await _still_owner(app, messages):
+            # A zombie (paused past the session timeout, its partitions
+            # reassigned) must not write tables or publish: the new owner
+            # replays this batch. Exit rather than drop it: Faust would
+            # wait forever for its acks, and acking could commit it.
+            log.error("lost partition ownership during a batch; exiting (code %d) without "
+                      "writing its tables or outputs", FENCED_EXIT_CODE)
+            logging.shutdown()
+            os._exit(FENCED_EXIT_CODE)
+        if feed is not None:  # flushed before the positions below are written
+            await feed.apply(stream, messages, events)
+        with table_writes_for(stream) as set_event:
+            for engineer, (data, partition) in result.books.items():
+                set_event(event_of_partition(events, partition))  # changelog partition
+                books[engineer] = data
+            # Positions after the books, in the same changelog partition:
+            # restored together, a position never runs ahead of its books.
+            for topic, partition in {(m.topic, m.partition) for m in messages}:
+                set_event(event_of_partition(events, partition))
+                books[position_key(topic, partition)] = str(guard.next[(topic, partition)]).encode()
+        for engineer, value in result.balances:
+            await balances_topic.send(key=engineer.encode(), value=value)
+        for engineer, value in result.alerts:
+            await alerts_topic.send(key=engineer.encode(), value=value)
+        for key, value in result.dead_letters:
+            await dead_topic.send(key=key, value=value)
+        for event in events:
+            await stream.ack(event)
 
     class BalanceView(View):
         async def get(self, request: Request, engineer_id: str) -> Response:
@@ -155,20 +191,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             return self.json(body)
 
     app.page("/balances/{engineer_id}")(BalanceView)
-    if settings.leaderboards_enabled:
-        from compstream.worker import leaderboards
 
-        leaderboards.install(app, settings, store, source)
     return app
-
-
-def _stored_position(app: faust.App, books, topic: str, partition: int) -> int | None:
-    """Next offset to process: our stored position, else the group's commit."""
-    stored = books.get(position_key(topic, partition))
-    if stored is not None:
-        return int(stored)
-    committed = app.consumer._committed_offset.get(TP(topic, partition))
-    return committed if committed is not None else None
 
 
 async def _still_owner(app: faust.App, messages) -> bool:
@@ -195,7 +219,7 @@ def _ranges(messages) -> str:
                     for (t, p), (a, b, n) in sorted(spans.items()))
 
 
-def _lagging(app: faust.App, source_names, processed_next) -> set[tuple[str, int]]:
+def _lagging(app: faust.App, source_names, expected_of) -> set[tuple[str, int]]:
     """Source topic-partitions with records not yet processed by this worker."""
     consumer = app.consumer
     out = set()
@@ -206,11 +230,6 @@ def _lagging(app: faust.App, source_names, processed_next) -> set[tuple[str, int
             highwater = consumer.highwater(tp)
         except Exception:  # not fetched yet: unknown counts as behind
             highwater = None
-        done = processed_next.get((tp.topic, tp.partition))
-        if done is None:
-            # Nothing processed here since (re)start: start from the committed
-            # offset (Faust keeps it per assigned partition).
-            done = consumer._committed_offset.get(tp) or 0
-        if highwater is None or highwater < 0 or done < highwater:
+        if highwater is None or highwater < 0 or expected_of(tp.topic, tp.partition) < highwater:
             out.add((tp.topic, tp.partition))
     return out

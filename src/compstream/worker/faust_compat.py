@@ -6,6 +6,8 @@ import logging
 import os
 from contextlib import contextmanager
 
+from faust.types import TP
+
 log = logging.getLogger(__name__)
 
 
@@ -53,3 +55,65 @@ def exit_on_crash(name: str, exit_code: int):
         return agent
 
     return wrap
+
+
+def stored_position(table, key: str) -> int:
+    """Next offset to process: our record in `table`, else the log's start.
+
+    Not the group's committed offset: Faust commits messages it skipped while
+    its flow control was paused, so a commit can be ahead of any processing.
+    No record means nothing of the partition was ever processed here (the
+    record is written with every batch), so reading from the start is right;
+    a log start above 0 (retention) shows up as a gap the guard accepts."""
+    stored = table.get(key)
+    return int(stored) if stored is not None else 0
+
+
+def highwater_or_none(app, tp: TP) -> int | None:
+    try:
+        return app.consumer.highwater(tp)
+    except Exception:  # not fetched yet
+        return None
+
+
+def idle_stall_check(app, name: str, busy, expected_of, topics, sought: dict, idle_s: float):
+    """A Faust timer body: seek back assigned partitions of `topics` whose
+    expected offset is below the high-water mark while the agent has been idle
+    for `idle_s` (see positions.stalled_seeks)."""
+
+    async def check() -> None:
+        idle_for_s = busy.idle_for_s()
+        if idle_for_s is None or idle_for_s < idle_s or not app.flow_control.is_active():
+            return
+        try:
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic in topics]
+        except Exception:  # consumer not started yet
+            return
+        from compstream.worker.positions import stalled_seeks
+
+        expected = {(tp.topic, tp.partition): expected_of(tp.topic, tp.partition) for tp in assigned}
+        highwater = {(tp.topic, tp.partition): highwater_or_none(app, tp) for tp in assigned}
+        for (topic, partition), offset in stalled_seeks(expected, highwater, sought).items():
+            log.warning("%s: %s[%d] has messages from %d (high water %d) but none arrived for %.0fs; "
+                        "seeking back", name, topic, partition, offset, highwater[(topic, partition)], idle_for_s)
+            await app.consumer.seek(TP(topic, partition), offset)
+
+    return check
+
+
+class Activity:
+    """Whether an agent is inside a batch, and since when it has been idle."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.busy = False
+        self.since_s = clock()
+
+    def start(self) -> None:
+        self.busy = True
+
+    def stop(self) -> None:
+        self.busy, self.since_s = False, self.clock()
+
+    def idle_for_s(self) -> float | None:
+        return None if self.busy else self.clock() - self.since_s

@@ -1,16 +1,17 @@
-"""Leaderboards wired into the worker: two agents, two tables, one web view.
+"""Leaderboards wired into the worker: one feed, one agent, two tables, one web view.
 
     source (usage + grants, N partitions)
-      -> agent `leaderboard-partitions` (PartitionStage per source partition)
+      -> ledger agent (app.py), after its position guard screened the batch
+      -> PartitionFeed: PartitionStage per source partition
       -> topic `leaderboard-candidates` (1 partition)
       -> agent `leaderboard-merge` (MergeStage; only on the worker that owns
-         the candidates partition)
+         the candidates partition; its own position guard)
       -> topic `leaderboards` (compacted, key `<window>|<scope>|<metric>`)
          + closed windows in history (`leaderboard_windows`)
 
-Both agents keep the worker's ack-after-durable discipline: a batch is acked
-only after everything it produced (candidates / boards, table records, history)
-is written, and the producer flushed. A crash replays the batch: the partition
+Ack-after-durable throughout: the feed's candidates and records are flushed
+before the ledger writes its positions and acks; the merge acks after boards,
+history and records are written. A crash replays the batch: the partition
 stage skips offsets its records already hold (leaderboard_partition.py), the
 merge replaces rather than adds (messages carry versions), history writes use
 one dedup token per window, and boards are compacted by key.
@@ -32,22 +33,32 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from compstream.worker.faust_compat import event_of_partition, exit_on_crash, table_writes_for
+from compstream.worker.faust_compat import (
+    Activity,
+    event_of_partition,
+    exit_on_crash,
+    idle_stall_check,
+    stored_position,
+    table_writes_for,
+)
 from compstream.config import Settings
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.worker.leaderboard_merge import DIMENSIONS, MergeStage
 from compstream.worker.leaderboard_partition import PartitionStage, dumps, meta_key
 from compstream.worker.leaderboard_view import BadRequest, TopicBoards, resolve_window
+from compstream.worker.positions import PositionGuard
 from compstream.worker.processor import SourceMessage
 
 log = logging.getLogger(__name__)
 
-BATCH_EVENTS_MAX = 2_000
 MERGE_BATCH_MAX = 500
 BATCH_WITHIN_S = 0.25
 RETRY_DELAY_S_MAX = 10.0
 EXIT_AGENT_CRASHED = 71
+STALL_CHECK_EVERY_S = 1.0
+STALL_IDLE_S = 3.0  # as the ledger (app.py)
+MERGE_POSITION_KEY = "p|position"  # merge records are w|, c|, m|
 
 
 def leaderboard_config(settings: Settings) -> LeaderboardConfig:
@@ -97,8 +108,9 @@ def write_history(store, token: str, rows, should_stop=lambda: False) -> None:
             delay_s = min(delay_s * 2, RETRY_DELAY_S_MAX)
 
 
-def install(app: faust.App, settings: Settings, store, source_topic) -> None:
-    """Add the leaderboard agents, tables and the web view to `app` (once)."""
+def install(app: faust.App, settings: Settings, store):
+    """Add the merge agent, the tables and the web view to `app` (once); returns
+    the partition feed the ledger agent calls with each screened batch."""
     if getattr(app, "leaderboards", None) is not None:
         raise RuntimeError("leaderboards already installed on this app")
     config = leaderboard_config(settings)
@@ -116,22 +128,29 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
     stage = PartitionStage(config, {topics.usage: "usage", topics.grants: "grants"})
     merge = MergeStage(config, settings.source_partitions, pseudonymizer(settings))
     reader = TopicBoards(settings.kafka_bootstrap, topics.leaderboards)
-    seen_rebalance = {"partitions": -1, "merge": -1}
+    seen_rebalance = [-1]
     app.leaderboards = {"stage": stage, "merge": merge, "reader": reader}
 
     def rebalanced(who: str) -> bool:
-        if seen_rebalance[who] != app.rebalancing_count:
-            seen_rebalance[who] = app.rebalancing_count
+        if seen_rebalance[0] != app.rebalancing_count:
+            seen_rebalance[0] = app.rebalancing_count
             return True
         return False
 
-    @app.agent(source_topic, name="leaderboard-partitions")
-    @exit_on_crash("leaderboard-partitions", EXIT_AGENT_CRASHED)
-    async def leaderboard_partitions(stream):
-        async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
-            if rebalanced("partitions"):
-                stage.forget()
-            messages = [_source_message(e) for e in events]
+    class PartitionFeed:
+        """The partition stage, fed by the ledger agent with the batch its
+        position guard screened: one pass over the source, so the leaderboards
+        see exactly the messages the ledger sees (Faust skips and acks messages
+        that arrive while its flow control is paused; the guard re-reads them,
+        a second agent on the source would have lost them)."""
+
+        def forget(self) -> None:
+            stage.forget()
+
+        async def apply(self, stream, messages: list[SourceMessage], events) -> None:
+            """Candidates sent, records written and everything flushed on
+            return: the ledger writes its positions only after this, so a
+            stored position never runs ahead of the leaderboard records."""
             now_us = version_stamp(app.consumer_generation_id, time.time_ns() // 1000)
             resend = []
             for p in sorted({m.partition for m in messages} - set(stage.states)):
@@ -149,20 +168,46 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
                     for key, value in records.items():
                         partition_table[key] = value
             await app.producer.flush()
-            for event in events:
-                await stream.ack(event)
+
+    # The merge has its own position on the candidates topic for the same
+    # reason as the ledger's (positions.py): a skipped candidate message would
+    # leave a partition's contribution stale until its next message.
+    merge_guard = PositionGuard(lambda topic, p: stored_position(merge_table, MERGE_POSITION_KEY))
+    merge_activity = Activity(time.monotonic)
+
+    def merge_expected(topic: str, p: int) -> int:
+        if seen_rebalance[0] == app.rebalancing_count and (topic, p) in merge_guard.next:
+            return merge_guard.next[(topic, p)]
+        return stored_position(merge_table, MERGE_POSITION_KEY)
+
+    app.timer(STALL_CHECK_EVERY_S, name="merge-stall-check")(
+        idle_stall_check(app, "leaderboard-merge", merge_activity, merge_expected,
+                         {topics.leaderboard_candidates}, {}, STALL_IDLE_S))
 
     @app.agent(candidates, name="leaderboard-merge")
     @exit_on_crash("leaderboard-merge", EXIT_AGENT_CRASHED)
     async def leaderboard_merge(stream):
-        loop = asyncio.get_running_loop()
         async for events in stream.noack_take(MERGE_BATCH_MAX, within=BATCH_WITHIN_S):
-            if rebalanced("merge") or not merge.loaded():
-                merge.restore(list(merge_table.items()))
-            out = merge.process([e.message.value for e in events])
+            merge_activity.start()
+            try:
+                await merge_batch(stream, events)
+            finally:
+                merge_activity.stop()
+
+    async def merge_batch(stream, events) -> None:
+        loop = asyncio.get_running_loop()
+        if rebalanced("merge") or not merge.loaded():
+            merge.restore([(k, v) for k, v in merge_table.items() if k != MERGE_POSITION_KEY])
+            merge_guard.forget()
+        messages, seeks = merge_guard.screen([_source_message(e) for e in events])
+        for (topic, p), offset in seeks.items():
+            await app.consumer.seek(TP(topic, p), offset)
+        if messages:
+            out = merge.process([m.value for m in messages])
             for token, rows in out.history:
                 # Blocking store client: keep the event loop (heartbeats, web) alive.
-                await loop.run_in_executor(None, write_history, store, token, rows, lambda: stream.should_stop)
+                await loop.run_in_executor(None, write_history, store, token, rows,
+                                           lambda: stream.should_stop)
             for key, value in out.publish:
                 await boards_topic.send(key=key, value=value)
             with table_writes_for(stream) as set_event:
@@ -172,9 +217,12 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
                         merge_table[key] = value
                     elif key in merge_table:
                         del merge_table[key]
+                # After the records, same changelog partition: restored together.
+                last = messages[-1]
+                merge_table[MERGE_POSITION_KEY] = str(merge_guard.next[(last.topic, last.partition)]).encode()
             await app.producer.flush()
-            for event in events:
-                await stream.ack(event)
+        for event in events:
+            await stream.ack(event)
 
     def owns_merge() -> bool:
         try:
@@ -209,3 +257,5 @@ def install(app: faust.App, settings: Settings, store, source_topic) -> None:
     @app.on_before_shutdown.connect
     async def _close_reader(app, **kwargs) -> None:
         reader.close()
+
+    return PartitionFeed()

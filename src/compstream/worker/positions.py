@@ -76,3 +76,30 @@ class PositionGuard:
             keep.append(m)
             self.next[key] = m.offset + 1
         return keep, seeks
+
+
+def stalled_seeks(expected: dict, highwater: dict, sought: dict) -> dict:
+    """Partitions to send back to where we must process from, when nothing arrives.
+
+    The position guard only notices a gap when a later message arrives. When the
+    consumer skipped (and Faust committed) the *last* messages of a partition,
+    nothing later ever arrives and the partition would stay stalled. So, while
+    the agent is idle, every assigned partition whose expected next offset is
+    below its high-water mark is sought back to it. `sought` remembers the
+    (expected, highwater) of earlier seeks: a stall that persists unchanged
+    after one seek is a real gap (e.g. transaction markers), not retried.
+
+    expected, highwater: {key: offset}; highwater None = not known yet (skip).
+    Returns {key: offset to seek to} and updates `sought`.
+    """
+    seeks = {}
+    for key, nxt in expected.items():
+        hw = highwater.get(key)
+        if hw is None or hw < 0 or nxt >= hw:
+            sought.pop(key, None)
+            continue
+        if sought.get(key) == (nxt, hw):
+            continue
+        sought[key] = (nxt, hw)
+        seeks[key] = nxt
+    return seeks
