@@ -104,3 +104,15 @@ def test_read_jsonl_reports_invalid_utf8(tmp_path):
     bad = []
     assert list(read_jsonl([p], bad.append)) == []
     assert bad[0].line == 1 and "UTF-8" in bad[0].reason
+
+
+def test_replay_leaves_no_objects_frozen(app, tmp_path):
+    """The file replay freezes what it has read (GC cost) and must undo it."""
+    import gc
+
+    src = _write(tmp_path / "a.jsonl", [event_to_json(e) for e in _events()])
+    out = tmp_path / "o.json"
+    r = CliRunner().invoke(app, ["replay", "-i", src, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert gc.get_freeze_count() == 0
+    assert json.loads(out.read_text())["engineers"]["e1"]["consumed_nanos"] == 30

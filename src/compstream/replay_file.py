@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import orjson
+
+from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError, event_from_dict, format_time
 from compstream.domain.replay import ReplayResult, replay_detailed
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +45,10 @@ class SourceMap:
     def __init__(self) -> None:
         self._lines = array("q")
         self._starts: list[tuple[int, str]] = []  # (first position, path)
+        self.add: Callable[[int], None] = self._lines.append  # add(line); once per event
 
     def start(self, path: str) -> None:
         self._starts.append((len(self._lines), path))
-
-    def add(self, line: int) -> None:
-        self._lines.append(line)
 
     def locate(self, position: int) -> tuple[str, int]:
         path = ""
@@ -56,7 +60,21 @@ class SourceMap:
 
 
 def parse_line(raw: bytes) -> Event:
-    """One JSONL line -> event; raises EventError (JSON errors included)."""
+    """One JSONL line -> event; raises EventError (JSON errors included).
+
+    Fast path: orjson + event_fast.build_event. Whatever that does not accept
+    (bad JSON, NaN, integers beyond 64 bits, odd timestamps, invalid fields)
+    goes through `parse_line_reference`, so results and error messages are
+    those of the stdlib parser and event_from_dict."""
+    try:
+        event = build_event(_loads(raw))
+    except _JSONDecodeError:
+        event = None
+    return event if event is not None else parse_line_reference(raw)
+
+
+def parse_line_reference(raw: bytes) -> Event:
+    """The reference parser: stdlib json + event_from_dict."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -81,6 +99,7 @@ def read_jsonl(
         name = os.fspath(path)
         if source_map is not None:
             source_map.start(name)
+        add_line = None if source_map is None else source_map.add
         with open(name, "rb") as fh:
             pending_bytes = 0
             for lineno, raw in enumerate(fh, 1):
@@ -88,15 +107,20 @@ def read_jsonl(
                 if on_bytes is not None and pending_bytes >= 1 << 20:
                     on_bytes(pending_bytes)
                     pending_bytes = 0
-                if not raw.strip():
+                if raw.isspace():  # == not raw.strip() (same ASCII set), without a copy
                     continue
-                try:
-                    event = parse_line(raw)
-                except EventError as exc:
-                    on_bad(BadLine(name, lineno, str(exc)))
-                    continue
-                if source_map is not None:
-                    source_map.add(lineno)
+                try:  # parse_line, inlined: this loop runs once per event
+                    event = build_event(_loads(raw))
+                except _JSONDecodeError:
+                    event = None
+                if event is None:
+                    try:
+                        event = parse_line_reference(raw)
+                    except EventError as exc:
+                        on_bad(BadLine(name, lineno, str(exc)))
+                        continue
+                if add_line is not None:
+                    add_line(lineno)
                 yield event
             if on_bytes is not None and pending_bytes:
                 on_bytes(pending_bytes)
@@ -105,6 +129,20 @@ def read_jsonl(
 def replay_events(events: Iterable[Event], as_of: datetime | None = None) -> ReplayResult:
     """Source-independent replay: balances plus conflict/ledger reports."""
     return replay_detailed(events, as_of, postings=False)
+
+
+def document_text(doc: dict[str, Any]) -> str:
+    """`json.dumps(doc, indent=2)` plus a newline, for a balances document
+    (ints, strings, None: no floats, where the two differ). orjson writes the
+    same text ~10x faster unless a string holds what json escapes (non-ASCII,
+    DEL, quotes, backslashes) or an int is beyond orjson's 64 bits."""
+    try:
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        data = None
+    if data is not None and data.isascii() and b"\\" not in data and b"\x7f" not in data:
+        return data.decode("ascii") + "\n"
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def balances_document(result: ReplayResult, as_of: datetime | None) -> dict[str, Any]:

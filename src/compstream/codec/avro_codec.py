@@ -22,6 +22,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError, event_from_dict
 
 MAGIC = b"\xc3\x01"
@@ -139,7 +140,10 @@ def decode_event(data: bytes) -> Event:
     if event_type is None:
         raise DecodeError("schema", f"{name} is not an event record")
     record["type"] = event_type
-    return event_from_dict(record)
+    # Avro already typed the fields (strings, longs, UTC datetimes): the fast
+    # builder checks the rest; anything it declines gets the full validation.
+    event = build_event(record)
+    return event if event is not None else event_from_dict(record)
 
 
 def json_default(value: Any) -> Any:

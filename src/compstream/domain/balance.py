@@ -49,7 +49,7 @@ class Balance:
     refund_unapplied_nanos: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in BALANCE_FIELDS}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Balance":

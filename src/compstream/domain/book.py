@@ -62,7 +62,7 @@ class Finalized:
 class IngestResult:
     status: str  # applied | duplicate | conflict
     late: bool
-    balance: Balance  # provisional: finalized + pending
+    balance: Balance | None  # provisional: finalized + pending (None: not asked for)
     postings: list[Posting]  # newly final, in order (append to the history)
     alerts: list[Alert]
     reports: list[Report]  # conflict, late, revoke_unknown_grant, ...
@@ -89,11 +89,16 @@ class EngineerBook:
         return cls(engineer_id, ledger, None, [], SeenIds())
 
     # ----------------------------------------------------------------- ingest
-    def ingest(self, event: Event, watermark: datetime | None = None) -> IngestResult:
+    def ingest(self, event: Event, watermark: datetime | None = None, *,
+               fingerprint: str | None = None, want_balance: bool = True) -> IngestResult:
+        """`fingerprint`: `book_codec.fingerprint_text(event)` if the caller has
+        it already (the worker reuses it as the history payload).
+        `want_balance=False` leaves IngestResult.balance None (the worker
+        encodes balances once per batch instead)."""
         if event.engineer_id != self.engineer_id:
             raise BookError(f"event for {event.engineer_id!r} given to book {self.engineer_id!r}")
         check_event(event)
-        idd, fpd = id_digest(event.event_id), fingerprint_digest(event)
+        idd, fpd = id_digest(event.event_id), fingerprint_digest(event, fingerprint)
         prev = self.seen.get(idd)
         if prev is not None:
             fin = self.advance(watermark)
@@ -104,7 +109,8 @@ class EngineerBook:
                 reports = [Report(self.engineer_id, event.event_id, CONFLICT,
                                   "same event_id as an earlier event with a different payload;"
                                   " not applied")] + reports
-            return IngestResult(status, False, self.balance(), fin.postings, fin.alerts, reports)
+            return IngestResult(status, False, self.balance() if want_balance else None,
+                                fin.postings, fin.alerts, reports)
         self.seen.add(idd, fpd)
         key = event_sort_key(event)
         late = self.watermark is not None and key[0] < self.watermark
@@ -126,7 +132,8 @@ class EngineerBook:
                 insort(pending, (key, event), key=_first)
                 self._prov = None
         fin = self.advance(watermark)
-        return IngestResult(APPLIED, late, self.balance(), fin.postings, fin.alerts, fin.reports)
+        return IngestResult(APPLIED, late, self.balance() if want_balance else None,
+                            fin.postings, fin.alerts, fin.reports)
 
     def advance(self, watermark: datetime | None) -> Finalized:
         """Make everything with event time < watermark final (monotonic: a
@@ -238,6 +245,26 @@ class EngineerBook:
         except (KeyError, TypeError, ValueError, EventError) as exc:
             raise BookError(f"corrupt book state: {exc!r}") from exc
         return cls(eng, led, watermark, [(event_sort_key(e), e) for e in pending], seen)
+
+    def settle(self) -> bool:
+        """Make this live object equal, field for field, to
+        `from_bytes(self.to_bytes())`, so a caller may keep it instead of
+        deserializing: drops the provisional cache and the expiry-heap entries
+        of closed grants, recomputes the open totals from the lots. False (and
+        nothing changed) while outputs are undrained: those bytes do not hold
+        them, so the object must not stand in for them."""
+        led = self.ledger
+        if led.postings or led.alerts or led.reports:
+            return False
+        # from_bytes: expiries appended in lot order, then heapified.
+        expiries = [(lot.expires_at, lot.grant_id) for lot in led.lots if lot.expires_at is not None]
+        heapify(expiries)
+        led.expiries = expiries
+        led.open = {lot.grant_id: lot for lot in led.lots}
+        led.remaining = sum(lot.remaining for lot in led.lots)
+        led.open_amount = sum(lot.amount for lot in led.lots)
+        self._prov = None
+        return True
 
     def __repr__(self) -> str:
         return (f"EngineerBook({self.engineer_id!r}, watermark={self.watermark}, "

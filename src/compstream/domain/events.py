@@ -51,6 +51,10 @@ def parse_time(value: Any, field_name: str) -> datetime:
 
 def format_time(value: datetime) -> str:
     """Aware datetime -> `2026-03-01T12:00:00.000000Z`."""
+    if type(value) is datetime and value.tzinfo is timezone.utc and value.year >= 1000:
+        # The same text as strftime below, ~1.5x faster (hot: every fingerprint
+        # and posting hash); strftime does not zero-pad years before 1000.
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

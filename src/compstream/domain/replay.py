@@ -122,7 +122,9 @@ def replay_detailed(
     groups = collect(events, result)
     applied = 0
     for eng in sorted(groups):
-        evs = groups[eng].values()
+        # pop: each engineer's events are freed right after its fold, while
+        # still in cache, instead of all at once at the end (measurably cheaper)
+        evs = groups.pop(eng).values()
         ledger = fold_engineer(eng, evs, as_of, record=postings, thresholds=thresholds)
         applied += len(evs)
         result.balances[eng] = ledger.balance()

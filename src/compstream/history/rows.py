@@ -94,12 +94,10 @@ class EventRow:
         schema_version: int = SCHEMA_VERSION,
     ) -> "EventRow":
         """Flatten an event; `payload` defaults to its canonical JSON."""
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(event):
-            if f.name in ("type", "event_id", "engineer_id", "effective_at", "occurred_at"):
-                continue
-            # The grant's `kind` would be confused with a posting kind.
-            values["grant_kind" if f.name == "kind" else f.name] = getattr(event, f.name)
+        columns = _EVENT_COLUMNS.get(type(event))
+        if columns is None:
+            columns = _EVENT_COLUMNS[type(event)] = _event_columns(event)
+        values = {column: getattr(event, name) for name, column in columns}
         return cls(
             type=event.type,
             event_id=event.event_id,
@@ -123,6 +121,19 @@ class EventRow:
         return json.loads(self.payload)
 
 
+# Per event type: (event field, EventRow column) of the flattened fields,
+# computed once (dataclasses.fields per row was a hot spot); one entry per
+# event class, so bounded by the number of event types.
+_EVENT_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _event_columns(event: Event) -> tuple[tuple[str, str], ...]:
+    # The grant's `kind` would be confused with a posting kind.
+    return tuple((f.name, "grant_kind" if f.name == "kind" else f.name)
+                 for f in dataclasses.fields(event)
+                 if f.name not in ("type", "event_id", "engineer_id", "effective_at", "occurred_at"))
+
+
 @dataclass(frozen=True, slots=True)
 class PostingRow:
     """One balance change in an engineer's hash chain."""
@@ -141,11 +152,10 @@ class PostingRow:
     @classmethod
     def from_posting(cls, posting: Any) -> "PostingRow":
         """Copy a ledger posting (any object with the same attribute names)."""
-        values = {f.name: getattr(posting, f.name) for f in dataclasses.fields(cls)}
-        kind = values["kind"]
-        values["kind"] = getattr(kind, "value", kind)
-        values["event_time"] = utc(values["event_time"])
-        return cls(**values)
+        p = posting
+        kind = p.kind
+        return cls(p.engineer_id, p.seq, getattr(kind, "value", kind), p.grant_id, p.amount_nanos,
+                   p.cause_event_id, utc(p.event_time), p.available_after_nanos, p.prev_hash, p.hash)
 
     def key(self) -> tuple:
         # The hash is part of the identity: a byte-identical retry collapses,

@@ -19,8 +19,10 @@ from kafka.partitioner.default import murmur2
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.domain.balance import Balance
 from compstream.domain.book import EngineerBook
+from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
 from compstream.history.rows import DeadLetterRow, EventRow, HistoryBatch, PostingRow
+from compstream.worker.book_cache import BookCache
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -120,6 +122,9 @@ class LedgerProcessor:
         self.book_due: dict[str, datetime | None] = {}
         self.swept_watermark: dict[int, datetime] = {}
         self.partition_cache: dict[str, int] = {}
+        # Live books between batches, reused only while the table holds the
+        # very bytes they were serialized to (see book_cache).
+        self.book_cache = BookCache()
 
     def watermark(self, partition: int) -> datetime:
         """Max event time seen on the partition, held back by any source
@@ -136,7 +141,9 @@ class LedgerProcessor:
         book = batch.books.get(engineer)
         if book is None:
             data = self.load_book(engineer)
-            book = EngineerBook.from_bytes(data) if data else EngineerBook.empty(engineer)
+            book = self.book_cache.take(engineer, data)
+            if book is None:
+                book = EngineerBook.from_bytes(data) if data else EngineerBook.empty(engineer)
             batch.books[engineer] = book
             batch.book_partition[engineer] = partition
         return book
@@ -174,15 +181,20 @@ class LedgerProcessor:
             self.stream_time[msg.partition] = event.event_time
         if event.event_time > self.topic_time.get((msg.topic, msg.partition), EPOCH):
             self.topic_time[(msg.topic, msg.partition)] = event.event_time
+        # Canonical JSON once: the book's fingerprint and the history payload.
+        text = fingerprint_text(event)
         if event.type not in LEDGER_EVENT_TYPES:
             batch.hr_events.append((msg, event))
             batch.events.append(EventRow.from_event(
-                event, topic=msg.topic, partition=msg.partition, offset=msg.offset, ingest_time=msg.timestamp))
+                event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                ingest_time=msg.timestamp, payload=text))
             return None
         engineer = event.engineer_id
         try:
             book = self._book(batch, engineer, msg.partition)
-            result = book.ingest(event, self.watermark(msg.partition))
+            # No per-event balance: _result encodes one per changed book.
+            result = book.ingest(event, self.watermark(msg.partition), fingerprint=text,
+                                 want_balance=False)
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
@@ -197,7 +209,7 @@ class LedgerProcessor:
         batch.changed.add(engineer)
         batch.events.append(EventRow.from_event(
             event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            ingest_time=msg.timestamp, late=result.late))
+            ingest_time=msg.timestamp, late=result.late, payload=text))
         return None
 
     def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
@@ -228,10 +240,13 @@ class LedgerProcessor:
         books_out: dict[str, tuple[bytes, int]] = {}
         for engineer, book in batch.books.items():
             partition = batch.book_partition[engineer]
-            books_out[engineer] = (book.to_bytes(), partition)
+            data = book.to_bytes()
+            books_out[engineer] = (data, partition)
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
                 balances.append((engineer, encode_balance(engineer, book, self.watermark(partition))))
+            if book.settle():  # now equal to from_bytes(data): reusable next batch
+                self.book_cache.put(engineer, data, book)
         return BatchResult(
             history=HistoryBatch(events=tuple(batch.events), postings=tuple(batch.postings),
                                  dead_letters=tuple(batch.dead_rows)),
