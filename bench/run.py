@@ -51,10 +51,10 @@ def events_for(total: int, engineers: int) -> list:
 
 def params(args) -> dict:
     if args.quick:
-        d = dict(events=50_000, engineers=500, rate=10_000, latency_s=10, stage_events=50_000,
+        d = dict(events=50_000, engineers=500, rate=10_000, rate_low=1_000, latency_s=10, stage_events=50_000,
                  history_rows=20_000, replay_events=200_000)
     else:
-        d = dict(events=1_000_000, engineers=10_000, rate=10_000, latency_s=30, stage_events=200_000,
+        d = dict(events=1_000_000, engineers=10_000, rate=10_000, rate_low=1_000, latency_s=30, stage_events=200_000,
                  history_rows=100_000, replay_events=1_000_000)
     for k in d:
         v = getattr(args, k, None)
@@ -122,8 +122,15 @@ class Suite:
         lat_events = [e for e in generate(p["engineers"], int(p["rate"] * p["latency_s"]), seed=11)
                       if e.type in ("grant_issued", "usage")]
         self.section("latency", lambda: e2e.latency(bs, lat_topics, lat_events, p["partitions"], p["rate"]))
+        # The same below saturation: latency without the queueing of the run above.
+        low_topics = common.bench_topics("latlow")
+        ensure_topics(bs, low_topics, p["partitions"])
+        low_events = [e for e in generate(p["engineers"], int(p["rate_low"] * p["latency_s"]), seed=12)
+                      if e.type in ("grant_issued", "usage")]
+        self.section("latency_low", lambda: e2e.latency(bs, low_topics, low_events, p["partitions"],
+                                                        p["rate_low"]))
         self.section("replay", lambda: replay_section(p["replay_events"], p["engineers"]))
-        for t in (topics, lat_topics):
+        for t in (topics, lat_topics, low_topics):
             try:
                 delete_topics(bs, t)
             except Exception:  # noqa: BLE001
@@ -277,6 +284,10 @@ def render(res: dict) -> str:
         f"(achieved {_fmt(_g(r, 'latency', 'achieved_offered_events_per_s'))}): p50 / p99 / max | "
         f"{_fmt(_g(r, 'latency', 'p50_ms'), ' ms')} / {_fmt(_g(r, 'latency', 'p99_ms'), ' ms')} / "
         f"{_fmt(_g(r, 'latency', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'matched'))} events matched |")
+    add(f"| Latency below saturation, at {_fmt(_g(r, 'latency_low', 'offered_events_per_s'))} ev/s "
+        f"(achieved {_fmt(_g(r, 'latency_low', 'achieved_offered_events_per_s'))}): p50 / p99 / max | "
+        f"{_fmt(_g(r, 'latency_low', 'p50_ms'), ' ms')} / {_fmt(_g(r, 'latency_low', 'p99_ms'), ' ms')} / "
+        f"{_fmt(_g(r, 'latency_low', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency_low', 'matched'))} events matched |")
     add(f"| Latency, `cause_event_id`-matched subset: p50 / p99 | {_fmt(_g(r, 'latency', 'cause_p50_ms'), ' ms')} / "
         f"{_fmt(_g(r, 'latency', 'cause_p99_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'cause_matched'))} events |")
     add(f"| Worker peak RSS (VmHWM): throughput run / latency run | {_fmt(_g(r, 'e2e', 'worker_peak_rss_mib'), ' MiB')}"
@@ -302,7 +313,7 @@ def render(res: dict) -> str:
         f"{_fmt(e.get('engineers_with_balance'))}; engineers whose last `events_applied` != expected: "
         f"{_fmt(e.get('engineers_wrong_count'))}")
     add(f"- history rows after the run: {e.get('history')} (events ok: {e.get('history_events_ok')})")
-    for sec in ("e2e", "latency"):
+    for sec in ("e2e", "latency", "latency_low"):
         if _g(r, sec, "stalled"):
             add(f"- **{sec}: the worker STALLED** — {_g(r, sec, 'stalled')}")
     add(f"- Quix twin processed {_fmt(_g(r, 'quix', 'processed'))} records (complete: {_g(r, 'quix', 'complete')})\n")
@@ -358,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int)
     ap.add_argument("--engineers", type=int)
     ap.add_argument("--rate", type=int, help="offered load of the latency run, ev/s")
+    ap.add_argument("--rate-low", dest="rate_low", type=int, help="offered load of the below-saturation latency run")
     ap.add_argument("--latency-s", dest="latency_s", type=int)
     ap.add_argument("--stage-events", dest="stage_events", type=int)
     ap.add_argument("--history-rows", dest="history_rows", type=int)

@@ -40,7 +40,7 @@ from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
 
-BATCH_EVENTS_MAX = 2_000
+BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record per engineer) amortize over more events
 BATCH_WITHIN_S = 0.25
 LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75
