@@ -109,6 +109,11 @@ class Suite:
         self.section("stage_history", lambda: common.run_json(
             py + ["bench.stages", "history", "--rows", str(p["history_rows"])], timeout=1800))
         self.section("e2e", lambda: e2e.throughput(bs, topics, events, p["partitions"]))
+        # Partitions are independent: one worker process per core, same data.
+        topics2 = common.bench_topics("e2e2w")
+        ensure_topics(bs, topics2, p["partitions"])
+        self.section("produce2", lambda: common.produce(bs, topics2, events))
+        self.section("e2e_2w", lambda: e2e.throughput(bs, topics2, events, p["partitions"], workers=2))
         state_dir = tempfile.mkdtemp(prefix="bench_quix.")
         try:
             self.section("quix", lambda: common.run_json(
@@ -130,7 +135,7 @@ class Suite:
         self.section("latency_low", lambda: e2e.latency(bs, low_topics, low_events, p["partitions"],
                                                         p["rate_low"]))
         self.section("replay", lambda: replay_section(p["replay_events"], p["engineers"]))
-        for t in (topics, lat_topics, low_topics):
+        for t in (topics, topics2, lat_topics, low_topics):
             try:
                 delete_topics(bs, t)
             except Exception:  # noqa: BLE001
@@ -276,6 +281,8 @@ def render(res: dict) -> str:
         row(f"History insert into chdb, batch {size:,}", _g(r, "stage_history", f"insert_{size}_rows_per_s"),
             " rows/s")
     row("**End to end: real worker, sustained** (first→last balance record)", e2e_rate, " ev/s", aio, "aiokafka ceiling")
+    row("End to end: **two worker processes**, one group, sustained", _g(r, "e2e_2w", "sustained_events_per_s"),
+        " ev/s", aio, "aiokafka ceiling")
     row("End to end: from worker spawn (incl. Faust start-up, group join)",
         _g(r, "e2e", "wall_from_spawn_events_per_s"), " ev/s", aio, "aiokafka ceiling")
     row("Peer: Quix Streams twin (see below)", _g(r, "quix", "events_per_s"), " ev/s", aio, "aiokafka ceiling")
@@ -313,7 +320,12 @@ def render(res: dict) -> str:
         f"{_fmt(e.get('engineers_with_balance'))}; engineers whose last `events_applied` != expected: "
         f"{_fmt(e.get('engineers_wrong_count'))}")
     add(f"- history rows after the run: {e.get('history')} (events ok: {e.get('history_events_ok')})")
-    for sec in ("e2e", "latency", "latency_low"):
+    e2 = r.get("e2e_2w", {})
+    if e2:
+        add(f"- two workers: engineers whose last `events_applied` != expected: "
+            f"{_fmt(e2.get('engineers_wrong_count'))}; history rows per worker: {e2.get('history')} "
+            f"(every event in some store: {e2.get('history_events_ok')})")
+    for sec in ("e2e", "e2e_2w", "latency", "latency_low"):
         if _g(r, sec, "stalled"):
             add(f"- **{sec}: the worker STALLED** — {_g(r, sec, 'stalled')}")
     add(f"- Quix twin processed {_fmt(_g(r, 'quix', 'processed'))} records (complete: {_g(r, 'quix', 'complete')})\n")

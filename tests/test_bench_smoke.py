@@ -51,11 +51,14 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     assert raw["errors"] == {}, raw["errors"]
     r = raw["results"]
     for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "stage_decode", "stage_ledger",
-                    "stage_history", "e2e", "quix", "latency", "replay"):
+                    "stage_history", "e2e", "e2e_2w", "quix", "latency", "latency_low", "replay"):
         assert section in r, section
     assert r["ceiling_aiokafka"]["complete"] and r["ceiling_confluent"]["complete"]
     assert r["quix"]["complete"]
     e2e = r["e2e"]
     assert e2e["engineers_wrong_count"] == 0, e2e
     assert e2e["history_events_ok"], e2e["history"]
-    assert r["latency"]["matched"] > 0
+    assert r["latency"]["matched"] > 0 and r["latency_low"]["matched"] > 0
+    two = r["e2e_2w"]
+    assert two["workers"] == 2 and two["engineers_wrong_count"] == 0, two
+    assert two["history_events_ok"], two["history"]
