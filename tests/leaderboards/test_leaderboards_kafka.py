@@ -197,3 +197,22 @@ def test_crash_and_redelivery_do_not_double_count(kafka_bootstrap, topics, tmp_p
     finally:
         for w in workers:
             w.stop(timeout_s=20)
+
+
+def test_republished_duplicates_are_not_counted_twice(kafka_bootstrap, topics, tmp_path):
+    # The same events produced again (new offsets, same ids), mixed into the
+    # stream: the ledger drops them by event id and the boards must too.
+    hr, usage = _events(seed=13, engineers=20, usage_events=400)
+    worker = _worker(tmp_path, "d", kafka_bootstrap, topics, f"g-{topics.prefix}").start()
+    try:
+        publish_events(hr, kafka_bootstrap, topics)
+        wait_for(lambda: (watermark_partitions(kafka_bootstrap, topics.leaderboard_candidates)
+                          == set(range(PARTITIONS)), None), 90, "HR watermarks", [worker])
+        half = len(usage) // 2
+        publish_events(usage[:half] + usage[:120] + usage[half:] + usage[half:half + 80], kafka_bootstrap, topics)
+        # Exact equality is reached only when every event counted once: a
+        # counted duplicate keeps some engineer's and team's totals too high.
+        _wait_boards(kafka_bootstrap, topics, expected_boards(hr + usage, K, MIN_TEAM, {"all"}),
+                     [worker], 90, "all-time boards with every duplicate dropped")
+    finally:
+        assert worker.stop() in (0, None), worker.log_tail()

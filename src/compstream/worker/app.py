@@ -160,7 +160,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             logging.shutdown()
             os._exit(FENCED_EXIT_CODE)
         if feed is not None:  # flushed before the positions below are written
-            await feed.apply(stream, messages, events)
+            counted = [m for m in messages if (m.topic, m.partition, m.offset) not in result.not_applied]
+            await feed.apply(stream, counted, events)
         with table_writes_for(stream) as set_event:
             for engineer, (data, partition) in result.books.items():
                 set_event(event_of_partition(events, partition))  # changelog partition

@@ -11,9 +11,9 @@ in one Kafka message):
 No double counting on redelivery: an engineer's record carries the offsets
 already applied to it, in the same record as the totals they produced, so each
 record is self-consistent even if a crash flushed only some records. A message
-below the engineer's next offset for its topic is skipped. (A *republished*
-duplicate, same event id at a new offset, is not detected here: the domain
-assumes de-duplicated usage; see the report in the issue.)
+below the engineer's next offset for its topic is skipped. A *republished*
+duplicate (same event id at a new offset) never gets here: the worker feeds
+this stage only the messages its ledger applied (books remember event ids).
 
 Versions: the merge keeps the highest version per (window, partition), so a
 restarted partition must never reuse a lower one. At each emission versions are

@@ -147,19 +147,21 @@ def install(app: faust.App, settings: Settings, store):
         def forget(self) -> None:
             stage.forget()
 
-        async def apply(self, stream, messages: list[SourceMessage], events) -> None:
-            """Candidates sent, records written and everything flushed on
-            return: the ledger writes its positions only after this, so a
-            stored position never runs ahead of the leaderboard records."""
+        async def apply(self, stream, counted: list[SourceMessage], events) -> None:
+            """`counted`: the batch's messages the ledger applied (not event-id
+            duplicates, conflicts or dead letters). Candidates sent,
+            records written and everything flushed on return: the ledger
+            writes its positions only after this, so a stored position never
+            runs ahead of the leaderboard records."""
             now_us = version_stamp(app.consumer_generation_id, time.time_ns() // 1000)
             resend = []
-            for p in sorted({m.partition for m in messages} - set(stage.states)):
+            for p in sorted({m.partition for m in counted} - set(stage.states)):
                 prefix, meta = f"e|{p}|", meta_key(p)
                 items = [(k, v) for k, v in partition_table.items() if k == meta or k.startswith(prefix)]
                 resend += stage.restore(p, items, now_us)
                 log.info("leaderboard partition %d restored: %d records, %d open windows",
                          p, len(items), len(stage.states[p].windows))
-            out = stage.process(messages, now_us)
+            out = stage.process(counted, now_us)
             for msg in [*resend, *out.messages]:
                 await candidates.send(key=str(msg.partition).encode(), value=dumps(msg.to_dict()))
             with table_writes_for(stream) as set_event:

@@ -62,6 +62,10 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
+    # (topic, partition, offset) of messages the ledger did not apply: event-id
+    # duplicates, conflicts, dead letters. Downstream stages (leaderboards)
+    # skip them, so a republished event is counted nowhere twice.
+    not_applied: frozenset = frozenset()
 
 
 @dataclass
@@ -77,11 +81,13 @@ class _Batch:
     dead_out: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
     hr_events: list = field(default_factory=list)
+    not_applied: set = field(default_factory=set)
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
 
     def dead(self, msg: SourceMessage, stage: str, reason: str) -> None:
+        self.not_applied.add((msg.topic, msg.partition, msg.offset))
         self.dead_rows.append(DeadLetterRow(
             msg.topic, msg.partition, msg.offset, bytes(msg.value), reason, stage, msg.timestamp))
         self.dead_out.append((msg.key, encode_record("DeadLetter", {
@@ -204,6 +210,7 @@ class LedgerProcessor:
             return batch.dead(msg, "conflict", f"event_id {event.event_id!r}: {detail}")
         if result.status == "duplicate":
             batch.duplicates += 1
+            batch.not_applied.add((msg.topic, msg.partition, msg.offset))
             return None
         batch.applied += 1
         batch.changed.add(engineer)
@@ -252,7 +259,7 @@ class LedgerProcessor:
                                  dead_letters=tuple(batch.dead_rows)),
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
-            swept=batch.swept,
+            swept=batch.swept, not_applied=frozenset(batch.not_applied),
         )
 
 

@@ -1,0 +1,43 @@
+"""BatchResult.not_applied names exactly the messages the ledger did not
+count (event-id duplicates, conflicts, dead letters): the leaderboard feed
+skips them, so a republished event is not counted twice on the boards."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+
+from compstream.codec import encode_event
+from compstream.domain.events import Usage
+from compstream.synth import generate
+from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
+
+T = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _msg(e, offset: int, key: bytes | None = None) -> SourceMessage:
+    topic = "usage" if e.type == "usage" else "grants"
+    return SourceMessage(topic, partition_of(e.engineer_id, 1), offset,
+                         key if key is not None else e.engineer_id.encode(), encode_event(e),
+                         T + timedelta(milliseconds=offset))
+
+
+def test_not_applied_is_exactly_duplicates_conflicts_and_dead_letters():
+    events = list(generate(3, 40, seed=4))
+    usage = [e for e in events if type(e) is Usage]
+    msgs = [_msg(e, i) for i, e in enumerate(events)]
+    n = len(msgs)
+    dup = _msg(usage[3], n)  # same event, new offset (republished)
+    conflict = _msg(dataclasses.replace(usage[5], cost_nanos=(usage[5].cost_nanos or 0) + 7), n + 1)
+    garbage = SourceMessage("usage", 0, n + 2, b"eng-00000", b"\x00garbage", T)
+    wrong_key = _msg(usage[7], n + 3, key=b"someone-else")
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(3600, load_book=store.get, partitions=1)
+    first = proc.process(msgs, sweep=False)
+    assert first.not_applied == frozenset()
+    for engineer, (data, _p) in first.books.items():
+        store[engineer] = data
+    second = proc.process([dup, conflict, garbage, wrong_key], sweep=False)
+    assert second.not_applied == {("usage", 0, n), ("usage", 0, n + 1), ("usage", 0, n + 2),
+                                  ("usage", 0, n + 3)}
+    assert second.duplicates == 1 and len(second.dead_letters) == 3
