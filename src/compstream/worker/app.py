@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record per engineer) amortize over more events
 BATCH_WITHIN_S = 0.25
 LEDGER_CRASH_EXIT_CODE = 70
-FENCED_EXIT_CODE = 75
+FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 STALL_CHECK_EVERY_S = 1.0
-STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
+STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back
 
 
 def _message(event) -> SourceMessage:
