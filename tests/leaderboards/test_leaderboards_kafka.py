@@ -61,6 +61,13 @@ def _worker(tmp_path, name, bootstrap, topics, group, extra=None) -> WorkerProce
                          partitions=PARTITIONS, dsn=f"chdb://{tmp_path / name / 'ch'}", extra_env=env)
 
 
+def _publish_hr(hr, bootstrap, topics, workers):
+    """Publish HR and wait until every partition's stage has processed it."""
+    publish_events(hr, bootstrap, topics)
+    wait_for(lambda: (watermark_partitions(bootstrap, topics.leaderboard_candidates) == set(range(PARTITIONS)),
+                      None), 90, "HR watermarks from every partition", workers)
+
+
 def _wait_boards(bootstrap, topics, expected, workers, timeout_s, what):
     def check():
         bad = mismatches(expected, latest_boards(bootstrap, topics.leaderboards))
@@ -77,9 +84,7 @@ def test_two_workers_publish_exact_boards_history_and_view(kafka_bootstrap, topi
     try:
         # HR first, and processed first: team attribution uses the membership
         # known when usage is applied (documented domain limit).
-        publish_events(hr, kafka_bootstrap, topics)
-        wait_for(lambda: (watermark_partitions(kafka_bootstrap, topics.leaderboard_candidates)
-                          == set(range(PARTITIONS)), None), 90, "HR watermarks from every partition", workers)
+        _publish_hr(hr, kafka_bootstrap, topics, workers)
         publish_events(usage, kafka_bootstrap, topics)
         # A late event (inside lateness) for the last day: big enough to lead.
         last = max(u.occurred_at for u in usage)
@@ -151,9 +156,7 @@ def test_pseudonyms_hide_real_ids(kafka_bootstrap, topics, tmp_path):
                      {"COMPSTREAM_LEADERBOARD_PSEUDONYMS": "on", "COMPSTREAM_LEADERBOARD_SECRET": secret}).start()
     pseudo = Pseudonymizer(secret)
     try:
-        publish_events(hr, kafka_bootstrap, topics)
-        wait_for(lambda: (watermark_partitions(kafka_bootstrap, topics.leaderboard_candidates)
-                          == set(range(PARTITIONS)), None), 90, "HR watermarks", [worker])
+        _publish_hr(hr, kafka_bootstrap, topics, [worker])
         publish_events(usage, kafka_bootstrap, topics)
         expected = expected_boards(hr + usage, K, MIN_TEAM, {"all"})
         named = {k: [(pseudo(i) if "|engineer|" in k else i, v) for i, v in rows] for k, rows in expected.items()}
@@ -181,9 +184,7 @@ def test_crash_and_redelivery_do_not_double_count(kafka_bootstrap, topics, tmp_p
     b = _worker(tmp_path, "b", kafka_bootstrap, topics, group).start()
     workers = [a, b]
     try:
-        publish_events(hr, kafka_bootstrap, topics)
-        wait_for(lambda: (watermark_partitions(kafka_bootstrap, topics.leaderboard_candidates)
-                          == set(range(PARTITIONS)), None), 90, "HR watermarks from every partition", workers)
+        _publish_hr(hr, kafka_bootstrap, topics, workers)
         half = len(usage) // 2
         publish_events(usage[:half], kafka_bootstrap, topics)
         # Crash one worker mid-stream: its uncommitted batches are redelivered
@@ -205,9 +206,7 @@ def test_republished_duplicates_are_not_counted_twice(kafka_bootstrap, topics, t
     hr, usage = _events(seed=13, engineers=20, usage_events=400)
     worker = _worker(tmp_path, "d", kafka_bootstrap, topics, f"g-{topics.prefix}").start()
     try:
-        publish_events(hr, kafka_bootstrap, topics)
-        wait_for(lambda: (watermark_partitions(kafka_bootstrap, topics.leaderboard_candidates)
-                          == set(range(PARTITIONS)), None), 90, "HR watermarks", [worker])
+        _publish_hr(hr, kafka_bootstrap, topics, [worker])
         half = len(usage) // 2
         publish_events(usage[:half] + usage[:120] + usage[half:] + usage[half:half + 80], kafka_bootstrap, topics)
         # Exact equality is reached only when every event counted once: a

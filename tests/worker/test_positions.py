@@ -93,3 +93,11 @@ def test_activity_reports_idle_time_only_between_batches():
     activity.stop()
     now[0] = 201.5
     assert activity.idle_for_s() == 1.5
+
+
+def test_expected_uses_memory_only_while_current():
+    guard = PositionGuard(lambda t, p: 4)
+    guard.screen(msgs("u", 0, [4, 5, 6]))
+    assert guard.expected("u", 0, current=True) == 7
+    assert guard.expected("u", 0, current=False) == 4  # after a rebalance: the stored one
+    assert guard.expected("u", 1, current=True) == 4  # never screened: the stored one

@@ -32,9 +32,9 @@ from compstream.worker.faust_compat import (
     Activity,
     event_of_partition,
     exit_on_crash,
-    idle_stall_check,
     stored_position,
     table_writes_for,
+    watch_stalls,
 )
 from compstream.worker.sink import HistorySink
 
@@ -44,8 +44,6 @@ BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record p
 BATCH_WITHIN_S = 0.25
 LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
-STALL_CHECK_EVERY_S = 1.0
-STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back
 
 
 def _message(event) -> SourceMessage:
@@ -98,12 +96,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     activity = Activity(time.monotonic)
 
     def expected_of(topic: str, p: int) -> int:
-        if seen_rebalance[0] == app.rebalancing_count and (topic, p) in guard.next:
-            return guard.next[(topic, p)]
-        return stored_position(books, position_key(topic, p))
+        return guard.expected(topic, p, current=seen_rebalance[0] == app.rebalancing_count)
 
-    app.timer(STALL_CHECK_EVERY_S, name="ledger-stall-check")(
-        idle_stall_check(app, "ledger", activity, expected_of, set(source_names), {}, STALL_IDLE_S))
+    watch_stalls(app, "ledger", activity, expected_of, set(source_names))
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
     feed = None
     if settings.leaderboards_enabled:
@@ -115,11 +110,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
     async def ledger(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
-            activity.start()
-            try:
+            with activity:
                 await _ledger_batch(stream, events)
-            finally:
-                activity.stop()
 
     async def _ledger_batch(stream, events) -> None:
         """One batch, acked only at the end (see the module docstring)."""

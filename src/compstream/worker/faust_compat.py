@@ -76,14 +76,19 @@ def highwater_or_none(app, tp: TP) -> int | None:
         return None
 
 
-def idle_stall_check(app, name: str, busy, expected_of, topics, sought: dict, idle_s: float):
-    """A Faust timer body: seek back assigned partitions of `topics` whose
+STALL_CHECK_EVERY_S = 1.0
+STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back
+
+
+def watch_stalls(app, name: str, busy: "Activity", expected_of, topics) -> None:
+    """Add a Faust timer that seeks back assigned partitions of `topics` whose
     expected offset is below the high-water mark while the agent has been idle
-    for `idle_s` (see positions.stalled_seeks)."""
+    for STALL_IDLE_S (see positions.stalled_seeks)."""
+    sought: dict = {}
 
     async def check() -> None:
         idle_for_s = busy.idle_for_s()
-        if idle_for_s is None or idle_for_s < idle_s or not app.flow_control.is_active():
+        if idle_for_s is None or idle_for_s < STALL_IDLE_S or not app.flow_control.is_active():
             return
         try:
             assigned = [tp for tp in app.consumer.assignment() if tp.topic in topics]
@@ -98,7 +103,7 @@ def idle_stall_check(app, name: str, busy, expected_of, topics, sought: dict, id
                         "seeking back", name, topic, partition, offset, highwater[(topic, partition)], idle_for_s)
             await app.consumer.seek(TP(topic, partition), offset)
 
-    return check
+    app.timer(STALL_CHECK_EVERY_S, name=f"{name}-stall-check")(check)
 
 
 class Activity:
@@ -117,3 +122,10 @@ class Activity:
 
     def idle_for_s(self) -> float | None:
         return None if self.busy else self.clock() - self.since_s
+
+    def __enter__(self) -> "Activity":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

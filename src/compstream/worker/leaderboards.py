@@ -37,9 +37,9 @@ from compstream.worker.faust_compat import (
     Activity,
     event_of_partition,
     exit_on_crash,
-    idle_stall_check,
     stored_position,
     table_writes_for,
+    watch_stalls,
 )
 from compstream.config import Settings
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
@@ -56,8 +56,6 @@ MERGE_BATCH_MAX = 500
 BATCH_WITHIN_S = 0.25
 RETRY_DELAY_S_MAX = 10.0
 EXIT_AGENT_CRASHED = 71
-STALL_CHECK_EVERY_S = 1.0
-STALL_IDLE_S = 3.0  # as the ledger (app.py)
 MERGE_POSITION_KEY = "p|position"  # merge records are w|, c|, m|
 
 
@@ -178,23 +176,16 @@ def install(app: faust.App, settings: Settings, store):
     merge_activity = Activity(time.monotonic)
 
     def merge_expected(topic: str, p: int) -> int:
-        if seen_rebalance[0] == app.rebalancing_count and (topic, p) in merge_guard.next:
-            return merge_guard.next[(topic, p)]
-        return stored_position(merge_table, MERGE_POSITION_KEY)
+        return merge_guard.expected(topic, p, current=seen_rebalance[0] == app.rebalancing_count)
 
-    app.timer(STALL_CHECK_EVERY_S, name="merge-stall-check")(
-        idle_stall_check(app, "leaderboard-merge", merge_activity, merge_expected,
-                         {topics.leaderboard_candidates}, {}, STALL_IDLE_S))
+    watch_stalls(app, "leaderboard-merge", merge_activity, merge_expected, {topics.leaderboard_candidates})
 
     @app.agent(candidates, name="leaderboard-merge")
     @exit_on_crash("leaderboard-merge", EXIT_AGENT_CRASHED)
     async def leaderboard_merge(stream):
         async for events in stream.noack_take(MERGE_BATCH_MAX, within=BATCH_WITHIN_S):
-            merge_activity.start()
-            try:
+            with merge_activity:
                 await merge_batch(stream, events)
-            finally:
-                merge_activity.stop()
 
     async def merge_batch(stream, events) -> None:
         loop = asyncio.get_running_loop()

@@ -48,6 +48,13 @@ class PositionGuard:
         self.next.clear()
         self._sought.clear()
 
+    def expected(self, topic: str, partition: int, current: bool) -> int | None:
+        """Next offset to process: in memory if `current` (no rebalance since
+        this guard last screened), else the stored one."""
+        if current and (topic, partition) in self.next:
+            return self.next[(topic, partition)]
+        return self.load(topic, partition)
+
     def screen(self, messages: list) -> tuple[list, dict[tuple[str, int], int]]:
         """-> (messages to process in order, {(topic, partition): offset to seek to})."""
         keep, seeks = [], {}
