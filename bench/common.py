@@ -163,12 +163,28 @@ def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
 def committed(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
     from confluent_kafka import Consumer, TopicPartition
 
+    from confluent_kafka import KafkaException
+
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        res = c.committed([TopicPartition(t, p) for t, p in tps], timeout=30)
-        return {(r.topic, r.partition): r.offset for r in res}
+        for attempt in range(COMMITTED_ATTEMPTS_MAX):
+            try:
+                res = c.committed([TopicPartition(t, p) for t, p in tps], timeout=30)
+                return {(r.topic, r.partition): r.offset for r in res}
+            except KafkaException as exc:
+                # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS while the
+                # group coordinator moves or loads: ask again.
+                err = exc.args[0]
+                if not (err.retriable() or err.code() in COORDINATOR_MOVING) or attempt == COMMITTED_ATTEMPTS_MAX - 1:
+                    raise
+                time.sleep(0.5)
+        raise RuntimeError("unreachable")
     finally:
         c.close()
+
+
+COMMITTED_ATTEMPTS_MAX = 20
+COORDINATOR_MOVING = (14, 15, 16)  # load in progress, not available, not coordinator
 
 
 def run_json(args: list[str], timeout: float, env: dict | None = None) -> dict:

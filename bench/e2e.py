@@ -247,9 +247,15 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
 
 
 def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, rate: float) -> dict:
-    """events_list: grants first, then usage (in order); grants go unpaced."""
+    """events_list: grants first, then usage (in order). The grants already in
+    effect when the usage starts go first, unpaced; then the usage, paced.
+    Grants effective later are left out: published ahead of their time they
+    would move the partitions' stream time past the usage and turn it late
+    (a live HR feed publishes them when they take effect)."""
     first_usage = next(i for i, e in enumerate(events_list) if e.type == "usage")
-    pre, paced = events_list[:first_usage], [e for e in events_list[first_usage:] if e.type == "usage"]
+    start = events_list[first_usage].event_time
+    pre = [e for e in events_list[:first_usage] if e.event_time <= start]
+    paced = [e for e in events_list[first_usage:] if e.type == "usage"]
     ordinal: dict[str, int] = {}
     counts: Counter = Counter()
     for e in pre + paced:
@@ -259,7 +265,8 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
     group = f"bench-lat-{uuid.uuid4().hex[:6]}"
     worker = Worker(bootstrap, topics, tmp, group, partitions)
     sent: dict[str, int] = {}
-    out: dict = {"offered_events_per_s": rate, "paced_events": len(paced)}
+    out: dict = {"offered_events_per_s": rate, "paced_events": len(paced), "grants_before": len(pre),
+                 "grants_left_out": first_usage - len(pre)}
     try:
         worker.start()
         produce(bootstrap, topics, pre)
@@ -277,6 +284,8 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
         out["worker_peak_rss_mib"] = worker.hwm_mib
     finally:
         worker.stop()
+    alerts, _seen, _total = read_topic(bootstrap, topics.alerts)
+    out["late_reports"] = sum(1 for _k, _ts, rec in alerts if rec["kind"] == "report:late")
     items, _seen, _total = read_topic(bootstrap, topics.balances)
     per_eng: dict[str, list] = defaultdict(list)
     by_cause: dict[str, int] = {}

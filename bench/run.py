@@ -290,11 +290,13 @@ def render(res: dict) -> str:
     add(f"| Latency produce → balance at {_fmt(_g(r, 'latency', 'offered_events_per_s'))} ev/s "
         f"(achieved {_fmt(_g(r, 'latency', 'achieved_offered_events_per_s'))}): p50 / p99 / max | "
         f"{_fmt(_g(r, 'latency', 'p50_ms'), ' ms')} / {_fmt(_g(r, 'latency', 'p99_ms'), ' ms')} / "
-        f"{_fmt(_g(r, 'latency', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'matched'))} events matched |")
+        f"{_fmt(_g(r, 'latency', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'matched'))} events matched; "
+        f"{_fmt(_g(r, 'latency', 'late_reports'))} counted late |")
     add(f"| Latency below saturation, at {_fmt(_g(r, 'latency_low', 'offered_events_per_s'))} ev/s "
         f"(achieved {_fmt(_g(r, 'latency_low', 'achieved_offered_events_per_s'))}): p50 / p99 / max | "
         f"{_fmt(_g(r, 'latency_low', 'p50_ms'), ' ms')} / {_fmt(_g(r, 'latency_low', 'p99_ms'), ' ms')} / "
-        f"{_fmt(_g(r, 'latency_low', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency_low', 'matched'))} events matched |")
+        f"{_fmt(_g(r, 'latency_low', 'max_ms'), ' ms')} | {_fmt(_g(r, 'latency_low', 'matched'))} events matched; "
+        f"{_fmt(_g(r, 'latency_low', 'late_reports'))} counted late |")
     add(f"| Latency, `cause_event_id`-matched subset: p50 / p99 | {_fmt(_g(r, 'latency', 'cause_p50_ms'), ' ms')} / "
         f"{_fmt(_g(r, 'latency', 'cause_p99_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'cause_matched'))} events |")
     add(f"| Worker peak RSS (VmHWM): throughput run / latency run | {_fmt(_g(r, 'e2e', 'worker_peak_rss_mib'), ' MiB')}"
@@ -365,7 +367,10 @@ HOW = """\
 - **Quix twin**: `bench/peers/quix_balances.py` on the same two topics (concat, stateful
   apply with RocksDB state, EngineerBook per key); the module docstring lists exactly what
   it does and does not do. It writes no history, so it does strictly less I/O.
-- **Latency**: a fresh worker, caught up; then usage events offered at a fixed rate
+- **Latency**: a fresh worker, caught up on the grants in effect when the usage starts
+  (grants effective later are left out: published up to 13 days ahead of their time they
+  would move stream time past the usage and every usage would count late — the table
+  reports how many did); then usage events offered at a fixed rate
   (confluent producer, linger 5 ms). Per event: timestamp of the first BalanceUpdate of
   its engineer whose `events_applied` covers it − the source record's CreateTime (both
   Kafka record timestamps, ms). The `cause_event_id` subset only sees the last event of
