@@ -25,6 +25,9 @@ from compstream.domain.leaderboard.totals import METRICS, Metric, Totals, sum_to
 from compstream.domain.leaderboard.windows import window_from_key
 
 NO_TEAM = ""  # usage before any TeamAssigned: ranked for the engineer, no team
+# The per-engineer cache holds [tokens, spend] by METRICS position.
+if METRICS != (Metric.TOKENS, Metric.SPEND):  # pragma: no cover - guards a future metric
+    raise ImportError("window_totals caches only tokens and spend; update it with METRICS")
 
 
 def _accumulate(acc: list[int], t: Totals) -> None:
@@ -38,8 +41,14 @@ def _accumulate(acc: list[int], t: Totals) -> None:
     acc[6] += t.events
 
 
+def _active(t: Totals) -> bool:
+    # Totals.is_activity without the method and property calls (hot path).
+    return bool((t.input_tokens + t.output_tokens) or (t.cache_read_tokens + t.cache_write_tokens)
+                or t.cost_nanos)
+
+
 class PartitionWindow:
-    __slots__ = ("window_key", "version", "_contributions", "_tokens", "_spend", "_team_sums", "_members")
+    __slots__ = ("window_key", "version", "_contributions", "_values", "_teams")
 
     def __init__(self, window_key: str, version: int = 0,
                  contributions: Mapping[str, Mapping[str, Totals]] | None = None):
@@ -49,10 +58,10 @@ class PartitionWindow:
         # Split by team because an engineer who changes team mid-window
         # contributes to both.
         self._contributions: dict[str, dict[str, Totals]] = {}
-        self._tokens: dict[str, int] = {}
-        self._spend: dict[str, int] = {}
-        self._team_sums: dict[str, list[int]] = {}
-        self._members: dict[str, int] = {}
+        # engineer -> [tokens, spend] (the ranking values, METRICS order)
+        self._values: dict[str, list[int]] = {}
+        # team -> [the seven Totals fields in order..., members]
+        self._teams: dict[str, list[int]] = {}
         for engineer, by_team in (contributions or {}).items():
             self.put_engineer(engineer, by_team)
 
@@ -73,17 +82,18 @@ class PartitionWindow:
         old = by_team.get(team_id)
         new = totals if old is None else old + totals  # Totals is immutable: sharing is safe
         by_team[team_id] = new
-        self._tokens[engineer_id] = self._tokens.get(engineer_id, 0) + totals.input_tokens + totals.output_tokens
-        self._spend[engineer_id] = self._spend.get(engineer_id, 0) + totals.cost_nanos
+        values = self._values.get(engineer_id)
+        if values is None:
+            values = self._values[engineer_id] = [0, 0]
+        values[0] += totals.input_tokens + totals.output_tokens
+        values[1] += totals.cost_nanos
         if team_id != NO_TEAM:
-            acc = self._team_sums.get(team_id)
+            acc = self._teams.get(team_id)
             if acc is None:
-                acc = self._team_sums[team_id] = [0] * 7
-                self._members[team_id] = 0
+                acc = self._teams[team_id] = [0] * 8
             _accumulate(acc, totals)
             # A correction can take a pair's activity away again, so compare.
-            was = old is not None and old.is_activity()
-            self._members[team_id] += new.is_activity() - was
+            acc[7] += _active(new) - (old is not None and _active(old))
         self.version += 1
 
     def put_engineer(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
@@ -96,23 +106,20 @@ class PartitionWindow:
             self._index(engineer_id, self._contributions[engineer_id])
 
     def _index(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
-        tokens = spend = 0
+        values = self._values[engineer_id] = [0, 0]
         for team, t in by_team.items():
-            tokens += t.input_tokens + t.output_tokens
-            spend += t.cost_nanos
+            values[0] += t.input_tokens + t.output_tokens
+            values[1] += t.cost_nanos
             if team != NO_TEAM:
-                acc = self._team_sums.get(team)
+                acc = self._teams.get(team)
                 if acc is None:
-                    acc = self._team_sums[team] = [0] * 7
-                    self._members[team] = 0
+                    acc = self._teams[team] = [0] * 8
                 _accumulate(acc, t)
-                self._members[team] += t.is_activity()
-        self._tokens[engineer_id] = tokens
-        self._spend[engineer_id] = spend
+                acc[7] += _active(t)
 
     def _rebuild(self) -> None:
-        for cache in (self._tokens, self._spend, self._team_sums, self._members):
-            cache.clear()
+        self._values.clear()
+        self._teams.clear()
         for engineer, by_team in self._contributions.items():
             self._index(engineer, by_team)
 
@@ -125,11 +132,10 @@ class PartitionWindow:
         """(visible engineers with a non-zero value per metric, the union of
         each metric's top k visible engineers by id). Rank order is value
         descending then id ascending, as boards.top_n."""
-        values = {Metric.TOKENS: self._tokens, Metric.SPEND: self._spend}
         eligible: dict[Metric, int] = {}
         chosen: set[str] = set()
-        for metric in METRICS:
-            ranked = [(-v, e) for e, v in values[metric].items() if v > 0 and e not in hidden]
+        for i, metric in enumerate(METRICS):
+            ranked = [(-v[i], e) for e, v in self._values.items() if v[i] > 0 and e not in hidden]
             eligible[metric] = len(ranked)
             chosen.update(e for _, e in heapq.nsmallest(k, ranked))
         entries = tuple(EngineerEntry(e, sum_totals(self._contributions[e].values())) for e in sorted(chosen))
@@ -138,7 +144,7 @@ class PartitionWindow:
     def team_partials(self) -> tuple[TeamPartial, ...]:
         # Zero-activity usage (all-zero events) does not make a member: it
         # would pad the small-team count without diluting anything.
-        return tuple(TeamPartial(t, Totals(*self._team_sums[t]), self._members[t]) for t in sorted(self._team_sums))
+        return tuple(TeamPartial(t, Totals(*acc[:7]), acc[7]) for t, acc in sorted(self._teams.items()))
 
     # -- serialization (the caches are never written) ----------------------
 
