@@ -100,3 +100,22 @@ def sum_totals(items) -> Totals:
     for t in items:
         out = out + t
     return out
+
+
+def _tokens(t: Totals) -> int:
+    return t.input_tokens + t.output_tokens
+
+
+def _spend(t: Totals) -> int:
+    return t.cost_nanos
+
+
+_VALUE = {Metric.TOKENS: _tokens, Metric.SPEND: _spend}
+
+
+def metric_value(metric: Metric):
+    """Totals -> value for `metric`, as Totals.value but resolved once per ranking."""
+    try:
+        return _VALUE[metric]
+    except (KeyError, TypeError):
+        raise LeaderboardError(f"unknown metric {metric!r}") from None
