@@ -137,7 +137,7 @@ class PartitionStage:
                 if window_from_key(wkey).is_closed(state.watermark, self.config.lateness):
                     continue  # a stale record of a window closed since it was written
                 pw = state.windows.get(wkey) or PartitionWindow(wkey, versions.get(wkey, 0))
-                pw.contributions[engineer] = {t: Totals.from_dict(v) for t, v in c.obj(by_team, "by team").items()}
+                pw.put_engineer(engineer, {t: Totals.from_dict(v) for t, v in c.obj(by_team, "by team").items()})
                 state.windows[wkey] = pw
         self.states[partition] = state
         self.next_offsets[partition] = offsets
@@ -205,7 +205,7 @@ class PartitionStage:
                 out.too_late += 1
                 continue
             pw = state.windows.get(window.key) or PartitionWindow(window.key)
-            by_team = pw.contributions.get(usage.engineer_id, {})
+            by_team = pw.by_team(usage.engineer_id) or {}
             options = [team] + sorted(t for t in by_team if t != team)
             target = next((t for t in options if _non_negative(by_team.get(t, Totals()) + delta)), None)
             if target is None:
@@ -236,11 +236,13 @@ class PartitionStage:
         state = self.states[partition]
         offsets = self.next_offsets[partition]
         records: dict[str, bytes] = {}
+        open_windows = sorted(state.windows.items())  # once, not per engineer
         for engineer in sorted(engineers):
-            windows = {
-                key: {t: tot.to_dict() for t, tot in sorted(pw.contributions[engineer].items())}
-                for key, pw in sorted(state.windows.items()) if engineer in pw.contributions
-            }
+            windows = {}
+            for key, pw in open_windows:
+                by_team = pw.by_team(engineer)
+                if by_team is not None:
+                    windows[key] = {t: tot.to_dict() for t, tot in sorted(by_team.items())}
             team, privacy = state.teams.get(engineer), state.privacy.get(engineer)
             records[engineer_key(partition, engineer)] = dumps({
                 "engineer_id": engineer,

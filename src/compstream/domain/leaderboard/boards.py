@@ -8,6 +8,7 @@ with a non-zero value are ranked (no usage = not on the board).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -15,7 +16,7 @@ from typing import Callable, Iterable
 
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.errors import LeaderboardError
-from compstream.domain.leaderboard.totals import METRICS, Metric, Totals
+from compstream.domain.leaderboard.totals import METRICS, Metric, Totals, metric_value
 
 
 class Scope(str, Enum):
@@ -33,9 +34,10 @@ def rank_order(value: int, ident: str) -> tuple[int, str]:
 
 def top_n(items: Iterable[tuple[str, Totals]], metric: Metric, n: int) -> list[tuple[str, Totals]]:
     """The first n of the items with a non-zero value, in rank order."""
-    eligible = [(i, t) for (i, t) in items if t.value(metric) > 0]
-    eligible.sort(key=lambda it: rank_order(it[1].value(metric), it[0]))
-    return eligible[:n]
+    value = metric_value(metric)
+    eligible = [(i, t) for (i, t) in items if value(t) > 0]
+    # nsmallest == sorted(...)[:n] (stable too), without sorting all when n is small.
+    return heapq.nsmallest(n, eligible, key=lambda it: (-value(it[1]), it[0]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,80 +17,21 @@ swapped for write-through mappings (e.g. Faust tables) if the caller wishes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import _codec as c
-from compstream.domain.leaderboard.boards import top_n
 from compstream.domain.leaderboard.config import LeaderboardConfig
 from compstream.domain.leaderboard.errors import LeaderboardError
-from compstream.domain.leaderboard.messages import (
-    CandidateMessage,
-    EngineerEntry,
-    TeamPartial,
-    WatermarkMessage,
-)
+from compstream.domain.leaderboard.messages import CandidateMessage, WatermarkMessage
 from compstream.domain.leaderboard.privacy import PrivacyTimeline
 from compstream.domain.leaderboard.teams import TeamTimeline
-from compstream.domain.leaderboard.totals import METRICS, Totals, sum_totals
+from compstream.domain.leaderboard.totals import Totals
+from compstream.domain.leaderboard.window_totals import NO_TEAM, PartitionWindow
 from compstream.domain.leaderboard.windows import Window, window_from_key, windows_for
 
-NO_TEAM = ""  # usage before any TeamAssigned: ranked for the engineer, no team
-
-
-@dataclass
-class PartitionWindow:
-    """One partition's totals for one window."""
-
-    window_key: str
-    # Bumped on every change that alters this window's candidate message.
-    version: int = 0
-    # engineer_id -> team_id (NO_TEAM if none) -> totals. Split by team because
-    # an engineer who changes team mid-window contributes to both.
-    contributions: dict[str, dict[str, Totals]] = field(default_factory=dict)
-
-    def add(self, engineer_id: str, team_id: str, totals: Totals) -> None:
-        by_team = self.contributions.setdefault(engineer_id, {})
-        by_team[team_id] = by_team.get(team_id, Totals()) + totals
-        self.version += 1
-
-    def engineer_totals(self) -> dict[str, Totals]:
-        return {e: sum_totals(by_team.values()) for e, by_team in self.contributions.items()}
-
-    def team_partials(self) -> tuple[TeamPartial, ...]:
-        sums: dict[str, Totals] = {}
-        members: dict[str, int] = {}
-        for by_team in self.contributions.values():
-            for team, totals in by_team.items():
-                if team == NO_TEAM:
-                    continue
-                sums[team] = sums.get(team, Totals()) + totals
-                # Zero-activity usage (all-zero events) does not make a member:
-                # it would pad the small-team count without diluting anything.
-                members[team] = members.get(team, 0) + (1 if totals.is_activity() else 0)
-        return tuple(TeamPartial(t, sums[t], members[t]) for t in sorted(sums))
-
-    def to_dict(self) -> dict:
-        return {
-            "window_key": self.window_key,
-            "version": self.version,
-            "contributions": {
-                e: {t: tot.to_dict() for t, tot in sorted(by_team.items())}
-                for e, by_team in sorted(self.contributions.items())
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, raw: object) -> "PartitionWindow":
-        raw = c.obj(raw, "partition window")
-        contributions: dict[str, dict[str, Totals]] = {}
-        for e, by_team in c.obj(raw.get("contributions"), "contributions").items():
-            contributions[e] = {t: Totals.from_dict(tot) for t, tot in c.obj(by_team, "by team").items()}
-        window_key = c.req_str(raw, "window_key")
-        window_from_key(window_key)  # validate
-        return cls(window_key, c.req_int(raw, "version"), contributions)
-
+__all__ = ["NO_TEAM", "PartitionState", "PartitionWindow", "UsageResult"]
 
 @dataclass(frozen=True, slots=True)
 class UsageResult:
@@ -198,26 +139,24 @@ class PartitionState:
         return self._message(window_from_key(window_key), pw, final=False)
 
     def _message(self, window: Window, pw: PartitionWindow, final: bool) -> CandidateMessage:
-        k = self.config.k
-        visible = {
-            e: t for e, t in pw.engineer_totals().items() if not self.hidden(e, window)
-        }
-        chosen: dict[str, Totals] = {}
-        eligible = {}
-        for metric in METRICS:
-            eligible[metric] = sum(1 for t in visible.values() if t.value(metric) > 0)
-            chosen.update(top_n(visible.items(), metric, k))
+        eligible, engineers = pw.top_engineers(self.config.k, self._hidden_in(window, pw))
         return CandidateMessage(
             partition=self.partition,
             window_key=window.key,
             version=pw.version,
             final=final,
-            k=k,
+            k=self.config.k,
             eligible=eligible,
-            engineers=tuple(EngineerEntry(e, chosen[e]) for e in sorted(chosen)),
+            engineers=engineers,
             teams=pw.team_partials(),
             watermark=self.watermark,
         )
+
+    def _hidden_in(self, window: Window, pw: PartitionWindow) -> set[str]:
+        # Walk whichever is smaller: opted-out-ever engineers are usually few.
+        if len(self.privacy) <= len(pw.contributions):
+            return {e for e, pt in self.privacy.items() if pt.hidden_during(window)}
+        return {e for e in pw.contributions if self.hidden(e, window)}
 
     # -- lookups ---------------------------------------------------------
 

@@ -32,15 +32,10 @@ class Totals:
 
     @classmethod
     def from_usage(cls, usage: Usage) -> "Totals":
-        return cls(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            cost_nanos=usage.cost_nanos or 0,
-            unpriced_events=1 if usage.cost_nanos is None else 0,
-            events=1,
-        )
+        cost = usage.cost_nanos
+        # Positional: keyword construction showed up in the stage's profile.
+        return cls(usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+                   usage.cache_write_tokens, cost or 0, 1 if cost is None else 0, 1)
 
     def __add__(self, other: "Totals") -> "Totals":
         return Totals(
@@ -105,3 +100,22 @@ def sum_totals(items) -> Totals:
     for t in items:
         out = out + t
     return out
+
+
+def _tokens(t: Totals) -> int:
+    return t.input_tokens + t.output_tokens
+
+
+def _spend(t: Totals) -> int:
+    return t.cost_nanos
+
+
+_VALUE = {Metric.TOKENS: _tokens, Metric.SPEND: _spend}
+
+
+def metric_value(metric: Metric):
+    """Totals -> value for `metric`, as Totals.value but resolved once per ranking."""
+    try:
+        return _VALUE[metric]
+    except (KeyError, TypeError):
+        raise LeaderboardError(f"unknown metric {metric!r}") from None

@@ -9,6 +9,7 @@ The all-time window has neither and never closes.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
@@ -122,13 +123,25 @@ def window_for(kind: WindowKind, ts: datetime) -> Window:
 
 def windows_for(ts: datetime, kinds: tuple[WindowKind, ...] = ALL_KINDS) -> tuple[Window, ...]:
     """Every window of the given kinds that contains `ts` (one per kind)."""
-    return tuple(window_for(kind, ts) for kind in kinds)
+    # Windows depend only on the UTC date; cached because every usage event asks.
+    return _windows_on(_utc(ts).date(), tuple(kinds))
+
+
+@lru_cache(maxsize=4096)
+def _windows_on(d: date, kinds: tuple[WindowKind, ...]) -> tuple[Window, ...]:
+    noon = datetime(d.year, d.month, d.day, 12, tzinfo=timezone.utc)
+    return tuple(window_for(kind, noon) for kind in kinds)
 
 
 def window_from_key(key: str) -> Window:
     """Inverse of `Window.key`. Raises LeaderboardError on anything else."""
     if not isinstance(key, str):
         raise LeaderboardError(f"window key must be a string, got {key!r}")
+    return _parse_key(key)  # cached: the stages parse every open key each batch
+
+
+@lru_cache(maxsize=4096)
+def _parse_key(key: str) -> Window:
     if key == ALL_TIME_KEY:
         return ALL_TIME
     if m := _DAY_RE.match(key):

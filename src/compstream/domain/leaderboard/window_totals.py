@@ -1,0 +1,181 @@
+"""One partition's totals for one window, with derived ranking caches.
+
+`contributions` (engineer -> team -> Totals) is the state: it alone is
+serialized. Beside it the window keeps caches that a candidate message needs,
+updated on every add, so a message costs a linear scan over plain ints plus a
+k-sized heap instead of re-summing every engineer's Totals and sorting them all
+(the partition stage re-sends every dirty window each batch):
+- per-engineer tokens and spend (the two ranking values),
+- per-team summed fields and member count (engineer-team pairs with activity).
+
+All writes go through `add`/`put_engineer`; `contributions` is a read-only view
+so nothing can change the state behind the caches. The caches are rebuilt from
+the contributions on construction (and so by `from_dict`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from types import MappingProxyType
+from typing import Collection, Mapping
+
+from compstream.domain.leaderboard import _codec as c
+from compstream.domain.leaderboard.messages import EngineerEntry, TeamPartial
+from compstream.domain.leaderboard.totals import METRICS, Metric, Totals, sum_totals
+from compstream.domain.leaderboard.windows import window_from_key
+
+NO_TEAM = ""  # usage before any TeamAssigned: ranked for the engineer, no team
+# The per-engineer cache holds [tokens, spend] by METRICS position.
+if METRICS != (Metric.TOKENS, Metric.SPEND):  # pragma: no cover - guards a future metric
+    raise ImportError("window_totals caches only tokens and spend; update it with METRICS")
+
+
+def _accumulate(acc: list[int], t: Totals) -> None:
+    # Field order of Totals; a mutable list avoids a frozen-dataclass allocation per add.
+    acc[0] += t.input_tokens
+    acc[1] += t.output_tokens
+    acc[2] += t.cache_read_tokens
+    acc[3] += t.cache_write_tokens
+    acc[4] += t.cost_nanos
+    acc[5] += t.unpriced_events
+    acc[6] += t.events
+
+
+def _active(t: Totals) -> bool:
+    # Totals.is_activity without the method and property calls (hot path).
+    return bool((t.input_tokens + t.output_tokens) or (t.cache_read_tokens + t.cache_write_tokens)
+                or t.cost_nanos)
+
+
+class PartitionWindow:
+    __slots__ = ("window_key", "version", "_contributions", "_values", "_teams")
+
+    def __init__(self, window_key: str, version: int = 0,
+                 contributions: Mapping[str, Mapping[str, Totals]] | None = None):
+        self.window_key = window_key
+        # Bumped on every change that alters this window's candidate message.
+        self.version = version
+        # Split by team because an engineer who changes team mid-window
+        # contributes to both.
+        self._contributions: dict[str, dict[str, Totals]] = {}
+        # engineer -> [tokens, spend] (the ranking values, METRICS order)
+        self._values: dict[str, list[int]] = {}
+        # team -> [the seven Totals fields in order..., members]
+        self._teams: dict[str, list[int]] = {}
+        for engineer, by_team in (contributions or {}).items():
+            self.put_engineer(engineer, by_team)
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def contributions(self) -> Mapping[str, Mapping[str, Totals]]:
+        return MappingProxyType(self._contributions)
+
+    def by_team(self, engineer_id: str) -> Mapping[str, Totals] | None:
+        by_team = self._contributions.get(engineer_id)
+        return None if by_team is None else MappingProxyType(by_team)
+
+    def add(self, engineer_id: str, team_id: str, totals: Totals) -> None:
+        by_team = self._contributions.get(engineer_id)
+        if by_team is None:
+            by_team = self._contributions[engineer_id] = {}
+        old = by_team.get(team_id)
+        new = totals if old is None else old + totals  # Totals is immutable: sharing is safe
+        by_team[team_id] = new
+        values = self._values.get(engineer_id)
+        if values is None:
+            values = self._values[engineer_id] = [0, 0]
+        values[0] += totals.input_tokens + totals.output_tokens
+        values[1] += totals.cost_nanos
+        if team_id != NO_TEAM:
+            acc = self._teams.get(team_id)
+            if acc is None:
+                acc = self._teams[team_id] = [0] * 8
+            _accumulate(acc, totals)
+            # A correction can take a pair's activity away again, so compare.
+            acc[7] += _active(new) - (old is not None and _active(old))
+        self.version += 1
+
+    def put_engineer(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
+        """Set one engineer's totals (restore from a record); the version is untouched."""
+        replacing = engineer_id in self._contributions
+        self._contributions[engineer_id] = dict(by_team)
+        if replacing:  # rare (restore writes each engineer once): recompute
+            self._rebuild()
+        else:
+            self._index(engineer_id, self._contributions[engineer_id])
+
+    def _index(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
+        values = self._values[engineer_id] = [0, 0]
+        for team, t in by_team.items():
+            values[0] += t.input_tokens + t.output_tokens
+            values[1] += t.cost_nanos
+            if team != NO_TEAM:
+                acc = self._teams.get(team)
+                if acc is None:
+                    acc = self._teams[team] = [0] * 8
+                _accumulate(acc, t)
+                acc[7] += _active(t)
+
+    def _rebuild(self) -> None:
+        self._values.clear()
+        self._teams.clear()
+        for engineer, by_team in self._contributions.items():
+            self._index(engineer, by_team)
+
+    # -- message parts -----------------------------------------------------
+
+    def engineer_totals(self) -> dict[str, Totals]:
+        return {e: sum_totals(by_team.values()) for e, by_team in self._contributions.items()}
+
+    def top_engineers(self, k: int, hidden: Collection[str]) -> tuple[dict[Metric, int], tuple[EngineerEntry, ...]]:
+        """(visible engineers with a non-zero value per metric, the union of
+        each metric's top k visible engineers by id). Rank order is value
+        descending then id ascending, as boards.top_n."""
+        eligible: dict[Metric, int] = {}
+        chosen: set[str] = set()
+        for i, metric in enumerate(METRICS):
+            ranked = [(-v[i], e) for e, v in self._values.items() if v[i] > 0 and e not in hidden]
+            eligible[metric] = len(ranked)
+            chosen.update(e for _, e in heapq.nsmallest(k, ranked))
+        entries = tuple(EngineerEntry(e, sum_totals(self._contributions[e].values())) for e in sorted(chosen))
+        return eligible, entries
+
+    def team_partials(self) -> tuple[TeamPartial, ...]:
+        # Zero-activity usage (all-zero events) does not make a member: it
+        # would pad the small-team count without diluting anything.
+        return tuple(TeamPartial(t, Totals(*acc[:7]), acc[7]) for t, acc in sorted(self._teams.items()))
+
+    # -- serialization (the caches are never written) ----------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "window_key": self.window_key,
+            "version": self.version,
+            "contributions": {
+                e: {t: tot.to_dict() for t, tot in sorted(by_team.items())}
+                for e, by_team in sorted(self._contributions.items())
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> "PartitionWindow":
+        raw = c.obj(raw, "partition window")
+        contributions: dict[str, dict[str, Totals]] = {}
+        for e, by_team in c.obj(raw.get("contributions"), "contributions").items():
+            contributions[e] = {t: Totals.from_dict(tot) for t, tot in c.obj(by_team, "by team").items()}
+        window_key = c.req_str(raw, "window_key")
+        window_from_key(window_key)  # validate
+        return cls(window_key, c.req_int(raw, "version"), contributions)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PartitionWindow):
+            return NotImplemented
+        return (self.window_key, self.version, self._contributions) == (
+            other.window_key, other.version, other._contributions)
+
+    __hash__ = None  # mutable, like the dataclass it replaced
+
+    def __repr__(self) -> str:
+        return (f"PartitionWindow(window_key={self.window_key!r}, version={self.version!r}, "
+                f"contributions={self._contributions!r})")
