@@ -181,9 +181,9 @@ def _mixed_lines(tmp_path) -> list[bytes]:
         _hr("leaderboard_privacy", "p1", "eng-00009", opted_out=True),
         _hr("cash_compensation", "c1", "eng\\u002d00010", annual_cash_nanos=10**12),
         _hr("cash_compensation", "c2", "eng-00011", annual_cash_nanos=-1),  # bad
-        ('{"type":"grant_revoked","event_id":"rx-1","engineer_id":"eng-00012","grant_id":"NOPE",'
-         '"effective_at":"%s"}' % T),  # a ledger report
     ]
+    out += [('{"type":"grant_revoked","event_id":"rx-%d","engineer_id":"eng-%05d","grant_id":"NOPE",'
+             '"effective_at":"%s"}' % (i, i, T)) for i in range(12, 30)]  # ledger reports
     random.Random(5).shuffle(out)
     raw = [x.encode("utf-8") for x in out]
     raw += [b'{"type":"usage","event_id":"z","engineer_id":"eng-\xff"}',  # not UTF-8
