@@ -287,3 +287,30 @@ def test_jobs_unreadable_input_and_other_sources(app, tmp_path):
     assert r.exit_code == 2 and "--jobs" in r.stderr
     r = CliRunner().invoke(app, ["replay", "-i", str(d), "--jobs", "0"])
     assert r.exit_code == 2
+
+
+def test_jobs_with_a_pipe_input_reads_it_once(app, tmp_path):
+    """Workers each read every input: a FIFO cannot be read twice, so it
+    takes the one-process path (same output as the regular file). A real
+    process with a timeout: split between workers, the read could hang."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    a, _ = _two_files(tmp_path, _mixed_lines(tmp_path))
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    data = open(a, "rb").read()
+
+    def feed():
+        with open(fifo, "wb") as fh:
+            fh.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    cmd = [sys.executable, "-m", "compstream.cli.main", "replay", "-o", "-", "--no-progress"]
+    r = subprocess.run([*cmd, "-i", str(fifo), "--jobs", "2"], capture_output=True, timeout=60)
+    one = subprocess.run([*cmd, "-i", a, "--jobs", "1"], capture_output=True, timeout=60)
+    assert r.returncode == one.returncode == 0
+    assert r.stdout == one.stdout
+    assert r.stderr == one.stderr.replace(a.encode(), str(fifo).encode())

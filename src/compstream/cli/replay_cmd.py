@@ -65,7 +65,7 @@ def _replay_files(inputs, cutoff, on_bad, progress, err, jobs):
     bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TimeRemainingColumn(), console=err, disable=not show, transient=True)
     jobs = replay_parallel.auto_jobs(total) if jobs is None else min(jobs, replay_parallel.JOBS_MAX)
-    if jobs > 1:
+    if jobs > 1 and all(os.path.isfile(p) for p in inputs):  # every worker reads every file
         return _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs)
     source_map = SourceMap()
 
@@ -182,7 +182,7 @@ def replay_command(
         None, "--jobs", "-j", min=1, help="With --input: worker processes, split by engineer; "
         f"capped at {replay_parallel.JOBS_MAX}. Default: one per CPU (up to "
         f"{replay_parallel.JOBS_MAX}) from {replay_parallel.AUTO_MIN_BYTES >> 20} MiB of input, "
-        "else 1. Same output for every N."),
+        "else 1. Same output for every N; a pipe or other non-regular input means 1."),
 ) -> None:
     """Replay events (any order) and write per-engineer balances."""
     err = Console(stderr=True, soft_wrap=True)
