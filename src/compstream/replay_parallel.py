@@ -5,14 +5,15 @@ of N owns the engineers with `crc32(utf-8 engineer_id) % N == w` and nothing
 it computes depends on another worker's events. Every worker reads every
 line but fully parses only its own: the engineer id is taken from the raw
 bytes when that is certain (see `read_part`), else the line is parsed and
-kept if the parsed event's engineer is owned. A bad line is reported once: by its
-owner when routed from the bytes, by worker 0 when every worker parsed it.
+kept if the parsed event's engineer is owned. A bad line is reported once:
+by its owner when routed from the bytes, by worker 0 when every worker
+parsed it. Inputs must be regular files (every worker reads all of them).
 
 The parent merges the results (small: balances and reports, pickled over a
 pipe) into what the one-process replay gives: the same counts, balances,
 bad lines in input order, conflicts in input order and ledger reports in
-engineer order. A worker that dies or fails makes `run` raise; the parent
-never returns a partial result.
+engineer order. A worker that dies or fails makes `Workers.collect` raise;
+nothing partial is ever returned.
 """
 
 from __future__ import annotations
