@@ -51,12 +51,18 @@ class SourceMap:
         self._starts.append((len(self._lines), path))
 
     def locate(self, position: int) -> tuple[str, int]:
-        path = ""
-        for first, p in self._starts:
+        _, path, line = self.locate_file(position)
+        return path, line
+
+    def locate_file(self, position: int) -> tuple[int, str, int]:
+        """(index of the file among those started, path, line): the index
+        orders positions across files even when one path is given twice."""
+        index, path = -1, ""
+        for i, (first, p) in enumerate(self._starts):
             if first > position:
                 break
-            path = p
-        return path, self._lines[position]
+            index, path = i, p
+        return index, path, self._lines[position]
 
 
 def parse_line(raw: bytes) -> Event:

@@ -19,6 +19,7 @@ from rich.progress import (
     BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn,
 )
 
+from compstream import replay_parallel
 from compstream.domain.events import EventError, parse_time
 from compstream.replay_file import (
     SourceMap, balances_document, document_text, read_jsonl, replay_events,
@@ -29,6 +30,7 @@ PROGRESS_MIN_RECORDS = 50_000  # ... or from this many Kafka/history records
 SHOWN_PROBLEMS_MAX = 1000  # printed to stderr; --errors gets all of them
 EXIT_STRICT = 1
 EXIT_IO = 2
+EXIT_WORKER = 3  # a --jobs worker died or failed; nothing written
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -53,16 +55,19 @@ def _time_option(value: Optional[str], name: str):
         raise typer.BadParameter(str(exc), param_hint=name) from exc
 
 
-def _replay_files(inputs, cutoff, on_bad, progress, err):
+def _replay_files(inputs, cutoff, on_bad, progress, err, jobs):
     try:
         total = sum(os.path.getsize(p) for p in inputs)
     except OSError as exc:
         err.print(f"cannot read input: {exc}", markup=False)
         raise typer.Exit(EXIT_IO)
     show = progress if progress is not None else total >= PROGRESS_MIN_BYTES
-    source_map = SourceMap()
     bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TimeRemainingColumn(), console=err, disable=not show, transient=True)
+    jobs = replay_parallel.auto_jobs(total) if jobs is None else min(jobs, replay_parallel.JOBS_MAX)
+    if jobs > 1 and all(os.path.isfile(p) for p in inputs):  # every worker reads every file
+        return _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs)
+    source_map = SourceMap()
 
     def on_bytes(n: int) -> None:  # called once per MiB read
         bar.advance(task, n)
@@ -89,6 +94,29 @@ def _replay_files(inputs, cutoff, on_bad, progress, err):
         path, line = source_map.locate(position)
         return f"{path}:{line}", {"path": path, "line": line}
     return result, locate
+
+
+def _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs):
+    """Same result and reports as the one-process path (replay_parallel)."""
+    paths = [os.fspath(p) for p in inputs]
+    try:
+        with replay_parallel.Workers(paths, cutoff, jobs) as workers, bar:
+            task = bar.add_task(f"replay ({jobs} jobs)", total=total)
+            parts = workers.collect(lambda n: bar.advance(task, n))
+    except replay_parallel.InputFailed as exc:
+        err.print(f"cannot read input: {exc}", markup=False)
+        raise typer.Exit(EXIT_IO)
+    except replay_parallel.WorkerFailed as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(EXIT_WORKER)
+    merged = replay_parallel.merge(parts)
+    for bad in merged.bad:
+        on_bad("bad line", str(bad), bad.to_dict())
+
+    def locate(position: int) -> tuple[str, dict]:
+        path, line = merged.where[position]
+        return f"{path}:{line}", {"path": path, "line": line}
+    return merged.result, locate
 
 
 def _replay_source(open_source: Callable, cutoff, on_bad, progress, err):
@@ -150,6 +178,11 @@ def replay_command(
         None, "--errors", help="Write every bad line/message and conflict here as JSON Lines."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: on for large inputs)."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", min=1, help="With --input: worker processes, split by engineer; "
+        f"capped at {replay_parallel.JOBS_MAX}. Default: one per CPU (up to "
+        f"{replay_parallel.JOBS_MAX}) from {replay_parallel.AUTO_MIN_BYTES >> 20} MiB of input, "
+        "else 1. Same output for every N; a pipe or other non-regular input means 1."),
 ) -> None:
     """Replay events (any order) and write per-engineer balances."""
     err = Console(stderr=True, soft_wrap=True)
@@ -159,6 +192,8 @@ def replay_command(
                                  param_hint="--input/--from-kafka/--from-history")
     if not from_kafka and (from_offset or to_offset or since or until):
         raise typer.BadParameter("--from-offset/--to-offset/--since/--until need --from-kafka")
+    if jobs is not None and jobs > 1 and not inputs:
+        raise typer.BadParameter("--jobs above 1 needs --input", param_hint="--jobs")
 
     problems: list[dict[str, Any]] = []
     shown = 0
@@ -171,7 +206,7 @@ def replay_command(
             shown += 1
 
     if inputs:
-        result, locate = _replay_files(inputs, cutoff, report, progress, err)
+        result, locate = _replay_files(inputs, cutoff, report, progress, err, jobs)
         bad_kind = "bad line"
     else:
         from compstream.config import Settings
