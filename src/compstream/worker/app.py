@@ -30,21 +30,18 @@ from compstream.worker.faults import Faults
 from compstream.worker.positions import PositionGuard, is_position_key, position_key
 from compstream.worker.faust_compat import (
     Activity,
-    aiokafka_producer,
     event_of_partition,
     exit_on_crash,
     stored_position,
     table_writes_for,
     watch_stalls,
 )
-from compstream.worker.publisher import BatchPublisher
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
 
 BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record per engineer) amortize over more events
 BATCH_WITHIN_S = 0.25
-PRODUCER_BATCH_BYTES_MAX = 512 * 1024
 LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 
@@ -76,19 +73,14 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         web_bind=settings.web_bind,
         web_in_thread=False,
         producer_acks=-1,
-        # One record batch per partition carries a whole batch's balances
-        # (publisher.py); the default 16 KiB would split it into dozens, each
-        # waiting for the previous one's round trip. Below the broker's 1 MiB.
-        producer_max_batch_size=PRODUCER_BATCH_BYTES_MAX,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         **faust_options,
     )
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     source = app.topic(topics.usage, topics.grants, **raw)
-    # Balances and alerts go out through the publisher (one record batch per
-    # partition); Faust's topics only declare them.
-    declared = {name: app.topic(name, **raw) for name in (topics.balances, topics.alerts)}
+    balances_topic = app.topic(topics.balances, **raw)
+    alerts_topic = app.topic(topics.alerts, **raw)
     dead_topic = app.topic(topics.dead_letters, **raw)
     # value_type=bytes makes Faust use the "raw" codec for the changelog and for
     # recovery (a Schema alone leaves the store decoding values as JSON, which
@@ -100,7 +92,6 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
     guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
-    publisher = BatchPublisher(lambda: aiokafka_producer(app), lambda name: declared[name].maybe_declare())
     seen_rebalance = [app.rebalancing_count]
     activity = Activity(time.monotonic)
 
@@ -172,13 +163,12 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             for topic, partition in {(m.topic, m.partition) for m in messages}:
                 set_event(event_of_partition(events, partition))
                 books[position_key(topic, partition)] = str(guard.next[(topic, partition)]).encode()
-        for key, value in result.dead_letters:  # rare, and may have no key
+        for engineer, value in result.balances:
+            await balances_topic.send(key=engineer.encode(), value=value)
+        for engineer, value in result.alerts:
+            await alerts_topic.send(key=engineer.encode(), value=value)
+        for key, value in result.dead_letters:
             await dead_topic.send(key=key, value=value)
-        # Returns once the broker has every balance and alert: acked below only then.
-        await publisher.publish({
-            topics.balances: [(engineer.encode(), value) for engineer, value in result.balances],
-            topics.alerts: [(engineer.encode(), value) for engineer, value in result.alerts],
-        })
         for event in events:
             await stream.ack(event)
 

@@ -129,11 +129,3 @@ class Activity:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def aiokafka_producer(app):
-    """The aiokafka producer under Faust's: its batch API (`create_batch`,
-    `send_batch`) is what `worker.publisher` needs, and Faust does not expose it.
-    Faust's commit flushes this same producer, so nothing sent here is
-    committed past unflushed."""
-    return app.producer._ensure_producer()
