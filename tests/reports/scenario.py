@@ -101,7 +101,7 @@ def build(store, evs: list | None = None, chunk: int = 400) -> list:
     for i in range(0, len(messages), chunk):
         part = messages[i:i + chunk]
         result = processor.process(part, keys=lambda: list(books), sweep=True)
-        sink.write(result.history, f"test:{i}")
+        sink.write_all(result.history, f"test:{i}")
         books.update({eng: data for eng, (data, _p) in result.books.items()})
     # Quiet end of stream: finalize every book (all pending events and expiries).
     finals = []

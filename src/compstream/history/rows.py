@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from compstream.domain.events import Event, event_to_json
 
@@ -241,6 +241,35 @@ class HistoryBatch:
 
     def row_count(self) -> int:
         return sum(len(rows) for rows in self.by_table.values())
+
+
+def history_batches(events: Sequence = (), postings: Sequence = (), dead_letters: Sequence = (),
+                    rows_max: int = BATCH_ROWS_MAX) -> tuple[HistoryBatch, ...]:
+    """The rows of one source batch as history batches of at most `rows_max`
+    rows each (at least one batch, maybe empty). Each table's rows keep their
+    order and every batch holds a contiguous slice of them, so whatever prefix
+    of the batches was written before a crash, the written rows of every
+    partition (offsets) and engineer (seqs) form a prefix, which is what the
+    sink's high-water filter assumes."""
+    if isinstance(rows_max, bool) or not isinstance(rows_max, int) or not 1 <= rows_max <= BATCH_ROWS_MAX:
+        raise HistoryError(f"rows_max must be 1..{BATCH_ROWS_MAX}, got {rows_max!r}")
+    tables = (("events", tuple(events)), ("postings", tuple(postings)), ("dead_letters", tuple(dead_letters)))
+    out: list[HistoryBatch] = []
+    chunk: dict[str, tuple] = {}
+    room = rows_max
+    for name, rows in tables:
+        start = 0
+        while start < len(rows):
+            take = rows[start:start + room]
+            chunk[name] = take
+            start += len(take)
+            room -= len(take)
+            if room == 0:
+                out.append(HistoryBatch(**chunk))
+                chunk, room = {}, rows_max
+    if chunk or not out:
+        out.append(HistoryBatch(**chunk))
+    return tuple(out)
 
 
 def table_token(dedup_token: str, table: str) -> str:

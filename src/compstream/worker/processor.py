@@ -21,7 +21,7 @@ from compstream.domain.balance import Balance
 from compstream.domain.book import EngineerBook
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
-from compstream.history.rows import DeadLetterRow, EventRow, HistoryBatch, PostingRow
+from compstream.history.rows import BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, history_batches
 from compstream.worker.book_cache import BookCache
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 BATCH_MESSAGES_MAX = 10_000
 # A sweep advances the books that have something due before the watermark
 # (each book is due about once per event it holds, so this is work the ledger
-# owes anyway). Bound the rows one sweep adds so a batch stays well inside the
-# history batch bound; a sweep cut short resumes with the next batch.
+# owes anyway). Bound the rows one sweep adds so a batch usually fits one
+# history batch (beyond it, the rows go out in pieces: rows.history_batches);
+# a sweep cut short resumes with the next batch.
 SWEEP_ROWS_MAX = 20_000
 
 
@@ -53,7 +54,9 @@ class SourceMessage:
 
 @dataclass
 class BatchResult:
-    history: HistoryBatch
+    # Usually one; more when the rows exceed the history batch bound (a
+    # pathological batch must be written in pieces, not crash-loop the worker).
+    history: tuple[HistoryBatch, ...]
     books: dict[str, tuple[bytes, int]]  # engineer -> (serialized book, partition)
     balances: list[tuple[str, bytes]]  # (engineer, encoded BalanceUpdate)
     alerts: list[tuple[str, bytes]]
@@ -131,6 +134,7 @@ class LedgerProcessor:
         # Live books between batches, reused only while the table holds the
         # very bytes they were serialized to (see book_cache).
         self.book_cache = BookCache()
+        self.history_rows_max = BATCH_ROWS_MAX
 
     def watermark(self, partition: int) -> datetime:
         """Max event time seen on the partition, held back by any source
@@ -255,8 +259,7 @@ class LedgerProcessor:
             if book.settle():  # now equal to from_bytes(data): reusable next batch
                 self.book_cache.put(engineer, data, book)
         return BatchResult(
-            history=HistoryBatch(events=tuple(batch.events), postings=tuple(batch.postings),
-                                 dead_letters=tuple(batch.dead_rows)),
+            history=history_batches(batch.events, batch.postings, batch.dead_rows, self.history_rows_max),
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
             swept=batch.swept, not_applied=frozenset(batch.not_applied),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import Sequence
 
 from compstream.history.rows import HistoryBatch
 
@@ -88,12 +89,20 @@ class HistorySink:
             self.faults.after_history_write()
         return todo.row_count()
 
-    def write_with_retry(self, batch: HistoryBatch, token: str, should_stop=lambda: False) -> int:
+    def write_all(self, batches: Sequence[HistoryBatch], token: str) -> int:
+        """Write the pieces of one source batch in order (see
+        rows.history_batches); a retry after a partial write re-filters every
+        piece, so each row is still written once."""
+        if len(batches) == 1:
+            return self.write(batches[0], token)
+        return sum(self.write(b, f"{token}#{i}") for i, b in enumerate(batches))
+
+    def write_with_retry(self, batches: Sequence[HistoryBatch], token: str, should_stop=lambda: False) -> int:
         """Blocking retry loop with capped exponential backoff (runs in a thread)."""
         delay_s = 0.2
         while True:
             try:
-                return self.write(batch, token)
+                return self.write_all(batches, token)
             except Exception as exc:  # any store failure: pause, never skip
                 if should_stop():
                     raise
