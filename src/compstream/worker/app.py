@@ -32,6 +32,7 @@ from compstream.worker.faust_compat import (
     Activity,
     event_of_partition,
     exit_on_crash,
+    seek,
     stored_position,
     table_writes_for,
     watch_stalls,
@@ -125,7 +126,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         lagging = _lagging(app, source_names, expected_of)
         messages, seeks = guard.screen([_message(e) for e in events])
         for (topic, partition), offset in seeks.items():
-            await app.consumer.seek(TP(topic, partition), offset)
+            await seek(app, TP(topic, partition), offset)
         if not messages:  # all stale or waiting for a re-read
             for event in events:
                 await stream.ack(event)

@@ -69,6 +69,18 @@ def stored_position(table, key: str) -> int:
     return int(stored) if stored is not None else 0
 
 
+async def seek(app, tp: TP, offset: int) -> None:
+    """Seek on the consumer's own thread. Faust's `consumer.seek` calls
+    aiokafka's seek from the event loop's thread, while the consumer thread
+    may be inside `fetched_records`; that then fails with a KeyError and the
+    worker crashes (seen in a two-worker benchmark run, during a rebalance).
+    `seek_wait` runs the same seek, and Faust's read-offset update, there."""
+    try:
+        await app.consumer.seek_wait({tp: offset})
+    except Exception as exc:  # e.g. revoked meanwhile: the guard sees the gap again
+        log.warning("seek %s[%d] -> %d failed (%r); the position guard retries", tp.topic, tp.partition, offset, exc)
+
+
 def highwater_or_none(app, tp: TP) -> int | None:
     try:
         return app.consumer.highwater(tp)
@@ -90,6 +102,8 @@ def watch_stalls(app, name: str, busy: "Activity", expected_of, topics) -> None:
         idle_for_s = busy.idle_for_s()
         if idle_for_s is None or idle_for_s < STALL_IDLE_S or not app.flow_control.is_active():
             return
+        if app.rebalancing:  # idle because of the rebalance; Faust positions the partitions itself
+            return
         try:
             assigned = [tp for tp in app.consumer.assignment() if tp.topic in topics]
         except Exception:  # consumer not started yet
@@ -101,7 +115,7 @@ def watch_stalls(app, name: str, busy: "Activity", expected_of, topics) -> None:
         for (topic, partition), offset in stalled_seeks(expected, highwater, sought).items():
             log.warning("%s: %s[%d] has messages from %d (high water %d) but none arrived for %.0fs; "
                         "seeking back", name, topic, partition, offset, highwater[(topic, partition)], idle_for_s)
-            await app.consumer.seek(TP(topic, partition), offset)
+            await seek(app, TP(topic, partition), offset)
 
     app.timer(STALL_CHECK_EVERY_S, name=f"{name}-stall-check")(check)
 

@@ -37,6 +37,7 @@ from compstream.worker.faust_compat import (
     Activity,
     event_of_partition,
     exit_on_crash,
+    seek,
     stored_position,
     table_writes_for,
     watch_stalls,
@@ -194,7 +195,7 @@ def install(app: faust.App, settings: Settings, store):
             merge_guard.forget()
         messages, seeks = merge_guard.screen([_source_message(e) for e in events])
         for (topic, p), offset in seeks.items():
-            await app.consumer.seek(TP(topic, p), offset)
+            await seek(app, TP(topic, p), offset)
         if messages:
             out = merge.process([m.value for m in messages])
             for token, rows in out.history:
