@@ -82,18 +82,8 @@ class PartitionWindow:
         old = by_team.get(team_id)
         new = totals if old is None else old + totals  # Totals is immutable: sharing is safe
         by_team[team_id] = new
-        values = self._values.get(engineer_id)
-        if values is None:
-            values = self._values[engineer_id] = [0, 0]
-        values[0] += totals.input_tokens + totals.output_tokens
-        values[1] += totals.cost_nanos
-        if team_id != NO_TEAM:
-            acc = self._teams.get(team_id)
-            if acc is None:
-                acc = self._teams[team_id] = [0] * 8
-            _accumulate(acc, totals)
-            # A correction can take a pair's activity away again, so compare.
-            acc[7] += _active(new) - (old is not None and _active(old))
+        # A correction can take a pair's activity away again, so compare.
+        self._count(engineer_id, team_id, totals, _active(new) - (old is not None and _active(old)))
         self.version += 1
 
     def put_engineer(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
@@ -106,16 +96,24 @@ class PartitionWindow:
             self._index(engineer_id, self._contributions[engineer_id])
 
     def _index(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
-        values = self._values[engineer_id] = [0, 0]
+        self._values[engineer_id] = [0, 0]
         for team, t in by_team.items():
-            values[0] += t.input_tokens + t.output_tokens
-            values[1] += t.cost_nanos
-            if team != NO_TEAM:
-                acc = self._teams.get(team)
-                if acc is None:
-                    acc = self._teams[team] = [0] * 8
-                _accumulate(acc, t)
-                acc[7] += _active(t)
+            self._count(engineer_id, team, t, _active(t))
+
+    def _count(self, engineer_id: str, team_id: str, totals: Totals, members_delta: int) -> None:
+        """Add `totals` to the engineer's metric values and, with a team, to
+        that team's sums; `members_delta` moves the team's active-member count."""
+        values = self._values.get(engineer_id)
+        if values is None:
+            values = self._values[engineer_id] = [0, 0]
+        values[0] += totals.input_tokens + totals.output_tokens
+        values[1] += totals.cost_nanos
+        if team_id != NO_TEAM:
+            acc = self._teams.get(team_id)
+            if acc is None:
+                acc = self._teams[team_id] = [0] * 8
+            _accumulate(acc, totals)
+            acc[7] += members_delta
 
     def _rebuild(self) -> None:
         self._values.clear()
