@@ -5,8 +5,10 @@ out, with the history store, codec and ledger core plugged together here.
 
 Per batch (bounded by `noack_take`), in this order:
   1. decode + apply to books in memory (processor.py, pure);
-  2. write history rows (sink.py), retrying until it succeeds;
-  3. write books to the table (changelog), publish balances, alerts, dead letters;
+  2. write history rows (sink.py, on a thread, retrying until it succeeds)
+     while the leaderboard feed runs; both finish before step 3;
+  3. write books to the table (changelog), publish balances, alerts, dead
+     letters (publisher.py) and wait until the broker has them all;
   4. only then ack the batch's messages, so Faust may commit their offsets.
 A crash anywhere before 4 replays the batch; books drop duplicate event ids and
 the sink drops rows already written, so nothing is counted twice.
@@ -30,19 +32,19 @@ from compstream.worker.faults import Faults
 from compstream.worker.positions import PositionGuard, is_position_key, position_key
 from compstream.worker.faust_compat import (
     Activity,
-    event_of_partition,
     exit_on_crash,
     seek,
     stored_position,
-    table_writes_for,
     watch_stalls,
 )
+from compstream.worker.publisher import Publisher
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
 
 BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record per engineer) amortize over more events
 BATCH_WITHIN_S = 0.25
+PRODUCER_BATCH_BYTES_MAX = 512 * 1024
 LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 
@@ -74,6 +76,13 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         web_bind=settings.web_bind,
         web_in_thread=False,
         producer_acks=-1,
+        # Per partition aiokafka fills one batch and waits for it to be sent
+        # before starting the next; 16 KiB batches made a 5,000-book batch
+        # wait on hundreds of round trips. 512 KiB stays under the broker's
+        # default message.max.bytes (1 MiB); memory stays bounded by
+        # batch size x partitions written.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES_MAX,
+        producer_max_request_size=4 * PRODUCER_BATCH_BYTES_MAX,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         **faust_options,
@@ -90,6 +99,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     books = app.Table("books", key_type=str, value_type=bytes, partitions=settings.source_partitions,
                       default=None)
     sink = HistorySink(store, Faults())
+    publisher = Publisher.for_app(app)
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
     guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
@@ -105,7 +115,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     if settings.leaderboards_enabled:
         from compstream.worker import leaderboards
 
-        feed = leaderboards.install(app, settings, store)
+        feed = leaderboards.install(app, settings, store, publisher)
 
     @app.agent(source, name="ledger")
     @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
@@ -135,14 +145,12 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                                    sweep=True, lagging=lagging)
         first, last = messages[0], messages[-1]
         token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
-        # The store client is blocking; keep the event loop (heartbeats,
-        # web) alive while it writes or while we wait out an outage.
-        await asyncio.get_running_loop().run_in_executor(
+        # The store client is blocking: it writes on a thread (keeping the
+        # event loop, heartbeats and web alive, also while it waits out an
+        # outage) while the leaderboard feed runs here.
+        written = asyncio.get_running_loop().run_in_executor(
             None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
         )
-        log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
-                 len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
-                 _ranges(messages))
         if not await _still_owner(app, messages):
             # A zombie (paused past the session timeout, its partitions
             # reassigned) must not write tables or publish: the new owner
@@ -152,24 +160,24 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                       "writing its tables or outputs", FENCED_EXIT_CODE)
             logging.shutdown()
             os._exit(FENCED_EXIT_CODE)
-        if feed is not None:  # flushed before the positions below are written
+        if feed is not None:  # delivered before the positions below are written
             counted = [m for m in messages if (m.topic, m.partition, m.offset) not in result.not_applied]
-            await feed.apply(stream, counted, events)
-        with table_writes_for(stream) as set_event:
-            for engineer, (data, partition) in result.books.items():
-                set_event(event_of_partition(events, partition))  # changelog partition
-                books[engineer] = data
-            # Positions after the books, in the same changelog partition:
-            # restored together, a position never runs ahead of its books.
-            for topic, partition in {(m.topic, m.partition) for m in messages}:
-                set_event(event_of_partition(events, partition))
-                books[position_key(topic, partition)] = str(guard.next[(topic, partition)]).encode()
-        for engineer, value in result.balances:
-            await balances_topic.send(key=engineer.encode(), value=value)
-        for engineer, value in result.alerts:
-            await alerts_topic.send(key=engineer.encode(), value=value)
-        for key, value in result.dead_letters:
-            await dead_topic.send(key=key, value=value)
+            await feed.apply(counted)
+        await written  # history before any book or position
+        log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
+                 len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
+                 _ranges(messages))
+        # Changelog partition = the engineer's source partition. Positions
+        # after the books, in the same partition: restored together, a
+        # position never runs ahead of its books.
+        await publisher.write_table(books, [(e, data, p) for e, (data, p) in result.books.items()])
+        await publisher.write_table(books, [
+            (position_key(topic, p), str(guard.next[(topic, p)]).encode(), p)
+            for topic, p in sorted({(m.topic, m.partition) for m in messages})])
+        await publisher.send(balances_topic, [(e.encode(), v) for e, v in result.balances])
+        await publisher.send(alerts_topic, [(e.encode(), v) for e, v in result.alerts])
+        await publisher.send(dead_topic, result.dead_letters)
+        await publisher.delivered()
         for event in events:
             await stream.ack(event)
 

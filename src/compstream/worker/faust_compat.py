@@ -29,14 +29,6 @@ def table_writes_for(stream):
         stream.current_event = saved
 
 
-def event_of_partition(events, partition: int):
-    """The last event of `partition` in a batch (its changelog partition)."""
-    for event in reversed(events):
-        if event.message.partition == partition:
-            return event
-    raise RuntimeError(f"no event of partition {partition} in batch")
-
-
 def exit_on_crash(name: str, exit_code: int):
     """Decorate an agent: Faust keeps a crashed agent's process alive but idle,
     which would also stall every commit of the shared source topics. Exit

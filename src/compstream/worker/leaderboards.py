@@ -35,7 +35,6 @@ from faust.web import Request, Response, View
 
 from compstream.worker.faust_compat import (
     Activity,
-    event_of_partition,
     exit_on_crash,
     seek,
     stored_position,
@@ -49,6 +48,7 @@ from compstream.worker.leaderboard_merge import DIMENSIONS, MergeStage
 from compstream.worker.leaderboard_partition import PartitionStage, dumps, meta_key
 from compstream.worker.leaderboard_view import BadRequest, TopicBoards, resolve_window
 from compstream.worker.positions import PositionGuard
+from compstream.worker.publisher import Publisher
 from compstream.worker.processor import SourceMessage
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,10 @@ def write_history(store, token: str, rows, should_stop=lambda: False) -> None:
             delay_s = min(delay_s * 2, RETRY_DELAY_S_MAX)
 
 
-def install(app: faust.App, settings: Settings, store):
+def install(app: faust.App, settings: Settings, store, publisher: Publisher):
     """Add the merge agent, the tables and the web view to `app` (once); returns
-    the partition feed the ledger agent calls with each screened batch."""
+    the partition feed the ledger agent calls with each screened batch. The
+    feed writes through the ledger's `publisher`."""
     if getattr(app, "leaderboards", None) is not None:
         raise RuntimeError("leaderboards already installed on this app")
     config = leaderboard_config(settings)
@@ -146,12 +147,12 @@ def install(app: faust.App, settings: Settings, store):
         def forget(self) -> None:
             stage.forget()
 
-        async def apply(self, stream, counted: list[SourceMessage], events) -> None:
+        async def apply(self, counted: list[SourceMessage]) -> None:
             """`counted`: the batch's messages the ledger applied (not event-id
-            duplicates, conflicts or dead letters). Candidates sent,
-            records written and everything flushed on return: the ledger
-            writes its positions only after this, so a stored position never
-            runs ahead of the leaderboard records."""
+            duplicates, conflicts or dead letters). Candidates sent, records
+            written and both delivered on return: the ledger writes its
+            positions only after this, so a stored position never runs ahead
+            of the leaderboard records."""
             now_us = version_stamp(app.consumer_generation_id, time.time_ns() // 1000)
             resend = []
             for p in sorted({m.partition for m in counted} - set(stage.states)):
@@ -161,14 +162,12 @@ def install(app: faust.App, settings: Settings, store):
                 log.info("leaderboard partition %d restored: %d records, %d open windows",
                          p, len(items), len(stage.states[p].windows))
             out = stage.process(counted, now_us)
-            for msg in [*resend, *out.messages]:
-                await candidates.send(key=str(msg.partition).encode(), value=dumps(msg.to_dict()))
-            with table_writes_for(stream) as set_event:
-                for p, records in out.records.items():
-                    set_event(event_of_partition(events, p))  # changelog partition = the event's
-                    for key, value in records.items():
-                        partition_table[key] = value
-            await app.producer.flush()
+            await publisher.send(candidates, [(str(msg.partition).encode(), dumps(msg.to_dict()))
+                                              for msg in [*resend, *out.messages]])
+            # Changelog partition = the source partition the records describe.
+            await publisher.write_table(partition_table, [
+                (key, value, p) for p, records in out.records.items() for key, value in records.items()])
+            await publisher.delivered()
 
     # The merge has its own position on the candidates topic for the same
     # reason as the ledger's (positions.py): a skipped candidate message would

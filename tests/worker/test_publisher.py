@@ -1,0 +1,93 @@
+"""The worker's publisher against the real broker: everything it sends is
+delivered in order per partition, and a record the broker refuses makes
+`delivered()` raise (Faust's own `Topic.send` would only log it)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer
+
+from compstream.broker.topics import TopicSpec, ensure_specs
+from compstream.worker.publisher import Publisher
+
+pytestmark = pytest.mark.kafka
+
+
+class _Topic:
+    """What Publisher.send needs of a Faust topic: its name (created here)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    async def maybe_declare(self) -> None:
+        return None
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+async def _publish(bootstrap: str, topic: str, batches: list[list[tuple[bytes, bytes]]]) -> list:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=64 * 1024)
+    await producer.start()
+    try:
+        async def send(name, key, value, partition):
+            return await producer.send(name, value, key=key, partition=partition)
+
+        publisher = Publisher(send)
+        outcomes = []
+        for records in batches:
+            await publisher.send(_Topic(topic), records)
+            try:
+                outcomes.append(await publisher.delivered())
+            except Exception as exc:  # the outcome under test
+                outcomes.append(exc)
+        return outcomes
+    finally:
+        await producer.stop()
+
+
+def _read_all(bootstrap: str, topic: str, count: int) -> list:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)
+    try:
+        records = []
+        for record in consumer:
+            records.append(record)
+            if len(records) >= count:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def test_every_record_is_delivered_in_order_per_key(kafka_bootstrap):
+    topic = f"pub-{uuid.uuid4().hex[:8]}"
+    ensure_specs(kafka_bootstrap, {topic: TopicSpec(4, {})})
+    batches = [[(f"k{i % 37}".encode(), f"{b}:{i}".encode()) for i in range(2_000)] for b in range(3)]
+    outcomes = asyncio.run(_publish(kafka_bootstrap, topic, batches))
+    assert outcomes == [2_000, 2_000, 2_000]
+    records = _read_all(kafka_bootstrap, topic, 6_000)
+    assert len(records) == 6_000
+    by_key = defaultdict(list)
+    for r in records:
+        by_key[r.key].append(r.value)
+    for key, values in by_key.items():
+        want = [v for batch in batches for k, v in batch if k == key]
+        assert values == want, key
+
+
+def test_a_record_the_broker_refuses_makes_delivered_raise(kafka_bootstrap):
+    topic = f"pub-small-{uuid.uuid4().hex[:8]}"
+    # The producer accepts 4 KiB; this topic's broker-side limit is 1 KiB.
+    ensure_specs(kafka_bootstrap, {topic: TopicSpec(1, {"max.message.bytes": "1024"})})
+    ok = [(b"a", b"x" * 10)]
+    too_big = [(b"b", b"y" * 4096)]
+    outcomes = asyncio.run(_publish(kafka_bootstrap, topic, [ok, too_big, ok]))
+    assert outcomes[0] == 1 and outcomes[2] == 1
+    assert isinstance(outcomes[1], Exception)
+    assert "TooLarge" in type(outcomes[1]).__name__, repr(outcomes[1])
