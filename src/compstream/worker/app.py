@@ -162,7 +162,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             os._exit(FENCED_EXIT_CODE)
         if feed is not None:  # delivered before the positions below are written
             counted = [m for m in messages if (m.topic, m.partition, m.offset) not in result.not_applied]
-            await feed.apply(counted)
+            await feed.apply(counted, result.decoded)
         await written  # history before any book or position
         log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
                  len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,

@@ -147,25 +147,30 @@ class PartitionStage:
 
     # -- process ---------------------------------------------------------
 
-    def process(self, messages: list[SourceMessage], now_us: int) -> StageOutput:
+    def process(self, messages: list[SourceMessage], now_us: int, decoded: dict | None = None) -> StageOutput:
+        """`decoded`: (topic, partition, offset) -> event, decoded already by
+        the ledger from these very bytes; messages not in it are decoded here."""
+        decoded = decoded or {}
         out = StageOutput()
         changed: dict[int, set[str]] = {}
         for msg in messages:
             if msg.partition not in self.states:
                 raise LeaderboardError(f"partition {msg.partition} not restored before processing")
-            self._apply(msg, out, changed.setdefault(msg.partition, set()))
+            self._apply(msg, out, changed.setdefault(msg.partition, set()),
+                        decoded.get((msg.topic, msg.partition, msg.offset)))
         for partition in sorted(changed):
             if partition in self.stream_time:  # nothing decodable yet: no watermark to send
                 out.messages.extend(self._emit(partition, now_us))
             out.records[partition] = self._records(partition, changed[partition])
         return out
 
-    def _apply(self, msg: SourceMessage, out: StageOutput, changed: set[str]) -> None:
-        try:
-            event = decode_event(msg.value)
-        except (DecodeError, EventError):
-            out.skipped += 1  # the ledger agent dead-letters it
-            return
+    def _apply(self, msg: SourceMessage, out: StageOutput, changed: set[str], event=None) -> None:
+        if event is None:
+            try:
+                event = decode_event(msg.value)
+            except (DecodeError, EventError):
+                out.skipped += 1  # the ledger agent dead-letters it
+                return
         engineer = event.engineer_id
         if msg.key is None or msg.key.decode("utf-8", "replace") != engineer:
             out.skipped += 1  # wrong partition for this engineer: would break exactness

@@ -147,12 +147,13 @@ def install(app: faust.App, settings: Settings, store, publisher: Publisher):
         def forget(self) -> None:
             stage.forget()
 
-        async def apply(self, counted: list[SourceMessage]) -> None:
+        async def apply(self, counted: list[SourceMessage], decoded: dict) -> None:
             """`counted`: the batch's messages the ledger applied (not event-id
             duplicates, conflicts or dead letters). Candidates sent, records
             written and both delivered on return: the ledger writes its
             positions only after this, so a stored position never runs ahead
-            of the leaderboard records."""
+            of the leaderboard records. `decoded`: the ledger's decoded events
+            (BatchResult.decoded), so the stage does not decode them again."""
             now_us = version_stamp(app.consumer_generation_id, time.time_ns() // 1000)
             resend = []
             for p in sorted({m.partition for m in counted} - set(stage.states)):
@@ -161,7 +162,7 @@ def install(app: faust.App, settings: Settings, store, publisher: Publisher):
                 resend += stage.restore(p, items, now_us)
                 log.info("leaderboard partition %d restored: %d records, %d open windows",
                          p, len(items), len(stage.states[p].windows))
-            out = stage.process(counted, now_us)
+            out = stage.process(counted, now_us, decoded)
             await publisher.send(candidates, [(str(msg.partition).encode(), dumps(msg.to_dict()))
                                               for msg in [*resend, *out.messages]])
             # Changelog partition = the source partition the records describe.

@@ -69,6 +69,10 @@ class BatchResult:
     # duplicates, conflicts, dead letters. Downstream stages (leaderboards)
     # skip them, so a republished event is counted nowhere twice.
     not_applied: frozenset = frozenset()
+    # (topic, partition, offset) -> the decoded event, for every message that
+    # decoded and was on its engineer's key: the leaderboard stage reuses
+    # them instead of decoding the batch a second time.
+    decoded: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class _Batch:
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
     hr_events: list = field(default_factory=list)
     not_applied: set = field(default_factory=set)
+    decoded: dict = field(default_factory=dict)
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
@@ -187,6 +192,7 @@ class LedgerProcessor:
         if msg.key is None or msg.key.decode("utf-8", "replace") != event.engineer_id:
             # A wrong key puts the engineer on the wrong partition and book.
             return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
+        batch.decoded[(msg.topic, msg.partition, msg.offset)] = event
         if event.event_time > self.stream_time.get(msg.partition, EPOCH):
             self.stream_time[msg.partition] = event.event_time
         if event.event_time > self.topic_time.get((msg.topic, msg.partition), EPOCH):
@@ -262,7 +268,7 @@ class LedgerProcessor:
             history=history_batches(batch.events, batch.postings, batch.dead_rows, self.history_rows_max),
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
-            swept=batch.swept, not_applied=frozenset(batch.not_applied),
+            swept=batch.swept, not_applied=frozenset(batch.not_applied), decoded=batch.decoded,
         )
 
 
