@@ -106,3 +106,27 @@ def test_a_record_the_broker_refuses_makes_delivered_raise(kafka_bootstrap):
     assert outcomes[0] == 1 and outcomes[2] == 1
     assert isinstance(outcomes[1], Exception)
     assert "TooLarge" in type(outcomes[1]).__name__, repr(outcomes[1])
+
+
+def test_a_topic_created_after_the_producer_started_gets_keyed_records(kafka_bootstrap):
+    """The worker's partitioner is the producer's own, which knows only the
+    topics in its metadata; a topic created after start must still work."""
+    topic = f"pub-late-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            ensure_specs(kafka_bootstrap, {topic: TopicSpec(3, {})})
+            # What Faust's key_partition does (worker: Publisher.for_app).
+            publisher = Publisher(lambda: producer,
+                                  lambda name, key: producer._partition(name, None, None, None, key, None))
+            await publisher.send(_Topic(topic), [(f"k{i}".encode(), b"v") for i in range(50)])
+            return await publisher.delivered()
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(run()) >= 1
+    records = _read_all(kafka_bootstrap, topic, 50)
+    assert len(records) == 50
+    assert {r.partition for r in records} == {0, 1, 2}

@@ -33,6 +33,9 @@ class Publisher:
         """`topic`: a Faust topic; records go to the partition of their key."""
         await topic.maybe_declare()  # cached by Faust: a no-op after the first
         name, partition_for = topic.get_topic_name(), self._partition_for
+        # The partitioner needs the topic's metadata, which a producer started
+        # before the topic existed does not have yet (send() would wait for it).
+        await self._producer_of().partitions_for(name)
         await self._emit(name, [(key, value, partition_for(name, key)) for key, value in records])
 
     async def write_table(self, table, items: Iterable[tuple[str, bytes, int]]) -> None:
