@@ -68,11 +68,10 @@ class Publisher:
                 if batch.record_count():  # full: send it, start the next
                     pending.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is not None:
-                        continue
-                # Larger than a whole batch: on its own, in order after the
-                # batch just sent (the broker may still refuse it: delivered()).
-                pending.append(await producer.send(topic, value, key=key, partition=partition))
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    # Larger than a whole batch: on its own, in order after the
+                    # batch just sent (the broker may still refuse it: delivered()).
+                    pending.append(await producer.send(topic, value, key=key, partition=partition))
             if batch.record_count():
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
 
