@@ -193,3 +193,24 @@ class LedgerMachine(RuleBasedStateMachine):
 
 LedgerMachine.TestCase.settings = STATEFUL
 TestLedgerMachine = LedgerMachine.TestCase
+
+
+@PROPS
+@given(event_lists(), st.data(), st.integers(0, 5), st.integers(-1, 16))
+def test_balance_until_leaves_out_what_is_dated_later(events, data, lateness_h, until_h):
+    """The worker publishes `balance(until=stream time)`: exact as of
+    `as_of(until)`, never counting a pending event dated after `until`."""
+    from compstream.domain.balance import Balance
+    lateness = timedelta(hours=lateness_h)
+    delays = [timedelta(minutes=data.draw(st.integers(0, 60 * lateness_h))) for _ in events]
+    books, _out = _stream(events, delays, lateness, check_provisional=False)
+    until = at(until_h)
+    for eng, book in books.items():
+        mine = [e for e in events if e.engineer_id == eng]
+        as_of = book.as_of(until)
+        if book.pending and book.pending[0][0][0] <= until:
+            assert as_of <= until
+        assert book.last_included(until) is None or event_time(book.last_included(until)) == as_of
+        assert book.balance(until) == replay(mine, as_of).get(eng, Balance())
+        later = sum(1 for _k, e in book.pending if event_time(e) > until)
+        assert book.included(until) == len(book.pending) - later

@@ -6,7 +6,10 @@ fold), not from the streaming book the worker runs.
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -45,6 +48,10 @@ def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topic
             want = replay(events, as_of=record["as_of"])[engineer].to_dict()
             got = {k: record[k] for k in want if k in record}
             assert got == {k: want[k] for k in got}, engineer
+            # The web view answers from the same book, as of the same stream time.
+            status, body = _get_json(worker.web_port, f"/balances/{engineer}")
+            assert status == 200 and {k: body[k] for k in got} == got, engineer
+        assert _get_json(worker.web_port, "/balances/nobody")[0] == 404
         # Now push the watermark past everything so every posting is final.
         publish_events(ticks, kafka_bootstrap, topics)
         worker.wait_until(
@@ -72,6 +79,14 @@ def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topic
             verify_chain(stored)
     finally:
         store.close()
+
+
+def _get_json(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def test_garbage_in_the_middle_becomes_a_dead_letter_and_processing_continues(

@@ -3,7 +3,7 @@
 A book is a *finalized* ledger (every event with event time strictly before
 the book's watermark, folded in ledger order, postings emitted) plus a small
 sorted list of *pending* events at or after that watermark. The caller passes
-the watermark (no clock here); the worker uses max event time seen on the
+the watermark (no clock here); the worker uses max usage event time seen on the
 partition minus lateness_s. Then, for any arrival order in which no event is
 more than lateness_s behind the max seen before it, the finalized state equals
 the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
@@ -22,7 +22,7 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from heapq import heapify
@@ -168,31 +168,57 @@ class EngineerBook:
         return Finalized(*ledger.drain())
 
     # --------------------------------------------------------------- balances
-    def balance(self) -> Balance:
-        """Provisional balance, exact as of `as_of()`: the finalized state plus
-        every pending event and every expiry up to the last pending event."""
-        if not self.pending:
+    def balance(self, until: datetime | None = None) -> Balance:
+        """Provisional balance, exact as of `as_of(until)`: the finalized state
+        plus every pending event and every expiry up to the last pending event.
+        With `until` (the caller's present: its stream time), pending events
+        dated after it are left out: an HR event scheduled ahead (next month's
+        grant, an offboarding) must not count before its time."""
+        pending = self.pending
+        n = self.included(until)
+        if n == 0:
             return self.ledger.balance()
-        prov = self._prov
-        if prov is None:
+        if n < len(pending):  # rare (something scheduled ahead): not cached
             prov = self.ledger.clone(record=False)
-            for _, e in self.pending:
+            for _, e in pending[:n]:
                 prov.apply(e)
-            self._prov = prov
+        else:
+            prov = self._prov
+            if prov is None:
+                prov = self.ledger.clone(record=False)
+                for _, e in pending:
+                    prov.apply(e)
+                self._prov = prov
         # Expiries at the last event's instant (order-independent for balances).
-        prov.expire_through(self.pending[-1][0][0], inclusive=True)
+        prov.expire_through(pending[n - 1][0][0], inclusive=True)
         return prov.balance()
 
-    def as_of(self) -> datetime | None:
-        """The instant `balance()` equals `replay(..., as_of=...)` for (absent
-        late events): the last pending event time, else watermark - 1us."""
-        if self.pending:
-            return self.pending[-1][0][0]
+    def last_included(self, until: datetime | None = None) -> Event | None:
+        """The latest pending event `balance(until)` includes, if any."""
+        n = self.included(until)
+        return self.pending[n - 1][1] if n else None
+
+    def as_of(self, until: datetime | None = None) -> datetime | None:
+        """The instant `balance(until)` equals `replay(..., as_of=...)` for
+        (absent late events): the last included pending event time, else
+        watermark - 1us."""
+        n = self.included(until)
+        if n:
+            return self.pending[n - 1][0][0]
         if self.watermark is None:
-            return None
+            # Nothing final yet; with everything pending dated after `until`
+            # the (empty) balance is exact as of `until` itself.
+            return until if self.pending else None
         if self.watermark == END_OF_TIME:
             return None  # finalize_all: everything, every expiry
         return self.watermark - _US
+
+    def included(self, until: datetime | None) -> int:
+        """How many pending events are dated at or before `until` (all: None)."""
+        pending = self.pending
+        if until is None or not pending or pending[-1][0][0] <= until:
+            return len(pending)
+        return bisect_right(pending, until, key=_time)
 
     def final_balance(self) -> Balance:
         """Balance of the finalized part only (== replay as of watermark - 1us)."""
@@ -273,6 +299,10 @@ class EngineerBook:
 
 def _first(item: tuple) -> tuple:
     return item[0]
+
+
+def _time(item: tuple) -> datetime:
+    return item[0][0]
 
 
 def _lot_key(lot: Lot) -> tuple:

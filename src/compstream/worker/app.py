@@ -27,7 +27,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 
 from compstream.config import Settings
-from compstream.worker.processor import LedgerProcessor, SourceMessage
+from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
 from compstream.worker.faults import Faults
 from compstream.worker.positions import PositionGuard, is_position_key, position_key
 from compstream.worker.faust_compat import (
@@ -189,7 +189,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             if data is None:
                 return self.json({"error": f"no balance for {engineer_id!r}"}, status=404)
             book = EngineerBook.from_bytes(data)
-            body = {"engineer_id": engineer_id, **book.balance().to_dict()}
+            # As published: as of the partition's stream time (see encode_balance).
+            until = processor.stream_time.get(partition_of(engineer_id, settings.source_partitions))
+            body = {"engineer_id": engineer_id, **book.balance(until).to_dict()}
             return self.json(body)
 
     app.page("/balances/{engineer_id}")(BalanceView)

@@ -182,10 +182,12 @@ class PartitionStage:
             return
         nxt[label] = msg.offset + 1
         changed.add(engineer)  # the offsets moved: rewrite the record
-        if event.event_time > self.stream_time.get(msg.partition, EPOCH):
-            self.stream_time[msg.partition] = event.event_time
         state = self.states[msg.partition]
         if isinstance(event, Usage):
+            # Only usage moves stream time (as in the ledger): a team move
+            # dated ahead must not close today's windows.
+            if event.event_time > self.stream_time.get(msg.partition, EPOCH):
+                self.stream_time[msg.partition] = event.event_time
             if event.corrects_event_id is not None:
                 self._apply_correction(state, event, out)
             else:
@@ -194,6 +196,9 @@ class PartitionStage:
         elif isinstance(event, (TeamAssigned, LeaderboardPrivacy)):
             state.apply_hr(event)
             out.applied += 1
+            # Decoded input, so the partition reports a watermark (from its
+            # usage so far, or none yet) without HR time moving it.
+            self.stream_time.setdefault(msg.partition, EPOCH)
 
     def _apply_correction(self, state: PartitionState, usage: Usage, out: StageOutput) -> None:
         """Add a correction delta to the window totals it corrects.

@@ -142,7 +142,7 @@ class LedgerProcessor:
         self.history_rows_max = BATCH_ROWS_MAX
 
     def watermark(self, partition: int) -> datetime:
-        """Max event time seen on the partition, held back by any source
+        """Max usage event time seen on the partition, held back by any source
         topic of that partition that still has a backlog, minus lateness.
         Without it, a fast usage backlog would finalize time before the grants
         of that time were read, and those grants would count as late."""
@@ -193,7 +193,9 @@ class LedgerProcessor:
             # A wrong key puts the engineer on the wrong partition and book.
             return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
         batch.decoded[(msg.topic, msg.partition, msg.offset)] = event
-        if event.event_time > self.stream_time.get(msg.partition, EPOCH):
+        # Only provider usage moves stream time: HR events are often dated
+        # ahead (next month's grant), and would make today's usage late.
+        if event.type == "usage" and event.event_time > self.stream_time.get(msg.partition, EPOCH):
             self.stream_time[msg.partition] = event.event_time
         if event.event_time > self.topic_time.get((msg.topic, msg.partition), EPOCH):
             self.topic_time[(msg.topic, msg.partition)] = event.event_time
@@ -261,7 +263,8 @@ class LedgerProcessor:
             books_out[engineer] = (data, partition)
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
-                balances.append((engineer, encode_balance(engineer, book, self.watermark(partition))))
+                balances.append((engineer, encode_balance(engineer, book, self.watermark(partition),
+                                                          self.stream_time.get(partition))))
             if book.settle():  # now equal to from_bytes(data): reusable next batch
                 self.book_cache.put(engineer, data, book)
         return BatchResult(
@@ -287,15 +290,20 @@ BALANCE_FIELDS = tuple(
 )
 
 
-def encode_balance(engineer: str, book: EngineerBook, watermark: datetime) -> bytes:
-    balance = book.balance().to_dict()
+def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
+                   until: datetime | None = None) -> bytes:
+    """The balance as of `until` (the partition's stream time): pending
+    events dated after it (scheduled HR events) are not counted yet."""
+    balance = book.balance(until).to_dict()
     record = {k: balance[k] for k in BALANCE_FIELDS}
+    cause = book.last_included(until)
     record.update(
         engineer_id=engineer,
-        cause_event_id=book.pending[-1][1].event_id if book.pending else "",
-        as_of=book.as_of(),
+        cause_event_id=cause.event_id if cause is not None else "",
+        as_of=book.as_of(until),
         watermark=watermark if watermark > EPOCH else None,
-        events_applied=len(book.seen),
+        # Events this balance counts: the scheduled ones left out are not.
+        events_applied=len(book.seen) - (len(book.pending) - book.included(until)),
     )
     return encode_record("BalanceUpdate", record)
 

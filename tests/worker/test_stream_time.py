@@ -1,0 +1,90 @@
+"""Stream time (and so the watermark) follows provider usage only.
+
+HR events are often dated ahead: next month's grant, a scheduled offboarding
+or team move. If their effective time advanced stream time, every usage event
+of today would fall behind the watermark and count as late (ledger) or too
+late for its windows (leaderboards)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from compstream.codec import decode_record, encode_event
+from compstream.domain.events import GrantIssued, TeamAssigned, Usage
+from compstream.domain.leaderboard import LeaderboardConfig
+from compstream.worker.leaderboard_partition import PartitionStage, engineer_key
+from compstream.worker.processor import LedgerProcessor, SourceMessage
+
+T = datetime(2026, 11, 1, tzinfo=timezone.utc)
+ENG = "eng-00001"
+LATENESS_S = 6 * 3600
+
+
+def _msg(e, offset: int, topic: str | None = None) -> SourceMessage:
+    topic = topic or ("usage" if e.type == "usage" else "grants")
+    return SourceMessage(topic, 0, offset, e.engineer_id.encode(), encode_event(e), T)
+
+
+def _usage(i: int, at: datetime) -> Usage:
+    return Usage(f"u-{i}", ENG, "anthropic", "claude-sonnet-4-5", at, 1000, 100, 0, 0, 5 * 10**6)
+
+
+def _alert_kinds(result) -> list[str]:
+    return [decode_record(v)[1]["kind"] for _e, v in result.alerts]
+
+
+def test_future_dated_grant_does_not_make_todays_usage_late():
+    now_grant = GrantIssued("g-now", ENG, "G-now", 10**9, T, None, "monthly")
+    next_month = GrantIssued("g-next", ENG, "G-next", 10**9, T + timedelta(days=30), None, "monthly")
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(LATENESS_S, load_book=store.get, partitions=1)
+    first = proc.process([_msg(now_grant, 0), _msg(next_month, 1)], sweep=False)
+    for engineer, (data, _p) in first.books.items():
+        store[engineer] = data
+    usage = [_usage(i, T + timedelta(hours=1 + i)) for i in range(3)]
+    second = proc.process([_msg(u, i) for i, u in enumerate(usage)], sweep=False)
+    rows = [r for b in second.history for r in b.events]
+    assert [r.event_id for r in rows] == ["u-0", "u-1", "u-2"]
+    assert [r.late for r in rows] == [False, False, False]
+    assert "report:late" not in _alert_kinds(second)
+    assert proc.watermark(0) == T + timedelta(hours=3) - timedelta(seconds=LATENESS_S)
+    # The published balance is as of stream time: next month's grant is not spendable yet.
+    (engineer, value), = second.balances
+    balance = decode_record(value)[1]
+    assert (engineer, balance["issued_nanos"], balance["events_applied"]) == (ENG, 10**9, 4)
+    assert (balance["as_of"], balance["cause_event_id"]) == (T + timedelta(hours=3), "u-2")
+    for engineer, (data, _p) in second.books.items():
+        store[engineer] = data
+    third = proc.process([_msg(_usage(7, T + timedelta(days=30, hours=1)), 3)], sweep=False)
+    balance = decode_record(third.balances[0][1])[1]
+    assert (balance["issued_nanos"], balance["events_applied"]) == (2 * 10**9, 6)
+
+
+def test_usage_time_still_finalizes_a_future_grant_once_it_passes():
+    grant = GrantIssued("g-next", ENG, "G-next", 10**9, T + timedelta(days=30), None, "monthly")
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(LATENESS_S, load_book=store.get, partitions=1)
+    first = proc.process([_msg(grant, 0)], sweep=False)
+    assert [p for b in first.history for p in b.postings] == []  # pending: not final yet
+    for engineer, (data, _p) in first.books.items():
+        store[engineer] = data
+    later = _usage(9, T + timedelta(days=31))
+    second = proc.process([_msg(later, 0)], sweep=False)
+    kinds = [p.kind for b in second.history for p in b.postings]
+    assert kinds[0] == "issue"  # the grant's issue posting became final
+    assert [r.late for b in second.history for r in b.events] == [False]
+
+
+def test_future_team_move_does_not_push_usage_out_of_its_windows():
+    cfg = LeaderboardConfig(k=5, lateness=timedelta(hours=6))
+    stage = PartitionStage(cfg, {"u": "usage", "g": "grants"})
+    stage.restore(0, [], 1)
+    team_now = TeamAssigned("t-0", ENG, "team-a", T)
+    move = TeamAssigned("t-1", ENG, "team-b", T + timedelta(days=40))
+    out = stage.process([_msg(team_now, 0, "g"), _msg(move, 1, "g")], 2)
+    usage = _usage(0, T + timedelta(hours=1))
+    out = stage.process([_msg(usage, 0, "u")], 3)
+    assert out.too_late == 0 and out.applied == 1
+    windows = json.loads(out.records[0][engineer_key(0, ENG)])["windows"]
+    assert windows  # counted in its day/week/month/all windows
