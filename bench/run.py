@@ -5,7 +5,7 @@
 Starts a dedicated Kafka broker (temp data dir, free ports) unless
 --bootstrap is given, produces realistic Avro events (compstream.synth +
 the project codec), then measures in order: consume ceiling (aiokafka,
-confluent-kafka), stages (decode, ledger, history insert), the real worker end
+confluent-kafka, a no-op Faust agent), stages (decode, ledger, history insert), the real worker end
 to end (throughput, peak RSS, state size), the Quix Streams twin on the same
 topics, latency at a fixed offered load, and replay. Writes a generated
 Markdown report (plus the raw JSON next to it). No assertions: it measures;
@@ -100,6 +100,8 @@ class Suite:
             py + ["bench.ceiling", "aiokafka", bs, str(n), *src], timeout=1800))
         self.section("ceiling_confluent", lambda: common.run_json(
             py + ["bench.ceiling", "confluent", bs, str(n), *src], timeout=1800))
+        self.section("ceiling_faust", lambda: common.run_json(
+            py + ["bench.faust_ceiling", bs, str(n), *src], timeout=3600))
         self.section("stage_decode", lambda: common.run_json(
             py + ["bench.stages", "decode", "--events", str(p["stage_events"])], timeout=1800))
         self.section("stage_ledger", lambda: common.run_json(
@@ -292,6 +294,9 @@ def render(res: dict) -> str:
     row("Ceiling: aiokafka `getmany()` count-only", aio, " msg/s")
     row("Ceiling: confluent-kafka `consume(10000)` count-only", _g(r, "ceiling_confluent", "msgs_per_s"), " msg/s",
         aio, "aiokafka")
+    faust_ceiling = _g(r, "ceiling_faust", "msgs_per_s")
+    row("Ceiling: Faust agent, `noack_take(5000)` + ack, no work (the framework alone)", faust_ceiling,
+        " msg/s", aio, "aiokafka")
     for k, label in (("avro_lib", "Decode body: `avro` library"), ("fastavro", "Decode body: fastavro"),
                      ("decode_record", "Decode: project `decode_record` (framing + fastavro)"),
                      ("decode_event", "Decode: project `decode_event` (+ validation → Event)"),
@@ -308,6 +313,7 @@ def render(res: dict) -> str:
         row(f"History insert into chdb, batch {size:,}", _g(r, "stage_history", f"insert_{size}_rows_per_s"),
             " rows/s")
     row("**End to end: real worker, sustained** (first→last balance record)", e2e_rate, " ev/s", aio, "aiokafka ceiling")
+    add(f"| End to end ÷ Faust ceiling | {_fmt(_ratio(e2e_rate, faust_ceiling))} | |")
     row("End to end: **two worker processes**, one group, sustained", _g(r, "e2e_2w", "sustained_events_per_s"),
         " ev/s", aio, "aiokafka ceiling")
     row("End to end: from worker spawn (incl. Faust start-up, group join)",
@@ -389,6 +395,9 @@ HOW = """\
   partitioner the worker assumes), grants on the grants topic, usage on the usage topic.
 - **Ceiling**: a bare consumer in its own process on the same two topics, counting
   records (no decode), timed from the first non-empty fetch to the last record.
+- **Faust ceiling**: `bench/faust_ceiling.py`, a Faust app with the worker's consumer
+  settings whose one agent runs the worker's `noack_take(5000, within=0.25)` loop and
+  only acks: Faust's own per-message cost (consumer thread, conductor, stream, acks).
 - **End to end**: `python -m compstream.cli.main worker` started after the backlog is on
   the topics; done when its consumer group committed every source offset. Sustained rate
   = events ÷ (last − first BalanceUpdate record timestamp on the balances topic), so
@@ -398,9 +407,9 @@ HOW = """\
   apply with RocksDB state, EngineerBook per key); the module docstring lists exactly what
   it does and does not do. It writes no history, so it does strictly less I/O.
 - **Latency**: a fresh worker, caught up on the grants in effect when the usage starts
-  (grants effective later are left out: published up to 13 days ahead of their time they
-  would move stream time past the usage and every usage would count late — the table
-  reports how many did); then usage events offered at a fixed rate
+  (grants effective later are left out: a grant dated ahead counts in `events_applied`
+  only once usage time reaches it, which would shift the matching below; the table
+  reports how many usage events counted late); then usage events offered at a fixed rate
   (confluent producer, linger 5 ms). Per event: timestamp of the first BalanceUpdate of
   its engineer whose `events_applied` covers it − the source record's CreateTime (both
   Kafka record timestamps, ms). The `cause_event_id` subset only sees the last event of

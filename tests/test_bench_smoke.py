@@ -50,10 +50,11 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     raw = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert raw["errors"] == {}, raw["errors"]
     r = raw["results"]
-    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "stage_decode", "stage_ledger",
+    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "ceiling_faust", "stage_decode", "stage_ledger",
                     "stage_history", "e2e", "e2e_2w", "quix", "latency", "latency_low", "replay"):
         assert section in r, section
     assert r["ceiling_aiokafka"]["complete"] and r["ceiling_confluent"]["complete"]
+    assert r["ceiling_faust"]["complete"] and r["ceiling_faust"]["messages"] == r["dataset"]["events"]
     assert r["quix"]["complete"]
     e2e = r["e2e"]
     assert e2e["engineers_wrong_count"] == 0, e2e

@@ -72,9 +72,8 @@ def main() -> None:
             return None
         partition = message_context().partition
         t = event.event_time
-        # Partition time from usage only: grants are effective-dated (synth
-        # issues bonuses up to 14 days ahead); the worker holds its watermark
-        # back to a lagging usage topic instead, with the same effect here.
+        # Partition time from usage only, as in the worker: grants are
+        # effective-dated (synth issues bonuses up to 14 days ahead).
         if event.type == "usage" and t > stream_time.get(partition, EPOCH):
             stream_time[partition] = t
         watermark = stream_time.get(partition, EPOCH) - LATENESS
@@ -82,7 +81,7 @@ def main() -> None:
         book = EngineerBook.from_bytes(data) if data else EngineerBook.empty(event.engineer_id)
         book.ingest(event, watermark)
         state.set_bytes("book", book.to_bytes())
-        return encode_balance(event.engineer_id, book, watermark)
+        return encode_balance(event.engineer_id, book, watermark, stream_time.get(partition))
 
     sdf = app.dataframe(usage).concat(app.dataframe(grants))
     sdf = sdf.apply(apply_event, stateful=True)
