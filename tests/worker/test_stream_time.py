@@ -52,7 +52,8 @@ def test_future_dated_grant_does_not_make_todays_usage_late():
     # The published balance is as of stream time: next month's grant is not spendable yet.
     (engineer, value), = second.balances
     balance = decode_record(value)[1]
-    assert (engineer, balance["issued_nanos"], balance["events_applied"]) == (ENG, 10**9, 4)
+    # events_applied counts every event taken in, the scheduled grant too.
+    assert (engineer, balance["issued_nanos"], balance["events_applied"]) == (ENG, 10**9, 5)
     assert (balance["as_of"], balance["cause_event_id"]) == (T + timedelta(hours=3), "u-2")
     for engineer, (data, _p) in second.books.items():
         store[engineer] = data
@@ -88,3 +89,28 @@ def test_future_team_move_does_not_push_usage_out_of_its_windows():
     assert out.too_late == 0 and out.applied == 1
     windows = json.loads(out.records[0][engineer_key(0, ENG)])["windows"]
     assert windows  # counted in its day/week/month/all windows
+
+
+def test_a_quiet_engineers_balance_is_republished_when_stream_time_reaches_its_grant():
+    """Nobody waits for the engineer's next event: the batch in which another
+    engineer's usage moves stream time past the scheduled grant republishes."""
+    other = "eng-00002"
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(LATENESS_S, load_book=store.get, partitions=1)
+
+    def run(messages):
+        result = proc.process(messages, keys=lambda: list(store), sweep=True)
+        for engineer, (data, _p) in result.books.items():
+            store[engineer] = data
+        return {e: decode_record(v)[1] for e, v in result.balances}
+
+    first = run([_msg(GrantIssued("g-next", ENG, "G-next", 10**9, T + timedelta(days=30), None, "monthly"), 0),
+                 _msg(_usage(0, T + timedelta(hours=1)), 0)])
+    assert first[ENG]["issued_nanos"] == 0
+    before = run([_msg(Usage("o-1", other, "openai", "gpt-4o", T + timedelta(days=29), 10, 1, 0, 0, 100), 1)])
+    # (the finalizing sweep may republish ENG here: its usage became final)
+    assert before.get(ENG, first[ENG])["issued_nanos"] == 0
+    after = run([_msg(Usage("o-2", other, "openai", "gpt-4o", T + timedelta(days=30), 10, 1, 0, 0, 100), 2)])
+    assert after[ENG]["issued_nanos"] == 10**9 and after[ENG]["as_of"] == T + timedelta(days=30)
+    quiet = run([_msg(Usage("o-3", other, "openai", "gpt-4o", T + timedelta(days=30, hours=1), 10, 1, 0, 0, 100), 3)])
+    assert ENG not in quiet  # published once, not on every batch

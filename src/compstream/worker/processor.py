@@ -134,6 +134,10 @@ class LedgerProcessor:
         # finalize (first pending event or next expiry); None = nothing.
         # Unknown engineers (e.g. after a restart) count as due.
         self.book_due: dict[str, datetime | None] = {}
+        # engineer -> time of the first pending event its last published
+        # balance left out (dated after stream time then); when stream time
+        # reaches it the sweep republishes the balance. None = nothing left out.
+        self.book_scheduled: dict[str, datetime | None] = {}
         self.swept_watermark: dict[int, datetime] = {}
         self.partition_cache: dict[str, int] = {}
         # Live books between batches, reused only while the table holds the
@@ -243,7 +247,9 @@ class LedgerProcessor:
             watermark = self.watermark(p)
             if engineer in self.book_due:
                 due = self.book_due[engineer]
-                if due is None or due >= watermark:
+                scheduled = self.book_scheduled.get(engineer)
+                if ((due is None or due >= watermark)
+                        and (scheduled is None or scheduled > self.stream_time.get(p, EPOCH))):
                     continue
             book = self._book(batch, engineer, p)
             batch.outcome(engineer, book.advance(watermark), watermark)
@@ -263,8 +269,10 @@ class LedgerProcessor:
             books_out[engineer] = (data, partition)
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
-                balances.append((engineer, encode_balance(engineer, book, self.watermark(partition),
-                                                          self.stream_time.get(partition))))
+                until = self.stream_time.get(partition)
+                balances.append((engineer, encode_balance(engineer, book, self.watermark(partition), until)))
+                n = book.included(until)
+                self.book_scheduled[engineer] = book.pending[n][0][0] if n < len(book.pending) else None
             if book.settle():  # now equal to from_bytes(data): reusable next batch
                 self.book_cache.put(engineer, data, book)
         return BatchResult(
@@ -293,7 +301,8 @@ BALANCE_FIELDS = tuple(
 def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
                    until: datetime | None = None) -> bytes:
     """The balance as of `until` (the partition's stream time): pending
-    events dated after it (scheduled HR events) are not counted yet."""
+    events dated after it (scheduled HR events) are not counted yet.
+    `events_applied` counts every event taken in, those included."""
     balance = book.balance(until).to_dict()
     record = {k: balance[k] for k in BALANCE_FIELDS}
     cause = book.last_included(until)
@@ -302,8 +311,7 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
         cause_event_id=cause.event_id if cause is not None else "",
         as_of=book.as_of(until),
         watermark=watermark if watermark > EPOCH else None,
-        # Events this balance counts: the scheduled ones left out are not.
-        events_applied=len(book.seen) - (len(book.pending) - book.included(until)),
+        events_applied=len(book.seen),
     )
     return encode_record("BalanceUpdate", record)
 
