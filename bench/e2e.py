@@ -249,9 +249,9 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
 def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, rate: float) -> dict:
     """events_list: grants first, then usage (in order). The grants already in
     effect when the usage starts go first, unpaced; then the usage, paced.
-    Grants effective later are left out: a grant dated ahead counts in a
-    balance's `events_applied` only once usage time reaches it, which would
-    shift the per-engineer ordinals the matching below relies on."""
+    Grants effective later are left out, as in every run so far, so the
+    figures stay comparable (the worker would keep them pending, out of the
+    balances, until usage time reaches them)."""
     first_usage = next(i for i, e in enumerate(events_list) if e.type == "usage")
     start = events_list[first_usage].event_time
     pre = [e for e in events_list[:first_usage] if e.event_time <= start]

@@ -407,9 +407,9 @@ HOW = """\
   apply with RocksDB state, EngineerBook per key); the module docstring lists exactly what
   it does and does not do. It writes no history, so it does strictly less I/O.
 - **Latency**: a fresh worker, caught up on the grants in effect when the usage starts
-  (grants effective later are left out: a grant dated ahead counts in `events_applied`
-  only once usage time reaches it, which would shift the matching below; the table
-  reports how many usage events counted late); then usage events offered at a fixed rate
+  (grants effective later are left out, as in every run so far, so figures stay
+  comparable; the table reports how many usage events counted late); then usage events
+  offered at a fixed rate
   (confluent producer, linger 5 ms). Per event: timestamp of the first BalanceUpdate of
   its engineer whose `events_applied` covers it − the source record's CreateTime (both
   Kafka record timestamps, ms). The `cause_event_id` subset only sees the last event of

@@ -170,7 +170,7 @@ class EngineerBook:
     # --------------------------------------------------------------- balances
     def balance(self, until: datetime | None = None) -> Balance:
         """Provisional balance, exact as of `as_of(until)`: the finalized state
-        plus every pending event and every expiry up to the last pending event.
+        plus every included pending event and every expiry up to the last one.
         With `until` (the caller's present: its stream time), pending events
         dated after it are left out: an HR event scheduled ahead (next month's
         grant, an offboarding) must not count before its time."""
