@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 
 from kafka import KafkaConsumer
@@ -76,14 +74,6 @@ def mismatches(expected: dict[str, list], got: dict[str, dict], final_except=("a
         elif key.split("|")[0] not in final_except and not board["final"]:
             out.append(f"{key}: not final")
     return out
-
-
-def http_json(port: int, path: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def wait_for(predicate, timeout_s: float, what: str, workers=()):

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from lb_kafka import (
     expected_boards,
-    http_json,
     latest_boards,
     mismatches,
     partition,
@@ -20,6 +19,7 @@ from lb_kafka import (
     wait_for,
     watermark_partitions,
 )
+from support.http import http_json
 
 from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import Pseudonymizer, window_from_key

@@ -6,10 +6,7 @@ fold), not from the streaming book the worker runs.
 
 from __future__ import annotations
 
-import json
 import random
-import urllib.error
-import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -23,6 +20,7 @@ from compstream.readback import latest_balances, read_records
 from compstream.synth import START, generate
 from support.checks import expected_counts as _expected_counts
 from support.checks import sentinels, wait_quiet
+from support.http import http_json
 from support.worker import WorkerProcess
 
 pytestmark = pytest.mark.kafka
@@ -49,9 +47,9 @@ def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topic
             got = {k: record[k] for k in want if k in record}
             assert got == {k: want[k] for k in got}, engineer
             # The web view answers from the same book, as of the same stream time.
-            status, body = _get_json(worker.web_port, f"/balances/{engineer}")
+            status, body = http_json(worker.web_port, f"/balances/{engineer}")
             assert status == 200 and {k: body[k] for k in got} == got, engineer
-        assert _get_json(worker.web_port, "/balances/nobody")[0] == 404
+        assert http_json(worker.web_port, "/balances/nobody")[0] == 404
         # Now push the watermark past everything so every posting is final.
         publish_events(ticks, kafka_bootstrap, topics)
         worker.wait_until(
@@ -79,14 +77,6 @@ def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topic
             verify_chain(stored)
     finally:
         store.close()
-
-
-def _get_json(port: int, path: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_garbage_in_the_middle_becomes_a_dead_letter_and_processing_continues(
