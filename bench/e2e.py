@@ -190,13 +190,25 @@ def balance_stats(bootstrap: str, topics: Topics, expected: Counter) -> dict:
             "engineers_with_balance": len(applied), "engineers_wrong_count": wrong}
 
 
+def _is_book_key(key: bytes | None) -> bool:
+    """An engineer's book, not a position/stream-time record (Faust writes
+    table keys as JSON strings)."""
+    from compstream.worker.positions import is_position_key
+
+    try:
+        text = json.loads(key) if key else ""
+    except ValueError:
+        return True
+    return not (isinstance(text, str) and is_position_key(text))
+
+
 def changelog_state(bootstrap: str, group: str) -> dict:
     topic = f"{group}-books-changelog"
     try:
         items, _seen, _total = read_topic(bootstrap, topic, decode=False, last_per_key=True)
     except Exception as exc:  # noqa: BLE001
         return {"error": repr(exc)}
-    sizes = [len(v) for _k, _t, v in items if v]
+    sizes = [len(v) for k, _t, v in items if v and _is_book_key(k)]
     if not sizes:
         return {"engineers": 0}
     return {"engineers": len(sizes), "avg_bytes": round(sum(sizes) / len(sizes), 1), "max_bytes": max(sizes)}

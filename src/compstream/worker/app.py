@@ -29,7 +29,8 @@ from faust.web import Request, Response, View
 from compstream.config import Settings
 from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
 from compstream.worker.faults import Faults
-from compstream.worker.positions import PositionGuard, is_position_key, position_key
+from compstream.domain.book_codec import from_us, to_us
+from compstream.worker.positions import PositionGuard, is_position_key, position_key, stream_time_key
 from compstream.worker.faust_compat import (
     Activity,
     exit_on_crash,
@@ -104,6 +105,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                                 partitions=settings.source_partitions)
     guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
     seen_rebalance = [app.rebalancing_count]
+    stream_time_loaded: set[int] = set()  # partitions whose stored stream time was read
     activity = Activity(time.monotonic)
 
     def expected_of(topic: str, p: int) -> int:
@@ -129,6 +131,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         if seen_rebalance[0] != app.rebalancing_count:
             seen_rebalance[0] = app.rebalancing_count
             guard.forget()
+            stream_time_loaded.clear()
             if feed is not None:
                 feed.forget()
         # Backlogs as they were before this batch: its own messages may still
@@ -141,6 +144,11 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             for event in events:
                 await stream.ack(event)
             return
+        for p in {m.partition for m in messages} - stream_time_loaded:
+            stored = books.get(stream_time_key(p))
+            if stored is not None:
+                processor.restore_stream_time(p, from_us(int(stored)))
+            stream_time_loaded.add(p)
         result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
                                    sweep=True, lagging=lagging)
         first, last = messages[0], messages[-1]
@@ -173,7 +181,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         await publisher.write_table(books, [(e, data, p) for e, (data, p) in result.books.items()])
         await publisher.write_table(books, [
             (position_key(topic, p), str(guard.next[(topic, p)]).encode(), p)
-            for topic, p in sorted({(m.topic, m.partition) for m in messages})])
+            for topic, p in sorted({(m.topic, m.partition) for m in messages})] + [
+            (stream_time_key(p), str(to_us(processor.stream_time[p])).encode(), p)
+            for p in sorted({m.partition for m in messages}) if p in processor.stream_time])
         await publisher.send(balances_topic, [(e.encode(), v) for e, v in result.balances])
         await publisher.send(alerts_topic, [(e.encode(), v) for e, v in result.alerts])
         await publisher.send(dead_topic, result.dead_letters)

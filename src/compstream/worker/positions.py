@@ -32,6 +32,16 @@ def is_position_key(key: str) -> bool:
     return key.startswith(POSITION_KEY_PREFIX)
 
 
+# A pseudo topic (no topic name starts with NUL): its position record per
+# partition holds the partition's stream time (µs since the epoch), written
+# with the books so a restarted worker knows "now" before its first usage.
+STREAM_TIME_TOPIC = "\x00stream-time"
+
+
+def stream_time_key(partition: int) -> str:
+    return position_key(STREAM_TIME_TOPIC, partition)
+
+
 class PositionGuard:
     def __init__(self, load: Callable[[str, int], int | None]):
         """`load(topic, partition)` -> the stored next offset, else the group's

@@ -145,6 +145,12 @@ class LedgerProcessor:
         self.book_cache = BookCache()
         self.history_rows_max = BATCH_ROWS_MAX
 
+    def restore_stream_time(self, partition: int, stored: datetime) -> None:
+        """Stream time as stored with the books (after a restart or a
+        rebalance); it only moves forward."""
+        if stored > self.stream_time.get(partition, EPOCH):
+            self.stream_time[partition] = stored
+
     def watermark(self, partition: int) -> datetime:
         """Max usage event time seen on the partition, held back by any source
         topic of that partition that still has a backlog, minus lateness.
