@@ -198,6 +198,11 @@ class EngineerBook:
         n = self.included(until)
         return self.pending[n - 1][1] if n else None
 
+    def next_left_out(self, until: datetime | None) -> datetime | None:
+        """Time of the first pending event `balance(until)` leaves out, if any."""
+        n = self.included(until)
+        return self.pending[n][0][0] if n < len(self.pending) else None
+
     def as_of(self, until: datetime | None = None) -> datetime | None:
         """The instant `balance(until)` equals `replay(..., as_of=...)` for
         (absent late events): the last included pending event time, else

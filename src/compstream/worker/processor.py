@@ -277,8 +277,7 @@ class LedgerProcessor:
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
                 balances.append((engineer, encode_balance(engineer, book, self.watermark(partition), until)))
-                n = book.included(until)
-                self.book_scheduled[engineer] = book.pending[n][0][0] if n < len(book.pending) else None
+                self.book_scheduled[engineer] = book.next_left_out(until)
             if book.settle():  # now equal to from_bytes(data): reusable next batch
                 self.book_cache.put(engineer, data, book)
         return BatchResult(
