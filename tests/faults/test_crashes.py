@@ -26,11 +26,11 @@ def _finish(worker, bootstrap, topics, events, timeout_s=240):
     """Wait for complete balances, finalize every posting with sentinel ticks,
     stop the worker; return (balances, ticks, recover_s)."""
     t0 = time.monotonic()
-    balances = wait_balances(bootstrap, topics.balances, expected_counts(events), timeout_s, worker.alive)
+    balances = wait_balances(bootstrap, topics.balances, expected_counts(events), timeout_s, worker)
     recover_s = time.monotonic() - t0
     ticks = sentinels(START + timedelta(days=120), PARTITIONS)
     publish_events(ticks, bootstrap, topics)
-    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 60, worker.alive)
+    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 60, worker)
     wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
     assert worker.stop() == 0, worker.log_tail()
     return balances, ticks, recover_s

@@ -31,18 +31,18 @@ def test_every_event_delivered_one_to_three_times(kafka_bootstrap, topics, tmp_p
     worker = worker_for(tmp_path, kafka_bootstrap, topics, "dups", PARTITIONS).start()
     publish_events(deliveries, kafka_bootstrap, topics)
     t0 = time.monotonic()
-    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 240, worker.alive)
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 240, worker)
     recover_s = time.monotonic() - t0
     publish_events(events, kafka_bootstrap, topics)  # and the whole export re-ingested once more
     ticks = sentinels(START + timedelta(days=120), PARTITIONS)
     publish_events(ticks, kafka_bootstrap, topics)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, worker.alive)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, worker)
     # Known liveness gap: when a batch ends with the grants topic's last
     # re-ingested messages, that batch keeps the watermark held back and the
     # final sweep waits for the next batch. A second tick provides it.
     ticks += sentinels(START + timedelta(days=121), PARTITIONS)
     publish_events(ticks[PARTITIONS:], kafka_bootstrap, topics)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, worker.alive)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, worker)
     wait_quiet(kafka_bootstrap, topics.balances, quiet_s=3, timeout_s=60)
     final = {e: b for e, b in read_latest(kafka_bootstrap, topics.balances).items() if e in balances}
     assert worker.stop() == 0, worker.log_tail()
@@ -95,14 +95,14 @@ def test_poison_messages_become_dead_letters(kafka_bootstrap, topics, tmp_path, 
     poison = _poison(events)
     worker = worker_for(tmp_path, kafka_bootstrap, topics, "poison", PARTITIONS).start()
     publish_events(events[:300], kafka_bootstrap, topics)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(events[:300]), 120, worker.alive)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(events[:300]), 120, worker)
     producer = make_producer(kafka_bootstrap)
     for which, key, raw, _ in poison:
         producer.send(getattr(topics, which), key=key, value=raw).get(timeout=30)
     producer.close()
     publish_events(events[300:], kafka_bootstrap, topics)
     t0 = time.monotonic()
-    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker.alive)
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker)
     recover_s = time.monotonic() - t0
     dead = read_records(kafka_bootstrap, topics.dead_letters, until=lambda r: len(r) >= len(poison), timeout_s=30)
     assert worker.alive(), "the worker died on poison input"

@@ -39,7 +39,7 @@ def committed(bootstrap: str, group: str, topics: Topics) -> dict:
 def _finalize_and_stop(worker, bootstrap, topics, events) -> dict:
     ticks = sentinels(START + timedelta(days=120), PARTITIONS)
     publish_events(ticks, bootstrap, topics)
-    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 120, worker.alive)
+    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 120, worker)
     wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
     assert worker.stop() == 0, worker.log_tail()
     figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
@@ -58,7 +58,7 @@ def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, 
                         COMPSTREAM_FAULT_HISTORY_DOWN_FILE=str(down)).start()
     group = worker.env["COMPSTREAM_WORKER_ID"]
     publish_events(before, kafka_bootstrap, topics)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(before), 120, worker.alive)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(before), 120, worker)
     time.sleep(2.5)  # let the periodic commit cover `before`
     committed_before = committed(kafka_bootstrap, group, topics)
     applied_before = {e: b["events_applied"] for e, b in
@@ -72,7 +72,7 @@ def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, 
                       latest_balances(kafka_bootstrap, topics.balances, timeout_s=1).items()}
     down.unlink()  # back up
     t0 = time.monotonic()
-    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180, worker.alive)
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180, worker)
     recover_s = time.monotonic() - t0
     # During the outage nothing moved: no offsets committed, no balance published.
     assert committed_during == committed_before
@@ -103,13 +103,13 @@ def test_broker_restart_mid_stream(tmp_path, reliability):
         first, second = events[:700], events[700:]
         worker = worker_for(tmp_path, bootstrap, topics, "restart", PARTITIONS).start()
         publish_events(first, bootstrap, topics)
-        wait_balances(bootstrap, topics.balances, expected_counts(first), 120, worker.alive)
+        wait_balances(bootstrap, topics.balances, expected_counts(first), 120, worker)
         runtime.stop(data_dir)
         time.sleep(5)
         info = runtime.start(data_dir, port=port, controller_port=controller, partitions=PARTITIONS, timeout_s=120)
         t0 = time.monotonic()
         publish_events(second, bootstrap, topics)
-        balances = wait_balances(bootstrap, topics.balances, expected_counts(events), 240, worker.alive)
+        balances = wait_balances(bootstrap, topics.balances, expected_counts(events), 240, worker)
         recover_s = time.monotonic() - t0
         bad = balance_mismatches(balances, events)
         figures = _finalize_and_stop(worker, bootstrap, topics, events)

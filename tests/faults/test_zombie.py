@@ -35,20 +35,19 @@ def test_paused_worker_does_not_corrupt_state(kafka_bootstrap, topics, tmp_path,
     b = worker_for(tmp_path, kafka_bootstrap, topics, "b", PARTITIONS)
     try:
         publish_events(phase1, kafka_bootstrap, topics)
-        wait_balances(kafka_bootstrap, topics.balances, expected_counts(phase1), 120, a.alive)
+        wait_balances(kafka_bootstrap, topics.balances, expected_counts(phase1), 120, a)
         publish_events(phase2, kafka_bootstrap, topics)
         time.sleep(0.3)  # A is mid-stream on phase 2
         os.kill(a.proc.pid, signal.SIGSTOP)
         paused_at = time.monotonic()
         b.start()
         # B takes every partition once A's session expires, and finishes phase 2.
-        wait_balances(kafka_bootstrap, topics.balances, expected_counts(phase1 + phase2), 180, b.alive)
+        wait_balances(kafka_bootstrap, topics.balances, expected_counts(phase1 + phase2), 180, b)
         time.sleep(max(0.0, SESSION_TIMEOUT_S * 2 - (time.monotonic() - paused_at)))
         os.kill(a.proc.pid, signal.SIGCONT)  # the zombie wakes up mid-batch
         t0 = time.monotonic()
         publish_events(phase3, kafka_bootstrap, topics)
-        balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180,
-                                 lambda: a.alive() or b.alive())
+        balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180, b)
         recover_s = time.monotonic() - t0
         bad_live = balance_mismatches(balances, events)
         # Books must not have been corrupted by late changelog writes: stop
@@ -63,7 +62,7 @@ def test_paused_worker_does_not_corrupt_state(kafka_bootstrap, topics, tmp_path,
         extra = ledger_only(generate(engineers=40, usage_events=200, seed=98))
         extra = [e for e in extra if e.type == "usage"]
         publish_events(extra, kafka_bootstrap, topics)
-        after = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events + extra), 180, b2.alive)
+        after = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events + extra), 180, b2)
         bad_after = balance_mismatches(after, events + extra)
         assert b2.stop() == 0, b2.log_tail()
     finally:

@@ -46,13 +46,13 @@ def test_ingested_usage_reaches_balances_once(kafka_bootstrap, topics, tmp_path,
     worker = WorkerProcess(tmp_path / "w", kafka_bootstrap, topics, group=f"g-{topics.prefix}",
                            lateness_s=10 * 365 * 86400).start()
     try:
-        balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker.alive)
+        balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker)
         assert balance_mismatches(balances, events) == []
         # Re-ingest everything with a fresh journal: same ids, so nothing new is applied.
         again = _ingest_all(tmp_path / "j2.sqlite", identity_map, kafka_bootstrap, topics.usage)
         assert {e.event_id for e in again} >= {e.event_id for e in usage if not e.corrects_event_id}
         wait_quiet(kafka_bootstrap, topics.balances, quiet_s=3, timeout_s=60)
-        after = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 60, worker.alive)
+        after = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 60, worker)
         for engineer, record in balances.items():
             for field in ("usage_cost_nanos", "input_tokens", "output_tokens", "events_applied"):
                 assert after[engineer][field] == record[field], (engineer, field)

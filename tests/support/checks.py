@@ -52,19 +52,23 @@ def complete(balances: dict, expected: dict[str, int]) -> bool:
 
 
 def wait_balances(bootstrap: str, topic: str, expected: dict[str, int], timeout_s: float,
-                  alive=lambda: True) -> dict:
+                  worker=None) -> dict:
+    """Until every engineer's latest balance counts its expected events. With
+    `worker` (a support.worker.WorkerProcess), fail early when it dies, and put
+    its log into the failure message."""
     deadline = time.monotonic() + timeout_s
     balances: dict = {}
     while time.monotonic() < deadline:
         balances = latest_balances(bootstrap, topic, timeout_s=1)
         if complete(balances, expected):
             return balances
-        if not alive():
-            raise AssertionError("worker died while waiting for balances")
+        if worker is not None and not worker.alive():
+            raise AssertionError(f"worker died while waiting for balances\n{worker.diagnosis()}")
         time.sleep(0.5)
     missing = {e: (balances.get(e, {}).get("events_applied"), n) for e, n in expected.items()
                if balances.get(e, {}).get("events_applied") != n}
-    raise AssertionError(f"balances incomplete after {timeout_s}s: {dict(list(missing.items())[:10])}")
+    context = f"\n{worker.diagnosis()}" if worker is not None else ""
+    raise AssertionError(f"balances incomplete after {timeout_s}s: {dict(list(missing.items())[:10])}{context}")
 
 
 def lost_events(balances: dict, expected: dict[str, int], figures: dict | None = None) -> int:

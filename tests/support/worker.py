@@ -86,6 +86,17 @@ class WorkerProcess:
         except FileNotFoundError:
             return "(no worker log)"
 
+    def diagnosis(self, warnings_max: int = 30, tail_lines: int = 40) -> str:
+        """The log's warnings and errors (where stalls and skipped offsets show)
+        and its tail, for a failure message."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no worker log)"
+        loud = [line for line in lines if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        return ("worker log, warnings and errors:\n" + "\n".join(l[:400] for l in loud[-warnings_max:])
+                + "\nworker log, tail:\n" + "\n".join(l[:400] for l in lines[-tail_lines:]))
+
     def wait_until(self, predicate, timeout_s: float, what: str):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -93,6 +104,6 @@ class WorkerProcess:
             if value:
                 return value
             if not self.alive():
-                raise AssertionError(f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.log_tail()}")
+                raise AssertionError(f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.diagnosis()}")
             time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
+        raise AssertionError(f"timed out waiting for {what}:\n{self.diagnosis()}")

@@ -61,23 +61,35 @@ def test_position_keys_cannot_collide_with_engineer_ids():
     assert is_position_key(key) and not is_position_key("eng-00001")
 
 
-def test_idle_partition_below_high_water_is_sought_back_once():
-    from compstream.worker.positions import stalled_seeks
+def test_idle_partition_below_high_water_is_sought_back_with_backoff():
+    from compstream.worker.positions import STALL_RETRY_FIRST_S, STALL_RETRY_MAX_S, stalled_seeks
 
     sought = {}
     # usage 0: tail skipped (expected 3, high water 9); usage 1 caught up;
     # grants 0: high water unknown yet.
     expected = {("u", 0): 3, ("u", 1): 7, ("g", 0): 0}
     highwater = {("u", 0): 9, ("u", 1): 7, ("g", 0): None}
-    assert stalled_seeks(expected, highwater, sought) == {("u", 0): 3}
-    # Unchanged after the seek: a real gap, not retried forever.
-    assert stalled_seeks(expected, highwater, sought) == {}
-    # New messages (higher high water) with the same expected: try again.
-    assert stalled_seeks(expected, {**highwater, ("u", 0): 10}, sought) == {("u", 0): 3}
-    # Caught up: forgotten, so a later stall is sought again.
-    assert stalled_seeks({("u", 0): 10}, {("u", 0): 10}, sought) == {}
+    assert stalled_seeks(expected, highwater, sought, now_s=0.0) == {("u", 0): 3}
+    # Unchanged right after the seek: wait before seeking again …
+    assert stalled_seeks(expected, highwater, sought, now_s=STALL_RETRY_FIRST_S - 0.1) == {}
+    # … but never give up (a rebalance may have skipped the re-read again),
+    # at doubling intervals up to the cap.
+    assert stalled_seeks(expected, highwater, sought, now_s=STALL_RETRY_FIRST_S) == {("u", 0): 3}
+    now_s, retries = STALL_RETRY_FIRST_S, [STALL_RETRY_FIRST_S]
+    for _ in range(400):
+        now_s += 1.0
+        if stalled_seeks(expected, highwater, sought, now_s):
+            retries.append(now_s)
+    gaps = [b - a for a, b in zip(retries, retries[1:])]
+    assert gaps[:3] == [2 * STALL_RETRY_FIRST_S, 4 * STALL_RETRY_FIRST_S, 8 * STALL_RETRY_FIRST_S]
+    assert max(gaps) == STALL_RETRY_MAX_S and gaps[-1] == STALL_RETRY_MAX_S
+    assert sought[("u", 0)][4] == 1 + len(retries)  # attempts, for the log
+    # New messages (higher high water) with the same expected: seek at once.
+    assert stalled_seeks(expected, {**highwater, ("u", 0): 10}, sought, now_s) == {("u", 0): 3}
+    # Caught up: forgotten, so a later stall is sought again at once.
+    assert stalled_seeks({("u", 0): 10}, {("u", 0): 10}, sought, now_s) == {}
     assert ("u", 0) not in sought
-    assert stalled_seeks({("u", 0): 10}, {("u", 0): 12}, sought) == {("u", 0): 10}
+    assert stalled_seeks({("u", 0): 10}, {("u", 0): 12}, sought, now_s) == {("u", 0): 10}
 
 
 def test_activity_reports_idle_time_only_between_batches():

@@ -29,7 +29,7 @@ def test_two_workers_with_rebalances_agree_with_replay(kafka_bootstrap, topics, 
         if n == 6:
             assert b.stop() == 0, b.log_tail()  # leaves mid-stream: rebalance again
         time.sleep(0.5)
-    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 240, a.alive)
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 240, a)
     assert balance_mismatches(balances, events) == []
     assert a.stop() == 0, a.log_tail()
     for w in (a, b):

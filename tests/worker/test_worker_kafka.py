@@ -129,7 +129,7 @@ def test_backlog_of_both_topics_with_default_lateness_matches_replay(kafka_boots
     worker = WorkerProcess(tmp_path / "w", kafka_bootstrap, topics, group=f"g-{topics.prefix}",
                            lateness_s=6 * 3600, partitions=PARTITIONS).start()
     try:
-        balances = wait_balances(kafka_bootstrap, topics.balances, _expected_counts(events), 120, worker.alive)
+        balances = wait_balances(kafka_bootstrap, topics.balances, _expected_counts(events), 120, worker)
         assert balance_mismatches(balances, events) == []
     finally:
         assert worker.stop() == 0, worker.log_tail()

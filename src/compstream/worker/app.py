@@ -99,7 +99,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     source_names = (topics.usage, topics.grants)
     books = app.Table("books", key_type=str, value_type=bytes, partitions=settings.source_partitions,
                       default=None)
-    sink = HistorySink(store, Faults())
+    faults = Faults()
+    sink = HistorySink(store, faults)
     publisher = Publisher.for_app(app)
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
@@ -111,7 +112,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     def expected_of(topic: str, p: int) -> int:
         return guard.expected(topic, p, current=seen_rebalance[0] == app.rebalancing_count)
 
-    watch_stalls(app, "ledger", activity, expected_of, set(source_names))
+    watch_stalls(app, "ledger", activity, expected_of, set(source_names), lose_seek=faults.lose_stall_seek)
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
     feed = None
     if settings.leaderboards_enabled:
@@ -128,6 +129,10 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
 
     async def _ledger_batch(stream, events) -> None:
         """One batch, acked only at the end (see the module docstring)."""
+        if faults.drop_batch(len(events)):
+            for event in events:
+                await stream.ack(event)
+            return
         if seen_rebalance[0] != app.rebalancing_count:
             seen_rebalance[0] = app.rebalancing_count
             guard.forget()

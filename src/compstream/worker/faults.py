@@ -4,7 +4,11 @@ Inert unless set. They sit exactly at the seams that matter for exactly-once:
 - COMPSTREAM_FAULT_CRASH_AFTER_HISTORY=N  exit hard (os._exit) right after the
   Nth successful history write, before tables, outputs and offset commit;
 - COMPSTREAM_FAULT_HISTORY_DOWN_FILE=PATH every history write fails while PATH
-  exists (an embedded-engine stand-in for a ClickHouse outage).
+  exists (an embedded-engine stand-in for a ClickHouse outage);
+- COMPSTREAM_FAULT_DROP_BATCHES=N   ack the first N ledger batches unprocessed,
+  as Faust does with messages it fetched before a rebalance pause;
+- COMPSTREAM_FAULT_LOSE_STALL_SEEKS=N the first N stall seeks do not happen,
+  as when a rebalance or an in-flight fetch undoes a seek.
 """
 
 from __future__ import annotations
@@ -28,6 +32,22 @@ class Faults:
         down = environ.get("COMPSTREAM_FAULT_HISTORY_DOWN_FILE", "")
         self.history_down_file = Path(down) if down else None
         self.history_writes = 0
+        self.drop_batches = int(environ.get("COMPSTREAM_FAULT_DROP_BATCHES", "") or 0)
+        self.lose_stall_seeks = int(environ.get("COMPSTREAM_FAULT_LOSE_STALL_SEEKS", "") or 0)
+
+    def drop_batch(self, size: int) -> bool:
+        if self.drop_batches <= 0:
+            return False
+        self.drop_batches -= 1
+        log.error("fault injection: acking a batch of %d messages without processing it", size)
+        return True
+
+    def lose_stall_seek(self) -> bool:
+        if self.lose_stall_seeks <= 0:
+            return False
+        self.lose_stall_seeks -= 1
+        log.error("fault injection: this stall seek does not happen")
+        return True
 
     def before_history_write(self) -> None:
         if self.history_down_file is not None and self.history_down_file.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
 
 from faust.types import TP
@@ -84,13 +85,22 @@ STALL_CHECK_EVERY_S = 1.0
 STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back
 
 
-def watch_stalls(app, name: str, busy: "Activity", expected_of, topics) -> None:
+def watch_stalls(app, name: str, busy: "Activity", expected_of, topics, clock=time.monotonic,
+                 lose_seek=lambda: False) -> None:
     """Add a Faust timer that seeks back assigned partitions of `topics` whose
     expected offset is below the high-water mark while the agent has been idle
     for STALL_IDLE_S (see positions.stalled_seeks)."""
+    from compstream.worker.positions import stalled_seeks
+
     sought: dict = {}
+    generation = [app.rebalancing_count]
 
     async def check() -> None:
+        if generation[0] != app.rebalancing_count:
+            # A rebalance repositions partitions (and may skip a re-read once
+            # more): an earlier seek says nothing about the new assignment.
+            generation[0] = app.rebalancing_count
+            sought.clear()
         idle_for_s = busy.idle_for_s()
         if idle_for_s is None or idle_for_s < STALL_IDLE_S or not app.flow_control.is_active():
             return
@@ -100,14 +110,15 @@ def watch_stalls(app, name: str, busy: "Activity", expected_of, topics) -> None:
             assigned = [tp for tp in app.consumer.assignment() if tp.topic in topics]
         except Exception:  # consumer not started yet
             return
-        from compstream.worker.positions import stalled_seeks
-
         expected = {(tp.topic, tp.partition): expected_of(tp.topic, tp.partition) for tp in assigned}
         highwater = {(tp.topic, tp.partition): highwater_or_none(app, tp) for tp in assigned}
-        for (topic, partition), offset in stalled_seeks(expected, highwater, sought).items():
+        for (topic, partition), offset in stalled_seeks(expected, highwater, sought, clock()).items():
+            attempt = sought[(topic, partition)][4]
             log.warning("%s: %s[%d] has messages from %d (high water %d) but none arrived for %.0fs; "
-                        "seeking back", name, topic, partition, offset, highwater[(topic, partition)], idle_for_s)
-            await seek(app, TP(topic, partition), offset)
+                        "seeking back (attempt %d)", name, topic, partition, offset,
+                        highwater[(topic, partition)], idle_for_s, attempt)
+            if not lose_seek():  # fault injection (faults.py)
+                await seek(app, TP(topic, partition), offset)
 
     app.timer(STALL_CHECK_EVERY_S, name=f"{name}-stall-check")(check)
 

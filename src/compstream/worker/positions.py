@@ -95,19 +95,29 @@ class PositionGuard:
         return keep, seeks
 
 
-def stalled_seeks(expected: dict, highwater: dict, sought: dict) -> dict:
+# A stall that persists after a seek is sought again, backing off: usually a
+# rebalance made Faust skip the re-read messages once more; a real gap (a
+# trailing transaction marker) costs one cheap seek per STALL_RETRY_MAX_S.
+STALL_RETRY_FIRST_S = 5.0
+STALL_RETRY_MAX_S = 60.0
+
+
+def stalled_seeks(expected: dict, highwater: dict, sought: dict, now_s: float) -> dict:
     """Partitions to send back to where we must process from, when nothing arrives.
 
     The position guard only notices a gap when a later message arrives. When the
     consumer skipped (and Faust committed) the *last* messages of a partition,
     nothing later ever arrives and the partition would stay stalled. So, while
     the agent is idle, every assigned partition whose expected next offset is
-    below its high-water mark is sought back to it. `sought` remembers the
-    (expected, highwater) of earlier seeks: a stall that persists unchanged
-    after one seek is a real gap (e.g. transaction markers), not retried.
+    below its high-water mark is sought back to it. A stall that is still
+    there unchanged (same expected offset and high water) is sought again
+    after STALL_RETRY_FIRST_S, then at doubling intervals up to
+    STALL_RETRY_MAX_S: giving up would leave the tail unprocessed for good.
 
     expected, highwater: {key: offset}; highwater None = not known yet (skip).
-    Returns {key: offset to seek to} and updates `sought`.
+    sought: {key: (expected, highwater, retry_at_s, interval_s, attempt)},
+    kept by the caller (cleared on rebalance) and updated here.
+    Returns {key: offset to seek to}.
     """
     seeks = {}
     for key, nxt in expected.items():
@@ -115,8 +125,12 @@ def stalled_seeks(expected: dict, highwater: dict, sought: dict) -> dict:
         if hw is None or hw < 0 or nxt >= hw:
             sought.pop(key, None)
             continue
-        if sought.get(key) == (nxt, hw):
-            continue
-        sought[key] = (nxt, hw)
+        interval_s, attempt = STALL_RETRY_FIRST_S, 1
+        before = sought.get(key)
+        if before is not None and before[:2] == (nxt, hw):
+            if now_s < before[2]:
+                continue
+            interval_s, attempt = min(before[3] * 2, STALL_RETRY_MAX_S), before[4] + 1
+        sought[key] = (nxt, hw, now_s + interval_s, interval_s, attempt)
         seeks[key] = nxt
     return seeks

@@ -1,0 +1,58 @@
+"""Messages the consumer hands over and acks without the agent processing them.
+
+Faust does this with messages it fetched before a rebalance pause; the worker's
+position records must bring them back, also when nothing arrives after them
+(the tail of a partition) and when the first seek back is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from compstream.publish import publish_events
+from compstream.synth import START, generate
+from support.checks import (
+    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels, wait_balances,
+)
+from support.faults import ledger_only, worker_for
+
+pytestmark = pytest.mark.kafka
+PARTITIONS = 4
+
+
+def test_skipped_tail_is_re_read_even_when_the_first_seek_back_is_lost(kafka_bootstrap, topics, tmp_path,
+                                                                         reliability):
+    events = ledger_only(generate(engineers=30, usage_events=1_200, seed=94))
+    # The first two batches are acked unprocessed, and so is every seek
+    # back the stall watch makes on its first attempt for each partition
+    # (four partitions per topic, two topics).
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "skipped", PARTITIONS,
+                        COMPSTREAM_FAULT_DROP_BATCHES="2",
+                        COMPSTREAM_FAULT_LOSE_STALL_SEEKS=str(2 * PARTITIONS)).start()
+    publish_events(events, kafka_bootstrap, topics)  # then nothing more arrives
+    t0 = time.monotonic()
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180, worker)
+    recover_s = time.monotonic() - t0
+    log = worker.log_path.read_text(errors="replace")
+    assert "acking a batch of" in log, worker.diagnosis()  # the faults did happen …
+    assert "this stall seek does not happen" in log, worker.diagnosis()
+    assert "seeking back (attempt 2)" in log, worker.diagnosis()  # … and the retry recovered
+    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
+    publish_events(ticks, kafka_bootstrap, topics)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, worker)
+    assert worker.stop() == 0, worker.log_tail()
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
+                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
+    bad = balance_mismatches(balances, events)
+    reliability.record(
+        order=8, scenario="consumer skips fetched messages (acked unprocessed), first seeks back lost",
+        events=len(events), faults="2 batches acked unprocessed; first stall seek per partition lost",
+        lost=lost_events(balances, expected_counts(events), figures),
+        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
+        notes="position records + stall watch retried with backoff", figures=figures,
+    )
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
+    assert bad == []
