@@ -11,6 +11,7 @@ import pytest
 from compstream.domain.events import GrantIssued, Usage
 from compstream.publish import publish_events
 from compstream.readback import latest_balances
+from support.http import http_json
 from support.worker import WorkerProcess
 
 pytestmark = pytest.mark.kafka
@@ -53,3 +54,19 @@ def test_restarted_worker_keeps_a_scheduled_grant_out(kafka_bootstrap, topics, t
         assert balance["as_of"] == T + timedelta(hours=1)  # the stored stream time: the usage
     finally:
         assert second.stop() == 0, second.log_tail()
+
+    # Another fresh process, with nothing new to read: its web view already
+    # answers as of the stored stream time (next month's grant left out).
+    third = worker("c")
+    try:
+        def served():
+            try:
+                status, body = http_json(third.web_port, f"/balances/{ENG}")
+            except OSError:  # the web server is not up yet
+                return None
+            return body if status == 200 else None
+
+        body = third.wait_until(served, timeout_s=90, what="the balance web view")
+        assert body["issued_nanos"] == 15 * 10**8, body
+    finally:
+        assert third.stop() == 0, third.log_tail()

@@ -127,6 +127,10 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             with activity:
                 await _ledger_batch(stream, events)
 
+    def stored_stream_time(partition: int) -> datetime | None:
+        stored = books.get(stream_time_key(partition))
+        return from_us(int(stored)) if stored is not None else None
+
     async def _ledger_batch(stream, events) -> None:
         """One batch, acked only at the end (see the module docstring)."""
         if faults.drop_batch(len(events)):
@@ -150,9 +154,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                 await stream.ack(event)
             return
         for p in {m.partition for m in messages} - stream_time_loaded:
-            stored = books.get(stream_time_key(p))
+            stored = stored_stream_time(p)
             if stored is not None:
-                processor.restore_stream_time(p, from_us(int(stored)))
+                processor.restore_stream_time(p, stored)
             stream_time_loaded.add(p)
         result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
                                    sweep=True, lagging=lagging)
@@ -205,7 +209,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                 return self.json({"error": f"no balance for {engineer_id!r}"}, status=404)
             book = EngineerBook.from_bytes(data)
             # As published: as of the partition's stream time (see encode_balance).
-            until = processor.stream_time.get(partition_of(engineer_id, settings.source_partitions))
+            # Before this process's first batch of the partition: the stored one.
+            partition = partition_of(engineer_id, settings.source_partitions)
+            until = processor.stream_time.get(partition) or stored_stream_time(partition)
             body = {"engineer_id": engineer_id, **book.balance(until).to_dict()}
             return self.json(body)
 
