@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import typer
-from kafka.partitioner.default import murmur2
 from typer.testing import CliRunner
 
 from compstream.config import Topics
-from compstream.domain.events import LEDGER_EVENT_TYPES, event_to_json
+from compstream.domain.events import event_to_json
 from compstream.readback import latest_balances
+from support.checks import expected_counts  # noqa: F401  (the ops tests import it from here)
 
 PARTITIONS = 4
 LATENESS_S = 40 * 86400  # no synthetic event is late: every event stays pending
@@ -52,24 +52,12 @@ def write_jsonl(path: Path, events) -> str:
     return str(path)
 
 
-def expected_counts(events) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in {e.event_id: e for e in events}.values():
-        if e.type in LEDGER_EVENT_TYPES:
-            counts[e.engineer_id] = counts.get(e.engineer_id, 0) + 1
-    return counts
-
-
 def wait_balances(bootstrap: str, topics: Topics, expected: dict[str, int], worker, timeout_s: float = 90):
     def ready():
         got = latest_balances(bootstrap, topics.balances, timeout_s=1)
         ok = all(got.get(e, {}).get("events_applied") == n for e, n in expected.items())
         return got if ok else None
     return worker.wait_until(ready, timeout_s=timeout_s, what="balances of every engineer")
-
-
-def partition_of(key: str) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
 def stop_pid(pid: int, timeout_s: float = 20) -> None:
