@@ -38,11 +38,32 @@ def test_a_skipped_range_is_re_read():
     assert [m.offset for m in keep] == [10, 11, 12, 13, 14, 15] and seeks == {}
 
 
-def test_a_real_gap_is_accepted_when_the_re_read_shows_it_again():
+def test_a_real_gap_is_accepted_only_when_every_re_read_shows_it():
+    from compstream.worker.positions import GAP_READS_TO_ACCEPT
+
     guard = PositionGuard(lambda t, p: 10)
     assert guard.screen(msgs("u", 0, [12]))[1] == {("u", 0): 10}
-    keep, seeks = guard.screen(msgs("u", 0, [12, 13]))  # after the seek: 10, 11 do not exist
+    for _ in range(GAP_READS_TO_ACCEPT - 2):  # the same gap again: not yet believed
+        keep, seeks = guard.screen(msgs("u", 0, [12, 13]))
+        assert keep == [] and seeks == {("u", 0): 10} and guard.gaps_accepted == 0
+    keep, seeks = guard.screen(msgs("u", 0, [12, 13]))  # 10 and 11 do not exist
     assert [m.offset for m in keep] == [12, 13] and seeks == {} and guard.gaps_accepted == 1
+    assert guard.gaps_sought == GAP_READS_TO_ACCEPT - 1
+
+
+def test_a_re_read_that_shows_another_gap_starts_the_count_again():
+    from compstream.worker.positions import GAP_READS_TO_ACCEPT
+
+    guard = PositionGuard(lambda t, p: 10)
+    guard.screen(msgs("u", 0, [12]))
+    for _ in range(GAP_READS_TO_ACCEPT - 2):
+        guard.screen(msgs("u", 0, [12]))
+    # A different first offset (e.g. a buffered later message): not the same
+    # gap, so it is sought again rather than accepted …
+    assert guard.screen(msgs("u", 0, [14]))[1] == {("u", 0): 10}
+    # … and the re-read delivers what was really there.
+    keep, seeks = guard.screen(msgs("u", 0, [10, 11, 12]))
+    assert [m.offset for m in keep] == [10, 11, 12] and guard.gaps_accepted == 0
 
 
 def test_nothing_known_accepts_the_first_offset_and_forget_reloads():
@@ -113,3 +134,36 @@ def test_expected_uses_memory_only_while_current():
     assert guard.expected("u", 0, current=True) == 7
     assert guard.expected("u", 0, current=False) == 4  # after a rebalance: the stored one
     assert guard.expected("u", 1, current=True) == 4  # never screened: the stored one
+
+
+def test_seek_lowers_fausts_read_offset_again_when_its_fetch_loop_raised_it():
+    import asyncio
+
+    from faust.types import TP
+
+    from compstream.worker.faust_compat import seek
+
+    tp = TP("u", 0)
+
+    class Consumer:
+        def __init__(self, fail=False):
+            self._read_offset = {tp: 40}
+            self.fail = fail
+
+        async def seek_wait(self, partitions):
+            if self.fail:
+                raise KeyError(tp)  # e.g. revoked meanwhile
+            self._read_offset[tp] = partitions[tp]  # what Faust's seek_wait does …
+            await asyncio.sleep(0)
+            self._read_offset[tp] = 41  # … and its fetch loop resuming after it
+
+    class App:
+        def __init__(self, consumer):
+            self.consumer = consumer
+
+    app = App(Consumer())
+    asyncio.run(seek(app, tp, 30))
+    assert app.consumer._read_offset[tp] == 30  # the re-read from 30 is not dropped
+    failed = App(Consumer(fail=True))
+    asyncio.run(seek(failed, tp, 30))
+    assert failed.consumer._read_offset[tp] == 40  # no seek happened: nothing to lower

@@ -72,6 +72,15 @@ async def seek(app, tp: TP, offset: int) -> None:
         await app.consumer.seek_wait({tp: offset})
     except Exception as exc:  # e.g. revoked meanwhile: the guard sees the gap again
         log.warning("seek %s[%d] -> %d failed (%r); the position guard retries", tp.topic, tp.partition, offset, exc)
+        return
+    # Faust's fetch loop drops messages below its read offset. When the seek
+    # comes from a batch, that loop may resume after it (it was handing over
+    # the message that revealed the gap) and set the read offset past the
+    # seek again; the re-read would then be dropped. Lowering it again only
+    # lets more through: what was processed already, the guard drops.
+    read = getattr(app.consumer, "_read_offset", None)
+    if read is not None and (read.get(tp) or 0) > offset:
+        read[tp] = offset
 
 
 def highwater_or_none(app, tp: TP) -> int | None:

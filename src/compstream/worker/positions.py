@@ -8,8 +8,9 @@ the books table right after the books of the same batch (same changelog
 partition, so restored together), and screens every batch against it:
 - an offset below it was already applied: dropped (books would ignore it anyway);
 - an offset above it is a gap: the consumer is sent back to the expected
-  offset and that topic-partition's messages wait for the re-read. A gap seen
-  again right after such a seek is real (e.g. transaction markers) and accepted.
+  offset and that topic-partition's messages wait for the re-read. Only a gap
+  that every re-read shows identically (GAP_READS_TO_ACCEPT reads) is taken
+  as real (e.g. transaction markers, retention) and accepted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 # Books are keyed by engineer_id; position records use a prefix no engineer id
 # has (event validation rejects control characters in ids).
 POSITION_KEY_PREFIX = "\x00position\x00"
+# Reads (the first and the re-reads after seeks) that must show the very same
+# gap before it is accepted. One re-read was not enough: Faust's fetch loop can
+# set its read offset past our seek (it resumes after handing over the
+# message that revealed the gap), and then the re-read skips the same range
+# again. Accepting wrongly loses events; a real gap costs one more seek.
+GAP_READS_TO_ACCEPT = 3
 
 
 def position_key(topic: str, partition: int) -> str:
@@ -48,7 +55,8 @@ class PositionGuard:
         committed offset, else None (nothing known: accept what comes)."""
         self.load = load
         self.next: dict[tuple[str, int], int] = {}
-        self._sought: dict[tuple[str, int], tuple[int, int]] = {}
+        # key -> (expected, first offset seen, reads that showed this gap)
+        self._sought: dict[tuple[str, int], tuple[int, int, int]] = {}
         self.gaps_sought = 0
         self.gaps_accepted = 0
         self.stale = 0
@@ -79,16 +87,20 @@ class PositionGuard:
                 self.stale += 1
                 continue
             if expected is not None and m.offset > expected:
-                if self._sought.get(key) == (expected, m.offset):
+                before = self._sought.get(key)
+                reads = before[2] + 1 if before is not None and before[:2] == (expected, m.offset) else 1
+                if reads >= GAP_READS_TO_ACCEPT:
+                    self._sought.pop(key, None)
                     self.gaps_accepted += 1
-                    log.warning("offsets %d-%d of %s[%d] do not exist; continuing at %d",
-                                expected, m.offset - 1, m.topic, m.partition, m.offset)
+                    log.warning("offsets %d-%d of %s[%d] do not exist (%d reads showed it); continuing at %d",
+                                expected, m.offset - 1, m.topic, m.partition, reads, m.offset)
                 else:
-                    self._sought[key] = (expected, m.offset)
+                    self._sought[key] = (expected, m.offset, reads)
                     seeks[key] = expected
                     self.gaps_sought += 1
-                    log.warning("messages %d-%d of %s[%d] were skipped by the consumer; re-reading",
-                                expected, m.offset - 1, m.topic, m.partition)
+                    log.warning("offsets %d-%d of %s[%d] were not delivered (skipped by the consumer, "
+                                "or not data); re-reading (read %d of %d before accepting)",
+                                expected, m.offset - 1, m.topic, m.partition, reads, GAP_READS_TO_ACCEPT)
                     continue
             keep.append(m)
             self.next[key] = m.offset + 1
