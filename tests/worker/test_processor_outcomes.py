@@ -41,3 +41,30 @@ def test_not_applied_is_exactly_duplicates_conflicts_and_dead_letters():
     assert second.not_applied == {("usage", 0, n), ("usage", 0, n + 1), ("usage", 0, n + 2),
                                   ("usage", 0, n + 3)}
     assert second.duplicates == 1 and len(second.dead_letters) == 3
+
+
+def test_usage_older_than_the_dedupe_horizon_is_a_dead_letter_not_an_alert():
+    """A usage event whose id the book no longer remembers (dated more than
+    SEEN_USAGE_DAYS behind the watermark) could be a duplicate: the batch
+    dead-letters it with stage too_old; events_applied does not move."""
+    from compstream.codec import decode_record
+    from compstream.domain.book import SEEN_USAGE_DAYS
+
+    eng = "eng-7"
+    old = Usage("u-old", eng, "openai", "gpt-4o", T, 10, 5, 0, 0, 1_000)
+    now = Usage("u-now", eng, "openai", "gpt-4o", T + timedelta(days=SEEN_USAGE_DAYS + 2), 10, 5, 0, 0, 2_000)
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(3600, load_book=store.get, partitions=1)
+    for offset, e in enumerate([old, now]):
+        res = proc.process([_msg(e, offset)], sweep=False)
+        for engineer, (data, _p) in res.books.items():
+            store[engineer] = data
+    again = proc.process([_msg(old, 2)], sweep=False)
+    assert again.not_applied == {("usage", 0, 2)} and again.applied == 0
+    [(key, value)] = again.dead_letters
+    record = decode_record(value)[1]
+    assert key == eng.encode() and record["stage"] == "too_old" and "u-old" in record["reason"]
+    assert again.alerts == [] and again.balances == []
+    assert [r.stage for b in again.history for r in b.dead_letters] == ["too_old"]
+    balance = decode_record(res.balances[-1][1])[1]
+    assert balance["events_applied"] == 2 and balance["usage_cost_nanos"] == 3_000

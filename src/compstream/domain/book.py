@@ -17,7 +17,13 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
   state, flagged late=True and reported (code "late"); its postings are
   appended after those already emitted. Here stream and replay may differ.
 * Postings, alerts and reports come out only when final, in ledger order.
-* Dedup memory: 16 bytes per event ever seen (see book_codec.SeenIds).
+* Dedup memory: 16 bytes per remembered event (see book_codec.SeenIds). HR
+  event ids are kept for good; usage ids only while the usage is at most
+  SEEN_USAGE_DAYS older than the watermark, so a book stays small however long
+  an engineer's agents run (a book is one changelog record, and the broker
+  refuses records over 1 MiB). A usage event older than that horizon and not
+  remembered cannot be told apart from a duplicate: it is refused with status
+  too_old (the worker dead-letters it), never counted a second time.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from heapq import heapify
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
 from compstream.domain.balance import Balance, Posting, Report
 from compstream.domain.book_codec import (
-    SeenIds, event_from_compact, event_to_compact, fingerprint_digest, from_us, id_digest,
+    KEEP_DAY, SeenIds, event_from_compact, event_to_compact, fingerprint_digest, from_us, id_digest,
     pack, to_us, unpack,
 )
 from compstream.domain.events import Event, EventError, event_sort_key
@@ -39,6 +45,13 @@ from compstream.domain.ledger import Ledger, Lot, check_event
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 CONFLICT = "conflict"
+TOO_OLD = "too_old"
+# Usage ids are remembered for this many days of event time behind the
+# watermark: far beyond producer retries and crash replays (minutes) and a
+# provider re-sending a day's export; at ~1,000 usage events a day an engineer's
+# book keeps ~480 KB of ids, under the broker's 1 MiB record limit.
+SEEN_USAGE_DAYS = 30
+_DAY_US = 86_400_000_000
 END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 _COUNTERS = (
@@ -60,7 +73,7 @@ class Finalized:
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    status: str  # applied | duplicate | conflict
+    status: str  # applied | duplicate | conflict | too_old
     late: bool
     balance: Balance | None  # provisional: finalized + pending (None: not asked for)
     postings: list[Posting]  # newly final, in order (append to the history)
@@ -69,15 +82,20 @@ class IngestResult:
 
 
 class EngineerBook:
-    __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "_prov")
+    __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "taken", "seen_from_day", "_prov")
 
     def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
-                 pending: list[tuple[tuple, Event]], seen: SeenIds):
+                 pending: list[tuple[tuple, Event]], seen: SeenIds, taken: int | None = None,
+                 seen_from_day: int = 0):
         self.engineer_id = engineer_id
         self.ledger = ledger
         self.watermark = watermark  # everything with event time < watermark is final
         self.pending = pending  # sorted (key, event), every time >= watermark
         self.seen = seen
+        # Events taken in (applied), ever: the seen set forgets old usage ids.
+        self.taken = len(seen) if taken is None else taken
+        # Usage ids of days before this one are forgotten (days since the epoch).
+        self.seen_from_day = seen_from_day
         self._prov: Ledger | None = None
 
     @classmethod
@@ -111,8 +129,18 @@ class EngineerBook:
                                   " not applied")] + reports
             return IngestResult(status, False, self.balance() if want_balance else None,
                                 fin.postings, fin.alerts, reports)
-        self.seen.add(idd, fpd)
         key = event_sort_key(event)
+        usage = event.type == "usage"
+        day = min(max(0, to_us(key[0]) // _DAY_US), KEEP_DAY - 1) if usage else KEEP_DAY
+        if day < self.seen_from_day:
+            fin = self.advance(watermark)
+            report = Report(self.engineer_id, event.event_id, TOO_OLD,
+                            f"usage dated more than {SEEN_USAGE_DAYS} days before the watermark: its id is"
+                            " no longer remembered, so it could be a duplicate; not applied")
+            return IngestResult(TOO_OLD, False, self.balance() if want_balance else None,
+                                fin.postings, fin.alerts, [report] + fin.reports)
+        self.seen.add(idd, fpd, day)
+        self.taken += 1
         late = self.watermark is not None and key[0] < self.watermark
         if late:
             ledger = self.ledger
@@ -151,10 +179,19 @@ class EngineerBook:
             del pending[:n]
             ledger.expire_through(watermark, inclusive=False)
             self.watermark = watermark
+            self._forget_old_ids(watermark)
             if self._prov is not None:
                 # Same item sequence as finalized + remaining pending: stays valid.
                 self._prov.expire_through(watermark, inclusive=False)
         return Finalized(*ledger.drain())
+
+    def _forget_old_ids(self, watermark: datetime) -> None:
+        if watermark == END_OF_TIME:
+            return  # end of a replay: nothing arrives after it
+        day_min = to_us(watermark) // _DAY_US - SEEN_USAGE_DAYS
+        if day_min > self.seen_from_day:
+            self.seen.forget_before(day_min)
+            self.seen_from_day = day_min
 
     def finalize_all(self) -> Finalized:
         """End of replay: every pending event and every expiry becomes final."""
@@ -246,6 +283,8 @@ class EngineerBook:
                   for lot in led.lots],
             "x": sorted(led.closed),
             "p": [event_to_compact(e) for _, e in self.pending],
+            "n": self.taken,
+            "sd": self.seen_from_day,
         }
         return pack(state, self.seen)
 
@@ -273,9 +312,13 @@ class EngineerBook:
             led.closed = set(state["x"])
             pending = [event_from_compact(eng, c) for c in state["p"]]
             watermark = None if state["w"] is None else from_us(state["w"])
+            taken = state.get("n", len(seen))  # version 1: nothing was forgotten yet
+            seen_from_day = state.get("sd", 0)
+            if not isinstance(taken, int) or not isinstance(seen_from_day, int):
+                raise TypeError(f"taken {taken!r} / seen_from_day {seen_from_day!r} must be int")
         except (KeyError, TypeError, ValueError, EventError) as exc:
             raise BookError(f"corrupt book state: {exc!r}") from exc
-        return cls(eng, led, watermark, [(event_sort_key(e), e) for e in pending], seen)
+        return cls(eng, led, watermark, [(event_sort_key(e), e) for e in pending], seen, taken, seen_from_day)
 
     def settle(self) -> bool:
         """Make this live object equal, field for field, to
@@ -299,7 +342,7 @@ class EngineerBook:
 
     def __repr__(self) -> str:
         return (f"EngineerBook({self.engineer_id!r}, watermark={self.watermark}, "
-                f"pending={len(self.pending)}, seen={len(self.seen)})")
+                f"pending={len(self.pending)}, seen={len(self.seen)}, taken={self.taken})")
 
 
 def _first(item: tuple) -> tuple:

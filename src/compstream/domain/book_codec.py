@@ -2,9 +2,12 @@
 
 Layout: b"CB" | version (1 byte) | JSON length (4 bytes, big endian) | JSON | seen
 records. Times inside are integer microseconds since the Unix epoch. The seen
-set is a sorted run of 16-byte records: blake2b-8(event_id) || blake2b-8(payload
-fingerprint), so deserializing it is a single copy and lookups are a binary
-search (no per-id Python objects).
+set is a sorted run of 16-byte records: blake2b-8(event_id) || the first 6 bytes
+of blake2b-8(payload fingerprint) || day (2 bytes, big endian: the event's day
+since the epoch, or KEEP_DAY), so deserializing it is a single copy and lookups are a binary
+search (no per-id Python objects). The day lets the book forget usage ids
+older than its dedupe horizon (book.SEEN_USAGE_DAYS), which bounds its size.
+Version 1 books (8-byte fingerprints, no days) are read with every record kept.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from compstream.domain.events import (
 )
 
 MAGIC = b"CB"
-VERSION = 1
+VERSION = 2
+_V1 = 1
 _HEADER = struct.Struct(">2sBI")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 RECORD = 16
+FINGERPRINT_BYTES = 6  # a conflicting payload passes for a duplicate with odds 2**-48
+KEEP_DAY = 0xFFFF  # a record never forgotten (HR events; ids read from version 1); days end in 2149
 
 
 class BookCodecError(ValueError):
@@ -85,14 +91,16 @@ def fingerprint_text(event: Event) -> str:
 
 
 def fingerprint_digest(event: Event, text: str | None = None) -> bytes:
-    """Digest of `fingerprint_text(event)`; pass `text` when already computed."""
+    """Digest of `fingerprint_text(event)` (FINGERPRINT_BYTES of a blake2b-8, as
+    version 1 stored it whole); pass `text` when already computed."""
     if text is None:
         text = fingerprint_text(event)
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()[:FINGERPRINT_BYTES]
 
 
 class SeenIds:
-    """Sorted 16-byte records; 16 bytes per remembered event."""
+    """Sorted 16-byte records (id digest, fingerprint digest, day); 16 bytes
+    per remembered event."""
 
     __slots__ = ("blob",)
 
@@ -100,6 +108,14 @@ class SeenIds:
         if len(blob) % RECORD:
             raise BookCodecError("seen-id blob is not a whole number of records")
         self.blob = bytearray(blob)
+
+    @classmethod
+    def from_v1(cls, blob: bytes) -> "SeenIds":
+        """16-byte records of a version 1 book: kept forever (their days are unknown)."""
+        if len(blob) % RECORD:
+            raise BookCodecError("seen-id blob is not a whole number of records")
+        keep = KEEP_DAY.to_bytes(2, "big")
+        return cls(b"".join(blob[at:at + 8 + FINGERPRINT_BYTES] + keep for at in range(0, len(blob), RECORD)))
 
     def __len__(self) -> int:
         return len(self.blob) // RECORD
@@ -120,14 +136,27 @@ class SeenIds:
         i = self._find(idd)
         at = i * RECORD
         if at < len(self.blob) and self.blob[at:at + 8] == idd:
-            return bytes(self.blob[at + 8:at + RECORD])
+            return bytes(self.blob[at + 8:at + 8 + FINGERPRINT_BYTES])
         return None
 
-    def add(self, idd: bytes, fpd: bytes) -> None:
-        if len(idd) != 8 or len(fpd) != 8:
-            raise BookCodecError("digests must be 8 bytes")
+    def add(self, idd: bytes, fpd: bytes, day: int = KEEP_DAY) -> None:
+        if len(idd) != 8 or len(fpd) != FINGERPRINT_BYTES:
+            raise BookCodecError(f"digests must be 8 and {FINGERPRINT_BYTES} bytes")
+        if not 0 <= day <= KEEP_DAY:
+            raise BookCodecError(f"day {day} out of range")
         at = self._find(idd) * RECORD
-        self.blob[at:at] = idd + fpd
+        self.blob[at:at] = idd + fpd + day.to_bytes(2, "big")
+
+    def forget_before(self, day_min: int) -> int:
+        """Drop the records whose day is before `day_min`; returns how many."""
+        blob = self.blob
+        kept = bytearray()
+        n = len(blob)
+        for at in range(0, n, RECORD):
+            if int.from_bytes(blob[at + RECORD - 2:at + RECORD], "big") >= day_min:
+                kept += blob[at:at + RECORD]
+        self.blob = kept
+        return (n - len(kept)) // RECORD
 
 
 def event_to_compact(e: Event) -> list:
@@ -178,7 +207,7 @@ def unpack(data: bytes) -> tuple[dict, SeenIds]:
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BookCodecError("not an EngineerBook")
-    if version != VERSION:
+    if version not in (VERSION, _V1):
         raise BookCodecError(f"unsupported book version {version}")
     end = _HEADER.size + length
     if end > len(data):
@@ -187,4 +216,6 @@ def unpack(data: bytes) -> tuple[dict, SeenIds]:
         state = json.loads(data[_HEADER.size:end])
     except ValueError as exc:
         raise BookCodecError(f"corrupt book state: {exc}") from exc
+    if version == _V1:
+        return state, SeenIds.from_v1(data[end:])
     return state, SeenIds(data[end:])

@@ -224,6 +224,10 @@ def plan(entries: list[DeadLetterEntry], markers: dict[str, dict], topics: Topic
             skipped.append((entry, "a conflict is decided by data: the same bytes conflict again "
                                    "(supply --fixed, or --force)"))
             continue
+        elif r["stage"] == "too_old" and not force:
+            skipped.append((entry, "usage older than the dedupe horizon is refused again, always "
+                                   "(supply --fixed with a new event id dated within it, or --force)"))
+            continue
         else:
             key = None if r["key"] is None else bytes(r["key"])
             todo.append(Redrive(entry, r["source_topic"], key, bytes(r["raw"]), "raw"))

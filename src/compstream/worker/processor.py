@@ -18,7 +18,7 @@ from kafka.partitioner.default import murmur2
 
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.domain.balance import Balance
-from compstream.domain.book import EngineerBook
+from compstream.domain.book import CONFLICT, TOO_OLD, EngineerBook
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
 from compstream.history.rows import BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, history_batches
@@ -34,6 +34,8 @@ BATCH_MESSAGES_MAX = 10_000
 # history batch (beyond it, the rows go out in pieces: rows.history_batches);
 # a sweep cut short resumes with the next batch.
 SWEEP_ROWS_MAX = 20_000
+# Book statuses whose message becomes a dead letter (stage = status).
+DEAD_LETTER_REPORTS = (CONFLICT, TOO_OLD)
 
 
 def partition_of(engineer_id: str, partitions: int) -> int:
@@ -110,7 +112,7 @@ class _Batch:
         for alert in result.alerts:
             self.alerts.append((engineer, encode_alert(alert)))
         for report in result.reports:
-            if report.code != "conflict":  # conflicts become dead letters
+            if report.code not in DEAD_LETTER_REPORTS:  # those become dead letters
                 self.alerts.append((engineer, encode_report(report, when)))
 
 
@@ -227,9 +229,9 @@ class LedgerProcessor:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
         batch.outcome(engineer, result, event.event_time)
-        if result.status == "conflict":
-            detail = "; ".join(r.detail for r in result.reports if r.code == "conflict")
-            return batch.dead(msg, "conflict", f"event_id {event.event_id!r}: {detail}")
+        if result.status in DEAD_LETTER_REPORTS:  # conflict, too_old: not applied, kept for a decision
+            detail = "; ".join(r.detail for r in result.reports if r.code == result.status)
+            return batch.dead(msg, result.status, f"event_id {event.event_id!r}: {detail}")
         if result.status == "duplicate":
             batch.duplicates += 1
             batch.not_applied.add((msg.topic, msg.partition, msg.offset))
@@ -316,7 +318,7 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
         cause_event_id=cause.event_id if cause is not None else "",
         as_of=book.as_of(until),
         watermark=watermark if watermark > EPOCH else None,
-        events_applied=len(book.seen),
+        events_applied=book.taken,
     )
     return encode_record("BalanceUpdate", record)
 

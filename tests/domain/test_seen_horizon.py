@@ -1,0 +1,162 @@
+"""The book's dedupe memory is bounded: usage ids older than SEEN_USAGE_DAYS
+behind the watermark are forgotten, and usage that old which is not
+remembered is refused (too_old), never counted a second time. HR ids are
+kept for good; version 1 books still read."""
+
+from __future__ import annotations
+
+import struct
+from datetime import timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from compstream.domain.book import SEEN_USAGE_DAYS, EngineerBook
+from compstream.domain.book_codec import MAGIC, SeenIds, id_digest
+from ledger_support import PROPS, at, grant, usage
+
+DAY_H = 24
+LATENESS_H = 6
+
+
+class Stream:
+    """Feeds one book with the worker's watermark rule: latest event time
+    seen minus lateness."""
+
+    def __init__(self, book: EngineerBook):
+        self.book, self.now_h = book, 0.0
+
+    def __call__(self, event):
+        t = event.occurred_at if event.type == "usage" else event.effective_at
+        self.now_h = max(self.now_h, (t - at(0)) / timedelta(hours=1))
+        return self.book.ingest(event, at(self.now_h - LATENESS_H))
+
+
+def _cost(book: EngineerBook) -> int:
+    return book.balance().usage_cost_nanos
+
+
+def test_book_size_stays_bounded_over_months():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    _feed(grant("g", "A", 10**15, 0))
+    per_day, days = 200, 120
+    for d in range(days):
+        for i in range(per_day):
+            assert _feed(usage(f"u{d}-{i}", d * DAY_H + i * 0.1, 1_000)).status == "applied"
+    assert book.taken == 1 + per_day * days
+    # At most SEEN_USAGE_DAYS (+ the current and the boundary day) of usage ids, plus the grant.
+    assert len(book.seen) <= (SEEN_USAGE_DAYS + 2) * per_day + 1
+    assert len(book.seen) < book.taken / 3
+    assert len(book.to_bytes()) < 16 * (SEEN_USAGE_DAYS + 2) * per_day + 4096
+    assert _cost(book) == per_day * days * 1_000
+
+
+def test_duplicate_inside_the_horizon_is_still_caught():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    _feed(usage("old", 0, 50))
+    for d in range(1, SEEN_USAGE_DAYS - 1):
+        _feed(usage(f"u{d}", d * DAY_H, 1))
+    res = _feed(usage("old", 0, 50))
+    assert res.status == "duplicate"
+    res = _feed(usage("old", 0, 51))
+    assert res.status == "conflict"
+    assert book.taken == SEEN_USAGE_DAYS - 1
+
+
+def test_forgotten_usage_is_refused_not_counted_twice():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    _feed(usage("old", 0, 50))
+    _feed(usage("now", (SEEN_USAGE_DAYS + 3) * DAY_H, 7))
+    assert book.seen.get(id_digest("old")) is None  # forgotten
+    before = (book.taken, _cost(book))
+    for again in (usage("old", 0, 50), usage("new-but-old", DAY_H, 9)):
+        res = _feed(again)
+        assert res.status == "too_old"
+        assert [r.code for r in res.reports][:1] == ["too_old"]
+        assert res.postings == []
+    assert (book.taken, _cost(book)) == before == (2, 57)
+    # Still too old after a round trip: the boundary is stored with the book.
+    again = EngineerBook.from_bytes(book.to_bytes())
+    assert again.seen_from_day == book.seen_from_day > 0
+    assert again.ingest(usage("old", 0, 50)).status == "too_old"
+
+
+def test_hr_ids_are_never_forgotten():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    _feed(grant("g1", "A", 1_000, 0))
+    _feed(usage("later", (3 * SEEN_USAGE_DAYS) * DAY_H, 5))
+    assert _feed(grant("g1", "A", 1_000, 0)).status == "duplicate"
+
+
+def test_round_trip_keeps_the_count_and_the_boundary():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    for d in range(0, 3 * SEEN_USAGE_DAYS, 5):
+        _feed(usage(f"u{d}", d * DAY_H, 3))
+    data = book.to_bytes()
+    again = EngineerBook.from_bytes(data)
+    assert (again.taken, again.seen_from_day, bytes(again.seen.blob)) == (
+        book.taken, book.seen_from_day, bytes(book.seen.blob))
+    assert again.to_bytes() == data
+
+
+def test_version_1_books_read_with_every_id_kept():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    for i in range(5):
+        _feed(usage(f"u{i}", i, 10))
+    v2 = book.to_bytes()
+    # Rebuild the same book as version 1 wrote it: 8-byte fingerprints, no
+    # days, no "n"/"sd" in the state (fingerprint tails made up: v1 stored 8).
+    head = struct.Struct(">2sBI")
+    _, _, length = head.unpack_from(v2)
+    import json
+
+    state = json.loads(v2[head.size:head.size + length])
+    del state["n"], state["sd"]
+    body = json.dumps(state, separators=(",", ":")).encode()
+    seen = SeenIds(v2[head.size + length:])
+    v1_records = b"".join(seen.blob[at:at + 14] + b"\xaa\xbb" for at in range(0, len(seen.blob), 16))
+    v1 = head.pack(MAGIC, 1, len(body)) + body + v1_records
+    old = EngineerBook.from_bytes(v1)
+    assert old.taken == 5 and old.seen_from_day == 0
+    assert old.ingest(usage("u3", 3, 10)).status == "duplicate"  # 6-byte prefix still matches
+    assert old.ingest(usage("u3", 3, 11)).status == "conflict"
+    # Their days are unknown: kept through any watermark.
+    old.advance(at(10 * SEEN_USAGE_DAYS * DAY_H))
+    assert len(old.seen) == 5 and old.to_bytes()[2] == 2
+
+
+_plans = st.lists(st.tuples(st.integers(0, 90), st.integers(0, 3)), min_size=1, max_size=60)
+
+
+@PROPS
+@given(_plans, st.data())
+def test_never_counted_twice_with_bounded_memory(plan, data):
+    """Any arrival order of distinct usage (days 0-90) with re-sends of earlier
+    ones at random later points: each id is applied at most once, the book's
+    totals are exactly the applied events, and every event is either applied,
+    a duplicate, or refused as too old."""
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    events = [usage(f"u{i}", day * DAY_H + i * 0.01, 1 + cost) for i, (day, cost) in enumerate(plan)]
+    arrivals = list(events)
+    for _ in range(data.draw(st.integers(0, len(events)))):
+        pick = data.draw(st.sampled_from(events))
+        arrivals.insert(data.draw(st.integers(arrivals.index(pick) + 1, len(arrivals))), pick)
+    applied: dict[str, int] = {}
+    for e in arrivals:
+        res = _feed(e)
+        assert res.status in ("applied", "duplicate", "too_old")
+        if res.status == "applied":
+            assert e.event_id not in applied
+            applied[e.event_id] = e.cost_nanos
+    assert book.taken == len(applied)
+    assert _cost(book) == sum(applied.values())
+    book.finalize_all()
+    assert book.final_balance().usage_cost_nanos == sum(applied.values())
+    assert len(book.seen) <= book.taken
