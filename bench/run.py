@@ -202,6 +202,16 @@ print(json.dumps({'events': n, 'jobs': auto_jobs(os.path.getsize(path)), 'second
 
 
 # ----------------------------------------------------------------- report
+def raw_results(report: str) -> dict:
+    """The results a generated report embeds (its "Raw results" JSON block)."""
+    head = "## Raw results\n\n```json\n"
+    start = report.find(head)
+    if start < 0:
+        raise SystemExit("no raw results in that report: run the benchmark")
+    body = report[start + len(head):]
+    return json.loads(body[:body.index("\n```")])
+
+
 def _g(d: dict, *path, default=None):
     for k in path:
         if not isinstance(d, dict) or k not in d:
@@ -213,6 +223,8 @@ def _g(d: dict, *path, default=None):
 def _fmt(v, unit: str = "") -> str:
     if v is None:
         return "n/a"
+    if isinstance(v, float) and abs(v) < 1:
+        return f"{v:.3f}{unit}"  # ratios: 0.004 must not print as 0.00
     if isinstance(v, float) and v < 100:
         return f"{v:,.2f}{unit}"
     if isinstance(v, (int, float)):
@@ -435,7 +447,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bootstrap", help="use this running broker instead of starting one")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--rerender", action="store_true",
+                    help="rewrite --out from the raw results it holds (after editing the profile notes); no run")
     args = ap.parse_args(argv)
+    if args.rerender:
+        out = Path(args.out)
+        out.write_text(render(raw_results(out.read_text())))
+        print(f"[bench] re-rendered {out}", flush=True)
+        return 0
     if argv is None:  # CLI: SIGTERM/SIGINT unwind through the finally blocks (broker, worker stop)
         import signal
 

@@ -63,3 +63,13 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     two = r["e2e_2w"]
     assert two["workers"] == 2 and two["engineers_wrong_count"] == 0, two
     assert two["history_events_ok"], two["history"]
+    # A report re-renders from the results it embeds (after editing the notes).
+    assert run.raw_results(text) == raw
+    assert run.main(["--rerender", "--out", str(out)]) == 0
+    assert out.read_text() == text
+
+
+def test_small_ratios_keep_their_digits():
+    from bench import run
+
+    assert run._fmt(0.004) == "0.004" and run._fmt(0.61) == "0.610" and run._fmt(13.0) == "13.00"
