@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compstream.domain.book import SEEN_USAGE_DAYS, EngineerBook
-from compstream.domain.book_codec import MAGIC, SeenIds, id_digest
+from compstream.domain.book_codec import MAGIC, SeenIds, id_digest, to_us
 from ledger_support import PROPS, at, grant, usage
 
 DAY_H = 24
@@ -160,3 +160,64 @@ def test_never_counted_twice_with_bounded_memory(plan, data):
     book.finalize_all()
     assert book.final_balance().usage_cost_nanos == sum(applied.values())
     assert len(book.seen) <= book.taken
+
+
+def _day(t) -> int:
+    return to_us(t) // 86_400_000_000
+
+
+def test_a_book_over_its_byte_budget_forgets_its_oldest_days_first():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    for d in range(20):
+        for i in range(300):
+            _feed(usage(f"u{d}-{i}", d * DAY_H + i * 0.07, 10))
+    full = len(book.to_bytes())
+    data = book.to_bytes(bytes_max=40_000)
+    assert len(data) <= 40_000 < full
+    assert _day(at(0)) < book.seen_from_day <= _day(book.watermark)
+    _feed.book = EngineerBook.from_bytes(data)
+    assert _feed(usage("u0-0", 0, 10)).status == "too_old"  # forgotten early: refused, not counted
+    assert _feed(usage("u19-299", 19 * DAY_H + 299 * 0.07, 10)).status == "duplicate"
+    assert _feed(usage("fresh", 19 * DAY_H + 23, 10)).status == "applied"  # on time: never refused
+    assert _feed.book.taken == 20 * 300 + 1
+
+
+def test_the_watermark_day_and_later_are_never_forgotten_for_size():
+    book = EngineerBook.empty("e1")
+    _feed = Stream(book)
+    times = {f"u{i}": at(i * 0.07) for i in range(600)}  # 42 h: the watermark is on day 1
+    for eid, t in times.items():
+        _feed(usage(eid, (t - at(0)) / timedelta(hours=1), 10))
+    data = book.to_bytes(bytes_max=100)  # impossible: the size says so, the caller decides
+    assert len(data) > 100 and book.seen_from_day == _day(book.watermark) == _day(at(24))
+    kept = {eid for eid in times if book.seen.get(id_digest(eid)) is not None}
+    assert kept == {eid for eid, t in times.items() if t >= at(24)}
+
+
+@PROPS
+@given(_plans, st.data(), st.sampled_from([200, 400, 1_000, None]))
+def test_size_budget_never_counts_twice_nor_refuses_on_time_usage(plan, data, bytes_max):
+    """The worker's cycle (ingest, to_bytes with a budget, from_bytes) under
+    re-sends: nothing counted twice, and only usage dated before the watermark
+    it arrived under is ever refused."""
+    stream = Stream(EngineerBook.empty("e1"))
+    events = [usage(f"u{i}", day * DAY_H + i * 0.01, 1 + cost) for i, (day, cost) in enumerate(plan)]
+    arrivals = list(events)
+    for _ in range(data.draw(st.integers(0, len(events)))):
+        pick = data.draw(st.sampled_from(events))
+        arrivals.insert(data.draw(st.integers(arrivals.index(pick) + 1, len(arrivals))), pick)
+    applied: dict[str, int] = {}
+    for e in arrivals:
+        watermark = stream.book.watermark
+        res = stream(e)
+        if res.status == "too_old":
+            assert watermark is not None and e.occurred_at < watermark
+        elif res.status == "applied":
+            assert e.event_id not in applied
+            applied[e.event_id] = e.cost_nanos
+        else:
+            assert res.status == "duplicate"
+        stream.book = EngineerBook.from_bytes(stream.book.to_bytes(bytes_max))
+    assert stream.book.taken == len(applied)
+    assert _cost(stream.book) == sum(applied.values())

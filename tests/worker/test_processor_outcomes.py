@@ -68,3 +68,28 @@ def test_usage_older_than_the_dedupe_horizon_is_a_dead_letter_not_an_alert():
     assert [r.stage for b in again.history for r in b.dead_letters] == ["too_old"]
     balance = decode_record(res.balances[-1][1])[1]
     assert balance["events_applied"] == 2 and balance["usage_cost_nanos"] == 3_000
+
+
+def test_books_are_kept_under_the_byte_budget_or_named_in_an_error(caplog):
+    """Past `book_bytes_max` a book forgets its oldest days of usage ids
+    before it is written; when even that cannot fit, the log names the book."""
+    from compstream.domain.book import EngineerBook
+
+    eng = "eng-9"
+    days = [Usage(f"u{d}-{i}", eng, "openai", "gpt-4o", T + timedelta(days=d, minutes=i), 10, 5, 0, 0, 100)
+            for d in range(6) for i in range(200)]
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(3600, load_book=store.get, partitions=1)
+    proc.book_bytes_max = 12_000
+    for i in range(0, len(days), 300):
+        res = proc.process([_msg(e, i + j) for j, e in enumerate(days[i:i + 300])], sweep=False)
+        for engineer, (data, _p) in res.books.items():
+            store[engineer] = data
+    book = EngineerBook.from_bytes(store[eng])
+    assert len(store[eng]) <= 12_000 and book.taken == len(days) and book.seen_from_day > 0
+    proc.book_bytes_max = 100
+    with caplog.at_level("ERROR", logger="compstream.worker.processor"):
+        res = proc.process([_msg(Usage("late-add", eng, "openai", "gpt-4o", T + timedelta(days=6), 1, 1, 0, 0, 1),
+                                 len(days))], sweep=False)
+    assert len(res.books[eng][0]) > 100
+    assert any(eng in r.getMessage() and "changelog write will fail" in r.getMessage() for r in caplog.records)

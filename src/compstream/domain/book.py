@@ -21,7 +21,8 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
   event ids are kept for good; usage ids only while the usage is at most
   SEEN_USAGE_DAYS older than the watermark, so a book stays small however long
   an engineer's agents run (a book is one changelog record, and the broker
-  refuses records over 1 MiB). A usage event older than that horizon and not
+  refuses records over 1 MiB); `to_bytes(bytes_max)` shortens that horizon
+  for a book that would still be too large, down to the watermark's day. A usage event older than that horizon and not
   remembered cannot be told apart from a duplicate: it is refused with status
   too_old (the worker dead-letters it), never counted a second time.
 """
@@ -36,7 +37,7 @@ from heapq import heapify
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
 from compstream.domain.balance import Balance, Posting, Report
 from compstream.domain.book_codec import (
-    KEEP_DAY, SeenIds, event_from_compact, event_to_compact, fingerprint_digest, from_us, id_digest,
+    KEEP_DAY, RECORD, SeenIds, event_from_compact, event_to_compact, fingerprint_digest, from_us, id_digest,
     pack, to_us, unpack,
 )
 from compstream.domain.events import Event, EventError, event_sort_key
@@ -267,7 +268,34 @@ class EngineerBook:
         return self.ledger.balance()
 
     # ------------------------------------------------------------------ bytes
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, bytes_max: int | None = None) -> bytes:
+        """With `bytes_max`: a book larger than that first forgets its oldest
+        days of usage ids (as if the dedupe horizon were shorter), but never
+        the watermark's day or later: usage of those days is still on time or
+        nearly, and must not be refused. The result can still exceed
+        `bytes_max` when the ids of those days alone do; the caller decides."""
+        data = self._pack()
+        if bytes_max is not None and len(data) > bytes_max:
+            data = self._shrink(data, bytes_max)
+        return data
+
+    def _shrink(self, data: bytes, bytes_max: int) -> bytes:
+        if self.watermark is None or self.watermark == END_OF_TIME:
+            return data
+        day_stop = to_us(self.watermark) // _DAY_US  # forget only days before this
+        excess, cutoff = len(data) - bytes_max, None
+        for day, n in sorted(self.seen.usage_day_counts().items()):
+            if day >= day_stop or excess <= 0:
+                break
+            excess -= n * RECORD
+            cutoff = day + 1
+        if cutoff is None:
+            return data
+        self.seen.forget_before(cutoff)
+        self.seen_from_day = max(self.seen_from_day, cutoff)
+        return self._pack()
+
+    def _pack(self) -> bytes:
         led = self.ledger
         state = {
             "e": self.engineer_id,

@@ -147,6 +147,15 @@ class SeenIds:
         at = self._find(idd) * RECORD
         self.blob[at:at] = idd + fpd + day.to_bytes(2, "big")
 
+    def usage_day_counts(self) -> dict[int, int]:
+        """Records per day, KEEP_DAY ones left out."""
+        blob, counts = self.blob, {}
+        for at in range(RECORD - 2, len(blob), RECORD):
+            day = int.from_bytes(blob[at:at + 2], "big")
+            if day != KEEP_DAY:
+                counts[day] = counts.get(day, 0) + 1
+        return counts
+
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
         blob = self.blob

@@ -34,6 +34,10 @@ BATCH_MESSAGES_MAX = 10_000
 # history batch (beyond it, the rows go out in pieces: rows.history_batches);
 # a sweep cut short resumes with the next batch.
 SWEEP_ROWS_MAX = 20_000
+# A book is one changelog record; the broker refuses records over 1 MiB
+# (message.max.bytes). Past this, a book forgets its oldest usage ids early
+# (EngineerBook.to_bytes), leaving room for the key and record overhead.
+BOOK_BYTES_MAX = 768 * 1024
 # Book statuses whose message becomes a dead letter (stage = status).
 DEAD_LETTER_REPORTS = (CONFLICT, TOO_OLD)
 
@@ -146,6 +150,7 @@ class LedgerProcessor:
         # very bytes they were serialized to (see book_cache).
         self.book_cache = BookCache()
         self.history_rows_max = BATCH_ROWS_MAX
+        self.book_bytes_max = BOOK_BYTES_MAX
 
     def restore_stream_time(self, partition: int, stored: datetime) -> None:
         """Stream time as stored with the books (after a restart or a
@@ -273,7 +278,11 @@ class LedgerProcessor:
         books_out: dict[str, tuple[bytes, int]] = {}
         for engineer, book in batch.books.items():
             partition = batch.book_partition[engineer]
-            data = book.to_bytes()
+            data = book.to_bytes(self.book_bytes_max)
+            if len(data) > self.book_bytes_max:  # the broker will refuse it: say whose and why
+                log.error("book of %s is %d bytes even with only the usage ids of its watermark's day "
+                          "and later (%d): over %d, its changelog write will fail", engineer, len(data),
+                          len(book.seen), self.book_bytes_max)
             books_out[engineer] = (data, partition)
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
