@@ -131,6 +131,17 @@ def test_version_1_books_read_with_every_id_kept():
     assert len(old.seen) == 5 and old.to_bytes()[2] == 2
 
 
+def _arrivals(plan, data) -> list:
+    """Distinct usage (day, cost) in plan order, with re-sends of earlier ones
+    inserted at random later points."""
+    events = [usage(f"u{i}", day * DAY_H + i * 0.01, 1 + cost) for i, (day, cost) in enumerate(plan)]
+    arrivals = list(events)
+    for _ in range(data.draw(st.integers(0, len(events)))):
+        pick = data.draw(st.sampled_from(events))
+        arrivals.insert(data.draw(st.integers(arrivals.index(pick) + 1, len(arrivals))), pick)
+    return arrivals
+
+
 _plans = st.lists(st.tuples(st.integers(0, 90), st.integers(0, 3)), min_size=1, max_size=60)
 
 
@@ -143,11 +154,7 @@ def test_never_counted_twice_with_bounded_memory(plan, data):
     a duplicate, or refused as too old."""
     book = EngineerBook.empty("e1")
     _feed = Stream(book)
-    events = [usage(f"u{i}", day * DAY_H + i * 0.01, 1 + cost) for i, (day, cost) in enumerate(plan)]
-    arrivals = list(events)
-    for _ in range(data.draw(st.integers(0, len(events)))):
-        pick = data.draw(st.sampled_from(events))
-        arrivals.insert(data.draw(st.integers(arrivals.index(pick) + 1, len(arrivals))), pick)
+    arrivals = _arrivals(plan, data)
     applied: dict[str, int] = {}
     for e in arrivals:
         res = _feed(e)
@@ -202,11 +209,7 @@ def test_size_budget_never_counts_twice_nor_refuses_on_time_usage(plan, data, by
     re-sends: nothing counted twice, and only usage dated before the watermark
     it arrived under is ever refused."""
     stream = Stream(EngineerBook.empty("e1"))
-    events = [usage(f"u{i}", day * DAY_H + i * 0.01, 1 + cost) for i, (day, cost) in enumerate(plan)]
-    arrivals = list(events)
-    for _ in range(data.draw(st.integers(0, len(events)))):
-        pick = data.draw(st.sampled_from(events))
-        arrivals.insert(data.draw(st.integers(arrivals.index(pick) + 1, len(arrivals))), pick)
+    arrivals = _arrivals(plan, data)
     applied: dict[str, int] = {}
     for e in arrivals:
         watermark = stream.book.watermark
