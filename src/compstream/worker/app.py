@@ -159,7 +159,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                 processor.restore_stream_time(p, stored)
             stream_time_loaded.add(p)
         result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
-                                   sweep=True, lagging=lagging)
+                                   sweep=True, lagging=lagging,
+                                   lagging_after=_lagging(app, source_names, expected_of))  # screen moved `next`
         first, last = messages[0], messages[-1]
         token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
         # The store client is blocking: it writes on a thread (keeping the

@@ -181,10 +181,16 @@ class LedgerProcessor:
         return book
 
     def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
-                sweep: bool = True, lagging: Iterable[tuple[str, int]] | None = None) -> BatchResult:
+                sweep: bool = True, lagging: Iterable[tuple[str, int]] | None = None,
+                lagging_after: Iterable[tuple[str, int]] | None = None) -> BatchResult:
         """Apply a batch. With `keys` (all engineers with a stored book) and
         `sweep`, also advance the quiet books (those with something due before
-        the watermark) of this batch's partitions whose watermark moved."""
+        the watermark) of this batch's partitions whose watermark moved.
+        `lagging`: source partitions with a backlog before this batch (they
+        hold the watermark back while its events are applied); `lagging_after`:
+        those still behind once it is applied, for the sweep: a backlog the
+        batch finished no longer holds it back (else that sweep would wait
+        for a next batch that may not come)."""
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
         if lagging is not None:
@@ -192,6 +198,8 @@ class LedgerProcessor:
         batch = _Batch()
         for msg in messages:
             self._apply(batch, msg)
+        if lagging_after is not None:
+            self.lagging = frozenset(lagging_after)
         if sweep and keys is not None:
             moved = {m.partition for m in messages
                      if self.watermark(m.partition) > self.swept_watermark.get(m.partition, EPOCH)}
