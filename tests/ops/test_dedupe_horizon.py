@@ -1,7 +1,8 @@
 """Real broker, real worker: usage dated more than the dedupe horizon behind
 the watermark is refused as a dead letter (stage too_old) — the exact re-send
 of a forgotten event and a new event that old alike — and counted once or not
-at all; `dlq redrive` will not send it back unchanged."""
+at all; `dlq redrive` will not send it back unchanged, and `diff` leaves it
+out of its replay as the worker did."""
 
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def test_usage_older_than_the_horizon_is_dead_lettered_once(kafka_bootstrap, top
         assert r.exit_code == 0 and "refused again" in r.output and "0 to redrive" in r.output
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+    # The audit replay leaves out exactly what the worker refused, so it agrees.
+    r = run(["diff", "--json"], env)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["equal"] and result["refused_too_old"] == 2, result
 
     store = open_history(env["COMPSTREAM_CLICKHOUSE_DSN"])
     try:

@@ -40,7 +40,8 @@ def _print_diff(result, as_json: bool) -> None:
         out.print_json(json.dumps({
             "equal": result.equal, "engineers_live": result.engineers_live,
             "engineers_replay": result.engineers_replay, "events": result.events,
-            "bad_messages": result.bad_count, "differences": [d.to_dict() for d in result.differences]}))
+            "bad_messages": result.bad_count, "refused_too_old": result.refused_too_old,
+            "differences": [d.to_dict() for d in result.differences]}))
         return
     if result.differences:
         table = Table("engineer", "field", "live", "replay", "replay - live", title="differences")
@@ -53,6 +54,9 @@ def _print_diff(result, as_json: bool) -> None:
     if result.bad_count:
         err.print(f"{result.bad_count} source records are not events (dead letters of the worker too); "
                   "see `compstream dlq list`", markup=False)
+    if result.refused_too_old:
+        err.print(f"{result.refused_too_old} source records left out of the replay: the worker refused them "
+                  "as too old to check for duplicates (dead letters, stage too_old)", markup=False)
     verdict = "equal" if result.equal else f"{len(result.differences)} differences"
     err.print(f"{result.engineers_live} live balances, {result.engineers_replay} engineers replayed "
               f"from {result.events} events, {result.conflicts} conflicts: {verdict}", markup=False)

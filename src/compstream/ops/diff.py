@@ -6,6 +6,10 @@ engineer is replayed as of that instant (`as_of_latest`: as of the latest
 event time on the source topics instead, which also flags books the worker
 has not advanced yet). The balance topic is read *before* the source topics:
 every event the worker had processed is then in what we replay.
+
+Source records the worker refused as too old to check for duplicates (dead
+letters with stage too_old, see book.SEEN_USAGE_DAYS) are left out of the
+replay too: the worker counted them nowhere, on purpose.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from compstream.codec import DecodeError, decode_record
 from compstream.config import Settings
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
+from compstream.domain.book import TOO_OLD
 from compstream.ops.kafka_source import (
-    BadMessage, open_consumer, read_ranges, resolve_ranges, source_events,
+    BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
 )
 
 COMPARED_FIELDS = BALANCE_FIELDS + ("events_applied",)
 PRESENCE = "(presence)"
 BAD_KEPT_MAX = 1_000  # bad source messages kept for the report; all are counted
+REFUSED_MAX = 1_000_000  # too_old dead letters held in memory to leave their sources out
 RECORD = "(record)"
 
 
@@ -49,6 +55,7 @@ class DiffResult:
     conflicts: int = 0
     bad_messages: list[BadMessage] = field(default_factory=list)
     bad_count: int = 0
+    refused_too_old: int = 0  # source records left out: the worker refused them (dead letters)
 
     @property
     def equal(self) -> bool:
@@ -80,6 +87,24 @@ def read_live_balances(consumer, topic: str) -> tuple[dict[str, dict], list[Diff
             continue
         live[value["engineer_id"]] = value
     return live, broken
+
+
+def refused_sources(consumer, topic: str) -> set[tuple[str, int, int]]:
+    """(topic, partition, offset) of every source record the worker dead-lettered
+    as too_old. Unreadable dead letters are `dlq list`'s business, not ours."""
+    if not consumer.partitions_for_topic(topic):
+        return set()  # no dead letter was ever written
+    out: set[tuple[str, int, int]] = set()
+    for rec in read_ranges(consumer, resolve_ranges(consumer, [topic])):
+        try:
+            name, value = decode_record(rec.value)
+        except DecodeError:
+            continue
+        if name == "DeadLetter" and value["stage"] == TOO_OLD:
+            if len(out) >= REFUSED_MAX:
+                raise SourceError(f"more than {REFUSED_MAX} too_old dead letters on {topic}")
+            out.add((value["source_topic"], value["source_partition"], value["source_offset"]))
+    return out
 
 
 def expected(engineer: str, events, as_of: datetime | None) -> dict[str, Any]:
@@ -125,9 +150,11 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
             if on_bad is not None:
                 on_bad(message)
 
+        refused = refused_sources(consumer, settings.topics.dead_letters)
+        result.refused_too_old = len(refused)
         ranges = resolve_ranges(consumer, [settings.topics.usage, settings.topics.grants])
         replayed = ReplayResult(balances={})
-        groups = collect(source_events(consumer, ranges, bad), replayed)
+        groups = collect(source_events(consumer, ranges, bad, skip=refused), replayed)
     finally:
         consumer.close()
     latest = max((e.event_time for evs in groups.values() for e in evs.values()), default=None)

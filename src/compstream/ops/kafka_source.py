@@ -17,7 +17,7 @@ import time
 from array import array
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Container, Iterable, Iterator
 
 import kafka.errors as kerr
 from kafka import KafkaConsumer, TopicPartition
@@ -216,10 +216,14 @@ class CoordMap:
 def source_events(consumer: KafkaConsumer, ranges: list[PartitionRange],
                   on_bad: Callable[[BadMessage], None], *, coords: CoordMap | None = None,
                   on_record: Callable[[], None] | None = None,
-                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> Iterator[Event]:
+                  idle_timeout_s: float = IDLE_TIMEOUT_S,
+                  skip: Container[tuple[str, int, int]] = ()) -> Iterator[Event]:
+    """`skip`: (topic, partition, offset) of records to leave out unread."""
     for record in read_ranges(consumer, ranges, idle_timeout_s):
         if on_record is not None:
             on_record()
+        if skip and (record.topic, record.partition, record.offset) in skip:
+            continue
         try:
             event = decode_source(record)
         except BadMessageError as exc:
