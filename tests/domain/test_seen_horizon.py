@@ -5,6 +5,7 @@ kept for good; version 1 books still read."""
 
 from __future__ import annotations
 
+import json
 import struct
 from datetime import timedelta
 
@@ -114,8 +115,6 @@ def test_version_1_books_read_with_every_id_kept():
     # days, no "n"/"sd" in the state (fingerprint tails made up: v1 stored 8).
     head = struct.Struct(">2sBI")
     _, _, length = head.unpack_from(v2)
-    import json
-
     state = json.loads(v2[head.size:head.size + length])
     del state["n"], state["sd"]
     body = json.dumps(state, separators=(",", ":")).encode()

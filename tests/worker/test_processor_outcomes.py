@@ -92,7 +92,7 @@ def test_books_are_kept_under_the_byte_budget_or_named_in_an_error(caplog):
         res = proc.process([_msg(Usage("late-add", eng, "openai", "gpt-4o", T + timedelta(days=6), 1, 1, 0, 0, 1),
                                  len(days))], sweep=False)
     assert len(res.books[eng][0]) > 100
-    assert any(eng in r.getMessage() and "changelog write will fail" in r.getMessage() for r in caplog.records)
+    assert any(eng in r.getMessage() and "over its 100-byte budget" in r.getMessage() for r in caplog.records)
 
 
 def _backlog_batches(lagging_after):

@@ -21,10 +21,11 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
   event ids are kept for good; usage ids only while the usage is at most
   SEEN_USAGE_DAYS older than the watermark, so a book stays small however long
   an engineer's agents run (a book is one changelog record, and the broker
-  refuses records over 1 MiB); `to_bytes(bytes_max)` shortens that horizon
-  for a book that would still be too large, down to the watermark's day. A usage event older than that horizon and not
-  remembered cannot be told apart from a duplicate: it is refused with status
-  too_old (the worker dead-letters it), never counted a second time.
+  refuses records over 1 MiB). `to_bytes(bytes_max)` shortens that horizon for
+  a book that would still be too large, down to the watermark's day. Usage
+  older than the horizon and not remembered cannot be told apart from a
+  duplicate: it is refused with status too_old (the worker dead-letters it),
+  never counted a second time.
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ class EngineerBook:
         if day < self.seen_from_day:
             fin = self.advance(watermark)
             report = Report(self.engineer_id, event.event_id, TOO_OLD,
-                            f"usage dated more than {SEEN_USAGE_DAYS} days before the watermark: its id is"
-                            " no longer remembered, so it could be a duplicate; not applied")
+                            f"usage dated before this book's dedupe horizon ({SEEN_USAGE_DAYS} days behind"
+                            " the watermark, less for a book near its size limit): its id is no longer"
+                            " remembered, so it could be a duplicate; not applied")
             return IngestResult(TOO_OLD, False, self.balance() if want_balance else None,
                                 fin.postings, fin.alerts, [report] + fin.reports)
         self.seen.add(idd, fpd, day)

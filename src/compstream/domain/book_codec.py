@@ -4,8 +4,8 @@ Layout: b"CB" | version (1 byte) | JSON length (4 bytes, big endian) | JSON | se
 records. Times inside are integer microseconds since the Unix epoch. The seen
 set is a sorted run of 16-byte records: blake2b-8(event_id) || the first 6 bytes
 of blake2b-8(payload fingerprint) || day (2 bytes, big endian: the event's day
-since the epoch, or KEEP_DAY), so deserializing it is a single copy and lookups are a binary
-search (no per-id Python objects). The day lets the book forget usage ids
+since the epoch, or KEEP_DAY), so deserializing it is a single copy and lookups
+are a binary search (no per-id Python objects). The day lets the book forget usage ids
 older than its dedupe horizon (book.SEEN_USAGE_DAYS), which bounds its size.
 Version 1 books (8-byte fingerprints, no days) are read with every record kept.
 """

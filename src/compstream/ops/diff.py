@@ -21,8 +21,8 @@ from typing import Any, Callable
 from compstream.codec import DecodeError, decode_record
 from compstream.config import Settings
 from compstream.domain.balance import BALANCE_FIELDS
-from compstream.domain.replay import ReplayResult, collect, fold_engineer
 from compstream.domain.book import TOO_OLD
+from compstream.domain.replay import ReplayResult, collect, fold_engineer
 from compstream.ops.kafka_source import (
     BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
 )

@@ -39,7 +39,7 @@ SWEEP_ROWS_MAX = 20_000
 # (EngineerBook.to_bytes), leaving room for the key and record overhead.
 BOOK_BYTES_MAX = 768 * 1024
 # Book statuses whose message becomes a dead letter (stage = status).
-DEAD_LETTER_REPORTS = (CONFLICT, TOO_OLD)
+DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
 
 
 def partition_of(engineer_id: str, partitions: int) -> int:
@@ -116,7 +116,7 @@ class _Batch:
         for alert in result.alerts:
             self.alerts.append((engineer, encode_alert(alert)))
         for report in result.reports:
-            if report.code not in DEAD_LETTER_REPORTS:  # those become dead letters
+            if report.code not in DEAD_LETTER_STATUSES:  # their messages become dead letters
                 self.alerts.append((engineer, encode_report(report, when)))
 
 
@@ -242,7 +242,7 @@ class LedgerProcessor:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
         batch.outcome(engineer, result, event.event_time)
-        if result.status in DEAD_LETTER_REPORTS:  # conflict, too_old: not applied, kept for a decision
+        if result.status in DEAD_LETTER_STATUSES:  # conflict, too_old: not applied, kept for a decision
             detail = "; ".join(r.detail for r in result.reports if r.code == result.status)
             return batch.dead(msg, result.status, f"event_id {event.event_id!r}: {detail}")
         if result.status == "duplicate":
@@ -287,10 +287,11 @@ class LedgerProcessor:
         for engineer, book in batch.books.items():
             partition = batch.book_partition[engineer]
             data = book.to_bytes(self.book_bytes_max)
-            if len(data) > self.book_bytes_max:  # the broker will refuse it: say whose and why
-                log.error("book of %s is %d bytes even with only the usage ids of its watermark's day "
-                          "and later (%d): over %d, its changelog write will fail", engineer, len(data),
-                          len(book.seen), self.book_bytes_max)
+            if len(data) > self.book_bytes_max:  # near what the broker refuses: say whose and why
+                log.error("book of %s is %d bytes, over its %d-byte budget with no usage ids left to "
+                          "forget before its watermark's day (%d ids kept); the broker refuses changelog "
+                          "records over message.max.bytes (1 MiB by default)", engineer, len(data),
+                          self.book_bytes_max, len(book.seen))
             books_out[engineer] = (data, partition)
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
