@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compstream.domain.book import SEEN_USAGE_DAYS, EngineerBook
-from compstream.domain.book_codec import MAGIC, SeenIds, id_digest, to_us
+from compstream.domain.book_codec import KEEP_DAY, MAGIC, SeenIds, id_digest, to_us
 from ledger_support import PROPS, at, grant, usage
 
 DAY_H = 24
@@ -223,3 +223,21 @@ def test_size_budget_never_counts_twice_nor_refuses_on_time_usage(plan, data, by
         stream.book = EngineerBook.from_bytes(stream.book.to_bytes(bytes_max))
     assert stream.book.taken == len(applied)
     assert _cost(stream.book) == sum(applied.values())
+
+
+@PROPS
+@given(st.lists(st.tuples(st.binary(min_size=8, max_size=8), st.integers(0, 40)), unique_by=lambda r: r[0],
+                max_size=80), st.integers(0, 45))
+def test_forget_before_keeps_exactly_the_later_days_in_order(records, day_min):
+    seen = SeenIds()
+    for idd, day in records:
+        seen.add(idd, idd[:6], day if day < 40 else KEEP_DAY)
+    seen.add(b"\xff" * 8, b"\x00" * 6)  # an HR id: kept whatever the day
+    before = bytes(seen.blob)
+    dropped = seen.forget_before(day_min)
+    kept = [before[at:at + 16] for at in range(0, len(before), 16)
+            if int.from_bytes(before[at + 14:at + 16], "big") >= day_min]
+    assert bytes(seen.blob) == b"".join(kept) and dropped == len(before) // 16 - len(kept)
+    assert seen.get(b"\xff" * 8) == b"\x00" * 6
+    assert seen.usage_day_counts() == {d: sum(1 for _, x in records if x == d)
+                                       for d in {x for _, x in records if day_min <= x < 40}}

@@ -32,6 +32,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 RECORD = 16
 FINGERPRINT_BYTES = 6  # a conflicting payload passes for a duplicate with odds 2**-48
+_DAY_OF_RECORD = struct.Struct(">14xH")  # the day field of one record
 KEEP_DAY = 0xFFFF  # a record never forgotten (HR events; ids read from version 1); days end in 2149
 
 
@@ -149,9 +150,8 @@ class SeenIds:
 
     def usage_day_counts(self) -> dict[int, int]:
         """Records per day, KEEP_DAY ones left out."""
-        blob, counts = self.blob, {}
-        for at in range(RECORD - 2, len(blob), RECORD):
-            day = int.from_bytes(blob[at:at + 2], "big")
+        counts: dict[int, int] = {}
+        for (day,) in _DAY_OF_RECORD.iter_unpack(self.blob):
             if day != KEEP_DAY:
                 counts[day] = counts.get(day, 0) + 1
         return counts
@@ -159,13 +159,12 @@ class SeenIds:
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
         blob = self.blob
-        kept = bytearray()
-        n = len(blob)
-        for at in range(0, n, RECORD):
-            if int.from_bytes(blob[at + RECORD - 2:at + RECORD], "big") >= day_min:
-                kept += blob[at:at + RECORD]
-        self.blob = kept
-        return (n - len(kept)) // RECORD
+        days = [day for (day,) in _DAY_OF_RECORD.iter_unpack(blob)]
+        if not days or min(days) >= day_min:
+            return 0  # the usual case (once a day per book): nothing that old
+        self.blob = bytearray(b"".join(
+            blob[i * RECORD:(i + 1) * RECORD] for i, day in enumerate(days) if day >= day_min))
+        return len(days) - len(self.blob) // RECORD
 
 
 def event_to_compact(e: Event) -> list:
