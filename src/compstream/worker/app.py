@@ -40,6 +40,7 @@ from compstream.worker.faust_compat import (
 )
 from compstream.worker.publisher import Publisher
 from compstream.worker.sink import HistorySink
+from compstream.worker.tail_probe import TailProbe, tail_has_data
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
                                 partitions=settings.source_partitions)
     guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
+    tails = TailProbe(lambda topic, p, start, end: tail_has_data(settings.kafka_bootstrap, topic, p, start, end))
     seen_rebalance = [app.rebalancing_count]
     stream_time_loaded: set[int] = set()  # partitions whose stored stream time was read
     activity = Activity(time.monotonic)
@@ -140,12 +142,13 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         if seen_rebalance[0] != app.rebalancing_count:
             seen_rebalance[0] = app.rebalancing_count
             guard.forget()
+            tails.forget()
             stream_time_loaded.clear()
             if feed is not None:
                 feed.forget()
         # Backlogs as they were before this batch: its own messages may still
         # be behind the other topic's, so they must not count as caught up.
-        lagging = _lagging(app, source_names, expected_of)
+        lagging = _lagging(app, source_names, expected_of, tails)
         messages, seeks = guard.screen([_message(e) for e in events])
         for (topic, partition), offset in seeks.items():
             await seek(app, TP(topic, partition), offset)
@@ -160,7 +163,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             stream_time_loaded.add(p)
         result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
                                    sweep=True, lagging=lagging,
-                                   lagging_after=_lagging(app, source_names, expected_of))  # screen moved `next`
+                                   lagging_after=_lagging(app, source_names, expected_of, tails))  # screen moved `next`
         first, last = messages[0], messages[-1]
         token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
         # The store client is blocking: it writes on a thread (keeping the
@@ -245,8 +248,9 @@ def _ranges(messages) -> str:
                     for (t, p), (a, b, n) in sorted(spans.items()))
 
 
-def _lagging(app: faust.App, source_names, expected_of) -> set[tuple[str, int]]:
-    """Source topic-partitions with records not yet processed by this worker."""
+def _lagging(app: faust.App, source_names, expected_of, tails: TailProbe) -> set[tuple[str, int]]:
+    """Source topic-partitions with records not yet processed by this worker
+    (a tail of transaction markers only is not a backlog: tail_probe.py)."""
     consumer = app.consumer
     out = set()
     for tp in consumer.assignment():
@@ -256,6 +260,11 @@ def _lagging(app: faust.App, source_names, expected_of) -> set[tuple[str, int]]:
             highwater = consumer.highwater(tp)
         except Exception:  # not fetched yet: unknown counts as behind
             highwater = None
-        if highwater is None or highwater < 0 or expected_of(tp.topic, tp.partition) < highwater:
+        if highwater is None or highwater < 0:
+            out.add((tp.topic, tp.partition))
+            continue
+        expected = expected_of(tp.topic, tp.partition)
+        if expected is None or (expected < highwater
+                                and not tails.empty((tp.topic, tp.partition), expected, highwater)):
             out.add((tp.topic, tp.partition))
     return out
