@@ -9,6 +9,10 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+# A book is one changelog record and the broker refuses records over 1 MiB
+# (message.max.bytes); this leaves headroom (see worker/processor.py).
+BOOK_BYTES_MAX = 768 * 1024
+
 
 def _data_dir() -> Path:
     return Path(os.environ.get("COMPSTREAM_DATA_DIR", Path.home() / ".local" / "share" / "compstream"))
@@ -66,6 +70,9 @@ class Settings:
     leaderboard_pseudonyms: bool = False
     # HMAC key for pseudonyms (>= 16 bytes); required when pseudonyms are on.
     leaderboard_secret: str = ""
+    # Largest serialized book (one changelog record) per engineer; usage that
+    # does not fit becomes a book_full dead letter (worker/processor.py).
+    book_bytes_max: int = BOOK_BYTES_MAX
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -88,4 +95,5 @@ class Settings:
             leaderboard_min_team=int(os.environ.get("COMPSTREAM_LEADERBOARD_MIN_TEAM", "5")),
             leaderboard_pseudonyms=_on_off("COMPSTREAM_LEADERBOARD_PSEUDONYMS", "off"),
             leaderboard_secret=os.environ.get("COMPSTREAM_LEADERBOARD_SECRET", ""),
+            book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
         )

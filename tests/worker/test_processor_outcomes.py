@@ -72,7 +72,9 @@ def test_usage_older_than_the_dedupe_horizon_is_a_dead_letter_not_an_alert():
 
 def test_books_are_kept_under_the_byte_budget_or_named_in_an_error(caplog):
     """Past `book_bytes_max` a book forgets its oldest days of usage ids
-    before it is written; when even that cannot fit, the log names the book."""
+    before it is written (here every event still fits); when even that
+    cannot fit (a limit below the book's own state: its usage is refused,
+    test_book_full.py), the log names the book."""
     from compstream.domain.book import EngineerBook
 
     eng = "eng-9"

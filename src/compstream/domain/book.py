@@ -25,7 +25,8 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
   a book that would still be too large, down to the watermark's day. Usage
   older than the horizon and not remembered cannot be told apart from a
   duplicate: it is refused with status too_old (the worker dead-letters it),
-  never counted a second time.
+  never counted a second time. Usage a book has no room for even then is
+  refused by the worker before ingest (worker/book_room.py, `would_apply`).
 """
 
 from __future__ import annotations
@@ -132,8 +133,7 @@ class EngineerBook:
             return IngestResult(status, False, self.balance() if want_balance else None,
                                 fin.postings, fin.alerts, reports)
         key = event_sort_key(event)
-        usage = event.type == "usage"
-        day = min(max(0, to_us(key[0]) // _DAY_US), KEEP_DAY - 1) if usage else KEEP_DAY
+        day = _seen_day(event.type, key[0])
         if day < self.seen_from_day:
             fin = self.advance(watermark)
             report = Report(self.engineer_id, event.event_id, TOO_OLD,
@@ -165,6 +165,15 @@ class EngineerBook:
         fin = self.advance(watermark)
         return IngestResult(APPLIED, late, self.balance() if want_balance else None,
                             fin.postings, fin.alerts, fin.reports)
+
+    def would_apply(self, event: Event) -> bool:
+        """Whether `ingest` would take `event` in: False for a remembered id
+        (duplicate or conflict) and for usage dated before the dedupe horizon.
+        Lets a caller refuse new events (e.g. a book at its size limit) while
+        still leaving the classification of those to `ingest`."""
+        if self.seen.get(id_digest(event.event_id)) is not None:
+            return False
+        return _seen_day(event.type, event_sort_key(event)[0]) >= self.seen_from_day
 
     def advance(self, watermark: datetime | None) -> Finalized:
         """Make everything with event time < watermark final (monotonic: a
@@ -385,3 +394,11 @@ def _time(item: tuple) -> datetime:
 
 def _lot_key(lot: Lot) -> tuple:
     return lot.key
+
+
+def _seen_day(event_type: str, at: datetime) -> int:
+    """The day a seen-id record is filed under: usage by its event day (so it
+    can be forgotten), HR events under KEEP_DAY (kept for good)."""
+    if event_type != "usage":
+        return KEEP_DAY
+    return min(max(0, to_us(at) // _DAY_US), KEEP_DAY - 1)

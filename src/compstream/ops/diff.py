@@ -7,9 +7,10 @@ event time on the source topics instead, which also flags books the worker
 has not advanced yet). The balance topic is read *before* the source topics:
 every event the worker had processed is then in what we replay.
 
-Source records the worker refused as too old to check for duplicates (dead
-letters with stage too_old, see book.SEEN_USAGE_DAYS) are left out of the
-replay too: the worker counted them nowhere, on purpose.
+Source records the worker refused (dead letters with stage too_old: too old
+to check for duplicates, see book.SEEN_USAGE_DAYS; or book_full: no room in
+the engineer's book, see processor.BOOK_FULL) are left out of the replay too:
+the worker counted them nowhere, on purpose.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from compstream.codec import DecodeError, decode_record
 from compstream.config import Settings
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
+from compstream.worker.processor import BOOK_FULL
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
 from compstream.ops.kafka_source import (
     BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
@@ -30,7 +32,8 @@ from compstream.ops.kafka_source import (
 COMPARED_FIELDS = BALANCE_FIELDS + ("events_applied",)
 PRESENCE = "(presence)"
 BAD_KEPT_MAX = 1_000  # bad source messages kept for the report; all are counted
-REFUSED_MAX = 1_000_000  # too_old dead letters held in memory to leave their sources out
+REFUSED_MAX = 1_000_000  # refused-source dead letters held in memory to leave their sources out
+REFUSED_STAGES = (TOO_OLD, BOOK_FULL)
 RECORD = "(record)"
 
 
@@ -55,7 +58,9 @@ class DiffResult:
     conflicts: int = 0
     bad_messages: list[BadMessage] = field(default_factory=list)
     bad_count: int = 0
-    refused_too_old: int = 0  # source records left out: the worker refused them (dead letters)
+    # Source records left out: the worker refused them (dead letters), by stage.
+    refused_too_old: int = 0
+    refused_book_full: int = 0
 
     @property
     def equal(self) -> bool:
@@ -89,21 +94,22 @@ def read_live_balances(consumer, topic: str) -> tuple[dict[str, dict], list[Diff
     return live, broken
 
 
-def refused_sources(consumer, topic: str) -> set[tuple[str, int, int]]:
-    """(topic, partition, offset) of every source record the worker dead-lettered
-    as too_old. Unreadable dead letters are `dlq list`'s business, not ours."""
+def refused_sources(consumer, topic: str) -> dict[tuple[str, int, int], str]:
+    """(topic, partition, offset) -> stage of every source record the worker
+    dead-lettered as refused (REFUSED_STAGES). Unreadable dead letters are
+    `dlq list`'s business, not ours."""
     if not consumer.partitions_for_topic(topic):
-        return set()  # no dead letter was ever written
-    out: set[tuple[str, int, int]] = set()
+        return {}  # no dead letter was ever written
+    out: dict[tuple[str, int, int], str] = {}
     for rec in read_ranges(consumer, resolve_ranges(consumer, [topic])):
         try:
             name, value = decode_record(rec.value)
         except DecodeError:
             continue
-        if name == "DeadLetter" and value["stage"] == TOO_OLD:
+        if name == "DeadLetter" and value["stage"] in REFUSED_STAGES:
             if len(out) >= REFUSED_MAX:
-                raise SourceError(f"more than {REFUSED_MAX} too_old dead letters on {topic}")
-            out.add((value["source_topic"], value["source_partition"], value["source_offset"]))
+                raise SourceError(f"more than {REFUSED_MAX} refused-source dead letters on {topic}")
+            out[(value["source_topic"], value["source_partition"], value["source_offset"])] = value["stage"]
     return out
 
 
@@ -151,7 +157,8 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
                 on_bad(message)
 
         refused = refused_sources(consumer, settings.topics.dead_letters)
-        result.refused_too_old = len(refused)
+        stages = list(refused.values())
+        result.refused_too_old, result.refused_book_full = stages.count(TOO_OLD), stages.count(BOOK_FULL)
         ranges = resolve_ranges(consumer, [settings.topics.usage, settings.topics.grants])
         replayed = ReplayResult(balances={})
         groups = collect(source_events(consumer, ranges, bad, skip=refused), replayed)

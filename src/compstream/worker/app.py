@@ -104,7 +104,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     sink = HistorySink(store, faults)
     publisher = Publisher.for_app(app)
     processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
-                                partitions=settings.source_partitions)
+                                partitions=settings.source_partitions, book_bytes_max=settings.book_bytes_max)
     guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
     tails = TailProbe(lambda topic, p, start, end: tail_has_data(settings.kafka_bootstrap, topic, p, start, end))
     seen_rebalance = [app.rebalancing_count]

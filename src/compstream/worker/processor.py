@@ -17,12 +17,14 @@ from typing import Callable, Iterable
 from kafka.partitioner.default import murmur2
 
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
-from compstream.domain.balance import Balance
-from compstream.domain.book import CONFLICT, TOO_OLD, EngineerBook
+from compstream.config import BOOK_BYTES_MAX
+from compstream.domain.balance import Balance, Report
+from compstream.domain.book import APPLIED, CONFLICT, TOO_OLD, EngineerBook
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
 from compstream.history.rows import BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, history_batches
 from compstream.worker.book_cache import BookCache
+from compstream.worker.book_room import REFUSE, BookRoom
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -34,12 +36,15 @@ BATCH_MESSAGES_MAX = 10_000
 # history batch (beyond it, the rows go out in pieces: rows.history_batches);
 # a sweep cut short resumes with the next batch.
 SWEEP_ROWS_MAX = 20_000
-# A book is one changelog record; the broker refuses records over 1 MiB
-# (message.max.bytes). Past this, a book forgets its oldest usage ids early
-# (EngineerBook.to_bytes), leaving room for the key and record overhead.
-BOOK_BYTES_MAX = 768 * 1024
+# BOOK_BYTES_MAX (config): past it a book forgets its oldest usage ids early
+# (EngineerBook.to_bytes); usage that still does not fit is refused (BOOK_FULL).
+# The rest up to the broker's 1 MiB is headroom for the key, the record
+# overhead, HR events (never refused) and the slack of the size estimate.
+BOOK_BYTES_LIMITS = (1024, 960 * 1024)  # what a setting may choose: under the broker's 1 MiB
 # Book statuses whose message becomes a dead letter (stage = status).
 DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
+# Stage of usage refused because its engineer's book is at book_bytes_max.
+BOOK_FULL = "book_full"
 
 
 def partition_of(engineer_id: str, partitions: int) -> int:
@@ -96,6 +101,8 @@ class _Batch:
     hr_events: list = field(default_factory=list)
     not_applied: set = field(default_factory=set)
     decoded: dict = field(default_factory=dict)
+    room: BookRoom | None = None  # set by the processor (it knows the limit)
+    reported_full: set[str] = field(default_factory=set)  # engineers with a book_full alert
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
@@ -110,6 +117,11 @@ class _Batch:
             "stage": stage, "reason": reason, "received_at": msg.timestamp,
         })))
 
+    def advanced(self, engineer: str, result, when: datetime) -> None:
+        """A book advanced outside ingest (BookRoom measuring it)."""
+        self.outcome(engineer, result, when)
+        self.changed.add(engineer)
+
     def outcome(self, engineer: str, result, when: datetime) -> None:
         """Collect what a book handed out (postings, alerts, reports)."""
         self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
@@ -123,11 +135,15 @@ class _Batch:
 class LedgerProcessor:
     """Holds per-partition stream time (for watermarks) across batches."""
 
-    def __init__(self, lateness_s: int, load_book: Callable[[str], bytes | None], partitions: int):
+    def __init__(self, lateness_s: int, load_book: Callable[[str], bytes | None], partitions: int,
+                 book_bytes_max: int = BOOK_BYTES_MAX):
         if lateness_s < 0:
             raise ValueError("lateness_s must be >= 0")
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
+        low, high = BOOK_BYTES_LIMITS
+        if not low <= book_bytes_max <= high:
+            raise ValueError(f"book_bytes_max must be within {low}..{high} bytes, got {book_bytes_max}")
         self.lateness = timedelta(seconds=lateness_s)
         self.load_book = load_book
         self.partitions = partitions
@@ -150,7 +166,7 @@ class LedgerProcessor:
         # very bytes they were serialized to (see book_cache).
         self.book_cache = BookCache()
         self.history_rows_max = BATCH_ROWS_MAX
-        self.book_bytes_max = BOOK_BYTES_MAX
+        self.book_bytes_max = book_bytes_max
 
     def restore_stream_time(self, partition: int, stored: datetime) -> None:
         """Stream time as stored with the books (after a restart or a
@@ -178,6 +194,7 @@ class LedgerProcessor:
                 book = EngineerBook.from_bytes(data) if data else EngineerBook.empty(engineer)
             batch.books[engineer] = book
             batch.book_partition[engineer] = partition
+            batch.room.loaded(engineer, len(data) if data else 0)
         return book
 
     def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
@@ -196,6 +213,7 @@ class LedgerProcessor:
         if lagging is not None:
             self.lagging = frozenset(lagging)
         batch = _Batch()
+        batch.room = BookRoom(self.book_bytes_max, batch.advanced)
         for msg in messages:
             self._apply(batch, msg)
         if lagging_after is not None:
@@ -235,9 +253,13 @@ class LedgerProcessor:
         engineer = event.engineer_id
         try:
             book = self._book(batch, engineer, msg.partition)
+            watermark = self.watermark(msg.partition)
+            admitted = batch.room.admit(book, event, text, watermark)
+            if admitted is REFUSE:
+                return self._refuse_full(batch, msg, book, event)
             # No per-event balance: _result encodes one per changed book.
-            result = book.ingest(event, self.watermark(msg.partition), fingerprint=text,
-                                 want_balance=False)
+            result = book.ingest(event, watermark, fingerprint=text, want_balance=False)
+            batch.room.taken(engineer, admitted, result.status == APPLIED)
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
@@ -255,6 +277,19 @@ class LedgerProcessor:
             event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
             ingest_time=msg.timestamp, late=result.late, payload=text))
         return None
+
+    def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event) -> None:
+        """Usage its engineer's book has no room for: a dead letter (raw bytes
+        kept for a redrive once there is room) and, once per book and batch, a
+        report on the alerts topic (downstream must know usage went uncounted)."""
+        detail = (f"{book.engineer_id}'s book is at its {self.book_bytes_max}-byte limit "
+                  f"({len(book.seen)} event ids remembered, {len(book.pending)} events pending within "
+                  f"the lateness window): not applied; redrive it once the book has room")
+        if book.engineer_id not in batch.reported_full:
+            batch.reported_full.add(book.engineer_id)
+            batch.alerts.append((book.engineer_id, encode_report(
+                Report(book.engineer_id, event.event_id, BOOK_FULL, detail), event.event_time)))
+        batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
 
     def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
         for engineer in keys():
