@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from operator import attrgetter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -143,11 +144,14 @@ class ClickHouseHistoryStore:
             if not rows:
                 continue
             columns = _columns(TABLE_ROW_TYPES[table])
-            data = [[getattr(row, name) for name in columns] for row in rows]
+            # Column-oriented: the client would otherwise transpose the rows
+            # itself, on the same thread (and under the GIL the worker needs).
+            data = [list(map(attrgetter(name), rows)) for name in columns]
             self._client.insert(
                 f"{self._db}.{table}",
                 data,
                 column_names=columns,
+                column_oriented=True,
                 settings={**_INSERT_SETTINGS, "insert_deduplication_token": token},
             )
 
