@@ -6,7 +6,13 @@ updated on every add, so a message costs a linear scan over plain ints plus a
 k-sized heap instead of re-summing every engineer's Totals and sorting them all
 (the partition stage re-sends every dirty window each batch):
 - per-engineer tokens and spend (the two ranking values),
-- per-team summed fields and member count (engineer-team pairs with activity).
+- per-team summed fields and member count (engineer-team pairs with activity),
+- the last ranking (eligible counts and each metric's top k) and the engineers
+  whose values changed since, with their values then. While no value went
+  down, the new top k is among the last top k and the changed engineers (the
+  others kept their values and still rank behind k engineers that only rose),
+  so a message re-ranks those instead of scanning every engineer. Anything
+  else (a negative correction, a restore, another k or hidden set) rescans.
 
 All writes go through `add`/`put_engineer`; `contributions` is a read-only view
 so nothing can change the state behind the caches. The caches are rebuilt from
@@ -48,7 +54,7 @@ def _active(t: Totals) -> bool:
 
 
 class PartitionWindow:
-    __slots__ = ("window_key", "version", "_contributions", "_values", "_teams")
+    __slots__ = ("window_key", "version", "_contributions", "_values", "_teams", "_ranked", "_changed")
 
     def __init__(self, window_key: str, version: int = 0,
                  contributions: Mapping[str, Mapping[str, Totals]] | None = None):
@@ -62,6 +68,10 @@ class PartitionWindow:
         self._values: dict[str, list[int]] = {}
         # team -> [the seven Totals fields in order..., members]
         self._teams: dict[str, list[int]] = {}
+        # (k, hidden, eligible per metric, top k (-value, engineer) per metric) of the last ranking
+        self._ranked: tuple | None = None
+        # engineer -> its (tokens, spend) at the last ranking; None: rescan
+        self._changed: dict[str, tuple[int, int]] | None = None
         for engineer, by_team in (contributions or {}).items():
             self.put_engineer(engineer, by_team)
 
@@ -94,6 +104,7 @@ class PartitionWindow:
             self._rebuild()
         else:
             self._index(engineer_id, self._contributions[engineer_id])
+        self._changed = None
 
     def _index(self, engineer_id: str, by_team: Mapping[str, Totals]) -> None:
         self._values[engineer_id] = [0, 0]
@@ -106,8 +117,14 @@ class PartitionWindow:
         values = self._values.get(engineer_id)
         if values is None:
             values = self._values[engineer_id] = [0, 0]
-        values[0] += totals.input_tokens + totals.output_tokens
-        values[1] += totals.cost_nanos
+        changed = self._changed
+        if changed is not None and engineer_id not in changed:
+            changed[engineer_id] = (values[0], values[1])
+        tokens, spend = totals.input_tokens + totals.output_tokens, totals.cost_nanos
+        if tokens < 0 or spend < 0:
+            self._changed = None  # a value may have gone down: the next ranking rescans
+        values[0] += tokens
+        values[1] += spend
         if team_id != NO_TEAM:
             acc = self._teams.get(team_id)
             if acc is None:
@@ -120,6 +137,7 @@ class PartitionWindow:
         self._teams.clear()
         for engineer, by_team in self._contributions.items():
             self._index(engineer, by_team)
+        self._changed = None
 
     # -- message parts -----------------------------------------------------
 
@@ -130,12 +148,26 @@ class PartitionWindow:
         """(visible engineers with a non-zero value per metric, the union of
         each metric's top k visible engineers by id). Rank order is value
         descending then id ascending, as boards.top_n."""
-        eligible: dict[Metric, int] = {}
-        chosen: set[str] = set()
-        for i, metric in enumerate(METRICS):
-            ranked = [(-v[i], e) for e, v in self._values.items() if v[i] > 0 and e not in hidden]
-            eligible[metric] = len(ranked)
-            chosen.update(e for _, e in heapq.nsmallest(k, ranked))
+        hidden = frozenset(hidden)
+        last, changed, values = self._ranked, self._changed, self._values
+        counts, tops = [], []
+        for i in range(len(METRICS)):
+            if last is None or changed is None or last[0] != k or last[1] != hidden:
+                ranked = [(-v[i], e) for e, v in values.items() if v[i] > 0 and e not in hidden]
+                count = len(ranked)
+            else:  # values only rose since the last ranking (see the module docstring)
+                count = last[2][i]
+                candidates = {e for _, e in last[3][i]}
+                for e, old in changed.items():
+                    if values[e][i] > 0 and e not in hidden:
+                        count += old[i] <= 0  # newly eligible
+                        candidates.add(e)
+                ranked = [(-values[e][i], e) for e in candidates]
+            counts.append(count)
+            tops.append(heapq.nsmallest(k, ranked))
+        self._ranked, self._changed = (k, hidden, counts, tops), {}
+        eligible = dict(zip(METRICS, counts))
+        chosen = {e for top in tops for _, e in top}
         entries = tuple(EngineerEntry(e, sum_totals(self._contributions[e].values())) for e in sorted(chosen))
         return eligible, entries
 
