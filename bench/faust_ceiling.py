@@ -1,6 +1,6 @@
 """Faust ceiling: how fast a Faust agent drains the source topics when it does
 nothing but take batches and ack them, with the worker's consumer settings and
-the same `noack_take(5000, within=0.25)` loop (no decode, no state, no output).
+the same `noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S)` loop (no decode, no state, no output).
 The gap between this and the aiokafka ceiling is the framework's per-message
 cost; the gap between this and the worker is compstream's own work.
 

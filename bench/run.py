@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from compstream.broker.topics import delete_topics, ensure_topics
@@ -126,13 +126,15 @@ class Suite:
         del events
         lat_topics = common.bench_topics("lat")
         ensure_topics(bs, lat_topics, p["partitions"])
-        lat_events = [e for e in generate(p["engineers"], int(p["rate"] * p["latency_s"]), seed=11)
+        live = timedelta(seconds=p["latency_s"])  # event time moves as fast as wall time, as live
+        lat_events = [e for e in generate(p["engineers"], int(p["rate"] * p["latency_s"]), seed=11, usage_span=live)
                       if e.type in ("grant_issued", "usage")]
         self.section("latency", lambda: e2e.latency(bs, lat_topics, lat_events, p["partitions"], p["rate"]))
         # The same below saturation: latency without the queueing of the run above.
         low_topics = common.bench_topics("latlow")
         ensure_topics(bs, low_topics, p["partitions"])
-        low_events = [e for e in generate(p["engineers"], int(p["rate_low"] * p["latency_s"]), seed=12)
+        low_events = [e for e in generate(p["engineers"], int(p["rate_low"] * p["latency_s"]), seed=12,
+                                          usage_span=live)
                       if e.type in ("grant_issued", "usage")]
         self.section("latency_low", lambda: e2e.latency(bs, low_topics, low_events, p["partitions"],
                                                         p["rate_low"]))
@@ -408,7 +410,7 @@ HOW = """\
 - **Ceiling**: a bare consumer in its own process on the same two topics, counting
   records (no decode), timed from the first non-empty fetch to the last record.
 - **Faust ceiling**: `bench/faust_ceiling.py`, a Faust app with the worker's consumer
-  settings whose one agent runs the worker's `noack_take(5000, within=0.25)` loop and
+  settings whose one agent runs the worker's `noack_take(5000, within=BATCH_WITHIN_S)` loop (0.1 s; 0.25 s before 2026-11-28) and
   only acks: Faust's own per-message cost (consumer thread, conductor, stream, acks).
 - **End to end**: `python -m compstream.cli.main worker` started after the backlog is on
   the topics; done when its consumer group committed every source offset. Sustained rate
@@ -422,7 +424,9 @@ HOW = """\
   (grants effective later are left out, as in every run so far, so figures stay
   comparable; the table reports how many usage events counted late); then usage events
   offered at a fixed rate
-  (confluent producer, linger 5 ms). Per event: timestamp of the first BalanceUpdate of
+  (confluent producer, linger 5 ms), their event times spread over the run's own duration
+  as in a live system (until 2026-11-28 they spanned 28 days, which made every batch
+  finalize hours of event time: see the profile notes). Per event: timestamp of the first BalanceUpdate of
   its engineer whose `events_applied` covers it − the source record's CreateTime (both
   Kafka record timestamps, ms). The `cause_event_id` subset only sees the last event of
   an engineer in a batch (balances are coalesced per batch).

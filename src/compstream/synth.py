@@ -28,12 +28,14 @@ def engineer_ids(count: int) -> list[str]:
 
 
 def generate(engineers: int, usage_events: int, seed: int = 7, span_days: int = 28,
-             teams: int = 8, with_hr: bool = False) -> Iterator[Event]:
+             teams: int = 8, with_hr: bool = False, usage_span: timedelta | None = None) -> Iterator[Event]:
     """Grants first (per engineer), then usage in time order, then the odd
-    revocation/offboarding — callers shuffle if they want disorder."""
+    revocation/offboarding — callers shuffle if they want disorder.
+    `usage_span`: the usage's event times cover this from START instead of
+    `span_days` (e.g. as long as a paced run lasts, as in a live system)."""
     rng = random.Random(seed)
     ids = engineer_ids(engineers)
-    span = timedelta(days=span_days)
+    span = usage_span if usage_span is not None else timedelta(days=span_days)
     for n, engineer in enumerate(ids):
         if with_hr:
             yield TeamAssigned(f"team-{engineer}", engineer, f"team-{n % teams}", START)
