@@ -410,7 +410,7 @@ HOW = """\
 - **Ceiling**: a bare consumer in its own process on the same two topics, counting
   records (no decode), timed from the first non-empty fetch to the last record.
 - **Faust ceiling**: `bench/faust_ceiling.py`, a Faust app with the worker's consumer
-  settings whose one agent runs the worker's `noack_take(5000, within=BATCH_WITHIN_S)` loop (0.1 s; 0.25 s before 2026-11-28) and
+  settings whose one agent runs the worker's `noack_take(5000, within=BATCH_WITHIN_S)` loop (0.25 s) and
   only acks: Faust's own per-message cost (consumer thread, conductor, stream, acks).
 - **End to end**: `python -m compstream.cli.main worker` started after the backlog is on
   the topics; done when its consumer group committed every source offset. Sustained rate

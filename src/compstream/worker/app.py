@@ -45,7 +45,7 @@ from compstream.worker.tail_probe import TailProbe, tail_has_data
 log = logging.getLogger(__name__)
 
 BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record per engineer) amortize over more events
-BATCH_WITHIN_S = 0.1  # a below-saturation batch waits this long for more; a backlog fills it at once
+BATCH_WITHIN_S = 0.25  # 0.1 cut latency below saturation but shrank backlog batches (bench/profile_notes.md)
 PRODUCER_BATCH_BYTES_MAX = 512 * 1024
 LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
