@@ -56,8 +56,11 @@ def test_rebuild_restores_the_same_balances_and_history_stays_exactly_once(kafka
         for engineer, record in before.items():
             assert after[engineer] == record, engineer
     finally:
-        if new_pid is not None:
-            stop_pid(new_pid)
+        # Also when `rebuild` raised after starting its worker (new_pid unset):
+        # that process is not a WorkerProcess, so nothing else would stop it.
+        pid = new_pid if new_pid is not None else running_pid(settings)
+        if pid is not None and pid != worker.proc.pid:
+            stop_pid(pid)
         worker.stop()
 
     store = open_history(env["COMPSTREAM_CLICKHOUSE_DSN"])
