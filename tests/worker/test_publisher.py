@@ -130,3 +130,29 @@ def test_a_topic_created_after_the_producer_started_gets_keyed_records(kafka_boo
     records = _read_all(kafka_bootstrap, topic, 50)
     assert len(records) == 50
     assert {r.partition for r in records} == {0, 1, 2}
+
+
+def test_partition_memo_is_bounded_and_keeps_records_on_their_partitions(kafka_bootstrap, monkeypatch):
+    """With a memo bound of 5 keys over 37 keys, records still land on their
+    key's partition (the memo is emptied and refilled, never wrong)."""
+    import compstream.worker.publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "KEYS_REMEMBERED_MAX", 5)
+    topic = f"pub-memo-{uuid.uuid4().hex[:8]}"
+    ensure_specs(kafka_bootstrap, {topic: TopicSpec(4, {})})
+    batches = [[(f"k{(i * 7 + b) % 37}".encode(), f"{b}:{i}".encode()) for i in range(300)] for b in range(4)]
+    asyncio.run(_publish(kafka_bootstrap, topic, 4, batches))
+    _check_in_order(kafka_bootstrap, topic, batches, 4)
+
+
+def test_memo_is_emptied_at_its_bound(monkeypatch):
+    import compstream.worker.publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "KEYS_REMEMBERED_MAX", 2)
+    memos: dict = {}
+    memo = publisher_module._memo(memos, "t")
+    memo.update(a=1)
+    assert publisher_module._memo(memos, "t") is memo  # below the bound: kept
+    memo.update(b=2)
+    fresh = publisher_module._memo(memos, "t")
+    assert fresh == {} and memos["t"] is fresh

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+
+import orjson
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
@@ -52,6 +54,25 @@ _TOTALS_FIELDS = tuple(Totals().to_dict())
 
 
 def dumps(obj) -> bytes:
+    """`json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()`.
+
+    orjson writes the same bytes ~5x faster for what leaderboard documents
+    hold: str keys; str, int, bool, None, lists and dicts. Where json escapes
+    (non-ASCII, control characters, DEL, quotes, backslashes) orjson's output
+    shows a backslash, DEL or a byte above 127; ints beyond 64 bits and
+    non-str keys make orjson raise: all of those take json.dumps. Floats
+    never occur here (every amount and count is an int); orjson would write
+    a float's exponent differently ("1e16" for "1e+16")."""
+    try:
+        data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        data = None
+    if data is not None and data.isascii() and b"\\" not in data and b"\x7f" not in data:
+        return data
+    return _dumps_reference(obj)
+
+
+def _dumps_reference(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
