@@ -26,6 +26,20 @@ from compstream.publish import topic_for
 LATENESS_S = 6 * 3600  # the worker's default COMPSTREAM_LATENESS_S
 
 
+def code_revision() -> str:
+    """The commit measured, `+ changes` when the work tree differs from it
+    (so a report names the code its figures belong to); "?" outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bench"],
+                               cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return rev + (" + uncommitted changes" if dirty else "")
+
+
 def machine() -> dict:
     cpu = "?"
     try:
@@ -50,6 +64,7 @@ def machine() -> dict:
         "python": sys.version.split()[0], "platform": platform.platform(),
         "loadavg_at_start": [round(x, 2) for x in load] if load else None,
     }
+    out["code"] = code_revision()
     try:
         from compstream.broker.jars import KAFKA_VERSION
         out["kafka"] = KAFKA_VERSION
