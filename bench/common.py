@@ -27,8 +27,9 @@ LATENESS_S = 6 * 3600  # the worker's default COMPSTREAM_LATENESS_S
 
 
 def code_revision() -> str:
-    """The commit measured, `+ changes` when the work tree differs from it
-    (so a report names the code its figures belong to); "?" outside git."""
+    """The commit measured, with " + uncommitted changes" when src/ or bench/
+    differ from it (so a report names the code its figures belong to); "?"
+    outside git."""
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,

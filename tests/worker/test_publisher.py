@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer
 
+import compstream.worker.publisher as publisher_module
 from compstream.broker.topics import TopicSpec, ensure_specs
 from compstream.worker.processor import partition_of
 from compstream.worker.publisher import Publisher
@@ -135,8 +136,6 @@ def test_a_topic_created_after_the_producer_started_gets_keyed_records(kafka_boo
 def test_partition_memo_is_bounded_and_keeps_records_on_their_partitions(kafka_bootstrap, monkeypatch):
     """With a memo bound of 5 keys over 37 keys, records still land on their
     key's partition (the memo is emptied and refilled, never wrong)."""
-    import compstream.worker.publisher as publisher_module
-
     monkeypatch.setattr(publisher_module, "KEYS_REMEMBERED_MAX", 5)
     topic = f"pub-memo-{uuid.uuid4().hex[:8]}"
     ensure_specs(kafka_bootstrap, {topic: TopicSpec(4, {})})
@@ -146,8 +145,6 @@ def test_partition_memo_is_bounded_and_keeps_records_on_their_partitions(kafka_b
 
 
 def test_memo_is_emptied_at_its_bound(monkeypatch):
-    import compstream.worker.publisher as publisher_module
-
     monkeypatch.setattr(publisher_module, "KEYS_REMEMBERED_MAX", 2)
     memos: dict = {}
     memo = publisher_module._memo(memos, "t")

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-
-import orjson
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
+
+import orjson
 
 from compstream.codec import DecodeError, decode_event
 from compstream.domain.events import EventError, LeaderboardPrivacy, TeamAssigned, Usage
