@@ -26,6 +26,12 @@ def test_two_workers_with_rebalances_agree_with_replay(kafka_bootstrap, topics, 
         publish_events(chunk, kafka_bootstrap, topics)
         if n == 2:
             b.start()  # joins mid-stream: rebalance
+            # Publish on once it is in the group (Faust logs Ready after its
+            # first assignment), so the next chunks flow while it owns
+            # partitions; on a slow machine the stop below could otherwise
+            # come during its start-up, before it ever joined.
+            b.wait_until(lambda: "[^Worker]: Ready" in b.log_path.read_text(errors="replace"), 120,
+                         "worker b to join the group")
         if n == 6:
             assert b.stop() == 0, b.log_tail()  # leaves mid-stream: rebalance again
         time.sleep(0.5)
