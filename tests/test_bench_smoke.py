@@ -6,14 +6,10 @@ timings (CI machines are noisy; `make bench` is where figures come from)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `bench` is a top-level directory, not in the package
-    sys.path.insert(0, str(ROOT))
 
 
 

@@ -21,6 +21,7 @@ import orjson
 from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError, event_from_dict, format_time
 from compstream.domain.replay import ReplayResult, replay_detailed
+from compstream.json_bytes import orjson_if_same
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -142,11 +143,8 @@ def document_text(doc: dict[str, Any]) -> str:
     (ints, strings, None: no floats, where the two differ). orjson writes the
     same text ~10x faster unless a string holds what json escapes (non-ASCII,
     DEL, quotes, backslashes) or an int is beyond orjson's 64 bits."""
-    try:
-        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-    except orjson.JSONEncodeError:
-        data = None
-    if data is not None and data.isascii() and b"\\" not in data and b"\x7f" not in data:
+    data = orjson_if_same(doc, orjson.OPT_INDENT_2)
+    if data is not None:
         return data.decode("ascii") + "\n"
     return json.dumps(doc, indent=2) + "\n"
 
