@@ -18,13 +18,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError, event_from_dict, format_time
 from compstream.domain.replay import ReplayResult, replay_detailed
 from compstream.json_bytes import orjson_if_same
-
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
+from compstream.jsonl_fast import line_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +66,11 @@ class SourceMap:
 def parse_line(raw: bytes) -> Event:
     """One JSONL line -> event; raises EventError (JSON errors included).
 
-    Fast path: orjson + event_fast.build_event. Whatever that does not accept
-    (bad JSON, NaN, integers beyond 64 bits, odd timestamps, invalid fields)
-    goes through `parse_line_reference`, so results and error messages are
-    those of the stdlib parser and event_from_dict."""
-    try:
-        event = build_event(_loads(raw))
-    except _JSONDecodeError:
-        event = None
+    Fast path: `jsonl_fast.line_event` (msgspec, then orjson + event_fast).
+    Whatever that does not accept (bad JSON, NaN, odd timestamps, invalid
+    fields) goes through `parse_line_reference`, so results and error
+    messages are those of the stdlib parser and event_from_dict."""
+    event = line_event(raw)
     return event if event is not None else parse_line_reference(raw)
 
 
@@ -116,10 +110,7 @@ def read_jsonl(
                     pending_bytes = 0
                 if raw.isspace():  # == not raw.strip() (same ASCII set), without a copy
                     continue
-                try:  # parse_line, inlined: this loop runs once per event
-                    event = build_event(_loads(raw))
-                except _JSONDecodeError:
-                    event = None
+                event = line_event(raw)  # parse_line, inlined: once per event
                 if event is None:
                     try:
                         event = parse_line_reference(raw)

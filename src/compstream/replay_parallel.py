@@ -28,19 +28,16 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, Sequence
 from zlib import crc32
 
-import orjson
 
-from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError
 from compstream.domain.replay import ReplayResult
+from compstream.jsonl_fast import line_event
 from compstream.replay_file import BadLine, SourceMap, parse_line_reference, replay_events
 
 JOBS_MAX = 8
 AUTO_MIN_BYTES = 64 << 20  # auto mode forks only for inputs this large
 
 _KEY = b'"engineer_id"'
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
 
 
 class WorkerFailed(RuntimeError):
@@ -122,10 +119,7 @@ def read_part(
                                 certain = True
                     if not certain and (not raw or raw.isspace()):
                         continue  # blank: not an event
-                    try:
-                        event = build_event(_loads(raw))
-                    except _JSONDecodeError:
-                        event = None
+                    event = line_event(raw)
                     if event is None:
                         try:  # the reference parser's messages count the newline
                             event = parse_line_reference(

@@ -1,6 +1,6 @@
 """The hot-path shortcuts equal their reference implementations:
-event_fast.build_event vs event_from_dict, replay_file.parse_line (orjson)
-vs parse_line_reference (stdlib json), format_time vs strftime, the book's
+event_fast.build_event vs event_from_dict, replay_file.parse_line and
+jsonl_fast.line_event (msgspec, orjson) vs parse_line_reference (stdlib json), format_time vs strftime, the book's
 fingerprint text vs payload_fingerprint and book_codec.pack vs json.dumps.
 Generated valid input, then the same input broken in many ways."""
 
@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from compstream import jsonl_fast
 from compstream.domain import book_codec
 from compstream.domain.event_fast import build_event, fast_time
 from compstream.domain.events import (
@@ -255,7 +256,9 @@ _MUTATIONS = ["none", "none", "byte", "drop", "insert", "bom", "crlf", "dup_key"
 def lines(draw):
     raw = draw(broken_dicts()) if draw(st.booleans()) else event_to_dict(draw(valid_events(_ids)))
     raw = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in raw.items()}
-    text = json.dumps(raw, ensure_ascii=draw(st.booleans()))
+    # Real logs are compact; json.dumps's default spacing is legal JSON too.
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    text = json.dumps(raw, ensure_ascii=draw(st.booleans()), separators=separators)
     data = text.encode("utf-8", "surrogatepass")
     mutation = draw(st.sampled_from(_MUTATIONS))
     pos = draw(st.integers(0, max(0, len(data) - 1)))
@@ -272,11 +275,11 @@ def lines(draw):
     elif mutation == "dup_key":  # JSON objects with a repeated key: the last one wins
         data = b'{"cost_nanos": -1, "amount_nanos": 7, "type": "usage", ' + data[1:]
     elif mutation == "surrogate":
-        data = data.replace(b'"event_id": "', b'"event_id": "\\ud800', 1)
+        data = data.replace(b'"event_id":', b'"event_id":"\\ud800", "event_id":', 1)
     elif mutation == "nan":
-        data = data.replace(b'"type"', b'"x": NaN, "type"', 1)
+        data = data.replace(b'"type"', b'"x":NaN, "type"', 1)
     elif mutation == "big_int":
-        data = data.replace(b'"type"', b'"cost_nanos": 123456789012345678901234567890, "type"', 1)
+        data = data.replace(b'"type"', b'"cost_nanos":123456789012345678901234567890, "type"', 1)
     elif mutation == "invalid_utf8":
         data = data[:pos] + b"\xed\xa0\x80" + data[pos:]
     elif mutation == "truncate":
@@ -304,6 +307,70 @@ def test_parse_line_reference_messages_are_kept():
                          "no time zone")]:
         with pytest.raises(EventError, match=reason):
             parse_line(bad)
+
+
+@PROPS
+@given(lines())
+def test_line_event_equals_the_stdlib_reference_or_declines(data):
+    fast = jsonl_fast.line_event(data)
+    if fast is not None:
+        _same(("ok", fast), _outcome(parse_line_reference, data))
+
+
+def _usage_line(ascii: bool = True, **changes) -> bytes:
+    raw = event_to_dict(Usage("u1", "e1", "anthropic", "m", T0, 1, 2, 3, 4, 5))
+    raw.update(changes)
+    return json.dumps({k: v for k, v in raw.items() if v is not _DROP}, separators=(",", ":"),
+                      ensure_ascii=ascii).encode()
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("line", [
+    _usage_line(), _usage_line(cost_nanos=None, unpriced_reason="no price"),
+    _usage_line(cache_read_tokens=None, cache_write_tokens=_DROP, price_version="v1"),
+    _usage_line(corrects_event_id=None, extra={"ignored": [1, 2]}),
+    _usage_line(input_tokens=10**15, output_tokens=0, cost_nanos=10**18),
+    _usage_line(provider="p" * 64, model="m" * 256, unpriced_reason="r" * 512, price_version="v" * 128),
+    _usage_line(event_id="i" * 256, engineer_id="é" * 256),
+    _usage_line(False, event_id="i" * 256, engineer_id="é" * 256, model="模型"),  # UTF-8 as it stands
+])
+def test_line_event_takes_msgspec_on_plain_usage_lines(line):
+    jsonl_fast._decode(line)  # raises if msgspec declined
+    event = jsonl_fast.line_event(line)
+    _same(("ok", event), _outcome(parse_line_reference, line))
+
+
+@pytest.mark.parametrize("line", [
+    _usage_line(corrects_event_id="u0", input_tokens=-5, cost_nanos=-7),  # corrections: orjson path
+    _usage_line(input_tokens=10**15 + 1), _usage_line(output_tokens=-1), _usage_line(cost_nanos=10**18 + 1),
+    _usage_line(cost_nanos=-1), _usage_line(cache_read_tokens=True), _usage_line(cache_write_tokens=1.0),
+    _usage_line(provider="p" * 65), _usage_line(model="m" * 257), _usage_line(unpriced_reason="r" * 513),
+    _usage_line(price_version="v" * 129), _usage_line(price_version=""), _usage_line(event_id="i" * 257),
+    _usage_line(engineer_id="e" * 257), _usage_line(engineer_id="e\u0001"), _usage_line(engineer_id="e\u0085"),
+    _usage_line(engineer_id=""), _usage_line(provider=None), _usage_line(model=_DROP),
+    _usage_line(occurred_at="2026-01-01T00:00:00Z"), _usage_line(occurred_at="2026-01-01T05:00:00.000000+05:00"),
+    _usage_line(occurred_at=1767225600), _usage_line(type="grant_issued"), _usage_line(type="Usage"),
+    _usage_line()[:-1], b"[" + _usage_line() + b"]", _usage_line().replace(b'"m"', b'"m" "x"'),
+    # repeated keys: the last one counts, in msgspec as in json
+    _usage_line().replace(b'"input_tokens":1', b'"input_tokens":"x","input_tokens":1'),
+    _usage_line().replace(b'"input_tokens":1', b'"input_tokens":1,"input_tokens":"x"'),
+    _usage_line().replace(b'"input_tokens":1', b'"input_tokens":1,"input_tokens":-1'),
+    _usage_line().replace(b'"type":"usage"', b'"type":"usage","type":"grant_issued"'),
+    _usage_line().replace(b'"engineer_id"', b'"engineer_id":"e2","engin\\u0065er_id"'),
+    # Invalid UTF-8 where msgspec does not look (a key or value it skips):
+    # json rejects the line, so msgspec must never see it.
+    _usage_line().replace(b'"type"', b'"\x80x":null,"type"'),
+    _usage_line().replace(b'"type"', b'"x":"\xed\xa0\x80","type"'),
+    _usage_line().replace(b'"type"', b'"x":"\xc0\xaf","type"'),  # overlong "/"
+])
+def test_line_event_agrees_at_every_limit_and_odd_case(line):
+    fast = jsonl_fast.line_event(line)
+    ref = _outcome(parse_line_reference, line)
+    if fast is not None:  # a decline is never wrong: parse_line then asks the reference
+        _same(("ok", fast), ref)
+    _same(_outcome(parse_line, line), ref)
 
 
 # ------------------------------------------------------------- encoders
