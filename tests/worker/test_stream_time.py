@@ -114,3 +114,28 @@ def test_a_quiet_engineers_balance_is_republished_when_stream_time_reaches_its_g
     assert after[ENG]["issued_nanos"] == 10**9 and after[ENG]["as_of"] == T + timedelta(days=30)
     quiet = run([_msg(Usage("o-3", other, "openai", "gpt-4o", T + timedelta(days=30, hours=1), 10, 1, 0, 0, 100), 3)])
     assert ENG not in quiet  # published once, not on every batch
+
+
+def test_the_sweep_finalizes_a_quiet_book_exactly_up_to_the_partition_watermark():
+    from compstream.domain.book import EngineerBook
+
+    store: dict[str, bytes] = {}
+
+    def keep(result) -> None:
+        for engineer, (data, _p) in result.books.items():
+            store[engineer] = data
+
+    proc = LedgerProcessor(LATENESS_S, load_book=store.get, partitions=1)
+    grant = GrantIssued("g", ENG, "G", 10**9, T, None, "monthly")
+    keep(proc.process([_msg(grant, 0), _msg(_usage(0, T + timedelta(hours=1)), 1),
+                       _msg(_usage(1, T + timedelta(hours=2)), 2)], keys=lambda: list(store)))
+    # ENG stays quiet; another engineer's usage moves the watermark between ENG's two events.
+    other = Usage("v-0", "eng-00002", "anthropic", "claude-sonnet-4-5",
+                  T + timedelta(hours=1, minutes=30, seconds=LATENESS_S), 1, 1, 0, 0, 1)
+    second = proc.process([_msg(other, 3)], keys=lambda: list(store))
+    assert proc.watermark(0) == T + timedelta(hours=1, minutes=30)
+    assert second.swept == 1
+    book = EngineerBook.from_bytes(second.books[ENG][0])
+    assert book.watermark == proc.watermark(0)
+    assert [e.event_id for _key, e in book.pending] == ["u-1"]  # u-0 final, u-1 not yet
+    assert ENG in dict(second.balances)

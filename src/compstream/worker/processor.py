@@ -292,20 +292,26 @@ class LedgerProcessor:
         batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
 
     def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
+        # The loop visits every stored book, most of them not due: its per-key
+        # step is kept small. Watermarks and stream times do not move during
+        # the sweep (only _apply moves them), so they are looked up once.
+        marks = {p: self.watermark(p) for p in partitions}
+        times = {p: self.stream_time.get(p, EPOCH) for p in partitions}
+        cache, due_of, scheduled_of = self.partition_cache, self.book_due, self.book_scheduled
         for engineer in keys():
             if len(batch.postings) + len(batch.events) >= SWEEP_ROWS_MAX:
                 return
-            p = self.partition_cache.get(engineer)
+            p = cache.get(engineer)
             if p is None:
-                p = self.partition_cache[engineer] = partition_of(engineer, self.partitions)
-            if p not in partitions:
+                p = cache[engineer] = partition_of(engineer, self.partitions)
+            watermark = marks.get(p)
+            if watermark is None:  # not a partition of this sweep
                 continue
-            watermark = self.watermark(p)
-            if engineer in self.book_due:
-                due = self.book_due[engineer]
-                scheduled = self.book_scheduled.get(engineer)
+            if engineer in due_of:
+                due = due_of[engineer]
+                scheduled = scheduled_of.get(engineer)
                 if ((due is None or due >= watermark)
-                        and (scheduled is None or scheduled > self.stream_time.get(p, EPOCH))):
+                        and (scheduled is None or scheduled > times[p])):
                     continue
             book = self._book(batch, engineer, p)
             batch.outcome(engineer, book.advance(watermark), watermark)
@@ -313,8 +319,7 @@ class LedgerProcessor:
             batch.swept += 1
         else:
             # Only a complete pass marks the partitions swept.
-            for p in partitions:
-                self.swept_watermark[p] = self.watermark(p)
+            self.swept_watermark.update(marks)
 
     def _result(self, batch: _Batch) -> BatchResult:
         balances: list[tuple[str, bytes]] = []

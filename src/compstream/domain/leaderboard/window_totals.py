@@ -8,11 +8,13 @@ k-sized heap instead of re-summing every engineer's Totals and sorting them all
 - per-engineer tokens and spend (the two ranking values),
 - per-team summed fields and member count (engineer-team pairs with activity),
 - the last ranking (eligible counts and each metric's top k) and the engineers
-  whose values changed since, with their values then. While no value went
-  down, the new top k is among the last top k and the changed engineers (the
-  others kept their values and still rank behind k engineers that only rose),
-  so a message re-ranks those instead of scanning every engineer. Anything
-  else (a negative correction, a restore, another k or hidden set) rescans.
+  whose values changed since, with their values then. While no engineer of
+  the last top k went down, the new top k is among the last top k and the
+  changed engineers (the others kept their values and still rank behind k
+  engineers that did not fall), so a message re-ranks those instead of
+  scanning every engineer; a negative correction elsewhere does not force a
+  scan. Anything else (a fall in the top k, a restore, another k or hidden
+  set) rescans that metric.
 
 All writes go through `add`/`put_engineer`; `contributions` is a read-only view
 so nothing can change the state behind the caches. The caches are rebuilt from
@@ -121,8 +123,6 @@ class PartitionWindow:
         if changed is not None and engineer_id not in changed:
             changed[engineer_id] = (values[0], values[1])
         tokens, spend = totals.input_tokens + totals.output_tokens, totals.cost_nanos
-        if tokens < 0 or spend < 0:
-            self._changed = None  # a value may have gone down: the next ranking rescans
         values[0] += tokens
         values[1] += spend
         if team_id != NO_TEAM:
@@ -150,19 +150,30 @@ class PartitionWindow:
         descending then id ascending, as boards.top_n."""
         hidden = frozenset(hidden)
         last, changed, values = self._ranked, self._changed, self._values
+        since_last = last is not None and changed is not None and last[0] == k and last[1] == hidden
         counts, tops = [], []
         for i in range(len(METRICS)):
-            if last is None or changed is None or last[0] != k or last[1] != hidden:
-                ranked = [(-v[i], e) for e, v in values.items() if v[i] > 0 and e not in hidden]
-                count = len(ranked)
-            else:  # values only rose since the last ranking (see the module docstring)
+            ranked = None
+            if since_last:  # re-rank the last top k and the changed (module docstring)
                 count = last[2][i]
-                candidates = {e for _, e in last[3][i]}
+                top_ids = {e for _, e in last[3][i]}
+                candidates = set(top_ids)
                 for e, old in changed.items():
-                    if values[e][i] > 0 and e not in hidden:
+                    value = values[e][i]
+                    if value < old[i] and e in top_ids:
+                        break  # one of the top k fell: someone unchanged may pass it
+                    if e in hidden:
+                        continue
+                    if value > 0:
                         count += old[i] <= 0  # newly eligible
                         candidates.add(e)
-                ranked = [(-values[e][i], e) for e in candidates]
+                    elif old[i] > 0:
+                        count -= 1  # no longer eligible
+                else:
+                    ranked = [(-values[e][i], e) for e in candidates]
+            if ranked is None:
+                ranked = [(-v[i], e) for e, v in values.items() if v[i] > 0 and e not in hidden]
+                count = len(ranked)
             counts.append(count)
             tops.append(heapq.nsmallest(k, ranked))
         self._ranked, self._changed = (k, hidden, counts, tops), {}
