@@ -28,7 +28,6 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, Sequence
 from zlib import crc32
 
-
 from compstream.domain.events import Event, EventError
 from compstream.domain.replay import ReplayResult
 from compstream.jsonl_fast import line_event
