@@ -214,15 +214,21 @@ class LedgerProcessor:
             self.lagging = frozenset(lagging)
         batch = _Batch()
         batch.room = BookRoom(self.book_bytes_max, batch.advanced)
-        for msg in messages:
-            self._apply(batch, msg)
-        if lagging_after is not None:
-            self.lagging = frozenset(lagging_after)
-        if sweep and keys is not None:
-            moved = {m.partition for m in messages
-                     if self.watermark(m.partition) > self.swept_watermark.get(m.partition, EPOCH)}
-            if moved:
-                self._sweep(batch, moved, keys)
+        try:
+            for msg in messages:
+                self._apply(batch, msg)
+            if lagging_after is not None:
+                self.lagging = frozenset(lagging_after)
+            if sweep and keys is not None:
+                moved = {m.partition for m in messages
+                         if self.watermark(m.partition) > self.swept_watermark.get(m.partition, EPOCH)}
+                if moved:
+                    self._sweep(batch, moved, keys)
+        finally:
+            # The room holds batch.advanced, a reference back to the batch: a
+            # cycle that would leave the whole batch (books, rows, events) to
+            # the cyclic GC, freed only at a full collection.
+            batch.room = None
         return self._result(batch)
 
     def _apply(self, batch: _Batch, msg: SourceMessage) -> None:
