@@ -10,12 +10,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from compstream.codec import encode_event
 from compstream.domain.book import EngineerBook
 from compstream.domain.events import GrantRevoked, Usage
 from compstream.synth import generate
 from compstream.worker.book_cache import BookCache
-from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
+from compstream.worker.processor import LedgerProcessor, SourceMessage
+from support.messages import source_messages
 
 PARTITIONS = 4
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -40,13 +40,7 @@ def _messages(seed: int) -> list[SourceMessage]:
         events.insert(rng.randrange(len(events)),
                       GrantRevoked("rev-" + g.event_id, g.engineer_id, g.grant_id,
                                    g.effective_at + timedelta(days=2)))
-    out, offsets = [], {}
-    for n, e in enumerate(events):
-        topic = "usage" if e.type == "usage" else "grants"
-        p = partition_of(e.engineer_id, PARTITIONS)
-        offset = offsets[(topic, p)] = offsets.get((topic, p), -1) + 1
-        out.append(SourceMessage(topic, p, offset, e.engineer_id.encode(), encode_event(e),
-                                 T + timedelta(milliseconds=n)))
+    out = source_messages(events, PARTITIONS, T)
     out.insert(100, SourceMessage("usage", 0, 10_000, b"eng-00000", b"\xc3\x01garbage", T))
     out.insert(200, SourceMessage("usage", 1, 10_001, b"someone-else", out[5].value, T))
     return out

@@ -11,11 +11,11 @@ batch in such a cycle.
 from __future__ import annotations
 
 import gc
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from compstream.codec import encode_event
 from compstream.synth import generate
-from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
+from compstream.worker.processor import LedgerProcessor, SourceMessage
+from support.messages import source_messages
 
 PARTITIONS = 4
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -24,13 +24,7 @@ T = datetime(2026, 11, 1, tzinfo=timezone.utc)
 def _messages() -> list[SourceMessage]:
     events = list(generate(40, 2_000, seed=3, with_hr=True))
     events += events[100:140]  # redelivered: duplicates
-    out, offsets = [], {}
-    for n, e in enumerate(events):
-        topic = "usage" if e.type == "usage" else "grants"
-        p = partition_of(e.engineer_id, PARTITIONS)
-        offset = offsets[(topic, p)] = offsets.get((topic, p), -1) + 1
-        out.append(SourceMessage(topic, p, offset, e.engineer_id.encode(), encode_event(e),
-                                 T + timedelta(milliseconds=n)))
+    out = source_messages(events, PARTITIONS, T)
     out.insert(50, SourceMessage("usage", 0, 10_000, b"eng-00000", b"\xc3\x01garbage", T))  # dead letter
     out.insert(90, SourceMessage("usage", 1, 10_001, b"someone-else", out[5].value, T))  # wrong key
     return out
