@@ -27,7 +27,8 @@ import orjson
 
 from compstream.domain.event_fast import build_event, fast_time, new_usage
 from compstream.domain.events import (
-    AMOUNT_NANOS_MAX, ENGINEER_ID_LENGTH_MAX, EVENT_ID_LENGTH_MAX, TOKENS_MAX, Event,
+    AMOUNT_NANOS_MAX, ENGINEER_ID_LENGTH_MAX, EVENT_ID_LENGTH_MAX, MODEL_LENGTH_MAX,
+    PRICE_VERSION_LENGTH_MAX, PROVIDER_LENGTH_MAX, TOKENS_MAX, UNPRICED_REASON_LENGTH_MAX, Event,
 )
 
 _Tokens = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]
@@ -44,16 +45,16 @@ class _UsageLine(msgspec.Struct, gc=False):
     type: Literal["usage"]
     event_id: _text(EVENT_ID_LENGTH_MAX)  # type: ignore[valid-type]
     engineer_id: _text(ENGINEER_ID_LENGTH_MAX)  # type: ignore[valid-type]
-    provider: _text(64)  # type: ignore[valid-type]
-    model: _text(256)  # type: ignore[valid-type]
+    provider: _text(PROVIDER_LENGTH_MAX)  # type: ignore[valid-type]
+    model: _text(MODEL_LENGTH_MAX)  # type: ignore[valid-type]
     occurred_at: str
     input_tokens: _Tokens
     output_tokens: _Tokens
     cache_read_tokens: _Tokens | None = None
     cache_write_tokens: _Tokens | None = None
     cost_nanos: Annotated[int, msgspec.Meta(ge=0, le=AMOUNT_NANOS_MAX)] | None = None
-    unpriced_reason: _text(512) | None = None  # type: ignore[valid-type]
-    price_version: _text(128) | None = None  # type: ignore[valid-type]
+    unpriced_reason: _text(UNPRICED_REASON_LENGTH_MAX) | None = None  # type: ignore[valid-type]
+    price_version: _text(PRICE_VERSION_LENGTH_MAX) | None = None  # type: ignore[valid-type]
     corrects_event_id: None = None
 
 

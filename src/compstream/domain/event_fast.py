@@ -17,7 +17,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from compstream.domain.events import (
-    AMOUNT_NANOS_MAX, ENGINEER_ID_LENGTH_MAX, EVENT_ID_LENGTH_MAX, TOKENS_MAX,
+    AMOUNT_NANOS_MAX, ENGINEER_ID_LENGTH_MAX, EVENT_ID_LENGTH_MAX, GRANT_ID_LENGTH_MAX,
+    GRANT_KIND_LENGTH_MAX, MODEL_LENGTH_MAX, PRICE_VERSION_LENGTH_MAX, PROVIDER_LENGTH_MAX,
+    TOKENS_MAX, UNPRICED_REASON_LENGTH_MAX,
     EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage,
 )
 
@@ -107,15 +109,15 @@ def _usage(raw: dict, event_id: str, engineer_id: str) -> Event | None:
     input_tokens, output_tokens = get("input_tokens"), get("output_tokens")
     cache_read, cache_write = get("cache_read_tokens"), get("cache_write_tokens")
     cost, unpriced, version = get("cost_nanos"), get("unpriced_reason"), get("price_version")
-    if not (type(provider) is str and 0 < len(provider) <= 64
-            and type(model) is str and 0 < len(model) <= 256
+    if not (type(provider) is str and 0 < len(provider) <= PROVIDER_LENGTH_MAX
+            and type(model) is str and 0 < len(model) <= MODEL_LENGTH_MAX
             and type(input_tokens) is int and lo <= input_tokens <= TOKENS_MAX
             and type(output_tokens) is int and lo <= output_tokens <= TOKENS_MAX
             and (cache_read is None or (type(cache_read) is int and lo <= cache_read <= TOKENS_MAX))
             and (cache_write is None or (type(cache_write) is int and lo <= cache_write <= TOKENS_MAX))
             and (cost is None or (type(cost) is int and lo_cost <= cost <= AMOUNT_NANOS_MAX))
-            and (unpriced is None or _text(unpriced, 512))
-            and (version is None or _text(version, 128))):
+            and (unpriced is None or _text(unpriced, UNPRICED_REASON_LENGTH_MAX))
+            and (version is None or _text(version, PRICE_VERSION_LENGTH_MAX))):
         return None
     occurred_at = fast_time(get("occurred_at"))
     if occurred_at is None:
@@ -128,7 +130,7 @@ def _usage(raw: dict, event_id: str, engineer_id: str) -> Event | None:
 def _grant(raw: dict, event_id: str, engineer_id: str) -> Event | None:
     get = raw.get
     grant_id, amount, kind = get("grant_id"), get("amount_nanos"), get("kind")
-    if not (_text(grant_id, 256) and _count(amount, 1, AMOUNT_NANOS_MAX) and _text(kind, 64)):
+    if not (_text(grant_id, GRANT_ID_LENGTH_MAX) and _count(amount, 1, AMOUNT_NANOS_MAX) and _text(kind, GRANT_KIND_LENGTH_MAX)):
         return None
     effective_at = fast_time(get("effective_at"))
     expires_raw = get("expires_at")
@@ -142,7 +144,7 @@ def _grant(raw: dict, event_id: str, engineer_id: str) -> Event | None:
 def _revoke(raw: dict, event_id: str, engineer_id: str) -> Event | None:
     grant_id = raw.get("grant_id")
     effective_at = fast_time(raw.get("effective_at"))
-    if not _text(grant_id, 256) or effective_at is None:
+    if not _text(grant_id, GRANT_ID_LENGTH_MAX) or effective_at is None:
         return None
     return _NewRevoke(event_id, engineer_id, grant_id, effective_at)
 

@@ -15,6 +15,15 @@ from typing import Any, Union
 
 EVENT_ID_LENGTH_MAX = 256
 ENGINEER_ID_LENGTH_MAX = 256
+# Field limits, named once: the fast parsers (event_fast, jsonl_fast) check
+# the same ones and must agree with event_from_dict.
+GRANT_ID_LENGTH_MAX = 256
+GRANT_KIND_LENGTH_MAX = 64
+PROVIDER_LENGTH_MAX = 64
+MODEL_LENGTH_MAX = 256
+UNPRICED_REASON_LENGTH_MAX = 512
+PRICE_VERSION_LENGTH_MAX = 128
+TEAM_ID_LENGTH_MAX = 128
 # A single event above a billion dollars is a unit error, not a real grant.
 AMOUNT_NANOS_MAX = 10**18
 TOKENS_MAX = 10**15
@@ -58,7 +67,7 @@ def format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _str(raw: dict, name: str, length_max: int = 256, optional: bool = False) -> str | None:
+def _str(raw: dict, name: str, length_max: int, optional: bool = False) -> str | None:
     value = raw.get(name)
     if value is None:
         if optional:
@@ -227,11 +236,11 @@ def event_from_dict(raw: Any) -> Event:
         return GrantIssued(
             event_id=event_id,
             engineer_id=engineer_id,
-            grant_id=_str(raw, "grant_id"),
+            grant_id=_str(raw, "grant_id", GRANT_ID_LENGTH_MAX),
             amount_nanos=_int(raw, "amount_nanos", 1, AMOUNT_NANOS_MAX),
             effective_at=effective_at,
             expires_at=expires_at,
-            kind=_str(raw, "kind", 64),
+            kind=_str(raw, "kind", GRANT_KIND_LENGTH_MAX),
         )
     if kind in HR_EVENT_TYPES:
         return _hr_event_from_dict(kind, raw, event_id, engineer_id)
@@ -239,7 +248,7 @@ def event_from_dict(raw: Any) -> Event:
         return GrantRevoked(
             event_id=event_id,
             engineer_id=engineer_id,
-            grant_id=_str(raw, "grant_id"),
+            grant_id=_str(raw, "grant_id", GRANT_ID_LENGTH_MAX),
             effective_at=parse_time(raw.get("effective_at"), "effective_at"),
         )
     if kind == "engineer_offboarded":
@@ -255,16 +264,16 @@ def event_from_dict(raw: Any) -> Event:
     return Usage(
         event_id=event_id,
         engineer_id=engineer_id,
-        provider=_str(raw, "provider", 64),
-        model=_str(raw, "model", 256),
+        provider=_str(raw, "provider", PROVIDER_LENGTH_MAX),
+        model=_str(raw, "model", MODEL_LENGTH_MAX),
         occurred_at=parse_time(raw.get("occurred_at"), "occurred_at"),
         input_tokens=_int(raw, "input_tokens", tokens_min, TOKENS_MAX),
         output_tokens=_int(raw, "output_tokens", tokens_min, TOKENS_MAX),
         cache_read_tokens=_int(raw, "cache_read_tokens", tokens_min, TOKENS_MAX, optional=True) or 0,
         cache_write_tokens=_int(raw, "cache_write_tokens", tokens_min, TOKENS_MAX, optional=True) or 0,
         cost_nanos=_int(raw, "cost_nanos", cost_min, AMOUNT_NANOS_MAX, optional=True),
-        unpriced_reason=_str(raw, "unpriced_reason", 512, optional=True),
-        price_version=_str(raw, "price_version", 128, optional=True),
+        unpriced_reason=_str(raw, "unpriced_reason", UNPRICED_REASON_LENGTH_MAX, optional=True),
+        price_version=_str(raw, "price_version", PRICE_VERSION_LENGTH_MAX, optional=True),
         corrects_event_id=corrects_event_id,
     )
 
@@ -272,7 +281,7 @@ def event_from_dict(raw: Any) -> Event:
 def _hr_event_from_dict(kind: str, raw: dict, event_id: str, engineer_id: str) -> HrEvent:
     effective_at = parse_time(raw.get("effective_at"), "effective_at")
     if kind == "team_assigned":
-        return TeamAssigned(event_id, engineer_id, _str(raw, "team_id", 128), effective_at)
+        return TeamAssigned(event_id, engineer_id, _str(raw, "team_id", TEAM_ID_LENGTH_MAX), effective_at)
     if kind == "leaderboard_privacy":
         opted_out = raw.get("opted_out")
         if not isinstance(opted_out, bool):
