@@ -49,7 +49,7 @@ def _free_port() -> int:
 
 class Worker:
     def __init__(self, bootstrap: str, topics: Topics, data_dir: Path, group: str, partitions: int,
-                 loglevel: str = "WARNING"):
+                 loglevel: str = "WARNING", env: dict[str, str] | None = None):
         self.data_dir = data_dir
         self.group = group
         self.dsn = f"chdb://{data_dir / 'clickhouse'}"
@@ -59,6 +59,7 @@ class Worker:
             COMPSTREAM_TOPIC_PREFIX=topics.prefix, COMPSTREAM_WORKER_ID=group,
             COMPSTREAM_SOURCE_PARTITIONS=str(partitions), COMPSTREAM_WEB_PORT=str(_free_port()),
             COMPSTREAM_CLICKHOUSE_DSN=self.dsn,
+            **(env or {}),
         )
         self.loglevel = loglevel
         self.proc: subprocess.Popen | None = None
@@ -168,6 +169,14 @@ def read_topic(bootstrap: str, topic: str, decode: bool = True, last_per_key: bo
     return items, seen, total
 
 
+def topic_records(bootstrap: str, name: str) -> int:
+    """Records written to `name` so far (0 if it does not exist)."""
+    try:
+        return sum(end_offsets(bootstrap, [name]).values())
+    except KeyError:
+        return 0
+
+
 def history_counts(dsn: str) -> dict:
     code = ("import json,sys; from compstream.history import open_history; "
             "s=open_history(sys.argv[1]); print(json.dumps(s.table_counts())); s.close()")
@@ -215,14 +224,15 @@ def changelog_state(bootstrap: str, group: str) -> dict:
 
 
 def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: int,
-               timeout_s: float = 3600, workers: int = 1) -> dict:
-    """`workers` processes in one group (each with its own embedded history)."""
+               timeout_s: float = 3600, workers: int = 1, env: dict[str, str] | None = None) -> dict:
+    """`workers` processes in one group (each with its own embedded history);
+    `env`: extra worker settings (e.g. COMPSTREAM_LEADERBOARDS=off)."""
     expected = expected_counts(events_list)
     n = len(events_list)
     tmp = Path(tempfile.mkdtemp(prefix="bench_worker."))
     group = f"bench-worker-{uuid.uuid4().hex[:6]}"
-    procs = [Worker(bootstrap, topics, tmp / f"w{i}", group, partitions) for i in range(workers)]
-    out: dict = {"events": n, "engineers": len(expected), "workers": workers}
+    procs = [Worker(bootstrap, topics, tmp / f"w{i}", group, partitions, env=env) for i in range(workers)]
+    out: dict = {"events": n, "engineers": len(expected), "workers": workers, "env": dict(env or {})}
     try:
         t_spawn = time.monotonic()
         for w in procs:
@@ -253,6 +263,7 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
     stored = sum(c.get("events", 0) for c in counts)
     out["history_events_ok"] = stored == n if workers == 1 else stored >= n
     out["state_from_changelog"] = changelog_state(bootstrap, group)
+    out["leaderboard_candidate_records"] = topic_records(bootstrap, topics.leaderboard_candidates)
     out["worker_log_tail"] = procs[0].log_tail(5)
     shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -102,6 +102,8 @@ class Suite:
             py + ["bench.ceiling", "confluent", bs, str(n), *src], timeout=1800))
         self.section("ceiling_faust", lambda: common.run_json(
             py + ["bench.faust_ceiling", bs, str(n), *src], timeout=3600))
+        self.section("ceiling_quix", lambda: common.run_json(
+            py + ["bench.peers.quix_ceiling", bs, str(n), *src], timeout=3600))
         self.section("stage_decode", lambda: common.run_json(
             py + ["bench.stages", "decode", "--events", str(p["stage_events"])], timeout=1800))
         self.section("stage_ledger", lambda: common.run_json(
@@ -116,6 +118,13 @@ class Suite:
         ensure_topics(bs, topics2, p["partitions"])
         self.section("produce2", lambda: common.produce(bs, topics2, events))
         self.section("e2e_2w", lambda: e2e.throughput(bs, topics2, events, p["partitions"], workers=2))
+        # The twin computes balances only: the worker without leaderboards is
+        # the like-for-like comparison (it still writes history and changelog).
+        topics3 = common.bench_topics("e2enolb")
+        ensure_topics(bs, topics3, p["partitions"])
+        self.section("produce3", lambda: common.produce(bs, topics3, events))
+        self.section("e2e_nolb", lambda: e2e.throughput(bs, topics3, events, p["partitions"],
+                                                        env={"COMPSTREAM_LEADERBOARDS": "off"}))
         state_dir = tempfile.mkdtemp(prefix="bench_quix.")
         try:
             self.section("quix", lambda: common.run_json(
@@ -139,7 +148,7 @@ class Suite:
         self.section("latency_low", lambda: e2e.latency(bs, low_topics, low_events, p["partitions"],
                                                         p["rate_low"]))
         self.section("replay", lambda: replay_section(p["replay_events"], p["engineers"]))
-        for t in (topics, topics2, lat_topics, low_topics):
+        for t in (topics, topics2, topics3, lat_topics, low_topics):
             try:
                 delete_topics(bs, t)
             except Exception:  # noqa: BLE001
@@ -264,6 +273,45 @@ def verdicts(r: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+def _us(rate) -> float | None:
+    return round(1e6 / rate, 1) if rate else None
+
+
+def _minus(a, b) -> float | None:
+    return None if a is None or b is None else round(a - b, 1)
+
+
+def replay_bound(r: dict) -> int | None:
+    """What `--jobs` processes would reach if splitting the input, starting
+    and merging cost nothing: jobs × 1 / (parse time + fold time per event)."""
+    parse = _g(r, "replay", "stages", "parse_events_per_s")
+    fold = _g(r, "replay", "stages", "replay_events_per_s")
+    jobs = _g(r, "replay", "cli", "jobs")
+    if not (parse and fold and jobs):
+        return None
+    return round(jobs / (1 / parse + 1 / fold))
+
+
+def cost_table(r: dict) -> str:
+    """Main-thread µs per message: each framework's no-op ceiling, each whole
+    program, and the difference (the program's own work)."""
+    faust, quix_ceil = _us(_g(r, "ceiling_faust", "msgs_per_s")), _us(_g(r, "ceiling_quix", "msgs_per_s"))
+    worker, nolb = _us(_g(r, "e2e", "sustained_events_per_s")), _us(_g(r, "e2e_nolb", "sustained_events_per_s"))
+    twin = _us(_g(r, "quix", "events_per_s"))
+    rows = [
+        "## Per-message cost: framework and own work\n",
+        "µs per message = 1 / rate; own work = whole program − its framework's no-op ceiling.\n",
+        "| µs per message | compstream worker | compstream, leaderboards off | Quix twin |",
+        "|---|---|---|---|",
+        f"| framework alone (no-op ceiling) | {_fmt(faust)} (Faust) | {_fmt(faust)} (Faust) | "
+        f"{_fmt(quix_ceil)} (Quix Streams) |",
+        f"| whole program | {_fmt(worker)} | {_fmt(nolb)} | {_fmt(twin)} |",
+        f"| own work | {_fmt(_minus(worker, faust))} | {_fmt(_minus(nolb, faust))} | {_fmt(_minus(twin, quix_ceil))} |",
+        "",
+    ]
+    return "\n".join(rows)
+
+
 def render(res: dict) -> str:
     r, m, p = res["results"], res["machine"], res["params"]
     L: list[str] = []
@@ -314,6 +362,9 @@ def render(res: dict) -> str:
     faust_ceiling = _g(r, "ceiling_faust", "msgs_per_s")
     row("Ceiling: Faust agent, `noack_take(5000)` + ack, no work (the framework alone)", faust_ceiling,
         " msg/s", aio, "aiokafka")
+    quix_ceiling = _g(r, "ceiling_quix", "msgs_per_s")
+    row("Ceiling: Quix Streams app, count-only `update`, no work (the peer framework alone)", quix_ceiling,
+        " msg/s", aio, "aiokafka")
     for k, label in (("avro_lib", "Decode body: `avro` library"), ("fastavro", "Decode body: fastavro"),
                      ("decode_record", "Decode: project `decode_record` (framing + fastavro)"),
                      ("decode_event", "Decode: project `decode_event` (+ validation → Event)"),
@@ -337,6 +388,10 @@ def render(res: dict) -> str:
         _g(r, "e2e", "wall_from_spawn_events_per_s"), " ev/s", aio, "aiokafka ceiling")
     row("Peer: Quix Streams twin (see below)", _g(r, "quix", "events_per_s"), " ev/s", aio, "aiokafka ceiling")
     add(f"| compstream ÷ Quix twin | {_fmt(_ratio(e2e_rate, _g(r, 'quix', 'events_per_s')))} | |")
+    nolb_rate = _g(r, "e2e_nolb", "sustained_events_per_s")
+    row("End to end: real worker, leaderboards off (balances, history, changelog)", nolb_rate, " ev/s", aio,
+        "aiokafka ceiling")
+    add(f"| compstream with leaderboards off ÷ Quix twin | {_fmt(_ratio(nolb_rate, _g(r, 'quix', 'events_per_s')))} | |")
     add(f"| Latency produce → balance at {_fmt(_g(r, 'latency', 'offered_events_per_s'))} ev/s "
         f"(achieved {_fmt(_g(r, 'latency', 'achieved_offered_events_per_s'))}): p50 / p99 / max | "
         f"{_fmt(_g(r, 'latency', 'p50_ms'), ' ms')} / {_fmt(_g(r, 'latency', 'p99_ms'), ' ms')} / "
@@ -367,7 +422,10 @@ def render(res: dict) -> str:
     row("Replay stages: parse JSONL (`read_jsonl`)", _g(r, "replay", "stages", "parse_events_per_s"), " ev/s")
     row("Replay stages: `replay` of parsed events", _g(r, "replay", "stages", "replay_events_per_s"), " ev/s")
     row("Replay stages: file → balances in-process", _g(r, "replay", "stages", "end_to_end_events_per_s"), " ev/s")
+    row("Replay bound: jobs × one process's parse + fold rate (no split, start-up or merge cost)",
+        replay_bound(r), " ev/s")
     add("")
+    add(cost_table(r))
 
     add("## Correctness checks of the end-to-end run\n")
     e = r.get("e2e", {})
@@ -380,7 +438,12 @@ def render(res: dict) -> str:
         add(f"- two workers: engineers whose last `events_applied` != expected: "
             f"{_fmt(e2.get('engineers_wrong_count'))}; history rows per worker: {e2.get('history')} "
             f"(every event in some store: {e2.get('history_events_ok')})")
-    for sec in ("e2e", "e2e_2w", "latency", "latency_low"):
+    e3 = r.get("e2e_nolb", {})
+    if e3:
+        add(f"- leaderboards off: engineers whose last `events_applied` != expected: "
+            f"{_fmt(e3.get('engineers_wrong_count'))}; history rows: {e3.get('history')} "
+            f"(events ok: {e3.get('history_events_ok')})")
+    for sec in ("e2e", "e2e_2w", "e2e_nolb", "latency", "latency_low"):
         if _g(r, sec, "stalled"):
             add(f"- **{sec}: the worker STALLED** — {_g(r, sec, 'stalled')}")
     add(f"- Quix twin processed {_fmt(_g(r, 'quix', 'processed'))} records (complete: {_g(r, 'quix', 'complete')})\n")
@@ -415,6 +478,9 @@ HOW = """\
 - **Faust ceiling**: `bench/faust_ceiling.py`, a Faust app with the worker's consumer
   settings whose one agent runs the worker's `noack_take(5000, within=BATCH_WITHIN_S)` loop (0.25 s) and
   only acks: Faust's own per-message cost (consumer thread, conductor, stream, acks).
+- **Quix ceiling**: `bench/peers/quix_ceiling.py`, an idiomatic Quix Streams app on the same
+  two topics (`concat`, a count-only `update`, no state, no output): the peer framework's
+  own per-message cost, as the Faust ceiling is Faust's.
 - **End to end**: `python -m compstream.cli.main worker` started after the backlog is on
   the topics; done when its consumer group committed every source offset. Sustained rate
   = events ÷ (last − first BalanceUpdate record timestamp on the balances topic), so
@@ -422,7 +488,9 @@ HOW = """\
   its history to chdb, the books changelog, and balances/alerts.
 - **Quix twin**: `bench/peers/quix_balances.py` on the same two topics (concat, stateful
   apply with RocksDB state, EngineerBook per key); the module docstring lists exactly what
-  it does and does not do. It writes no history, so it does strictly less I/O.
+  it does and does not do. It writes no history, so it does strictly less I/O. The
+  leaderboards-off run (`COMPSTREAM_LEADERBOARDS=off`, its own copy of the topics) is the
+  worker doing what the twin does plus history, changelog and alerts.
 - **Latency**: a fresh worker, caught up on the grants in effect when the usage starts
   (grants effective later are left out, as in every run so far, so figures stay
   comparable; the table reports how many usage events counted late); then usage events
@@ -436,7 +504,9 @@ HOW = """\
 - **Replay**: `bench/bench_replay.py` generates a JSONL log and times its stages; the
   CLI row runs `compstream replay -i LOG -o /dev/null` as a child with its default `--jobs`
   (one worker per CPU, up to 8, from 64 MiB of input); peak RSS is ru_maxrss of the largest
-  process, and the sum over the CLI and its workers sampled every 0.1 s.
+  process, and the sum over the CLI and its workers sampled every 0.1 s. The bound row
+  is `jobs / (1/parse + 1/fold)` from the two stage rows: the rate if splitting the input,
+  starting the CLI and merging cost nothing.
 """
 
 

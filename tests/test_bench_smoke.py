@@ -27,7 +27,7 @@ def test_fingerprint_fast_path_matches_payload_fingerprint():
 
 
 @pytest.mark.kafka
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     # bench-only dependencies (the `bench` extra)
     pytest.importorskip("confluent_kafka")
@@ -46,16 +46,24 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     raw = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert raw["errors"] == {}, raw["errors"]
     r = raw["results"]
-    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "ceiling_faust", "stage_decode", "stage_ledger",
-                    "stage_history", "e2e", "e2e_2w", "quix", "latency", "latency_low", "replay"):
+    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "ceiling_faust", "ceiling_quix",
+                    "stage_decode", "stage_ledger", "stage_history", "e2e", "e2e_2w", "e2e_nolb", "quix",
+                    "latency", "latency_low", "replay"):
         assert section in r, section
     assert r["ceiling_aiokafka"]["complete"] and r["ceiling_confluent"]["complete"]
-    assert r["ceiling_faust"]["complete"] and r["ceiling_faust"]["messages"] == r["dataset"]["events"]
+    for ceiling in ("ceiling_faust", "ceiling_quix"):
+        assert r[ceiling]["complete"] and r[ceiling]["messages"] == r["dataset"]["events"], r[ceiling]
     assert r["quix"]["complete"]
     e2e = r["e2e"]
     assert e2e["engineers_wrong_count"] == 0, e2e
     assert e2e["history_events_ok"], e2e["history"]
     assert r["latency"]["matched"] > 0 and r["latency_low"]["matched"] > 0
+    nolb = r["e2e_nolb"]
+    assert nolb["env"] == {"COMPSTREAM_LEADERBOARDS": "off"}
+    assert nolb["engineers_wrong_count"] == 0 and nolb["history_events_ok"], nolb
+    # The worker ranked (published leaderboard candidates) only with leaderboards on.
+    assert e2e["leaderboard_candidate_records"] > 0 and nolb["leaderboard_candidate_records"] == 0
+    assert "## Per-message cost" in text and "Replay bound" in text
     two = r["e2e_2w"]
     assert two["workers"] == 2 and two["engineers_wrong_count"] == 0, two
     assert two["history_events_ok"], two["history"]
