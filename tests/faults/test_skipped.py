@@ -7,6 +7,7 @@ position records must bring them back, also when nothing arrives after them
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 
@@ -56,3 +57,44 @@ def test_skipped_tail_is_re_read_even_when_the_first_seek_back_is_lost(kafka_boo
     )
     assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
     assert bad == []
+
+
+def _commit_lag(bootstrap: str, group: str, topic_names: list[str]) -> int:
+    """Records on the source topics beyond the group's committed offsets
+    (read without joining the group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in topic_names for p in consumer.partitions_for_topic(t) or ()]
+        return sum(end - (consumer.committed(tp) or 0) for tp, end in consumer.end_offsets(tps).items())
+    finally:
+        consumer.close()
+
+
+def test_commits_catch_up_after_the_consumer_skipped_and_was_sought_back(kafka_bootstrap, topics, tmp_path):
+    """The consumer jumps 500 records ahead (Faust records the jump as a gap),
+    the position guard seeks back and the records are processed. Faust's own
+    commits must then follow: before faust_compat.forget_gaps its acked list
+    held every re-read offset twice and each commit moved one offset, so
+    the group's lag stayed for as many commit intervals as records skipped."""
+    # ~20k records per partition: more than one 1 MiB fetch, so records follow the skip.
+    events = ledger_only(generate(engineers=40, usage_events=80_000, seed=95))
+    publish_events(events, kafka_bootstrap, topics)  # a backlog: records follow the skip
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "skipahead", PARTITIONS,
+                        COMPSTREAM_FAULT_SKIP_AHEAD="500").start()
+    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 180, worker)
+    log = worker.log_path.read_text(errors="replace")
+    skipped = re.search(r"the consumer skipped (\d+) records", log)
+    assert skipped and int(skipped.group(1)) >= 100, worker.diagnosis()
+    assert "were not delivered" in log, worker.diagnosis()  # the guard saw the skip and sought back
+    assert balance_mismatches(balances, events) == []
+    deadline = time.monotonic() + 60
+    group = worker.env["COMPSTREAM_WORKER_ID"]
+    lag = _commit_lag(kafka_bootstrap, group, [topics.usage, topics.grants])
+    while lag and time.monotonic() < deadline:
+        time.sleep(1)
+        group = worker.env["COMPSTREAM_WORKER_ID"]
+    lag = _commit_lag(kafka_bootstrap, group, [topics.usage, topics.grants])
+    assert lag == 0, f"the group's commits stayed {lag} records behind processing"
+    assert worker.stop() == 0, worker.log_tail()

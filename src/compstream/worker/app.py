@@ -28,12 +28,13 @@ from faust.web import Request, Response, View
 
 from compstream.config import Settings
 from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
-from compstream.worker.faults import Faults
+from compstream.worker.faults import Faults, skip_consumer
 from compstream.domain.book_codec import from_us, to_us
 from compstream.worker.positions import PositionGuard, is_position_key, position_key, stream_time_key
 from compstream.worker.faust_compat import (
     Activity,
     exit_on_crash,
+    keep_commits_moving,
     seek,
     stored_position,
     watch_stalls,
@@ -62,6 +63,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
 
     store = store if store is not None else open_history(settings.clickhouse_dsn)
     store.migrate()
+    keep_commits_moving()
     topics = settings.topics
     app = faust.App(
         settings.worker_id,
@@ -139,6 +141,11 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             for event in events:
                 await stream.ack(event)
             return
+        usage_tps = [e.message.tp for e in events if e.message.topic == topics.usage][:1]
+        skip = faults.take_skip_ahead() if usage_tps else 0
+        if skip:  # fault injection (faults.py): into the usage partition, where records follow
+            skipped = await skip_consumer(app, usage_tps[0], skip)
+            log.error("fault injection: the consumer skipped %d records of %s", skipped, usage_tps[0])
         if seen_rebalance[0] != app.rebalancing_count:
             seen_rebalance[0] = app.rebalancing_count
             guard.forget()
@@ -172,6 +179,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         written = asyncio.get_running_loop().run_in_executor(
             None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
         )
+        behind = _below_commits(app, messages)  # before the fence commit lowers them
         if not await _still_owner(app, messages):
             # A zombie (paused past the session timeout, its partitions
             # reassigned) must not write tables or publish: the new owner
@@ -203,6 +211,11 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         await publisher.delivered()
         for event in events:
             await stream.ack(event)
+        if behind:
+            # Faust had committed past these (records it saw skipped, re-read
+            # since) and will not commit them again; the fence put the commit
+            # back at the batch's start. Move it to what is now processed.
+            await app.consumer._thread.commit({tp: guard.next[(tp.topic, tp.partition)] for tp in behind})
 
     class BalanceView(View):
         async def get(self, request: Request, engineer_id: str) -> Response:
@@ -222,6 +235,16 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     app.page("/balances/{engineer_id}")(BalanceView)
 
     return app
+
+
+def _below_commits(app: faust.App, messages) -> set[TP]:
+    """Partitions of the batch whose first message is below the offset Faust
+    last committed for them (Faust commits offsets it saw skipped)."""
+    committed = getattr(app.consumer, "_committed_offset", {})
+    first: dict[TP, int] = {}
+    for m in messages:
+        first.setdefault(TP(m.topic, m.partition), m.offset)
+    return {tp for tp, offset in first.items() if (committed.get(tp) or -1) > offset}
 
 
 async def _still_owner(app: faust.App, messages) -> bool:

@@ -8,7 +8,10 @@ Inert unless set. They sit exactly at the seams that matter for exactly-once:
 - COMPSTREAM_FAULT_DROP_BATCHES=N   ack the first N ledger batches unprocessed,
   as Faust does with messages it fetched before a rebalance pause;
 - COMPSTREAM_FAULT_LOSE_STALL_SEEKS=N the first N stall seeks do not happen,
-  as when a rebalance or an in-flight fetch undoes a seek.
+  as when a rebalance or an in-flight fetch undoes a seek;
+- COMPSTREAM_FAULT_SKIP_AHEAD=N     once, move the consumer's fetch position
+  N records past the first batch's partition without telling Faust, as when
+  fetched records are dropped around a rebalance (Faust records a gap).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Faults:
         self.history_writes = 0
         self.drop_batches = int(environ.get("COMPSTREAM_FAULT_DROP_BATCHES", "") or 0)
         self.lose_stall_seeks = int(environ.get("COMPSTREAM_FAULT_LOSE_STALL_SEEKS", "") or 0)
+        self.skip_ahead = int(environ.get("COMPSTREAM_FAULT_SKIP_AHEAD", "") or 0)
 
     def drop_batch(self, size: int) -> bool:
         if self.drop_batches <= 0:
@@ -41,6 +45,12 @@ class Faults:
         self.drop_batches -= 1
         log.error("fault injection: acking a batch of %d messages without processing it", size)
         return True
+
+    def take_skip_ahead(self) -> int:
+        skip, self.skip_ahead = self.skip_ahead, 0
+        if skip:
+            log.error("fault injection: the consumer skips up to %d records", skip)
+        return skip
 
     def lose_stall_seek(self) -> bool:
         if self.lose_stall_seeks <= 0:
@@ -59,3 +69,23 @@ class Faults:
             log.error("fault injection: crashing after history write %d", self.history_writes)
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
+
+
+async def skip_consumer(app, tp, records: int) -> int:
+    """Skip up to `records` records past aiokafka's position (the next record
+    it would hand Faust; short of the end): the fetch position moves on the
+    consumer thread while Faust's read offset stays (unlike
+    faust_compat.seek). Returns how many it skipped."""
+    thread = app.consumer._thread
+    consumer = thread._ensure_consumer()
+
+    async def _skip() -> int:
+        start = await consumer.position(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        target = min(start + records, end - 1)
+        if target <= start:
+            return 0
+        consumer.seek(tp, target)
+        return target - start
+
+    return await thread.call_thread(_skip)
