@@ -141,11 +141,11 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             for event in events:
                 await stream.ack(event)
             return
-        usage_tps = [e.message.tp for e in events if e.message.topic == topics.usage][:1]
-        skip = faults.take_skip_ahead() if usage_tps else 0
-        if skip:  # fault injection (faults.py): into the usage partition, where records follow
-            skipped = await skip_consumer(app, usage_tps[0], skip)
-            log.error("fault injection: the consumer skipped %d records of %s", skipped, usage_tps[0])
+        if faults.skip_ahead:  # fault injection (faults.py), in a usage partition: records follow
+            usage = next((e.message.tp for e in events if e.message.topic == topics.usage), None)
+            if usage is not None:
+                skipped = await skip_consumer(app, usage, faults.take_skip_ahead())
+                log.error("fault injection: the consumer skipped %d records of %s", skipped, usage)
         if seen_rebalance[0] != app.rebalancing_count:
             seen_rebalance[0] = app.rebalancing_count
             guard.forget()
@@ -211,6 +211,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         await publisher.delivered()
         for event in events:
             await stream.ack(event)
+        behind &= app.consumer.assignment()  # committing a revoked partition would crash the consumer
         if behind:
             # Faust had committed past these (records it saw skipped, re-read
             # since) and will not commit them again; the fence put the commit

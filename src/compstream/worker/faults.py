@@ -9,9 +9,10 @@ Inert unless set. They sit exactly at the seams that matter for exactly-once:
   as Faust does with messages it fetched before a rebalance pause;
 - COMPSTREAM_FAULT_LOSE_STALL_SEEKS=N the first N stall seeks do not happen,
   as when a rebalance or an in-flight fetch undoes a seek;
-- COMPSTREAM_FAULT_SKIP_AHEAD=N     once, move the consumer's fetch position
-  N records past the first batch's partition without telling Faust, as when
-  fetched records are dropped around a rebalance (Faust records a gap).
+- COMPSTREAM_FAULT_SKIP_AHEAD=N     once, in the first batch with usage, move
+  the consumer's fetch position of one usage partition N records ahead without
+  telling Faust, as when fetched records are dropped around a rebalance (Faust
+  records a gap; the position guard re-reads the records).
 """
 
 from __future__ import annotations
