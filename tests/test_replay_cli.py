@@ -64,6 +64,29 @@ def test_good_file_any_order_and_as_of(app, tmp_path):
     assert doc["engineers"]["e1"]["overdraft_nanos"] == 5
 
 
+def test_output_to_a_fifo_writes_to_it_and_leaves_it_a_fifo(app, tmp_path):
+    """Outputs that are not regular files (/dev/null, a FIFO) are written to,
+    never renamed over: run as root, the atomic rename had turned /dev/null
+    into a regular file. A FIFO stands in for the device here."""
+    import os
+    import stat
+    import threading
+
+    a = _write(tmp_path / "a.jsonl", [event_to_json(e) for e in _events()])
+    out, fifo = tmp_path / "balances.json", tmp_path / "out.fifo"
+    assert CliRunner().invoke(app, ["replay", "-i", a, "-o", str(out)]).exit_code == 0
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = CliRunner().invoke(app, ["replay", "-i", a, "-o", str(fifo)])
+    reader.join(30)
+    assert r.exit_code == 0, r.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert got == [out.read_bytes()]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.fifo.")] == []
+
+
 def test_bad_lines_reported_with_line_numbers(app, tmp_path):
     events = _events()
     lines = [event_to_json(e) for e in events]

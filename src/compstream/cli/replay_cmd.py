@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +35,18 @@ EXIT_WORKER = 3  # a --jobs worker died or failed; nothing written
 
 
 def _write_atomic(path: str, text: str) -> None:
+    """A regular file is written whole beside the target, then renamed over
+    it. Anything else that exists (/dev/null, a FIFO) is written to, never
+    replaced: renaming over /dev/null as root turned it into a file."""
     target = Path(path)
+    try:
+        regular = stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:  # not there yet (or unreadable: mkstemp below says why)
+        regular = True
+    if not regular:
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent or "."))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
