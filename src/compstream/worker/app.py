@@ -179,8 +179,9 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         written = asyncio.get_running_loop().run_in_executor(
             None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
         )
-        behind = _below_commits(app, messages)  # before the fence commit lowers them
-        if not await _still_owner(app, messages):
+        first = _first_offsets(messages)
+        behind = _below_commits(app, first)  # before the fence commit lowers them
+        if not await _still_owner(app, first):
             # A zombie (paused past the session timeout, its partitions
             # reassigned) must not write tables or publish: the new owner
             # replays this batch. Exit rather than drop it: Faust would
@@ -238,25 +239,26 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     return app
 
 
-def _below_commits(app: faust.App, messages) -> set[TP]:
-    """Partitions of the batch whose first message is below the offset Faust
-    last committed for them (Faust commits offsets it saw skipped)."""
-    committed = getattr(app.consumer, "_committed_offset", {})
+def _first_offsets(messages) -> dict[TP, int]:
+    """The offset of each partition's first message in the batch."""
     first: dict[TP, int] = {}
     for m in messages:
         first.setdefault(TP(m.topic, m.partition), m.offset)
+    return first
+
+
+def _below_commits(app: faust.App, first: dict[TP, int]) -> set[TP]:
+    """Partitions of the batch whose first message is below the offset Faust
+    last committed for them (Faust commits offsets it saw skipped)."""
+    committed = getattr(app.consumer, "_committed_offset", {})
     return {tp for tp, offset in first.items() if (committed.get(tp) or -1) > offset}
 
 
-async def _still_owner(app: faust.App, messages) -> bool:
+async def _still_owner(app: faust.App, first: dict[TP, int]) -> bool:
     """Fence zombies without transactions: commit, for each partition of the
     batch, the offset of its first message (everything before it is done, so
     this never moves a commit forward past unwritten work). The group
     coordinator rejects the commit if a rebalance gave the partition away."""
-    first: dict[TP, int] = {}
-    for m in messages:
-        tp = TP(m.topic, m.partition)
-        first.setdefault(tp, m.offset)
     if any(tp not in app.consumer.assignment() for tp in first):
         return False
     return await app.consumer._thread.commit(first)
