@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-from kafka.partitioner.default import murmur2
-
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.balance import Balance, Report
@@ -25,6 +23,7 @@ from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
 from compstream.history.rows import BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, history_batches
 from compstream.worker.book_cache import BookCache
 from compstream.worker.book_room import REFUSE, BookRoom
+from compstream.worker.messages import SourceMessage, partition_of
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -45,22 +44,6 @@ BOOK_BYTES_LIMITS = (1024, 960 * 1024)  # what a setting may choose: under the b
 DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
 # Stage of usage refused because its engineer's book is at book_bytes_max.
 BOOK_FULL = "book_full"
-
-
-def partition_of(engineer_id: str, partitions: int) -> int:
-    """The source partition of an engineer: Kafka's default (murmur2) partitioner,
-    which every producer of the source topics uses (kafka-python and aiokafka)."""
-    return (murmur2(engineer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
-
-@dataclass(frozen=True, slots=True)
-class SourceMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp: datetime  # the Kafka record's time: deterministic on retry
 
 
 @dataclass

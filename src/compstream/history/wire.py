@@ -1,0 +1,110 @@
+"""History rows on the history topic: one JSON document per record.
+
+Workers publish their history rows to a Kafka topic inside the batch's
+transaction; `compstream sink` (or ClickHouse's Kafka engine, or a Kafka
+Connect sink) loads them. A record holds rows of one source partition:
+
+    {"v": 1, "events": [{column: value, ...}], "postings": [...], ...}
+
+Columns are the table columns (rows.py); times are ISO 8601 UTC, `raw` bytes
+of dead letters base64. Records stay under RECORD_BYTES_MAX: the broker's
+default message.max.bytes is 1 MiB.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from datetime import datetime
+from typing import Iterator
+
+import orjson
+
+from compstream.history.rows import TABLE_ROW_TYPES, HistoryBatch, HistoryError
+
+WIRE_VERSION = 1
+RECORD_BYTES_MAX = 512 * 1024
+
+
+def _field_kinds(row_type: type) -> tuple[tuple[str, str], ...]:
+    kinds = []
+    for f in dataclasses.fields(row_type):
+        text = str(f.type)
+        kind = "datetime" if "datetime" in text else "bytes" if text.startswith("bytes") else "plain"
+        kinds.append((f.name, kind))
+    return tuple(kinds)
+
+
+_KINDS = {name: _field_kinds(row_type) for name, row_type in TABLE_ROW_TYPES.items()}
+
+
+def _default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _row_dict(row) -> dict:
+    return {f: getattr(row, f) for f in row.__dataclass_fields__}
+
+
+def encode_batch(batch: HistoryBatch) -> bytes:
+    doc: dict = {"v": WIRE_VERSION}
+    for name, rows in batch.by_table.items():
+        if rows:
+            doc[name] = [_row_dict(r) for r in rows]
+    return orjson.dumps(doc, default=_default, option=orjson.OPT_NAIVE_UTC)
+
+
+def decode_batch(data: bytes) -> HistoryBatch:
+    """Raises HistoryError with the reason on anything that is not a record of
+    this format (a poison record must be named, never half loaded)."""
+    try:
+        doc = orjson.loads(data)
+        if not isinstance(doc, dict) or doc.get("v") != WIRE_VERSION:
+            raise HistoryError(f"not a history record of version {WIRE_VERSION}")
+        tables = {}
+        for name, raw_rows in doc.items():
+            if name == "v":
+                continue
+            row_type = TABLE_ROW_TYPES.get(name)
+            if row_type is None or not isinstance(raw_rows, list):
+                raise HistoryError(f"unknown history table {name!r}")
+            tables[name] = tuple(row_type(**_decoded(name, r)) for r in raw_rows)
+        return HistoryBatch(**tables)
+    except HistoryError:
+        raise
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise HistoryError(f"bad history record: {type(exc).__name__}: {exc}") from exc
+
+
+def _decoded(table: str, raw: dict) -> dict:
+    out = dict(raw)
+    for name, kind in _KINDS[table]:
+        value = out.get(name)
+        if value is None:
+            continue
+        if kind == "datetime":
+            out[name] = datetime.fromisoformat(value)
+        elif kind == "bytes":
+            out[name] = base64.b64decode(value, validate=True)
+    return out
+
+
+def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> Iterator[bytes]:
+    """The batch as records of at most `bytes_max` bytes each, rows in order
+    (halved until each piece fits; a single row over the bound raises)."""
+    data = encode_batch(batch)
+    if len(data) <= bytes_max:
+        if batch.row_count():
+            yield data
+        return
+    rows = [(name, r) for name, table in batch.by_table.items() for r in table]
+    if len(rows) == 1:
+        raise HistoryError(f"one {rows[0][0]} row encodes to {len(data)} bytes, over {bytes_max}")
+    half = len(rows) // 2
+    for part in (rows[:half], rows[half:]):
+        tables: dict[str, list] = {}
+        for name, row in part:
+            tables.setdefault(name, []).append(row)
+        yield from encode_records(HistoryBatch(**{k: tuple(v) for k, v in tables.items()}), bytes_max)

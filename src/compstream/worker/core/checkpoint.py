@@ -1,0 +1,156 @@
+"""One batch in, one checkpoint out: the ledger step every engine shares.
+
+`LedgerCore` holds the books of the assigned source partitions (serialized,
+as in the changelog), each partition's stream time and the next offset per
+source topic-partition. `step` runs the ordered batch protocol:
+  screen (drop what an earlier checkpoint already holds)
+  -> ledger (LedgerProcessor: decode or dead-letter, apply, sweep quiet books)
+  -> outputs: changelog records of the touched books and stream times,
+     balances, alerts, dead letters, history rows (history topic)
+  -> the consumed offsets.
+The engine makes the checkpoint visible atomically (ports.OutputSide); if it
+cannot, it throws this core away and restores a new one from the changelog,
+so in-memory state never runs ahead of what is committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from compstream.config import Topics
+from compstream.domain.book_codec import from_us, to_us
+from compstream.history.rows import HistoryBatch
+from compstream.history.wire import encode_records
+from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition
+from compstream.worker.messages import SourceMessage, partition_of
+from compstream.worker.positions import is_position_key, stream_time_key
+from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
+
+
+def changelog_topic(worker_id: str) -> str:
+    """The books changelog (the same layout the Faust engine's table writes)."""
+    return f"{worker_id}-books-changelog"
+
+
+def history_topic(topics: Topics) -> str:
+    return f"{topics.prefix}.history"
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    topics: Topics
+    worker_id: str
+    partitions: int
+    lateness_s: int
+    book_bytes_max: int
+
+
+class LedgerCore:
+    def __init__(self, config: CoreConfig):
+        self.config = config
+        self.books: dict[str, bytes] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.owned: set[int] = set()
+        self.processor = LedgerProcessor(config.lateness_s, load_book=self.books.get,
+                                         partitions=config.partitions, book_bytes_max=config.book_bytes_max)
+        self.changelog = changelog_topic(config.worker_id)
+        self.history = history_topic(config.topics)
+        self._stream_time_keys = {stream_time_key(p): p for p in range(config.partitions)}
+
+    # -- assignment ---------------------------------------------------------
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]],
+                positions: dict[TopicPartition, int]) -> int:
+        """Load a partition's books and stream time from its changelog (last
+        value per key wins, None deletes) and its committed positions."""
+        count = 0
+        for raw_key, value in records:
+            key = raw_key.decode("utf-8")
+            p = self._stream_time_keys.get(key)
+            if p is not None:
+                if value is not None:
+                    self.processor.restore_stream_time(p, from_us(int(value)))
+                continue
+            if is_position_key(key):  # the Faust engine's own positions: not ours
+                continue
+            if value is None:
+                self.books.pop(key, None)
+            else:
+                self.books[key] = value
+            count += 1
+        self.positions.update(positions)
+        self.owned.add(partition)
+        return count
+
+    def forget(self, partition: int) -> None:
+        """A revoked partition: its books may move on under another worker."""
+        self.owned.discard(partition)
+        n = self.config.partitions
+        for engineer in [e for e in self.books if partition_of(e, n) == partition]:
+            del self.books[engineer]
+        for tp in [tp for tp in self.positions if tp[1] == partition]:
+            del self.positions[tp]
+        self.processor.stream_time.pop(partition, None)
+        self.processor.swept_watermark.pop(partition, None)
+
+    # -- the batch ----------------------------------------------------------
+
+    def step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition] = ()) -> Checkpoint:
+        if len(messages) > BATCH_MESSAGES_MAX:
+            raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
+        stats = BatchStats(messages=len(messages))
+        fresh = []
+        for m in messages:
+            if m.partition not in self.owned:
+                raise RuntimeError(f"message of {m.topic}:{m.partition} whose partition is not restored")
+            if m.offset < self.positions.get((m.topic, m.partition), 0):
+                stats.stale += 1
+                continue
+            fresh.append(m)
+        offsets: dict[TopicPartition, int] = {}
+        for m in fresh:
+            offsets[(m.topic, m.partition)] = m.offset + 1
+        records: list[OutRecord] = []
+        if fresh:
+            lagging = frozenset(lagging)
+            result = self.processor.process(fresh, keys=lambda: list(self.books), sweep=True,
+                                            lagging=lagging, lagging_after=lagging)
+            stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
+            stats.dead_letters = len(result.dead_letters)
+            topics = self.config.topics
+            for engineer, (data, p) in result.books.items():
+                self.books[engineer] = data
+                records.append(OutRecord(self.changelog, engineer.encode(), data, p))
+            for p in sorted({m.partition for m in fresh}):
+                t = self.processor.stream_time.get(p)
+                if t is not None:
+                    records.append(OutRecord(self.changelog, stream_time_key(p).encode(),
+                                             str(to_us(t)).encode(), p))
+            records += [OutRecord(topics.balances, e.encode(), v) for e, v in result.balances]
+            records += [OutRecord(topics.alerts, e.encode(), v) for e, v in result.alerts]
+            records += [OutRecord(topics.dead_letters, k, v) for k, v in result.dead_letters]
+            for batch in result.history:
+                stats.history_rows += batch.row_count()
+                records += self._history_records(batch)
+        self.positions.update(offsets)
+        return Checkpoint(records=records, offsets=offsets, stats=stats)
+
+    def _history_records(self, batch: HistoryBatch) -> list[OutRecord]:
+        """Rows split by source partition (events and dead letters by their
+        Kafka partition, postings by their engineer's), one history topic
+        partition each: a loader then sees each partition's rows in order."""
+        n = self.config.partitions
+        split: dict[int, dict[str, list]] = {}
+        for r in batch.events:
+            split.setdefault(r.kafka_partition, {}).setdefault("events", []).append(r)
+        for r in batch.dead_letters:
+            split.setdefault(r.kafka_partition, {}).setdefault("dead_letters", []).append(r)
+        for r in batch.postings:
+            split.setdefault(partition_of(r.engineer_id, n), {}).setdefault("postings", []).append(r)
+        out = []
+        for p in sorted(split):
+            piece = HistoryBatch(**{k: tuple(v) for k, v in split[p].items()})
+            out += [OutRecord(self.history, str(p).encode(), data, p) for data in encode_records(piece)]
+        return out
+

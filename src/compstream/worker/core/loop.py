@@ -1,0 +1,131 @@
+"""The ordered batch protocol, once, for every engine:
+
+    poll (assignment changes first) -> buffer per task (sync.TaskInputs)
+    -> take what may be applied -> LedgerCore.step -> OutputSide.commit
+
+A batch closes at `batch_events_max` applicable messages or after
+`batch_within_s`, whichever comes first. Assignment: a revoked partition's
+books and buffers are dropped; an assigned one is restored from the changelog
+and its committed positions before any of its messages is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from compstream.worker.core.checkpoint import LedgerCore
+from compstream.worker.core.ports import (
+    Assigned, Checkpoint, CommitFailed, InputSide, OutputSide, Revoked, TopicPartition,
+)
+from compstream.worker.core.sync import TaskInputs
+from compstream.worker.messages import EndOfInput, SourceMessage
+
+log = logging.getLogger(__name__)
+
+BATCH_EVENTS_MAX = 5_000
+BATCH_WITHIN_S = 0.15
+POLL_MESSAGES_MAX = 2_000
+
+
+class CheckpointLoop:
+    def __init__(self, make_core: Callable[[], LedgerCore], source: InputSide, output: OutputSide,
+                 *, idle_s: float, batch_events_max: int = BATCH_EVENTS_MAX,
+                 batch_within_s: float = BATCH_WITHIN_S, clock: Callable[[], float] = time.monotonic):
+        if not 1 <= batch_events_max <= 10_000:
+            raise ValueError("batch_events_max must be 1..10000")
+        self.make_core = make_core
+        self.core = make_core()
+        self.source = source
+        self.output = output
+        self.clock = clock
+        self.batch_events_max = batch_events_max
+        self.batch_within_s = batch_within_s
+        topics = self.core.config.topics
+        self.inputs = TaskInputs(topics.usage, topics.grants, idle_s=idle_s)
+        self.assigned: set[TopicPartition] = set()
+        self.paused: set[TopicPartition] = set()
+        self.commits = 0
+        self.aborts = 0
+        self.restore_s_last = 0.0
+
+    # -- assignment ---------------------------------------------------------
+
+    def _assigned(self, partitions: tuple[TopicPartition, ...]) -> None:
+        t0 = self.clock()
+        self.assigned |= set(partitions)
+        committed = self.source.committed(partitions)
+        for p in sorted({p for _, p in partitions}):
+            if p in self.core.owned:
+                self.core.positions.update({tp: o for tp, o in committed.items() if tp[1] == p})
+                continue
+            n = self.core.restore(p, self.source.changelog(p),
+                                  {tp: o for tp, o in committed.items() if tp[1] == p})
+            log.info("partition %d restored: %d books", p, n)
+        self.restore_s_last = self.clock() - t0
+
+    def _revoked(self, partitions: tuple[TopicPartition, ...]) -> None:
+        self.assigned -= set(partitions)
+        self.paused -= set(partitions)
+        for topic, p in partitions:
+            self.inputs.drop_partition(topic, p)
+        for p in {p for _, p in partitions}:
+            if not any(tp[1] == p for tp in self.assigned):
+                self.core.forget(p)
+
+    def reset(self) -> None:
+        """After a failed commit: state back to what is committed."""
+        self.aborts += 1
+        self.core = self.make_core()
+        self.inputs.clear()
+        assigned = tuple(sorted(self.assigned))
+        self.assigned = set()
+        self._assigned(assigned)
+        committed = self.source.committed(assigned)
+        self.source.seek({tp: committed.get(tp) for tp in assigned})
+
+    # -- the loop -----------------------------------------------------------
+
+    def fill(self) -> None:
+        """Poll until a batch's worth is buffered or the batch time is up."""
+        deadline = self.clock() + self.batch_within_s
+        while True:
+            left = deadline - self.clock()
+            for item in self.source.poll(POLL_MESSAGES_MAX, max(0.0, min(left, 0.1))):
+                if isinstance(item, Assigned):
+                    self._assigned(item.partitions)
+                elif isinstance(item, Revoked):
+                    self._revoked(item.partitions)
+                elif isinstance(item, (SourceMessage, EndOfInput)):
+                    if (item.topic, item.partition) in self.assigned:
+                        self.inputs.add(item)
+            grants = self.core.config.topics.grants
+            for tp in self.source.backlog([tp for tp in self.assigned if tp[0] == grants]):
+                self.inputs.mark_backlog(*tp)
+            self._flow_control()
+            if self.inputs.buffered() >= self.batch_events_max or self.clock() >= deadline:
+                return
+
+    def _flow_control(self) -> None:
+        full = {tp for tp in self.assigned if self.inputs.over_bound(*tp)}
+        if full - self.paused:
+            self.source.pause(full - self.paused)
+        if self.paused - full:
+            self.source.resume(self.paused - full)
+        self.paused = full
+
+    def run_once(self) -> Checkpoint | None:
+        self.fill()
+        messages = self.inputs.take(self.batch_events_max, self.clock())
+        if not messages:
+            return None
+        checkpoint = self.core.step(messages, lagging=self.inputs.lagging())
+        try:
+            self.output.commit(checkpoint)
+        except CommitFailed as exc:
+            log.warning("checkpoint not committed (%s): restoring state from the changelog", exc)
+            self.reset()
+            return None
+        self.commits += 1
+        return checkpoint

@@ -1,0 +1,135 @@
+"""In-memory input and output sides: a committed log per topic-partition and
+consumer positions, with the same atomicity a Kafka transaction gives. For
+tests of the protocol without a broker; the chooser decides how fetches
+interleave and how much each one returns (Hypothesis drives it)."""
+
+from __future__ import annotations
+
+import random
+from typing import Iterable
+
+from compstream.worker.core.ports import (
+    Assigned, Checkpoint, CommitFailed, OutRecord, Polled, TopicPartition,
+)
+from compstream.worker.messages import EndOfInput, SourceMessage, partition_of
+
+
+class MemoryLog:
+    """Committed records per topic-partition and committed group offsets."""
+
+    def __init__(self, partitions: int):
+        self.partitions = partitions
+        self.records: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {}
+        self.offsets: dict[TopicPartition, int] = {}
+
+    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> int:
+        if partition is None:
+            if key is None:
+                raise ValueError("a record without key needs a partition")
+            partition = partition_of(key.decode("utf-8"), self.partitions)
+        log = self.records.setdefault((topic, partition), [])
+        log.append((key, value))
+        return len(log) - 1
+
+    def read(self, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
+        return list(self.records.get((topic, partition), []))
+
+    def topic_records(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        out = []
+        for (t, _), log in sorted(self.records.items()):
+            if t == topic:
+                out += log
+        return out
+
+
+class MemoryInput:
+    def __init__(self, log: MemoryLog, topics: tuple[str, str], changelog_topic: str, rng: random.Random,
+                 timestamp):
+        self.log = log
+        self.topics = topics
+        self.changelog_topic = changelog_topic
+        self.rng = rng
+        self.timestamp = timestamp
+        self.position: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+        self._pending: list[Polled] = []
+        self._eof_sent: set[TopicPartition] = set()
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        parts = tuple(sorted(partitions))
+        for tp in parts:
+            self.position[tp] = self.log.offsets.get(tp, 0)
+            self._eof_sent.discard(tp)
+        self._pending.append(Assigned(parts))
+
+    def poll(self, max_messages: int, timeout_s: float) -> list[Polled]:
+        out, self._pending = self._pending, []
+        live = [tp for tp in sorted(self.position) if tp not in self.paused]
+        if not live:
+            return out
+        tp = self.rng.choice(live)
+        start = self.position[tp]
+        log = self.log.records.get(tp, [])
+        n = min(max_messages, self.rng.randint(0, 7), len(log) - start)
+        for offset in range(start, start + n):
+            key, value = log[offset]
+            out.append(SourceMessage(tp[0], tp[1], offset, key, value, self.timestamp))
+        self.position[tp] = start + n
+        if self.position[tp] >= len(log):
+            if n or tp not in self._eof_sent:
+                out.append(EndOfInput(tp[0], tp[1], self.position[tp]))
+                self._eof_sent.add(tp)
+        else:
+            self._eof_sent.discard(tp)
+        return out
+
+    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
+        return {tp for tp in partitions if self.position.get(tp, 0) < len(self.log.records.get(tp, []))}
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.log.offsets[tp] for tp in partitions if tp in self.log.offsets}
+
+    def changelog(self, partition: int):
+        return [(k, v) for k, v in self.log.read(self.changelog_topic, partition) if k is not None]
+
+    def seek(self, offsets: dict[TopicPartition, int | None]) -> None:
+        for tp, offset in offsets.items():
+            self.position[tp] = 0 if offset is None else offset
+            self._eof_sent.discard(tp)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self.paused |= set(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self.paused -= set(partitions)
+
+
+class Crash(Exception):
+    """The process died (in a test): nothing of the current checkpoint landed."""
+
+
+class MemoryOutput:
+    """Applies a checkpoint atomically. `fail_next`: the next commit is
+    refused (CommitFailed, like an aborted transaction); `crash_next`: the
+    next commit raises Crash before anything lands."""
+
+    def __init__(self, log: MemoryLog):
+        self.log = log
+        self.fail_next = False
+        self.crash_next = False
+        self.committed = 0
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        if self.crash_next:
+            self.crash_next = False
+            raise Crash()
+        if self.fail_next:
+            self.fail_next = False
+            raise CommitFailed("injected abort")
+        for r in checkpoint.records:
+            self._append(r)
+        self.log.offsets.update(checkpoint.offsets)
+        self.committed += 1
+
+    def _append(self, r: OutRecord) -> None:
+        self.log.append(r.topic, r.key, r.value, r.partition)

@@ -1,0 +1,87 @@
+"""The two sides every engine implements, and what passes between them.
+
+InputSide: fetched source messages and end-of-partition signals, assignment
+changes, committed positions and the changelog to restore books from.
+OutputSide: one checkpoint -- every output record and the consumed offsets --
+made visible atomically, or not at all (CommitFailed). The transactional
+engine maps a checkpoint onto one Kafka transaction; memory.py onto lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+from compstream.worker.messages import EndOfInput, SourceMessage
+
+TopicPartition = tuple[str, int]
+
+
+class CommitFailed(RuntimeError):
+    """Nothing of the checkpoint is visible; the engine must restore its state
+    from the changelog and re-read from the committed offsets."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None  # None: a tombstone
+    partition: int | None = None  # None: the key's murmur2 partition
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    partitions: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    partitions: tuple[TopicPartition, ...]
+
+
+Polled = SourceMessage | EndOfInput | Assigned | Revoked
+
+
+@dataclass
+class BatchStats:
+    messages: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    swept: int = 0
+    stale: int = 0  # below the committed position: already in an earlier checkpoint
+    history_rows: int = 0
+
+
+@dataclass
+class Checkpoint:
+    records: list[OutRecord]
+    offsets: dict[TopicPartition, int]  # next offset to consume, per source topic-partition
+    stats: BatchStats = field(default_factory=BatchStats)
+
+
+class InputSide(Protocol):
+    def poll(self, max_messages: int, timeout_s: float) -> list[Polled]: ...
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The committed next offset per partition (absent: none committed)."""
+
+    def changelog(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
+        """Every committed (key, value) of the books changelog partition, in order."""
+
+    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
+        """Those of `partitions` known to hold records not yet returned by poll."""
+
+    def seek(self, offsets: dict[TopicPartition, int | None]) -> None:
+        """Fetch from these offsets next (None: the partition's beginning);
+        anything fetched and not yet returned is dropped."""
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+
+class OutputSide(Protocol):
+    def commit(self, checkpoint: Checkpoint) -> None:
+        """All records and offsets, atomically; raises CommitFailed otherwise."""

@@ -1,0 +1,36 @@
+"""What every engine hands the checkpoint core: source messages, and where an
+engineer's events live (the source partition)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from kafka.partitioner.default import murmur2
+
+
+def partition_of(engineer_id: str, partitions: int) -> int:
+    """The source partition of an engineer: Kafka's default (murmur2) partitioner,
+    which every producer of the source topics uses (kafka-python, aiokafka, and
+    confluent-kafka configured with `partitioner=murmur2_random`)."""
+    return (murmur2(engineer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: datetime  # the Kafka record's time: deterministic on retry
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfInput:
+    """The engine read a source topic-partition up to its end (librdkafka's
+    partition EOF): nothing more is there right now."""
+
+    topic: str
+    partition: int
+    offset: int  # the next offset that will be written
