@@ -58,7 +58,8 @@ class BatchResult:
     hr_events: list = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
-    swept: int = 0
+    swept: int = 0  # stored books the sweep advanced
+    swept_touched: int = 0  # books of this batch the sweep advanced past their own events
     # (topic, partition, offset) of messages the ledger did not apply: event-id
     # duplicates, conflicts, dead letters. Downstream stages (leaderboards)
     # skip them, so a republished event is counted nowhere twice.
@@ -89,6 +90,7 @@ class _Batch:
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
+    swept_touched: int = 0
 
     def dead(self, msg: SourceMessage, stage: str, reason: str) -> None:
         self.not_applied.add((msg.topic, msg.partition, msg.offset))
@@ -287,9 +289,22 @@ class LedgerProcessor:
         marks = {p: self.watermark(p) for p in partitions}
         times = {p: self.stream_time.get(p, EPOCH) for p in partitions}
         cache, due_of, scheduled_of = self.partition_cache, self.book_due, self.book_scheduled
+        # Books this batch touched first: they may not be stored yet (an
+        # engineer first seen in this batch), and their due times are stale.
+        # Ingest advanced them only to the watermark of their own event; a
+        # later event of the batch may have moved it further.
+        touched = frozenset(batch.books)
+        for engineer in list(batch.books):
+            watermark = marks.get(batch.book_partition[engineer])
+            if watermark is not None:
+                batch.outcome(engineer, batch.books[engineer].advance(watermark), watermark)
+                batch.changed.add(engineer)
+                batch.swept_touched += 1
         for engineer in keys():
             if len(batch.postings) + len(batch.events) >= SWEEP_ROWS_MAX:
                 return
+            if engineer in touched:
+                continue
             p = cache.get(engineer)
             if p is None:
                 p = cache[engineer] = partition_of(engineer, self.partitions)
@@ -333,7 +348,7 @@ class LedgerProcessor:
             history=history_batches(batch.events, batch.postings, batch.dead_rows, self.history_rows_max),
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
-            swept=batch.swept, not_applied=frozenset(batch.not_applied), decoded=batch.decoded,
+            swept=batch.swept, swept_touched=batch.swept_touched, not_applied=frozenset(batch.not_applied), decoded=batch.decoded,
         )
 
 

@@ -99,7 +99,7 @@ def history(log: MemoryLog):
     return rows
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
        events_max=st.integers(1, 60),
        faults=st.dictionaries(st.integers(0, 60), st.sampled_from(["crash", "abort"]), max_size=4))
