@@ -25,6 +25,13 @@ def _on_off(name: str, default: str) -> bool:
     return value == "on"
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     usage: str = "compstream.usage"
@@ -73,6 +80,17 @@ class Settings:
     # Largest serialized book (one changelog record) per engineer; usage that
     # does not fit becomes a book_full dead letter (worker/processor.py).
     book_bytes_max: int = BOOK_BYTES_MAX
+    # Stream engine: "faust" (the original design) or "transactional"
+    # (confluent-kafka, one Kafka transaction per batch): worker/engines.
+    engine: str = "faust"
+    # Transactional engine: how long a task's usage waits for its HR input to
+    # report its end before going on (worker/core/sync.py).
+    task_idle_s: float = 5.0
+    # Transactional engine: "embedded" loads the history topic into this
+    # worker's store in-process; "external" leaves it to `compstream sink`.
+    history_sink: str = "embedded"
+    # Transactional engine: a batch (one transaction) closes at this many events.
+    batch_events_max: int = 5_000
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -96,4 +114,8 @@ class Settings:
             leaderboard_pseudonyms=_on_off("COMPSTREAM_LEADERBOARD_PSEUDONYMS", "off"),
             leaderboard_secret=os.environ.get("COMPSTREAM_LEADERBOARD_SECRET", ""),
             book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
+            engine=_choice("COMPSTREAM_ENGINE", "faust", ("faust", "transactional")),
+            task_idle_s=float(os.environ.get("COMPSTREAM_TASK_IDLE_S", "5")),
+            batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", "5000")),
+            history_sink=_choice("COMPSTREAM_HISTORY_SINK", "embedded", ("embedded", "external")),
         )

@@ -18,6 +18,16 @@ def register(app: typer.Typer) -> None:
         run_worker(Settings.from_env(), loglevel=loglevel.upper())
 
     @app.command()
+    def sink(
+        loglevel: str = typer.Option("INFO", help="Log level."),
+        group: str = typer.Option("", help="Consumer group of this loader (default: <worker id>-history-sink)."),
+    ) -> None:
+        """Load the history topic (transactional engine) into the history store, exactly once, until stopped."""
+        from compstream.worker.sink_main import run_sink
+
+        run_sink(Settings.from_env(), group or None, loglevel.upper())
+
+    @app.command()
     def demo(
         fresh: bool = typer.Option(True, help="Wipe the demo data dir first."),
         events_file: str = typer.Option("", help="Canonical JSONL to feed (default: bundled sample)."),

@@ -39,6 +39,7 @@ class Faults:
         self.drop_batches = int(environ.get("COMPSTREAM_FAULT_DROP_BATCHES", "") or 0)
         self.lose_stall_seeks = int(environ.get("COMPSTREAM_FAULT_LOSE_STALL_SEEKS", "") or 0)
         self.skip_ahead = int(environ.get("COMPSTREAM_FAULT_SKIP_AHEAD", "") or 0)
+        self.commits = 0
 
     def drop_batch(self, size: int) -> bool:
         if self.drop_batches <= 0:
@@ -63,6 +64,16 @@ class Faults:
     def before_history_write(self) -> None:
         if self.history_down_file is not None and self.history_down_file.exists():
             raise InjectedOutage(f"history unavailable ({self.history_down_file} exists)")
+
+    def before_commit(self) -> None:
+        """Transactional engine: a checkpoint's records are produced, its
+        transaction not committed yet -- the seam CRASH_AFTER_HISTORY names
+        there (history rows travel in the transaction)."""
+        self.commits += 1
+        if self.crash_after_history is not None and self.commits >= self.crash_after_history:
+            log.error("fault injection: crashing before commit %d", self.commits)
+            logging.shutdown()
+            os._exit(CRASH_EXIT_CODE)
 
     def after_history_write(self) -> None:
         self.history_writes += 1

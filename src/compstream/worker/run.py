@@ -44,14 +44,32 @@ def tune_gc() -> None:
 
 
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
+    other = running_pid(settings)
+    if other is not None and other != os.getpid():
+        raise SystemExit(f"a worker (pid {other}) already runs on {settings.data_dir}")
+    if settings.engine == "transactional":
+        from compstream.worker.engines import transactional
+
+        logging.basicConfig(level=loglevel, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("compstream").setLevel(loglevel)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        pid_path(settings).write_text(f"{os.getpid()}\n")
+        tune_gc()
+        try:
+            transactional.run(settings)
+        finally:
+            if running_pid(settings) == os.getpid():
+                pid_path(settings).unlink(missing_ok=True)
+        return
+    _run_faust(settings, loglevel)
+
+
+def _run_faust(settings: Settings, loglevel: str) -> None:
     import faust
 
     from compstream.broker.topics import changelog_specs, ensure_specs, ensure_topics
     from compstream.worker.app import create_app
 
-    other = running_pid(settings)
-    if other is not None and other != os.getpid():
-        raise SystemExit(f"a worker (pid {other}) already runs on {settings.data_dir}")
     ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
     ensure_specs(settings.kafka_bootstrap, changelog_specs(settings.worker_id, settings.source_partitions))
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,248 @@
+"""The checkpoint core's input and output sides on confluent-kafka.
+
+Input: one group consumer on both source topics, `range` assignment (usage
+partition p and grants partition p always go to the same member: the task),
+read_committed, partition EOF signals on (the task synchronization needs to
+know when an input is at its end), offsets committed only through the
+producer's transaction.
+Output: one transactional producer per worker; a checkpoint is one
+transaction holding every record and the consumed offsets
+(send_offsets_to_transaction with the consumer's group metadata: a member
+that lost its partitions in a rebalance cannot commit -- zombies are fenced
+by the protocol, KIP-447).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from compstream.worker.core.ports import (
+    Assigned, Checkpoint, CommitFailed, Polled, Revoked, TopicPartition as TP,
+)
+from compstream.worker.messages import EndOfInput, SourceMessage
+from datetime import datetime, timezone
+
+log = logging.getLogger(__name__)
+
+OFFSET_BEGINNING = -2
+TXN_TIMEOUT_S = 30.0
+RESTORE_IDLE_S_MAX = 30.0
+PRODUCE_QUEUE_WAIT_S = 0.05
+
+# librdkafka's defaults favour few large fetches: fetch.queue.backoff.ms
+# (1 s) makes a consumer that keeps up wait a second per refill. These keep
+# the prefetch queue full without that wait (bench/ measures them).
+CONSUMER_TUNING = {
+    "fetch.wait.max.ms": 50,
+    "fetch.queue.backoff.ms": 10,
+    "queued.min.messages": 200_000,
+    "queued.max.messages.kbytes": 128 * 1024,
+}
+
+
+def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": int(session_timeout_s * 1000),
+        "heartbeat.interval.ms": max(1000, int(session_timeout_s * 100)),
+        "max.poll.interval.ms": 300_000,
+        **CONSUMER_TUNING,
+    }
+
+
+def producer_config(bootstrap: str, transactional_id: str) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": int(TXN_TIMEOUT_S * 1000),
+        "enable.idempotence": True,
+        "acks": "all",
+        # Keys land where Java, kafka-python and aiokafka put them: balances
+        # are keyed by engineer like the source topics.
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "batch.size": 512 * 1024,
+        "queue.buffering.max.messages": 200_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+    }
+
+
+def _ts(msg) -> datetime:
+    _, ms = msg.timestamp()
+    return datetime.fromtimestamp(max(ms, 0) / 1000, tz=timezone.utc)
+
+
+class KafkaInput:
+    def __init__(self, bootstrap: str, group: str, topics: tuple[str, str], changelog_topic: str,
+                 session_timeout_s: float):
+        self.bootstrap = bootstrap
+        self.changelog_topic = changelog_topic
+        self.consumer = Consumer(consumer_config(bootstrap, group, session_timeout_s))
+        self._events: list[Polled] = []
+        self.consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        self.consumed: dict[TP, int] = {}  # next offset after what poll returned
+
+    def _on_assign(self, consumer, partitions) -> None:
+        parts = tuple(sorted((tp.topic, tp.partition) for tp in partitions))
+        log.info("assigned %s", parts)
+        self._events.append(Assigned(parts))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        parts = tuple(sorted((tp.topic, tp.partition) for tp in partitions))
+        log.info("revoked %s", parts)
+        for tp in parts:
+            self.consumed.pop(tp, None)
+        self._events.append(Revoked(parts))
+
+    def poll(self, max_messages: int, timeout_s: float) -> list[Polled]:
+        msgs = self.consumer.consume(max_messages, timeout_s)
+        out, self._events = self._events, []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    out.append(EndOfInput(m.topic(), m.partition(), m.offset()))
+                    continue
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer: %s", err)
+                continue
+            out.append(SourceMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), _ts(m)))
+            self.consumed[(m.topic(), m.partition())] = m.offset() + 1
+        return out
+
+    def backlog(self, partitions: Iterable[TP]) -> set[TP]:
+        out = set()
+        for topic, p in partitions:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            except KafkaException:
+                continue
+            position = self.consumed.get((topic, p))
+            if high is not None and high >= 0 and position is not None and position < high:
+                out.add((topic, p))
+        return out
+
+    def committed(self, partitions: Iterable[TP]) -> dict[TP, int]:
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        if not tps:
+            return {}
+        found = self.consumer.committed(tps, timeout=30)
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+    def changelog(self, partition: int):
+        """Every committed record of the changelog partition (read_committed,
+        from the beginning to its end)."""
+        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "compstream-restore",
+                           "isolation.level": "read_committed", "enable.auto.commit": False,
+                           "enable.partition.eof": True, **CONSUMER_TUNING})
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(self.changelog_topic, partition), timeout=30)
+            if high <= low:  # nothing was ever committed there
+                return
+            reader.assign([TopicPartition(self.changelog_topic, partition, OFFSET_BEGINNING)])
+            quiet_since = time.monotonic()
+            while True:
+                batch = reader.consume(10_000, 0.5)
+                if not batch and time.monotonic() - quiet_since > RESTORE_IDLE_S_MAX:
+                    raise RuntimeError(f"restore of {self.changelog_topic}:{partition} got no end signal "
+                                       f"within {RESTORE_IDLE_S_MAX} s")
+                for m in batch:
+                    quiet_since = time.monotonic()
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            return
+                        raise KafkaException(err)
+                    if m.key() is not None:
+                        yield m.key(), m.value()
+        finally:
+            reader.close()
+
+    def seek(self, offsets: dict[TP, int | None]) -> None:
+        for (topic, p), offset in offsets.items():
+            target = TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset)
+            self.consumer.seek(target)  # raises if not fetching: the process restarts clean
+            self.consumed.pop((topic, p), None)
+
+    def pause(self, partitions: Iterable[TP]) -> None:
+        self.consumer.pause([TopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: Iterable[TP]) -> None:
+        self.consumer.resume([TopicPartition(t, p) for t, p in partitions])
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaOutput:
+    def __init__(self, bootstrap: str, transactional_id: str, consumer: Consumer, faults=None):
+        self.producer = Producer(producer_config(bootstrap, transactional_id))
+        self.consumer = consumer
+        self.faults = faults
+        # Aborts whatever a previous incarnation with this id left open, so
+        # read_committed readers are not held at it until its timeout.
+        self.producer.init_transactions(60)
+
+    def _produce(self, topic: str, key, value, partition: int | None) -> None:
+        while True:
+            try:
+                if partition is None:
+                    self.producer.produce(topic, value=value, key=key)
+                else:
+                    self.producer.produce(topic, value=value, key=key, partition=partition)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(PRODUCE_QUEUE_WAIT_S)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        try:
+            self.producer.begin_transaction()
+            for r in checkpoint.records:
+                self._produce(r.topic, r.key, r.value, r.partition)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(checkpoint.offsets.items())]
+            if self.faults is not None:
+                self.faults.before_commit()
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 60)
+            self._commit_with_retry()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                self._abort()
+                raise CommitFailed(str(err)) from exc
+            raise  # fatal (fenced by a newer producer with our id, ...): the process must go
+
+    def _commit_with_retry(self) -> None:
+        for attempt in range(10):
+            try:
+                self.producer.commit_transaction(60)
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.retriable() and attempt < 9:
+                    log.warning("commit_transaction retry: %s", err)
+                    continue
+                raise
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(60)
+        except KafkaException as exc:
+            log.error("abort_transaction failed: %s", exc)
+            raise
+
+    def close(self) -> None:
+        self.producer.flush(30)

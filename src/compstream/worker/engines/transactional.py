@@ -1,0 +1,159 @@
+"""The transactional engine: the checkpoint loop on confluent-kafka.
+
+Per batch one Kafka transaction holds the changelog records of the touched
+books, balances, alerts, dead letters, the history rows (history topic) and
+the consumed source offsets. Books live in memory and are restored from the
+changelog when partitions are assigned. History reaches the store through
+the history topic: loaded in-process (COMPSTREAM_HISTORY_SINK=embedded, the
+default) or by `compstream sink` (external).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+from confluent_kafka import KafkaException
+
+from compstream.config import Settings
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, changelog_topic, history_topic
+from compstream.worker.core.loop import CheckpointLoop
+from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
+from compstream.worker.faults import Faults
+
+log = logging.getLogger(__name__)
+
+FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
+LOG_EVERY_S = 5.0
+
+
+def ensure_transactional_topics(settings: Settings) -> None:
+    from compstream.broker.topics import FOREVER, TopicSpec, changelog_specs, ensure_specs, ensure_topics
+
+    ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
+    specs = changelog_specs(settings.worker_id, settings.source_partitions)
+    specs = {k: v for k, v in specs.items() if k == changelog_topic(settings.worker_id)}
+    # Kept: a new store (or a wiped one) is loaded from it.
+    specs[history_topic(settings.topics)] = TopicSpec(settings.source_partitions, dict(FOREVER))
+    ensure_specs(settings.kafka_bootstrap, specs)
+
+
+def instance_id(settings: Settings) -> str:
+    """Stable per data dir: a restarted worker reuses its transactional id,
+    which aborts whatever transaction its previous incarnation left open."""
+    path = settings.data_dir / "worker-instance"
+    if not path.exists():
+        path.write_text(uuid.uuid4().hex[:12] + "\n")
+    return path.read_text().strip()
+
+
+def _web(settings: Settings, loop_ref: list[CheckpointLoop]) -> ThreadingHTTPServer:
+    from compstream.domain.book import EngineerBook
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep request lines out of the worker log
+            pass
+
+        def _json(self, status: int, body: dict) -> None:
+            data = json.dumps(body, default=str).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            parts = self.path.split("?")[0].strip("/").split("/")
+            if len(parts) != 2 or parts[0] != "balances":
+                return self._json(404, {"error": "not found"})
+            engineer = unquote(parts[1])
+            core = loop_ref[0].core
+            data = core.books.get(engineer)
+            if data is None:
+                return self._json(404, {"error": f"no balance for {engineer!r}"})
+            from compstream.worker.messages import partition_of
+
+            book = EngineerBook.from_bytes(data)
+            until = core.processor.stream_time.get(partition_of(engineer, settings.source_partitions))
+            self._json(200, {"engineer_id": engineer, **book.balance(until).to_dict()})
+
+    server = ThreadingHTTPServer((settings.web_bind, settings.web_port), Handler)
+    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+    return server
+
+
+def run(settings: Settings) -> None:
+    if settings.leaderboards_enabled:
+        raise SystemExit("the transactional engine does not run leaderboards yet: set COMPSTREAM_LEADERBOARDS=off "
+                         "or COMPSTREAM_ENGINE=faust")
+    ensure_transactional_topics(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    faults = Faults()
+    topics = settings.topics
+    config = CoreConfig(topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
+                        settings.book_bytes_max)
+    source = KafkaInput(settings.kafka_bootstrap, settings.worker_id, (topics.usage, topics.grants),
+                        changelog_topic(settings.worker_id), settings.session_timeout_s)
+    output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
+                         source.consumer, faults)
+    loop = CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=settings.task_idle_s,
+                          batch_events_max=settings.batch_events_max)
+    loop_ref = [loop]
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    loader = store = loader_thread = None
+    if settings.history_sink == "embedded":
+        from compstream.history import open_history
+        from compstream.worker.history_loader import HistoryLoader
+
+        store = open_history(settings.clickhouse_dsn)
+        store.migrate()
+        loader = HistoryLoader(settings.kafka_bootstrap, history_topic(topics),
+                               f"{settings.worker_id}-history-{instance_id(settings)}", store, faults)
+        loader_thread = threading.Thread(target=loader.run, name="history-loader", daemon=True)
+        loader_thread.start()
+    web = _web(settings, loop_ref)
+    log.info("transactional engine ready (group %s)", settings.worker_id)
+    applied = batches = 0
+    last_log = time.monotonic()
+    code = 0
+    try:
+        while not stop.is_set():
+            checkpoint = loop.run_once()
+            if checkpoint is not None:
+                batches += 1
+                applied += checkpoint.stats.applied
+            if time.monotonic() - last_log >= LOG_EVERY_S:
+                last_log = time.monotonic()
+                log.info("%d batches, %d events applied, %d commits, %d aborts, %d buffered",
+                         batches, applied, loop.commits, loop.aborts, loop.inputs.buffered())
+    except KafkaException as exc:
+        log.error("fatal Kafka error (%s): exiting with %d for a restart", exc, FENCED_EXIT_CODE)
+        code = FENCED_EXIT_CODE
+    finally:
+        web.shutdown()
+        if loader is not None:
+            # Let the loader take what was committed before stopping it.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and loader.lag() > 0:
+                time.sleep(0.1)
+            loader.stop_event.set()
+            loader_thread.join(timeout=30)
+            loader.consumer.close()
+        try:
+            source.close()
+        finally:
+            output.close()
+            if store is not None:
+                store.close()
+    if code:
+        logging.shutdown()
+        os._exit(code)

@@ -1,0 +1,143 @@
+"""`compstream sink`: load the history topic into the history store, exactly once.
+
+Workers of the transactional engine publish history rows inside their batch
+transactions; this reads them read_committed (aborted batches never appear)
+and writes them through HistorySink, whose high-water filter (source Kafka
+coordinates for events and dead letters, per-engineer seq for postings) drops
+rows already stored, so a crash between the store write and the offset commit
+re-reads rows that are then skipped. The offsets are committed to Kafka under
+the loader's own group after each write.
+
+A store outage delays history only: the loader retries with backoff while
+the workers keep publishing balances.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from compstream.history.rows import BATCH_ROWS_MAX, TABLE_ROW_TYPES, HistoryBatch, HistoryError
+from compstream.history.wire import decode_batch
+from compstream.worker.sink import HistorySink
+
+log = logging.getLogger(__name__)
+
+POLL_RECORDS_MAX = 500
+POLL_TIMEOUT_S = 0.5
+
+
+class HistoryLoader:
+    def __init__(self, bootstrap: str, topic: str, group: str, store, faults=None):
+        self.topic = topic
+        self.sink = HistorySink(store, faults)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 10,
+        })
+        # Assigned, not subscribed: a loader owns its store, so it takes every
+        # partition at once, and a restart after kill -9 does not wait out the
+        # dead member's session in a group rebalance. Offsets are still kept
+        # under `group` (commit without membership).
+        self.consumer.assign(self._start_positions(topic))
+        self.stop_event = threading.Event()
+        self.loaded_records = 0
+        self.poison_records = 0
+
+    def run_once(self) -> int:
+        msgs = self.consumer.consume(POLL_RECORDS_MAX, POLL_TIMEOUT_S)
+        data = [m for m in msgs if m.error() is None]
+        for m in msgs:
+            if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("history loader: %s", m.error())
+        if not data:
+            return 0
+        batches = []
+        for m in data:
+            try:
+                batches.append(decode_batch(m.value()))
+            except HistoryError as exc:  # named, counted, skipped: never half loaded
+                self.poison_records += 1
+                log.error("history record %s:%d:%d is not loadable: %s", m.topic(), m.partition(), m.offset(), exc)
+        batches = merge(batches)
+        first, last = data[0], data[-1]
+        token = f"h:{first.topic()}:{first.partition()}:{first.offset()}|{last.partition()}:{last.offset()}|{len(data)}"
+        self.sink.write_with_retry(batches, token, self.stop_event.is_set)
+        next_offsets: dict[tuple[str, int], int] = {}
+        for m in data:
+            next_offsets[(m.topic(), m.partition())] = m.offset() + 1
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+                             asynchronous=False)
+        self.loaded_records += len(data)
+        log.info("history loaded: %d records (%d in total)", len(data), self.loaded_records)
+        return len(data)
+
+    def _start_positions(self, topic: str) -> list[TopicPartition]:
+        meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise RuntimeError(f"history topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
+        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = self.consumer.committed(parts, timeout=30)
+        return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else -2) for tp in committed]
+
+    def lag(self) -> int:
+        """Records in the history topic not yet loaded (for the assigned partitions)."""
+        total = 0
+        for tp in self.consumer.assignment():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+                position = self.consumer.position([tp])[0].offset
+            except Exception:
+                return 1  # unknown: not caught up
+            if position < 0:
+                position = _low
+            total += max(0, high - position)
+        return total
+
+    def rewind(self) -> None:
+        """Back to the committed offsets: what was read and not committed is read again."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        for tp in self.consumer.committed(assigned, timeout=30):
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the store or Kafka failed mid-way: re-read what is not committed
+                if self.stop_event.is_set():
+                    break
+                log.exception("history loader round failed; re-reading from the committed offsets")
+                self.stop_event.wait(1.0)
+                try:
+                    self.rewind()
+                except Exception:
+                    log.exception("history loader rewind failed; exiting the loader")
+                    raise
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.consumer.close()
+
+
+def merge(batches: list[HistoryBatch]) -> list[HistoryBatch]:
+    """Consecutive records' rows as few batches as the row bound allows (one
+    insert per table each), in record order."""
+    out: list[HistoryBatch] = []
+    tables: dict[str, list] = {name: [] for name in TABLE_ROW_TYPES}
+    count = 0
+    for batch in batches:
+        if count and count + batch.row_count() > BATCH_ROWS_MAX:
+            out.append(HistoryBatch(**{k: tuple(v) for k, v in tables.items()}))
+            tables, count = {name: [] for name in TABLE_ROW_TYPES}, 0
+        for name, rows in batch.by_table.items():
+            tables[name].extend(rows)
+        count += batch.row_count()
+    if count:
+        out.append(HistoryBatch(**{k: tuple(v) for k, v in tables.items()}))
+    return out

@@ -1,0 +1,29 @@
+"""`compstream sink` as a process: one HistoryLoader until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from compstream.config import Settings
+from compstream.worker.core.checkpoint import history_topic
+
+
+def run_sink(settings: Settings, group: str | None, loglevel: str) -> None:
+    from compstream.history import open_history
+    from compstream.worker.engines.transactional import ensure_transactional_topics
+    from compstream.worker.history_loader import HistoryLoader
+
+    logging.basicConfig(level=loglevel, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    ensure_transactional_topics(settings)
+    store = open_history(settings.clickhouse_dsn)
+    store.migrate()
+    loader = HistoryLoader(settings.kafka_bootstrap, history_topic(settings.topics),
+                           group or f"{settings.worker_id}-history-sink", store)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loader.stop_event.set())
+    try:
+        loader.run()
+    finally:
+        loader.consumer.close()
+        store.close()
