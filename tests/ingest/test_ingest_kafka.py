@@ -136,6 +136,11 @@ def test_wiped_journal_is_rebuilt_from_the_topic(kafka_bootstrap, topics, tmp_pa
         assert [(r[0], r[4], r[6], r[7], r[8]) for r in j3.snapshot()] == \
             [(r[0], r[4], r[6], r[7], r[8]) for r in j1.snapshot()]
 
+    # reprice on a new host rebuilds first (nothing here is unpriced: nothing sent)
+    repriced = runner.invoke(app, ["ingest", "reprice", "--topic", topics.usage,
+                                   "--journal", str(tmp_path / "host5.sqlite")])
+    assert repriced.exit_code == 0 and "4 rows from 5 usage events" in repriced.output, repriced.output
+
     # Without the rebuild (the old behaviour, now a warning) the restated row is
     # re-sent as an original with other numbers: the conflict this prevents.
     out = ingest("gcp_billing_restated.csv", "host4.sqlite", "--no-journal-rebuild")

@@ -280,6 +280,9 @@ def reprice_command(
         raise typer.Exit(EXIT_FAILED)
     summary = Summary()
     with journal:
+        # A new host's empty journal has nothing to reprice until it is rebuilt.
+        if not (dry_run or output) and not _journal_for_kafka(journal, settings, topic, True, err):
+            raise typer.Exit(EXIT_FAILED)
         try:
             delivered_iter, stack, where = _deliver(reprice(journal, summary=summary), dry_run, output, settings, topic,
                                                     journal)
