@@ -12,10 +12,24 @@ from pathlib import Path
 # A book is one changelog record and the broker refuses records over 1 MiB
 # (message.max.bytes); this leaves headroom (see worker/processor.py).
 BOOK_BYTES_MAX = 768 * 1024
+# = domain/leaderboard/config.py DEFAULT_RETENTION (a test keeps them equal);
+# the month's board then outlives the following month.
+LEADERBOARD_RETENTION_DAYS_DEFAULT = 35
 
 
 def _data_dir() -> Path:
     return Path(os.environ.get("COMPSTREAM_DATA_DIR", Path.home() / ".local" / "share" / "compstream"))
+
+
+def _days(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of days, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
 
 
 def _on_off(name: str, default: str) -> bool:
@@ -77,6 +91,10 @@ class Settings:
     leaderboard_pseudonyms: bool = False
     # HMAC key for pseudonyms (>= 16 bytes); required when pseudonyms are on.
     leaderboard_secret: str = ""
+    # Days a closed (final) board stays served by the web view and on the
+    # leaderboards topic after it closes (window end + lateness); then it is
+    # tombstoned. History keeps every final board for good. 0 = drop on close.
+    leaderboard_retention_days: int = LEADERBOARD_RETENTION_DAYS_DEFAULT
     # Largest serialized book (one changelog record) per engineer; usage that
     # does not fit becomes a book_full dead letter (worker/processor.py).
     book_bytes_max: int = BOOK_BYTES_MAX
@@ -113,6 +131,7 @@ class Settings:
             leaderboard_min_team=int(os.environ.get("COMPSTREAM_LEADERBOARD_MIN_TEAM", "5")),
             leaderboard_pseudonyms=_on_off("COMPSTREAM_LEADERBOARD_PSEUDONYMS", "off"),
             leaderboard_secret=os.environ.get("COMPSTREAM_LEADERBOARD_SECRET", ""),
+            leaderboard_retention_days=_days("COMPSTREAM_LEADERBOARD_RETENTION_DAYS", LEADERBOARD_RETENTION_DAYS_DEFAULT),
             book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
             engine=_choice("COMPSTREAM_ENGINE", "faust", ("faust", "transactional")),
             task_idle_s=float(os.environ.get("COMPSTREAM_TASK_IDLE_S", "5")),

@@ -91,3 +91,59 @@ def test_cli_produces_to_the_usage_topic(kafka_bootstrap, topics, tmp_path, monk
     assert len(received) == 3  # the second run found everything unchanged
     assert {e.engineer_id for _, e in received} == {"e1", "e3"}
     assert sum(e.cost_nanos for _, e in received) == 12_505_000_000
+
+
+def test_wiped_journal_is_rebuilt_from_the_topic(kafka_bootstrap, topics, tmp_path, monkeypatch):
+    """New host: an empty journal over a non-empty topic is rebuilt before delivering,
+    so an older export re-sent is ignored as with the journal, and nothing conflicts."""
+    from typer.testing import CliRunner
+
+    from compstream.cli.main import app
+    from compstream.domain.replay import replay_detailed
+
+    monkeypatch.setenv("COMPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+
+    def ingest(name, journal, *extra):
+        args = ["ingest", "gcp", str(fixture_path(name)), "--identity", str(fixture_path("identity.toml")),
+                "--topic", topics.usage, "--journal", str(tmp_path / journal), *extra]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    ingest("gcp_billing.csv", "host1.sqlite")
+    ingest("gcp_billing_restated.csv", "host1.sqlite")  # one correction
+    topic_before = _read_all(kafka_bootstrap, topics.usage, expected=5)
+    assert len(topic_before) == 5
+
+    # host 2, no journal: the older export is recognised as stale after the rebuild
+    out = ingest("gcp_billing.csv", "host2.sqlite")
+    assert "journal rebuilt from" in out and "4 rows from 5 usage events" in out
+    assert "stale (older export)" in out
+    out = ingest("gcp_billing_restated.csv", "host2.sqlite")
+    assert "journal rebuilt" not in out  # not empty any more
+    topic_after = _read_all(kafka_bootstrap, topics.usage, expected=5)
+    assert sorted(e.event_id for _, e in topic_after) == sorted(e.event_id for _, e in topic_before)
+    assert replay_detailed([e for _, e in topic_after]).conflicts == 0
+
+    # rebuild-journal on demand equals the automatic one; a journal with rows needs --force
+    runner = CliRunner()
+    base = ["ingest", "rebuild-journal", "--topic", topics.usage]
+    done = runner.invoke(app, base + ["--journal", str(tmp_path / "host3.sqlite")])
+    assert done.exit_code == 0 and "4 rows from 5 usage events" in done.output, done.output
+    refused = runner.invoke(app, base + ["--journal", str(tmp_path / "host3.sqlite")])
+    assert refused.exit_code == 2 and "--force" in refused.output
+    with Journal(tmp_path / "host3.sqlite") as j3, Journal(tmp_path / "host1.sqlite") as j1:
+        assert [(r[0], r[4], r[6], r[7], r[8]) for r in j3.snapshot()] == \
+            [(r[0], r[4], r[6], r[7], r[8]) for r in j1.snapshot()]
+
+    # reprice on a new host rebuilds first (nothing here is unpriced: nothing sent)
+    repriced = runner.invoke(app, ["ingest", "reprice", "--topic", topics.usage,
+                                   "--journal", str(tmp_path / "host5.sqlite")])
+    assert repriced.exit_code == 0 and "4 rows from 5 usage events" in repriced.output, repriced.output
+
+    # Without the rebuild (the old behaviour, now a warning) the restated row is
+    # re-sent as an original with other numbers: the conflict this prevents.
+    out = ingest("gcp_billing_restated.csv", "host4.sqlite", "--no-journal-rebuild")
+    assert "warning" in out and "rebuild-journal" in out
+    topic_last = _read_all(kafka_bootstrap, topics.usage, expected=6)
+    assert replay_detailed([e for _, e in topic_last]).conflicts == 1

@@ -142,12 +142,85 @@ def test_jsonl_agent_engineer_resolves_to_owner(ingest):
 def test_journal_rebuild_from_events_keeps_ingest_idempotent(ingest, tmp_path, identity_map):
     events, _ = ingest("anthropic", "anthropic_messages.json")
     with Journal(tmp_path / "rebuilt.sqlite") as rebuilt:
-        assert rebuilt.rebuild(events) == 3
+        assert rebuilt.rebuild(events).rows == 3
         rebuilt.commit()
         conv = Converter(rebuilt, identity_map)
         text = fixture_path("anthropic_messages.json").read_text()
         again = list(conv.convert(ADAPTERS["anthropic"](text, "a.json")))
         assert again == [] and conv.summary.unchanged == 3
+
+
+def _convert(journal, identity_map, source, name, text=None):
+    conv = Converter(journal, identity_map)
+    text = fixture_path(name).read_text() if text is None else text
+    events = list(conv.convert(ADAPTERS[source](text, name)))
+    journal.commit()
+    return events, conv.summary
+
+
+def _topic_of(journal, events):
+    """(event, revision marker) as a topic written by ingest carries them."""
+    return [(e, journal.get(e.corrects_event_id or e.event_id).revision_marker) for e in events]
+
+
+def test_rebuilt_journal_ignores_an_older_gcp_export_like_the_original(tmp_path, identity_map):
+    with Journal(tmp_path / "kept.sqlite") as kept:
+        first, _ = _convert(kept, identity_map, "gcp", "gcp_billing.csv")
+        topic = _topic_of(kept, first)
+        restated, _ = _convert(kept, identity_map, "gcp", "gcp_billing_restated.csv")
+        topic += _topic_of(kept, restated)
+        assert len(restated) == 1
+        with Journal(tmp_path / "rebuilt.sqlite") as rebuilt:
+            stats = rebuilt.rebuild_marked(topic)
+            rebuilt.commit()
+            assert (stats.rows, stats.events, stats.duplicates) == (4, 5, 0)
+            for name in ("gcp_billing.csv", "gcp_billing_stale.csv", "gcp_billing_restated.csv"):
+                want, want_summary = _convert(kept, identity_map, "gcp", name)
+                got, got_summary = _convert(rebuilt, identity_map, "gcp", name)
+                assert got == want == []
+                assert (got_summary.stale, got_summary.unchanged) == (want_summary.stale, want_summary.unchanged)
+            assert _convert(rebuilt, identity_map, "gcp", "gcp_billing.csv")[1].stale >= 1
+
+
+def test_rebuild_without_markers_cannot_tell_an_older_gcp_export(tmp_path, identity_map):
+    # Records published before the marker header existed: the documented limit.
+    with Journal(tmp_path / "kept.sqlite") as kept:
+        events = _convert(kept, identity_map, "gcp", "gcp_billing.csv")[0]
+        events += _convert(kept, identity_map, "gcp", "gcp_billing_restated.csv")[0]
+    with Journal(tmp_path / "rebuilt.sqlite") as rebuilt:
+        rebuilt.rebuild(events)
+        rebuilt.commit()
+        back, _ = _convert(rebuilt, identity_map, "gcp", "gcp_billing.csv")
+        assert len(back) == 1 and back[0].corrects_event_id is not None
+
+
+def test_rebuild_counts_a_repeated_event_once_and_replaces_old_rows(tmp_path, identity_map):
+    with Journal(tmp_path / "kept.sqlite") as kept, Journal(tmp_path / "rebuilt.sqlite") as rebuilt:
+        events, _ = _convert(kept, identity_map, "anthropic", "anthropic_messages.json")
+        rebuilt.rebuild(events[:1])
+        rebuilt.commit()
+        stats = rebuilt.rebuild(events + events)  # the export was sent twice without a journal
+        rebuilt.commit()
+        assert (stats.rows, stats.events, stats.duplicates) == (3, 3, 3)
+        # id, revision, tokens, booked cost
+        assert [r[:1] + r[4:5] + r[7:9] for r in rebuilt.snapshot()] == [r[:1] + r[4:5] + r[7:9] for r in kept.snapshot()]
+        assert _convert(rebuilt, identity_map, "anthropic", "anthropic_messages.json")[0] == []
+
+
+def test_restatement_after_a_rebuild_books_the_same_delta(tmp_path, identity_map):
+    text = fixture_path("anthropic_messages.json").read_text()
+    restated = text.replace('"output_tokens": 80000', '"output_tokens": 90000', 1)
+    assert restated != text
+    with Journal(tmp_path / "kept.sqlite") as kept:
+        events, _ = _convert(kept, identity_map, "anthropic", "a.json", text)
+        with Journal(tmp_path / "rebuilt.sqlite") as rebuilt:
+            rebuilt.rebuild(events)
+            rebuilt.commit()
+            (want,) = _convert(kept, identity_map, "anthropic", "a.json", restated)[0]
+            (got,) = _convert(rebuilt, identity_map, "anthropic", "a.json", restated)[0]
+    assert got.corrects_event_id == want.corrects_event_id
+    assert (got.output_tokens, got.input_tokens, got.cost_nanos) == (want.output_tokens, want.input_tokens, want.cost_nanos)
+    assert got.output_tokens == 10_000 and got.cost_nanos > 0
 
 
 @pytest.mark.parametrize(

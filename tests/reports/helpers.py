@@ -46,7 +46,8 @@ def usage_in(events, period_text: str, engineer: str | None = None) -> list:
 
 
 def tokens(e) -> int:
-    return e.input_tokens + e.output_tokens + e.cache_read_tokens + e.cache_write_tokens
+    # Independent of compstream.domain.tokens on purpose: input already holds the cache tokens.
+    return e.input_tokens + e.output_tokens
 
 
 def usage_by_model(usage: list) -> dict[str, dict[str, int]]:

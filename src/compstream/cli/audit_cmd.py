@@ -1,10 +1,12 @@
 """`compstream audit ...`: tamper-evidence checks over the ClickHouse history.
 
-Exit codes: 0 clean, 1 findings (printed as a table), 2 the check could not run.
+Exit codes: 0 clean, 1 findings (printed as a table, or as JSON with
+`verify --json`), 2 the check could not run.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
@@ -25,8 +27,10 @@ Dsn = Annotated[str | None, typer.Option("--dsn", help="History DSN [default: CO
 Database = Annotated[str, typer.Option("--database", help="ClickHouse database.")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, as_json: bool = False) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if as_json:  # a tool reading stdout still gets one document
+        typer.echo(json.dumps({"error": message}))
     raise typer.Exit(2)
 
 
@@ -35,10 +39,11 @@ def verify(
     engineer: Annotated[str | None, typer.Option("--engineer", help="Verify one engineer only.")] = None,
     period: Annotated[str | None, typer.Option("--period", help="YYYY-MM: that month's engineers and digest.")] = None,
     replay: Annotated[bool, typer.Option("--replay/--no-replay", help="Also re-derive postings from events.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print findings and summary as one JSON document.")] = False,
     dsn: Dsn = None,
     database: Database = "compstream",
 ) -> None:
-    """Re-compute hash chains and stored digests; exit 1 with a table of findings."""
+    """Re-compute hash chains and stored digests; exit 1 with a table (or JSON) of findings."""
     store = None
     try:
         if period is not None:
@@ -49,19 +54,27 @@ def verify(
         else:
             report = verify_store(store, engineer_id=engineer, period=period, replay=replay)
     except HistoryError as exc:
-        _fail(str(exc))
+        _fail(str(exc), as_json)
         return
     except Exception as exc:  # the engine's own errors: unreachable server, missing tables
-        _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", as_json)
         return
     finally:
         if store is not None:
             store.close()
+    if as_json:
+        document = {"scope": {"engineer": engineer, "period": period, "replay": replay}, **report.to_dict()}
+        typer.echo(json.dumps(document, ensure_ascii=False))
+        if not report.clean:
+            raise typer.Exit(1)
+        return
     summary = f"{report.engineers} engineer(s), {report.postings} posting(s) checked"
     if report.clean:
         console.print(f"[green]clean[/]: {summary}")
         return
-    table = Table(title=f"{len(report.findings)} finding(s); {summary}")
+    shown = len(report.findings)
+    total = f"{shown + report.findings_dropped} finding(s), first {shown} listed" if report.findings_dropped else f"{shown} finding(s)"
+    table = Table(title=f"{total}; {summary}")
     for column in ("engineer", "seq", "kind", "detail"):
         table.add_column(column, overflow="fold")
     for f in report.findings:

@@ -4,6 +4,9 @@ Sources: openai, openai-costs, anthropic, claude-code, gcp, jsonl (`-` reads
 stdin). `--dry-run` and `--output` write canonical JSON Lines instead of
 producing to Kafka. `compstream ingest reprice` prices journal rows that were
 unpriced (e.g. after a genai-prices upgrade) and sends the corrections.
+`compstream ingest rebuild-journal` recreates the journal from the usage
+topic; an ingest to Kafka does that by itself when its journal is empty and
+the topic is not (ingest/topic_journal.py).
 
 Exit codes: 0 all rows accepted; 1 some rows rejected (the rest was
 delivered unless --strict); 2 unusable input/config/journal or a failed
@@ -32,6 +35,9 @@ from compstream.ingest.model import AdapterItem, IngestError, Location, Rejectio
 from compstream.ingest.pipeline import Converter, Summary, reprice
 from compstream.ingest.pricing import format_nanos
 from compstream.ingest.publish import PublishError, publish, write_jsonl
+from compstream.ingest.topic_journal import (
+    SourceError, TopicRebuild, marker_headers, rebuild_from_topic, topic_has_records,
+)
 
 EXIT_REJECTED = 1
 EXIT_FAILED = 2
@@ -88,7 +94,8 @@ def _print_summary(err: Console, summary: Summary, delivered: str) -> None:
 
 
 def _deliver(
-    events: Iterable[Usage], dry_run: bool, output: Optional[str], settings: Settings, topic: Optional[str]
+    events: Iterable[Usage], dry_run: bool, output: Optional[str], settings: Settings, topic: Optional[str],
+    journal: Journal | None = None,
 ) -> tuple[Iterator[Usage], ExitStack, str]:
     stack = ExitStack()
     if dry_run or output:
@@ -100,7 +107,56 @@ def _deliver(
             where = "stdout"
         return write_jsonl(events, handle), stack, f"{'dry run, ' if dry_run else ''}JSONL to {where}"
     target = topic or settings.topics.usage
-    return publish(events, settings.kafka_bootstrap, target), stack, f"Kafka {settings.kafka_bootstrap} topic {target}"
+    headers = marker_headers(journal) if journal is not None else None
+    return (publish(events, settings.kafka_bootstrap, target, headers=headers), stack,
+            f"Kafka {settings.kafka_bootstrap} topic {target}")
+
+
+def _describe_rebuild(result: TopicRebuild, topic: str) -> str:
+    s = result.stats
+    text = (f"journal rebuilt from {topic}: {s.rows} rows from {s.events} usage events "
+            f"({result.records} records read")
+    extras = [f"{count} {what}" for count, what in (
+        (s.duplicates, "repeated ids skipped"), (result.bad, "not decodable (dead letters)"),
+        (result.not_usage, "not usage")) if count]
+    return text + (", " + ", ".join(extras) if extras else "") + ")"
+
+
+def _rebuild(journal: Journal, bootstrap: str, topic: str, err: Console) -> bool:
+    """Rebuild the journal from `topic` and commit; on failure roll back, say why, False."""
+    try:
+        result = rebuild_from_topic(journal, bootstrap, topic)
+    except Exception as exc:  # SourceError, IngestError, kafka-python's own (unreachable broker)
+        journal.rollback()
+        reason = str(exc) if isinstance(exc, (SourceError, IngestError)) else repr(exc)
+        err.print(f"[red]journal rebuild from {topic} failed, journal unchanged:[/red] {reason}",
+                  highlight=False, soft_wrap=True)
+        return False
+    journal.commit()  # derived state: kept even if the delivery that follows fails
+    err.print(_describe_rebuild(result, topic), highlight=False, soft_wrap=True)
+    return True
+
+
+def _journal_for_kafka(journal: Journal, settings: Settings, topic: Optional[str], rebuild: bool, err: Console) -> bool:
+    """Before delivering to Kafka: an empty journal over a non-empty usage topic
+    is rebuilt (or, with rebuild off, warned about). False: could not check."""
+    if journal.count():
+        return True
+    target = topic or settings.topics.usage
+    try:
+        has_records = topic_has_records(settings.kafka_bootstrap, target)
+    except Exception as exc:  # unreachable broker: the delivery would fail too
+        err.print(f"[red]journal is empty and {target} could not be checked:[/red] {exc!r}", highlight=False)
+        return False
+    if not has_records:
+        return True
+    if rebuild:
+        return _rebuild(journal, settings.kafka_bootstrap, target, err)
+    err.print(f"[yellow]warning:[/yellow] the ingest journal {journal.path} is empty but {target} is not: "
+              "rows ingested before and restated since will be re-sent as originals with other numbers "
+              "(the worker's conflict dead letters). Run `compstream ingest rebuild-journal` first.",
+              highlight=False, soft_wrap=True)
+    return True
 
 
 def run_ingest(
@@ -113,6 +169,7 @@ def run_ingest(
     journal_path: Optional[Path] = None,
     topic: Optional[str] = None,
     console: Console | None = None,
+    journal_rebuild: bool = True,
 ) -> int:
     err = console or Console(stderr=True)
     settings = Settings.from_env()
@@ -143,6 +200,9 @@ def run_ingest(
         err.print(f"[red]journal:[/red] {exc}")
         return EXIT_FAILED
     with journal:
+        to_kafka = not (dry_run or output)
+        if to_kafka and not _journal_for_kafka(journal, settings, topic, journal_rebuild, err):
+            return EXIT_FAILED
         converter = Converter(journal, id_map)
         progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -153,7 +213,7 @@ def run_ingest(
         try:
             with progress:
                 events = converter.convert(_items(source, files, progress, task))
-                delivered_iter, stack, where = _deliver(events, dry_run, output, settings, topic)
+                delivered_iter, stack, where = _deliver(events, dry_run, output, settings, topic, journal)
                 with stack:
                     for _ in delivered_iter:
                         progress.update(task, rows=converter.summary.rows_read, events=converter.summary.events)
@@ -179,8 +239,12 @@ def _make_source_command(source: str, help_text: str):
         strict: bool = typer.Option(False, "--strict", help="Ingest nothing if any row is rejected."),
         journal_path: Optional[Path] = typer.Option(None, "--journal", help="Ingest journal (default: data dir)."),
         topic: Optional[str] = typer.Option(None, "--topic", help="Override the usage topic."),
+        journal_rebuild: bool = typer.Option(
+            True, "--journal-rebuild/--no-journal-rebuild",
+            help="An empty journal over a non-empty usage topic: rebuild it from the topic first (off: only warn)."),
     ) -> None:
-        code = run_ingest(source, files, identity, dry_run, output, strict, journal_path, topic)
+        code = run_ingest(source, files, identity, dry_run, output, strict, journal_path, topic,
+                          journal_rebuild=journal_rebuild)
         raise typer.Exit(code)
 
     command.__doc__ = help_text
@@ -216,8 +280,12 @@ def reprice_command(
         raise typer.Exit(EXIT_FAILED)
     summary = Summary()
     with journal:
+        # A new host's empty journal has nothing to reprice until it is rebuilt.
+        if not (dry_run or output) and not _journal_for_kafka(journal, settings, topic, True, err):
+            raise typer.Exit(EXIT_FAILED)
         try:
-            delivered_iter, stack, where = _deliver(reprice(journal, summary=summary), dry_run, output, settings, topic)
+            delivered_iter, stack, where = _deliver(reprice(journal, summary=summary), dry_run, output, settings, topic,
+                                                    journal)
             with stack:
                 for _ in delivered_iter:
                     pass
@@ -230,6 +298,31 @@ def reprice_command(
         else:
             journal.commit()
     _print_summary(err, summary, where)
+
+
+@ingest_app.command("rebuild-journal")
+def rebuild_journal_command(
+    journal_path: Optional[Path] = typer.Option(None, "--journal", help="Ingest journal (default: data dir)."),
+    topic: Optional[str] = typer.Option(None, "--topic", help="Override the usage topic."),
+    force: bool = typer.Option(False, "--force", help="Replace a journal that has rows."),
+) -> None:
+    """Recreate the ingest journal from the usage topic (new host, wiped data dir)."""
+    err = Console(stderr=True)
+    settings = Settings.from_env()
+    target = topic or settings.topics.usage
+    try:
+        journal = Journal(journal_path) if journal_path else Journal.in_data_dir(settings.data_dir)
+    except IngestError as exc:
+        err.print(f"[red]journal:[/red] {exc}")
+        raise typer.Exit(EXIT_FAILED)
+    with journal:
+        rows = journal.count()
+        if rows and not force:
+            err.print(f"[red]{journal.path} has {rows} rows; a rebuild replaces them (fingerprints and identity keys "
+                      "are not on the topic): pass --force[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED)
+        if not _rebuild(journal, settings.kafka_bootstrap, target, err):
+            raise typer.Exit(EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,12 +42,25 @@ def row_hash(row: PostingRow) -> str:
     return posting_hash(row.prev_hash, {name: getattr(row, name) for name in CHAIN_FIELDS})
 
 
+# Finding.engineer_id for a finding about the whole store (a period digest).
+ALL_ENGINEERS = "*"
+
+
 @dataclass(frozen=True, order=True)
 class Finding:
     engineer_id: str
-    seq: int
+    seq: int  # 0: not about one posting (a digest, an unreadable event)
     kind: str
     detail: str
+
+    def to_dict(self) -> dict:
+        """JSON form: null where the finding is not about one engineer / posting."""
+        return {
+            "engineer_id": None if self.engineer_id == ALL_ENGINEERS else self.engineer_id,
+            "seq": self.seq or None,
+            "kind": self.kind,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -55,6 +68,8 @@ class Report:
     engineers: int = 0
     postings: int = 0
     findings: list[Finding] = dataclasses.field(default_factory=list)
+    findings_dropped: int = 0  # past FINDINGS_MAX: counted, not kept
+    kinds: dict[str, int] = dataclasses.field(default_factory=dict)  # every finding, dropped ones too
 
     @property
     def clean(self) -> bool:
@@ -62,9 +77,25 @@ class Report:
 
     def add(self, items: Iterable[Finding]) -> None:
         for item in items:
+            self.kinds[item.kind] = self.kinds.get(item.kind, 0) + 1
             if len(self.findings) >= FINDINGS_MAX:
-                return
-            self.findings.append(item)
+                self.findings_dropped += 1
+            else:
+                self.findings.append(item)
+
+    def to_dict(self) -> dict:
+        """The machine-readable report (`audit verify --json`, docs/auditing.md)."""
+        return {
+            "clean": self.clean,
+            "summary": {
+                "engineers": self.engineers,
+                "postings": self.postings,
+                "findings": len(self.findings) + self.findings_dropped,
+                "findings_listed": len(self.findings),
+                "by_kind": dict(sorted(self.kinds.items())),
+            },
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def _pick_genuine(group: list[PostingRow], ok: dict[int, bool], referenced: set[str]) -> PostingRow:
@@ -164,7 +195,7 @@ def check_digests(store: HistoryStore, period: str | None = None) -> list[Findin
         now = fresh.get(stored.period) or fresh.setdefault(stored.period, period_digest(store, stored.period))
         if now.digest != stored.digest:
             findings.append(Finding(
-                "*", 0, DIGEST_MISMATCH,
+                ALL_ENGINEERS, 0, DIGEST_MISMATCH,
                 f"period {stored.period}: stored {stored.digest[:12]}… at {stored.computed_at:%Y-%m-%dT%H:%M:%SZ} "
                 f"({stored.engineers} engineers), now {now.digest[:12]}… ({now.engineers} engineers)",
             ))

@@ -19,10 +19,15 @@ serialise); the caller commits only after the events are delivered, so a
 failed publish leaves the journal as it was and a re-run is safe.
 
 Rebuilding: the journal is derived state. `rebuild(events)` recreates it from
-the usage topic (every original and correction event): totals and revisions
-are summed per original id; the fingerprint is unknown after a rebuild, so the
-next ingest compares canonical totals instead and adopts the fingerprint when
-they agree.
+the usage topic (every original and correction event; `compstream ingest
+rebuild-journal`, or ingest itself when it finds its journal empty and the
+topic not, see ingest/topic_journal.py): totals and revisions are summed per
+original id, a repeated event id counts once; the fingerprint is unknown after
+a rebuild, so the next ingest compares canonical totals instead and adopts the
+fingerprint when they agree. The revision marker comes back from the record
+header ingest publishes it in (REVISION_MARKER_HEADER); records sent before
+that header existed have none, and a stale GCP export re-sent after such a
+rebuild becomes a correction instead of being ignored.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from compstream.domain.events import Usage
 from compstream.ingest.model import IngestError
 
 JOURNAL_FILE = "ingest-journal.sqlite"
+# Kafka record header carrying the row's revision marker (GCP export_time), so
+# a rebuilt journal still knows which export is newer.
+REVISION_MARKER_HEADER = "compstream-revision-marker"
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -181,14 +189,35 @@ class Journal:
         )
 
     # --- rebuild ----------------------------------------------------------
-    def rebuild(self, events: Iterable[Usage]) -> int:
-        """Recreate rows from usage events read back from the topic. Returns rows written."""
-        totals: dict[str, Entry] = {}
-        for event in events:
+    def rebuild(self, events: Iterable[Usage]) -> "RebuildStats":
+        """Recreate every row from usage events read back from the topic."""
+        return self.rebuild_marked((event, None) for event in events)
+
+    def rebuild_marked(self, records: Iterable[tuple[Usage, str | None]]) -> "RebuildStats":
+        """Recreate every row from (usage event, revision marker) in topic order.
+
+        Replaces the journal's rows (one transaction with whatever the caller
+        does next; the caller commits). An event id seen before is skipped as
+        the worker skips it (first occurrence wins), so a re-sent export is
+        not counted twice. The marker is the publish header ingest writes
+        (`REVISION_MARKER_HEADER`); the newest one seen is kept.
+        """
+        self.begin()
+        self._db.execute("DELETE FROM rows")
+        # Seen ids live in SQLite, not in memory: the topic may be large.
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS rebuild_seen (event_id TEXT PRIMARY KEY)")
+        self._db.execute("DELETE FROM rebuild_seen")
+        stats = RebuildStats()
+        for event, marker in records:
+            if self._db.execute("INSERT OR IGNORE INTO rebuild_seen VALUES (?)", (event.event_id,)).rowcount == 0:
+                stats.duplicates += 1
+                continue
+            stats.events += 1
             original = event.corrects_event_id or event.event_id
-            entry = totals.get(original)
+            entry = self.get(original)
             if entry is None:
-                entry = totals[original] = Entry(
+                stats.rows += 1
+                entry = Entry(
                     event_id=original,
                     source=original.split(":", 1)[0],
                     identity_key=None,
@@ -212,19 +241,27 @@ class Journal:
             # The latest event decides whether the row is currently priced.
             entry.unpriced_reason = event.unpriced_reason if event.cost_nanos is None else None
             entry.price_version = event.price_version or entry.price_version
+            if marker and marker > (entry.revision_marker or ""):
+                entry.revision_marker = marker
             if event.corrects_event_id is None:
                 entry.engineer_id = event.engineer_id
                 entry.detail = {
                     "provider": event.provider,
                     "model": event.model,
                     "occurred_at": event.occurred_at.isoformat(),
-                    "tokens": {**entry.tokens},
+                    "tokens": {},
                     "price_context": [],
                     "provider_cost": False,
                 }
-        self.begin()
-        for entry in totals.values():
             if entry.detail is not None:
                 entry.detail["tokens"] = dict(entry.tokens)
             self.put(entry)
-        return len(totals)
+        self._db.execute("DELETE FROM rebuild_seen")
+        return stats
+
+
+@dataclass
+class RebuildStats:
+    rows: int = 0  # journal rows written (one per original id)
+    events: int = 0  # usage events folded in
+    duplicates: int = 0  # repeated event ids, skipped (first occurrence wins)

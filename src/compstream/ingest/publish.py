@@ -1,6 +1,7 @@
 """Deliver usage events: to the Kafka usage topic, or to a canonical JSONL file.
 
-The only module of `compstream.ingest` that talks to Kafka. Every send is
+The only module of `compstream.ingest` that writes to Kafka (topic_journal.py
+reads the topic back to rebuild the journal). Every send is
 confirmed: futures are checked in bounded batches (IN_FLIGHT_MAX) and after a
 final flush; any failure raises PublishError, so the caller does not commit
 the ingest journal and a re-run re-sends the same deterministic ids.
@@ -8,7 +9,7 @@ the ingest journal and a re-run re-sends the same deterministic ids.
 
 from __future__ import annotations
 
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from compstream.domain.events import Usage, event_to_json
 
@@ -40,11 +41,16 @@ def make_producer(bootstrap: str):
         raise PublishError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
 
 
-def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None) -> Iterator[Usage]:
+Headers = Callable[[Usage], list[tuple[str, bytes]]]
+
+
+def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None,
+            headers: Headers | None = None) -> Iterator[Usage]:
     """Send each event (key = engineer_id) and yield it once its send is confirmed.
 
     Yielding confirmed events lets the caller drive a progress bar. Raises
     PublishError on the first failed send; nothing after it is confirmed.
+    `headers(event)`: Kafka record headers for it (not part of the event).
     """
     from kafka.errors import KafkaError
 
@@ -57,7 +63,8 @@ def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None) 
     try:
         for event in events:
             try:
-                future = producer.send(topic, key=event.engineer_id.encode("utf-8"), value=encode_event(event))
+                future = producer.send(topic, key=event.engineer_id.encode("utf-8"), value=encode_event(event),
+                                       headers=headers(event) if headers is not None else None)
             except KafkaError as exc:
                 raise PublishError(f"send of {event.event_id} failed: {exc}") from exc
             pending.append((event, future))

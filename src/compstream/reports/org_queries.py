@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from compstream.domain.tokens import TOKENS_SQL
 from compstream.reports.queries import IN_PERIOD, usage_events
 
 _KAFKA_ORDER = "(event_time, ingest_time, kafka_topic, kafka_partition, kafka_offset)"
@@ -29,7 +30,7 @@ FROM (
     FROM {{db}}.postings FINAL WHERE {IN_PERIOD} GROUP BY engineer_id
     UNION ALL
     SELECT engineer_id, 0, 0, 0, 0, 0, 0, toInt64(count()),
-           sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens)
+           sum({TOKENS_SQL})
     FROM {usage_events(IN_PERIOD)} GROUP BY engineer_id
 )
 GROUP BY engineer_id"""
@@ -50,9 +51,9 @@ DISTRIBUTION_COLUMNS = (
     "issued_quantiles", "usage_cost_quantiles", "tokens_quantiles",
 )
 
-_USAGE_AGG = """count() AS usage_events, countIf(isNull(cost_nanos)) AS unpriced_events,
+_USAGE_AGG = f"""count() AS usage_events, countIf(isNull(cost_nanos)) AS unpriced_events,
        sum(coalesce(cost_nanos, 0)) AS priced_cost_nanos,
-       sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens) AS tokens,
+       sum({TOKENS_SQL}) AS tokens,
        uniqExact(engineer_id) AS engineers"""
 TOP_MODELS = f"""
 SELECT provider, model, {_USAGE_AGG}

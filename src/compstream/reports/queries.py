@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from compstream.domain.tokens import TOKENS_SQL
 from compstream.history.rows import utc
 from compstream.reports.period import Period, ReportError
 
@@ -31,7 +32,8 @@ BALANCE_COLUMNS = (
 )
 # Aliases must not shadow a source column used by a later aggregate (the
 # engine resolves aliases first), hence priced_cost_nanos, not cost_nanos.
-TOKEN_SQL = """
+# tokens: domain/tokens.py (cache reads/writes are inside input_tokens).
+TOKEN_SQL = f"""
     count() AS usage_events,
     countIf(cost_nanos IS NULL) AS unpriced_events,
     sum(coalesce(cost_nanos, 0)) AS priced_cost_nanos,
@@ -39,7 +41,7 @@ TOKEN_SQL = """
     sum(output_tokens) AS output_tokens,
     sum(cache_read_tokens) AS cache_read_tokens,
     sum(cache_write_tokens) AS cache_write_tokens,
-    input_tokens + output_tokens + cache_read_tokens + cache_write_tokens AS tokens"""
+    {TOKENS_SQL} AS tokens"""
 TOKEN_COLUMNS = (
     "usage_events", "unpriced_events", "priced_cost_nanos", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "tokens",

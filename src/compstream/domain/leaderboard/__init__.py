@@ -5,8 +5,9 @@ Flow: usage/HR (partitioned by engineer) -> PartitionState per source partition
 -> WindowBoards (provisional while open, final snapshot once closed).
 
 Windows: UTC day, ISO week, calendar month (by event time) and all-time;
-see windows.py. Rankings by tokens (input+output; cache reported separately)
-and by spend (integer nano-dollars), per engineer and per team.
+see windows.py. Rankings by tokens (domain/tokens.py: input, which already
+includes cache reads and writes, plus output: cache counted once) and by spend
+(integer nano-dollars), per engineer and per team.
 
 Documented limits:
 - Team attribution uses the membership known when usage is applied; a

@@ -9,6 +9,7 @@ request, emits one CandidateMessage holding:
   engineers, who still count for their team).
 Windows are dropped from state as soon as the watermark closes them (after
 their final message is produced), so state holds only open windows + all-time.
+Offboarded engineers are filtered like opted-out ones, by offboarding.py's rule.
 
 Pure: no I/O, no clock. The caller supplies events and watermarks and ships the
 returned messages. Mutations re-assign `self.windows[key]`, so the dicts may be
@@ -17,19 +18,21 @@ swapped for write-through mappings (e.g. Faust tables) if the caller wishes.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from datetime import datetime
 
-from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
+from compstream.domain.events import EngineerOffboarded, LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.config import LeaderboardConfig
 from compstream.domain.leaderboard.errors import LeaderboardError
 from compstream.domain.leaderboard.messages import CandidateMessage, WatermarkMessage
+from compstream.domain.leaderboard.offboarding import offboarding_hides
 from compstream.domain.leaderboard.privacy import PrivacyTimeline
 from compstream.domain.leaderboard.teams import TeamTimeline
 from compstream.domain.leaderboard.totals import Totals
 from compstream.domain.leaderboard.window_totals import NO_TEAM, PartitionWindow
-from compstream.domain.leaderboard.windows import Window, window_from_key, windows_for
+from compstream.domain.leaderboard.windows import ALL_TIME_KEY, Window, window_from_key, windows_for
 
 __all__ = ["NO_TEAM", "PartitionState", "PartitionWindow", "UsageResult"]
 
@@ -48,6 +51,11 @@ class PartitionState:
         self.windows: dict[str, PartitionWindow] = {}
         self.teams: dict[str, TeamTimeline] = {}
         self.privacy: dict[str, PrivacyTimeline] = {}
+        # engineer -> earliest offboarding time (offboarding.py)
+        self.offboarded: dict[str, datetime] = {}
+        # (time, engineer) of offboardings the watermark has not reached: the
+        # all-time board must be re-sent when it does.
+        self._offboardings_ahead: list[tuple[datetime, str]] = []
         self.watermark: datetime | None = None
         # Windows changed since the last drain(); emission is the caller's
         # cadence (per event, or batched on a timer).
@@ -72,8 +80,15 @@ class PartitionState:
             counted.append(window.key)
         return UsageResult(tuple(counted), tuple(too_late))
 
-    def apply_hr(self, event: TeamAssigned | LeaderboardPrivacy) -> bool:
+    def apply_hr(self, event: TeamAssigned | LeaderboardPrivacy | EngineerOffboarded) -> bool:
         """Record an HR change; True if it was new."""
+        if isinstance(event, EngineerOffboarded):
+            known = self.offboarded.get(event.engineer_id)
+            if known is not None and known <= event.effective_at:
+                return False  # re-delivery, or a later offboarding: the earliest counts
+            self.restore_offboarding(event.engineer_id, event.effective_at)
+            self._resend_windows_of(event.engineer_id)
+            return True
         if isinstance(event, TeamAssigned):
             tl = self.teams.get(event.engineer_id) or TeamTimeline(event.engineer_id)
             changed = tl.apply(event)
@@ -85,15 +100,27 @@ class PartitionState:
             changed = pt.apply(event)
             self.privacy[event.engineer_id] = pt
             if changed:
-                # Visibility is decided at emission, so every open window the
-                # engineer appears in must be re-sent.
-                for key, pw in list(self.windows.items()):
-                    if event.engineer_id in pw.contributions:
-                        pw.version += 1
-                        self.windows[key] = pw
-                        self.dirty.add(key)
+                self._resend_windows_of(event.engineer_id)
             return changed
         raise LeaderboardError(f"not a leaderboard HR event: {type(event).__name__}")
+
+    def restore_offboarding(self, engineer_id: str, offboarded_at: datetime) -> None:
+        """Set the engineer's offboarding time (apply_hr, or a restore from storage)."""
+        if offboarded_at.tzinfo is None:
+            raise LeaderboardError("offboarding time has no time zone")
+        self.offboarded[engineer_id] = offboarded_at
+        if self.watermark is None or offboarded_at > self.watermark:
+            heapq.heappush(self._offboardings_ahead, (offboarded_at, engineer_id))
+
+    def _resend_windows_of(self, engineer_id: str, keys=None) -> None:
+        # Visibility is decided at emission, so every open window the engineer
+        # appears in must be re-sent.
+        for key in list(self.windows) if keys is None else keys:
+            pw = self.windows.get(key)
+            if pw is not None and engineer_id in pw.contributions:
+                pw.version += 1
+                self.windows[key] = pw
+                self.dirty.add(key)
 
     def advance_watermark(self, watermark: datetime) -> list[CandidateMessage | WatermarkMessage]:
         """Move the watermark (never backwards) and drop the windows it closes.
@@ -106,6 +133,10 @@ class PartitionState:
         if self.watermark is not None and watermark <= self.watermark:
             return []
         self.watermark = watermark
+        ahead = self._offboardings_ahead
+        while ahead and ahead[0][0] <= watermark:
+            _, engineer = heapq.heappop(ahead)
+            self._resend_windows_of(engineer, (ALL_TIME_KEY,))  # offboarding.py: all-time drops them now
         finals: list[CandidateMessage | WatermarkMessage] = []
         for key in sorted(self.windows):
             window = window_from_key(key)
@@ -155,8 +186,15 @@ class PartitionState:
     def _hidden_in(self, window: Window, pw: PartitionWindow) -> set[str]:
         # Walk whichever is smaller: opted-out-ever engineers are usually few.
         if len(self.privacy) <= len(pw.contributions):
-            return {e for e, pt in self.privacy.items() if pt.hidden_during(window)}
-        return {e for e in pw.contributions if self.hidden(e, window)}
+            hidden = {e for e, pt in self.privacy.items() if pt.hidden_during(window)}
+        else:
+            hidden = {e for e in pw.contributions if self.hidden(e, window)}
+        wm = self.watermark
+        if len(self.offboarded) <= len(pw.contributions):
+            hidden.update(e for e, at in self.offboarded.items() if offboarding_hides(at, window, wm))
+        else:
+            hidden.update(e for e in pw.contributions if offboarding_hides(self.offboarded.get(e), window, wm))
+        return hidden
 
     # -- lookups ---------------------------------------------------------
 
@@ -166,6 +204,7 @@ class PartitionState:
         return team or NO_TEAM
 
     def hidden(self, engineer_id: str, window: Window) -> bool:
+        """Opted out during the window (privacy.py); offboarding is checked at emission."""
         pt = self.privacy.get(engineer_id)
         return pt is not None and pt.hidden_during(window)
 
@@ -178,6 +217,8 @@ class PartitionState:
             "windows": [self.windows[k].to_dict() for k in sorted(self.windows)],
             "teams": [self.teams[e].to_dict() for e in sorted(self.teams)],
             "privacy": [self.privacy[e].to_dict() for e in sorted(self.privacy)],
+            "offboarded": [{"engineer_id": e, "offboarded_at": c.time_out(self.offboarded[e])}
+                           for e in sorted(self.offboarded)],
             "dirty": sorted(self.dirty),
         }
 
@@ -196,6 +237,9 @@ class PartitionState:
         for item in c.req_list(raw, "privacy"):
             pt = PrivacyTimeline.from_dict(item)
             out.privacy[pt.engineer_id] = pt
+        for item in c.req_list(raw, "offboarded") if "offboarded" in raw else ():  # absent in older states
+            item = c.obj(item, "offboarding")
+            out.restore_offboarding(c.req_str(item, "engineer_id"), c.req_time(item, "offboarded_at"))
         dirty = c.req_list(raw, "dirty")
         if not all(isinstance(k, str) for k in dirty):
             raise LeaderboardError(f"dirty: expected window keys, got {dirty!r}")

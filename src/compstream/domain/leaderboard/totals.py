@@ -1,4 +1,9 @@
-"""Usage totals and the two ranking metrics. All amounts are integers."""
+"""Usage totals and the two ranking metrics. All amounts are integers.
+
+Tokens: `compstream.domain.tokens` (input, cache reads and writes included,
+plus output; cache tokens counted once). `cache_read_tokens` and
+`cache_write_tokens` are subsets of `input_tokens`, shown for detail.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from compstream.domain.events import Usage
+from compstream.domain.tokens import tokens as usage_tokens
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.errors import LeaderboardError
 
 
 class Metric(str, Enum):
-    TOKENS = "tokens"  # input + output; cache tokens are reported, never ranked
+    TOKENS = "tokens"  # domain/tokens.py: input (cache reads/writes included) + output
     SPEND = "spend"  # priced cost in nano-dollars; unpriced usage counts 0
 
 
@@ -50,10 +56,11 @@ class Totals:
 
     @property
     def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        return usage_tokens(self.input_tokens, self.output_tokens)
 
     @property
     def cache_tokens(self) -> int:
+        """The part of `input_tokens` that was cache reads or writes (not added to tokens)."""
         return self.cache_read_tokens + self.cache_write_tokens
 
     def value(self, metric: Metric) -> int:
@@ -103,7 +110,7 @@ def sum_totals(items) -> Totals:
 
 
 def _tokens(t: Totals) -> int:
-    return t.input_tokens + t.output_tokens
+    return usage_tokens(t.input_tokens, t.output_tokens)
 
 
 def _spend(t: Totals) -> int:
