@@ -144,6 +144,12 @@ class Line:
             return self.start
         return self.segments[0].start if self.segments else None
 
+    def last_day(self) -> date | None:
+        """The last day the line is worth something on (inclusive)."""
+        if self.fixed_nanos is not None:
+            return self.start
+        return self.segments[-1].end - timedelta(days=1) if self.segments else None
+
     def change_days(self) -> list[date]:
         """Segment starts and ends strictly inside the period."""
         days = {d for s in self.segments for d in (s.start, s.end)}
@@ -331,6 +337,9 @@ def settle(line: Line, lots: list[Lot], policy: str, end: date | None) -> LinePl
     changes = [d for d in line.change_days() if d >= floor]
     if wanted > live_total:
         day = max([floor] + changes)
+        last = line.last_day()
+        if last is not None and day > last:
+            day = max(floor, last)  # an extended leave date: the delta must start while employed
         delta = wanted - live_total
         action = _issue(line, policy, "adjust", delta, day, end, context,
                         f"wanted {wanted} nanos, issued {live_total}: +{delta} from {day}")
