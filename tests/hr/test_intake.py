@@ -87,8 +87,8 @@ def test_duplicate_rows_collapse_and_conflicting_ids_are_errors():
     assert "also on line 1" in str(parse_file(text, "c.jsonl").errors[0])
 
 
-@given(team=st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters=',"'), min_size=1,
-                    max_size=20),
+@given(team=st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters=',"',
+                                  exclude_categories=("Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=20),
        day=st.integers(1, 28))
 def test_ids_depend_on_content_only(team, day):
     row = f"team_assigned,ann,2026-12-{day:02d},,,,,{team},,\n"
@@ -98,3 +98,20 @@ def test_ids_depend_on_content_only(team, day):
     other = parse_file(header + row.replace("ann", "bob"), "a.csv")
     assert a.accepted, a.errors
     assert a.rows[0].event.event_id == b.rows[0].event.event_id != other.rows[0].event.event_id
+
+
+def test_files_in_order_a_later_file_may_revoke_an_earlier_files_grant_but_not_a_rejected_ones():
+    from compstream.hr.history import Prior
+    from compstream.hr.runs import import_texts
+
+    head = "type,engineer_id,effective_at,grant_id,amount_usd\n"
+    grant = head + "grant_issued,ann,2026-12-01,g-1,10\n"
+    bad_grant = head + "grant_issued,bob,2026-12-01,g-2,10\ngrant_issued,bob,2026-12-01,g-3,oops\n"
+    revokes = head + "grant_revoked,ann,2026-12-05,g-1,\n"
+    revokes_bad = head + "grant_revoked,bob,2026-12-05,g-2,\n"
+    done = import_texts([("1.csv", grant), ("2.csv", bad_grant), ("3.csv", revokes), ("4.csv", revokes_bad)],
+                        Prior())
+    assert [r.accepted for r in done.results] == [True, False, True, False]
+    assert [(e.type, e.engineer_id) for e in done.new] == [("grant_issued", "ann"), ("grant_revoked", "ann")]
+    again = import_texts([("1.csv", grant)], Prior(events=done.new))
+    assert again.new == [] and again.accepted_rows == 1

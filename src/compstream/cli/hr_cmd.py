@@ -97,43 +97,30 @@ def import_command(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the new events here instead of Kafka."),
 ) -> None:
     """Validate HR rows and publish them as events (a file with a bad row publishes nothing)."""
-    from compstream.hr.intake import Known, check_references, parse_file
     from compstream.hr.roster import RosterError, load_roster
+    from compstream.hr.runs import import_texts
 
     err = Console(stderr=True, soft_wrap=True)
     settings = Settings.from_env()
-    known = Known()
     try:
-        if roster is not None:
-            known.engineers.update(r.engineer for r in load_roster(roster))
+        engineers = {r.engineer for r in load_roster(roster)} if roster is not None else set()
         prior = _prior(events_files, settings, False, err)
     except (RosterError, HistoryError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(EXIT_FAILED)
-    for e in prior.events:
-        known.learn(e)
-    published = {e.event_id for e in prior.events}
-
-    results, new, seen = [], [], set()
+    texts = []
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            texts.append((str(path), path.read_text(encoding="utf-8-sig")))
         except (OSError, UnicodeDecodeError) as exc:
             err.print(f"[red]{escape(str(path))}: cannot read: {escape(str(exc))}[/red]")
             raise typer.Exit(EXIT_FAILED)
-        with _progress(err) as bar:
-            lines = text.count("\n") + 1
-            task = bar.add_task(f"checking {path.name}", total=lines, visible=lines >= PROGRESS_ROWS_MIN)
-            result = parse_file(text, str(path), on_row=lambda: bar.advance(task))
-        if result.accepted:
-            check_references(result, known)
-        results.append(result)
-        if result.accepted:
-            for row in result.rows:
-                if row.event.event_id not in published and row.event.event_id not in seen:
-                    seen.add(row.event.event_id)
-                    new.append(row.event)
-    rejected = [r for r in results if not r.accepted]
+    rows_total = sum(text.count("\n") for _, text in texts)
+    with _progress(err) as bar:
+        task = bar.add_task("checking rows", total=rows_total, visible=rows_total >= PROGRESS_ROWS_MIN)
+        outcome = import_texts(texts, prior, engineers, on_row=lambda name: lambda: bar.advance(task))
+    results, new = outcome.results, outcome.new
+    rejected = outcome.rejected
     shown = 0
     for result in rejected:
         for error in result.errors:
@@ -144,7 +131,7 @@ def import_command(
                   f"published[/red]", highlight=False)
     if shown > SHOWN_ERRORS_MAX:
         err.print(f"... {shown - SHOWN_ERRORS_MAX} more errors not shown")
-    accepted_rows = sum(len(r.rows) for r in results if r.accepted)
+    accepted_rows = outcome.accepted_rows
     try:
         sent, where = _deliver(new, settings, dry_run, output, err)
     except Exception as exc:  # PublishError, OSError: nothing is recorded, a re-run is safe
@@ -180,39 +167,34 @@ def issue_command(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the events here instead of Kafka."),
 ) -> None:
     """Derive the period's grants from policy + roster; publish only the difference."""
-    from compstream.hr.allocate import HistoryState, plan_period, rollover_unused
     from compstream.hr.explain import explain as explain_text
-    from compstream.hr.periods import PeriodError, parse_month
-    from compstream.hr.policy import Policies, PolicyError, load_policy
-    from compstream.hr.roster import RosterError, load_roster
+    from compstream.hr.periods import PeriodError
+    from compstream.hr.policy import PolicyError
+    from compstream.hr.roster import RosterError
+    from compstream.hr.runs import issue_grants, load_policies, rolls_over
 
     err = Console(stderr=True, soft_wrap=True)
     settings = Settings.from_env()
     try:
-        run_month = parse_month(period)
-        policies = Policies([load_policy(p) for p in policy_files])
-        roster = load_roster(roster_file)
-        needs_usage = any(r.rollover_cap_nanos for p in policies.versions for r in p.rules)
-        prior = _prior(events_files, settings, needs_usage, err)
-        state = HistoryState.from_events(policies.name, prior.events)
-        unused = rollover_unused(prior.by_engineer(), policies.name, run_month, policies) if needs_usage else None
-        plan = plan_period(policies, roster, run_month, state, unused)
+        policies = load_policies(policy_files)
+        prior = _prior(events_files, settings, rolls_over(policies), err)
+        issue = issue_grants(period, policies, roster_file, prior)
     except (PeriodError, PolicyError, RosterError, HistoryError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(EXIT_FAILED)
+    plan = issue.plan
     if explain:
         for engineer in explain:
             typer.echo(explain_text(plan, engineer))
         raise typer.Exit(0)
-    events = plan.events
-    new = [e for e in events if e.event_id not in state.event_ids]
+    events, new = plan.events, issue.new
     try:
         sent, where = _deliver(new, settings, dry_run, output, err)
     except Exception as exc:  # PublishError, OSError
         err.print(f"[red]delivery failed (re-run is safe, ids are deterministic):[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED)
     issues = [e for e in new if e.type == "grant_issued"]
-    _summary(err, f"grants issue {run_month.label}, policy {policies.name} ({where})", [
+    _summary(err, f"grants issue {plan.run_month.label}, policy {plan.policy} ({where})", [
         ("engineers", len({lp.line.engineer for lp in plan.lines})),
         ("lines (engineer x rule)", len(plan.lines)),
         ("lines already settled", sum(1 for lp in plan.lines if not lp.actions)),
