@@ -59,6 +59,9 @@ def test_unknown_columns_and_types_are_refused():
     assert "unknown column(s) amount" in str(parse_file("type,engineer_id,effective_at,amount\n", "x.csv").errors[0])
     result = parse_file('{"type": "promotion", "engineer_id": "ann", "effective_at": "2026-12-01"}\n', "x.jsonl")
     assert str(result.errors[0]).startswith("x.jsonl:1: type: unknown type 'promotion'")
+    result = parse_file('{"type": "grant_issued", "engineer_id": "ann", "effective_at": "2026-12-01", '
+                        '"grant_id": "pol:eng:2026-12:base:0123456789abcdef", "amount_usd": "5"}\n', "x.jsonl")
+    assert "reserved for policy grants" in str(result.errors[0])
     result = parse_file('{"type": "team_assigned", "engineer_id": "ann"}\nnot json\n', "x.jsonl")
     assert [e.line for e in result.errors] == [1, 2]
 

@@ -59,5 +59,5 @@ def from_kafka(settings: Settings, *, usage: bool, on_record: Callable[[], None]
         finally:
             consumer.close()
     except SourceError as exc:
-        raise HistoryError(str(exc)) from exc
+        raise HistoryError(f"{exc} (or give the prior events as a file: --events FILE)") from exc
     return prior

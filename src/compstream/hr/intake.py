@@ -42,6 +42,7 @@ FIELDS_BY_TYPE = {
 }
 COLUMNS = COMMON + tuple(sorted({c for cols in FIELDS_BY_TYPE.values() for c in cols}))
 DEFAULT_GRANT_KIND = "grant"
+RESERVED_GRANT_PREFIX = "pol:"
 ERRORS_PER_FILE_MAX = 1_000
 YEAR_MIN, YEAR_MAX = 2000, 2999
 _TRUE, _FALSE = {"true", "yes", "1", "y"}, {"false", "no", "0", "n"}
@@ -129,6 +130,10 @@ def row_event(raw: dict) -> Event:
             if _present(value):
                 out[name] = value.strip() if isinstance(value, str) else value
     out["effective_at"] = _when(raw.get("effective_at"), "effective_at")
+    if kind == "grant_issued" and str(out.get("grant_id", "")).startswith(RESERVED_GRANT_PREFIX):
+        # Those ids belong to `grants issue` (labels.py); one imported here would
+        # count as a policy grant. Revoking one is fine.
+        raise EventError(f"ids starting with {RESERVED_GRANT_PREFIX!r} are reserved for policy grants", "grant_id")
     try:
         if kind == "grant_issued":
             out["amount_nanos"] = nanos_field(raw, "amount_usd", "amount_nanos", required=True)
