@@ -148,7 +148,7 @@ def import_command(
         ("already published", accepted_rows - len(new)),
         ("new events" + (" (not published: dry run)" if dry_run else ""), len(new)),
         *((f"  {t}", n) for t, n in sorted(by_type.items())),
-        ("delivered", sent),
+        ("written" if dry_run or output else "delivered", sent),
     ])
     raise typer.Exit(EXIT_REJECTED if rejected else 0)
 
@@ -197,13 +197,13 @@ def issue_command(
     _summary(err, f"grants issue {plan.run_month.label}, policy {plan.policy} ({where})", [
         ("engineers", len({lp.line.engineer for lp in plan.lines})),
         ("lines (engineer x rule)", len(plan.lines)),
-        ("lines already settled", sum(1 for lp in plan.lines if not lp.actions)),
+        ("lines with nothing to do", sum(1 for lp in plan.lines if not lp.actions)),
         ("grants " + ("to issue" if dry_run else "issued"), len(issues)),
         ("  of which adjustments", sum(1 for e in issues if e.kind.startswith("adjust:"))),
         ("  amount", usd(sum(e.amount_nanos for e in issues))),
         ("revocations", len(new) - len(issues)),
         ("already published", len(events) - len(new)),
-        ("delivered", sent),
+        ("written" if dry_run or output else "delivered", sent),
     ])
 
 
