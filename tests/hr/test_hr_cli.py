@@ -13,13 +13,13 @@ from compstream.hr.labels import parse_kind
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GOOD = """type,engineer_id,effective_at,grant_id,amount_usd,team_id
-grant_issued,alice,2026-12-01,signing-1,500,
-team_assigned,alice,2026-12-01,,,ml-platform
-grant_revoked,alice,2026-12-10,signing-1,,
+grant_issued,ada,2026-10-01,signing-1,500,
+team_assigned,ada,2026-10-01,,,platform
+grant_revoked,ada,2026-10-10,signing-1,,
 """
 BAD = """type,engineer_id,effective_at,grant_id,amount_usd,team_id
-team_assigned,bob,2026-12-01,,,payments
-grant_issued,bob,2026-12-01,signing-2,ten dollars,
+team_assigned,ken,2026-10-01,,,infra
+grant_issued,ken,2026-10-01,signing-2,ten dollars,
 """
 
 
@@ -71,11 +71,11 @@ def test_a_bad_file_publishes_nothing_and_says_where(tmp_path):
                   "-o", str(out))
     assert result.exit_code == 1
     assert f"{tmp_path / 'bad.csv'}:3: amount:" in result.output.replace("\n", "")
-    assert {e["engineer_id"] for e in _events(out)} == {"alice"}  # bob's valid row 2 is not published either
+    assert {e["engineer_id"] for e in _events(out)} == {"ada"}  # ken's valid row 2 is not published either
 
 
 def test_revoking_an_unknown_grant_is_rejected_offline(tmp_path):
-    (tmp_path / "r.csv").write_text("type,engineer_id,effective_at,grant_id\ngrant_revoked,alice,2026-12-10,nope\n")
+    (tmp_path / "r.csv").write_text("type,engineer_id,effective_at,grant_id\ngrant_revoked,ada,2026-10-10,nope\n")
     history = tmp_path / "history.jsonl"
     history.write_text("")
     result = _run("hr", "import", str(tmp_path / "r.csv"), "--events", str(history), "--roster",
@@ -87,7 +87,7 @@ def test_revoking_an_unknown_grant_is_rejected_offline(tmp_path):
 def test_grants_issue_is_idempotent_and_a_changed_roster_issues_the_difference(tmp_path):
     history = tmp_path / "history.jsonl"
     history.write_text("")
-    args = ["grants", "issue", "--period", "2026-12", "--policy", str(EXAMPLES / "policy.toml"),
+    args = ["grants", "issue", "--period", "2026-10", "--policy", str(EXAMPLES / "policy.toml"),
             "--events", str(history)]
     first = _run(*args, "--roster", str(EXAMPLES / "roster.csv"), "-o", str(tmp_path / "1.jsonl"))
     assert first.exit_code == 0, first.output
@@ -96,30 +96,31 @@ def test_grants_issue_is_idempotent_and_a_changed_roster_issues_the_difference(t
     _publish(history, tmp_path / "1.jsonl")
     again = _run(*args, "--roster", str(EXAMPLES / "roster.csv"), "-o", str(tmp_path / "2.jsonl"))
     assert again.exit_code == 0 and _events(tmp_path / "2.jsonl") == []
-    # carol leaves on Dec 20: her December lines shrink, nobody else changes.
+    # ada leaves on Oct 20: her monthly and quarterly lines shrink (her bonus of
+    # Oct 15 stays), nobody else changes.
     changed = tmp_path / "roster.csv"
-    changed.write_text((EXAMPLES / "roster.csv").read_text().replace("carol,L6,ml-platform,2026-12-10,",
-                                                                     "carol,L6,ml-platform,2026-12-10,2026-12-20"))
+    changed.write_text((EXAMPLES / "roster.csv").read_text().replace("ada,L5,platform,2024-03-01,",
+                                                                     "ada,L5,platform,2024-03-01,2026-10-20"))
     diff = _run(*args, "--roster", str(changed), "-o", str(tmp_path / "3.jsonl"))
     assert diff.exit_code == 0
     events = _events(tmp_path / "3.jsonl")
-    assert events and {e["engineer_id"] for e in events} == {"carol"}
-    assert {e["type"] for e in events} == {"grant_revoked"}
-    assert {e["effective_at"][:10] for e in events} == {"2026-12-21"}
+    assert {e["engineer_id"] for e in events} == {"ada"}
+    assert {e["type"] for e in events} == {"grant_revoked"} and len(events) == 3
+    assert {e["effective_at"][:10] for e in events} == {"2026-10-21"}
 
 
 def test_explain_says_why_and_publishes_nothing(tmp_path):
     history = tmp_path / "history.jsonl"
     history.write_text("")
-    result = _run("grants", "issue", "--period", "2026-12", "--policy", str(EXAMPLES / "policy.toml"),
-                  "--roster", str(EXAMPLES / "roster.csv"), "--events", str(history), "--explain", "carol")
+    result = _run("grants", "issue", "--period", "2026-10", "--policy", str(EXAMPLES / "policy.toml"),
+                  "--roster", str(EXAMPLES / "roster.csv"), "--events", str(history), "--explain", "hedy")
     assert result.exit_code == 0
-    assert "22/31 days" in result.output and "-> issue pol:eng:2026-12:base:" in result.output
+    assert "20/31 days" in result.output and "-> issue pol:eng:2026-10:base:" in result.output
 
 
 def test_bad_policy_is_a_clear_error(tmp_path):
     (tmp_path / "p.toml").write_text('[policy]\nname = "eng"\nversion = 1\neffective_from = 2026-01-01\n'
                                      '[[rule]]\nname = "base"\namount_usd = "1.0000000001"\n')
-    result = _run("grants", "issue", "--period", "2026-12", "--policy", str(tmp_path / "p.toml"),
+    result = _run("grants", "issue", "--period", "2026-10", "--policy", str(tmp_path / "p.toml"),
                   "--roster", str(EXAMPLES / "roster.csv"), "--events", str(tmp_path / "p.toml"))
     assert result.exit_code == 2 and "more precise than a nano" in result.output
