@@ -100,7 +100,8 @@ def statement_body(doc: dict) -> str:
              _section("Usage by provider", table([("Provider", False)] + _USAGE_HEAD,
                                                  _usage_rows(doc, "usage_by_provider", ("provider",)))),
              _section("Grants, lot by lot", table(
-                 [("Grant", False), ("Kind", False), ("Policy / rule", False), ("Issued", False), ("Expires", False), ("Status", False),
+                 [("Grant", False), ("Kind", False), ("Policy / rule", False), ("Issued", False),
+                  ("Expires", False), ("Status", False),
                   ("Issued", _N), ("Used before", _N), ("Used this month", _N), ("Expired", _N),
                   ("Revoked", _N), ("Forfeited", _N), ("Remaining", _N)], lots))]
     parts.append(_cash_section(doc))
