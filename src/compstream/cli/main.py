@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "audit_cmd",
     "report_cmd",
     "ops_cmd",
+    "hr_cmd",
 )
 
 for _name in _COMMAND_MODULES:

@@ -45,6 +45,11 @@ _TOKENS = (("Input tokens", "input_tokens"), ("Output tokens", "output_tokens"),
            ("All tokens", "tokens"), ("Usage events", "usage_events"), ("Unpriced events", "unpriced_events"))
 
 
+def _policy_rule(lot: dict) -> str:
+    """`rule (policy@version)` for a policy grant, else a dash."""
+    return f"{lot['policy_rule']} ({lot['policy']})" if lot.get("policy") else "–"
+
+
 def _usage_rows(doc: dict, key: str, label_fields: tuple[str, ...]) -> list[list[str]]:
     rows = []
     for item in doc[key]:
@@ -76,7 +81,8 @@ def statement_body(doc: dict) -> str:
                 for label, f in _TOKENS]
     model_bars = [Bar(m["id"], m["priced_cost_nanos"], f"usage_by_model[{m['id']}].priced_cost_nanos")
                   for m in doc["usage_by_model"]]
-    lots = [[cell(lot["grant_id"], mono=True), cell(lot["grant_kind"]), cell((lot["issued_at"] or "")[:10]),
+    lots = [[cell(lot["grant_id"], mono=True), cell(lot["grant_kind"]), cell(_policy_rule(lot)),
+             cell((lot["issued_at"] or "")[:10]),
              cell((lot["expires_at"] or "never")[:10]), cell(lot["status"])]
             + [num(doc, f"lots[{lot['id']}].{f}") for f in (
                 "issued_nanos", "consumed_before_nanos", "consumed_in_period_nanos", "expired_nanos",
@@ -94,7 +100,8 @@ def statement_body(doc: dict) -> str:
              _section("Usage by provider", table([("Provider", False)] + _USAGE_HEAD,
                                                  _usage_rows(doc, "usage_by_provider", ("provider",)))),
              _section("Grants, lot by lot", table(
-                 [("Grant", False), ("Kind", False), ("Issued", False), ("Expires", False), ("Status", False),
+                 [("Grant", False), ("Kind", False), ("Policy / rule", False), ("Issued", False),
+                  ("Expires", False), ("Status", False),
                   ("Issued", _N), ("Used before", _N), ("Used this month", _N), ("Expired", _N),
                   ("Revoked", _N), ("Forfeited", _N), ("Remaining", _N)], lots))]
     parts.append(_cash_section(doc))

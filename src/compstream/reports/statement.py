@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from compstream.domain.events import format_time
+from compstream.hr.labels import parse_kind
 from compstream.history.verify import period_digest
 from compstream.reports import queries as q
 from compstream.reports.money import ratio_ppm
@@ -59,6 +60,15 @@ def _usage(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return models, by_provider
 
 
+def _policy_fields(grant_kind: str | None) -> dict:
+    """Which policy version and rule issued a grant (None for grants from elsewhere);
+    `compstream grants issue` writes them into the kind (hr/labels.py)."""
+    label = parse_kind(grant_kind)
+    if label is None:
+        return {"policy": None, "policy_rule": None}
+    return {"policy": label.policy_label, "policy_rule": label.line}
+
+
 def _lots(rows: list[dict]) -> list[dict]:
     lots = []
     for row in rows:
@@ -66,6 +76,7 @@ def _lots(rows: list[dict]) -> list[dict]:
         status = "open" if remaining > 0 else _CLOSED.get(row["closed_by"], "used up")
         lots.append({
             "id": row["grant_id"], "grant_id": row["grant_id"], "grant_kind": row["grant_kind"],
+            **_policy_fields(row["grant_kind"]),
             "issued_at": _iso(row["issued_at"]), "expires_at": _iso(row["expires_at"]), "status": status,
             **{k: int(row[k]) for k in q.LOTS_COLUMNS if k.endswith("_nanos")},
         })
@@ -112,8 +123,8 @@ def build_statement(store: Any, engineer_id: str, period_text: str,
     params = q.params(period, engineer_id)
     windows = _windows(store, period, engineer_id)
     models, providers = _usage(q.fetch(store, q.USAGE_BY_MODEL, params, ("provider", "model") + q.TOKEN_COLUMNS))
-    kinds = [{"id": r["grant_kind"], "grant_kind": r["grant_kind"], "grants": int(r["grants"]),
-              "amount_nanos": int(r["amount_nanos"])}
+    kinds = [{"id": r["grant_kind"], "grant_kind": r["grant_kind"], **_policy_fields(r["grant_kind"]),
+              "grants": int(r["grants"]), "amount_nanos": int(r["amount_nanos"])}
              for r in q.fetch(store, q.GRANTED_BY_KIND, params, q.GRANTED_BY_KIND_COLUMNS)]
     return {
         "schema": SCHEMA, "report": "statement", "engineer_id": engineer_id, "period": period.label,
