@@ -190,7 +190,7 @@ def balance_stats(bootstrap: str, topics: Topics, expected: Counter) -> dict:
     items, seen, total = read_topic(bootstrap, topics.balances, decode=False)
     ts = [t for _k, t, _v in items]
     last: dict = {}
-    for k, t, v in items:
+    for k, _t, v in items:
         last[k] = v
     applied = {k.decode(): decode_record(v)[1]["events_applied"] for k, v in last.items()}
     wrong_list = [(e, n, applied.get(e)) for e, n in expected.items() if applied.get(e) != n]

@@ -94,7 +94,7 @@ class Suite:
                              "grants_and_hr": sum(e.type != "usage" for e in events)}
         topics = common.bench_topics("src")
         ensure_topics(bs, topics, p["partitions"])
-        self.section("produce", lambda: common.produce(bs, topics, events))
+        self.section("produce", lambda: common.produce(bs, topics, events))  # noqa: F821 - run now, before the del below
         src = [topics.usage, topics.grants]
         self.section("ceiling_aiokafka", lambda: common.run_json(
             py + ["bench.ceiling", "aiokafka", bs, str(n), *src], timeout=1800))
@@ -112,18 +112,18 @@ class Suite:
             timeout=1800))
         self.section("stage_history", lambda: common.run_json(
             py + ["bench.stages", "history", "--rows", str(p["history_rows"])], timeout=1800))
-        self.section("e2e", lambda: e2e.throughput(bs, topics, events, p["partitions"]))
+        self.section("e2e", lambda: e2e.throughput(bs, topics, events, p["partitions"]))  # noqa: F821 - run now, before the del below
         # Partitions are independent: one worker process per core, same data.
         topics2 = common.bench_topics("e2e2w")
         ensure_topics(bs, topics2, p["partitions"])
-        self.section("produce2", lambda: common.produce(bs, topics2, events))
-        self.section("e2e_2w", lambda: e2e.throughput(bs, topics2, events, p["partitions"], workers=2))
+        self.section("produce2", lambda: common.produce(bs, topics2, events))  # noqa: F821 - run now, before the del below
+        self.section("e2e_2w", lambda: e2e.throughput(bs, topics2, events, p["partitions"], workers=2))  # noqa: F821 - run now, before the del below
         # The twin computes balances only: the worker without leaderboards is
         # the like-for-like comparison (it still writes history and changelog).
         topics3 = common.bench_topics("e2enolb")
         ensure_topics(bs, topics3, p["partitions"])
-        self.section("produce3", lambda: common.produce(bs, topics3, events))
-        self.section("e2e_nolb", lambda: e2e.throughput(bs, topics3, events, p["partitions"],
+        self.section("produce3", lambda: common.produce(bs, topics3, events))  # noqa: F821 - run now, before the del below
+        self.section("e2e_nolb", lambda: e2e.throughput(bs, topics3, events, p["partitions"],  # noqa: F821 - run now, before the del below
                                                         env={"COMPSTREAM_LEADERBOARDS": "off"}))
         state_dir = tempfile.mkdtemp(prefix="bench_quix.")
         try:

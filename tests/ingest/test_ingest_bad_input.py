@@ -81,8 +81,8 @@ def test_cli_dry_run_summary_and_journal_untouched(tmp_path, monkeypatch):
     second = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "unattributed" in first.output and "cost total" in first.output and "$" in first.output
-    ids1 = [json.loads(l)["event_id"] for l in first.stdout.splitlines() if l.startswith("{")]
-    ids2 = [json.loads(l)["event_id"] for l in second.stdout.splitlines() if l.startswith("{")]
+    ids1 = [json.loads(line)["event_id"] for line in first.stdout.splitlines() if line.startswith("{")]
+    ids2 = [json.loads(line)["event_id"] for line in second.stdout.splitlines() if line.startswith("{")]
     assert len(ids1) == 5 and ids1 == ids2  # dry run never journals
 
 

@@ -90,7 +90,7 @@ def test_granted_by_kind_and_lots_equal_the_ledger_postings(store, events):
                 lot[{"expire": "expired_nanos", "revoke": "revoked_nanos", "forfeit": "forfeited_nanos"}[p.kind]] += p.amount_nanos
         assert {k["grant_kind"]: k["amount_nanos"] for k in doc["granted_by_kind"]} == {
             k: v for k, v in want_kinds.items() if v}
-        for gid, lot in lots.items():
+        for lot in lots.values():
             lot["remaining_end_nanos"] = lot["issued_nanos"] - sum(
                 lot[k] for k in ("consumed_before_nanos", "consumed_in_period_nanos", "expired_nanos",
                                  "revoked_nanos", "forfeited_nanos"))

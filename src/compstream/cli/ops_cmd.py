@@ -77,7 +77,7 @@ def _diff_until_equal(settings: Settings, as_of_latest: bool, settle_s: float):
         try:
             result = run_diff(settings, as_of_latest=as_of_latest)
         except SourceError as exc:
-            raise _fail(str(exc))
+            raise _fail(str(exc)) from exc
         if result.equal or time.monotonic() >= deadline:
             return result
         time.sleep(2.0)
@@ -139,7 +139,7 @@ def rebuild_command(
         target = rb.end_offsets(settings)
         started = rb.start_worker(settings) if start else None
     except (rb.RebuildError, SourceError, KafkaError) as exc:
-        raise _fail(f"rebuild stopped: {exc}")
+        raise _fail(f"rebuild stopped: {exc}") from exc
     if started is not None:
         err.print(f"worker started (pid {started}, log {settings.data_dir / 'worker.log'})", markup=False)
     if not wait:
@@ -198,7 +198,7 @@ def _guarded(fn):
         try:
             return fn(*args, **kwargs)
         except (DlqError, SourceError, OSError) as exc:
-            raise _fail(str(exc))
+            raise _fail(str(exc)) from exc
     return wrapper
 
 
@@ -296,7 +296,7 @@ def dlq_redrive(
         raise typer.Exit(EXIT_DIFF)
     targets = dlq.execute(todo, settings.kafka_bootstrap, dlq.marker_topic(settings.topics),
                           settings.topics.dead_letters)
-    for item, target in zip(todo, targets):
+    for item, target in zip(todo, targets, strict=False):
         out.print(f"{item.entry.id} -> {target}", markup=False, highlight=False)
     err.print(f"{len(targets)} redriven, {len(skipped)} skipped", markup=False)
 

@@ -35,7 +35,7 @@ import json
 import re
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, overload
 
 from compstream.domain.events import EventError, parse_time
 from compstream.ingest import jsonio
@@ -76,7 +76,15 @@ def _get(row: dict, dotted: str) -> Any:
     return node
 
 
-def _str(row: dict, dotted: str, required: bool = False) -> str | None:
+@overload
+def _str(row: dict[str, Any], dotted: str, required: Literal[True]) -> str: ...
+
+
+@overload
+def _str(row: dict[str, Any], dotted: str, required: bool = False) -> str | None: ...
+
+
+def _str(row: dict[str, Any], dotted: str, required: bool = False) -> str | None:
     value = _get(row, dotted)
     if value is None or value == "":
         if required:
@@ -171,7 +179,7 @@ def _rows(text: str, name: str) -> Iterator[tuple[dict, Location] | Rejection]:
     if stripped.startswith(("{", "[")):
         for item in jsonio.json_documents(text, name):
             if item[0] is None:
-                yield Rejection(item[1], item[2])
+                yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple
             elif not isinstance(item[0], dict):
                 yield Rejection(item[1], "billing row is not a JSON object")
             else:

@@ -128,7 +128,7 @@ def compare(live: dict[str, dict], groups: dict[str, dict], *, latest: datetime 
     for engineer in sorted(set(live) | set(groups)):
         record, evs = live.get(engineer), groups.get(engineer)
         if record is None:
-            out.append(Difference(engineer, PRESENCE, "absent", f"{len(evs)} events"))
+            out.append(Difference(engineer, PRESENCE, "absent", f"{len(groups[engineer])} events"))
             continue
         if evs is None:
             out.append(Difference(engineer, PRESENCE, f"as_of {_plain(record.get('as_of'))}", "absent"))

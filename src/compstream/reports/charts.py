@@ -7,7 +7,7 @@ tests (and the page's own self-check) can tie a bar back to its number.
 from __future__ import annotations
 
 from html import escape
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 COLORS = {
     "granted": "#76b7b2", "consumed_before": "#9db7d5", "consumed": "#4e79a7", "expired": "#e15759",
@@ -65,7 +65,8 @@ def stacked(title: str, rows: list[tuple[str, list[Segment]]], fmt: Callable[[in
     label_w, row_h, total_w = 190, 40, 90
     plot_w = width - label_w - total_w
     top = max((sum(max(s.value, 0) for s in segs) for _, segs in rows), default=0)
-    body, legend = [], {}
+    body: list[str] = []
+    legend: dict[str, Any] = {}
     for i, (label, segs) in enumerate(rows):
         y = 10 + i * row_h
         x = float(label_w)

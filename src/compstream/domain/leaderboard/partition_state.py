@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import _codec as c
@@ -171,7 +172,7 @@ class PartitionState:
 
     # -- serialization ---------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "partition": self.partition,
             "watermark": c.time_out(self.watermark),

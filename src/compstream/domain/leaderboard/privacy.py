@@ -26,6 +26,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.events import LeaderboardPrivacy
 from compstream.domain.leaderboard import _codec as c
@@ -64,7 +65,7 @@ class PrivacyTimeline:
             return True
         return any(self._timeline.changes_within(window.start, window.end))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "engineer_id": self.engineer_id,
             "changes": [

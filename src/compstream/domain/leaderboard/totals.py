@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from compstream.domain.events import Usage
 from compstream.domain.leaderboard import _codec as c
@@ -67,7 +69,7 @@ class Totals:
         """Anything a member contributed: tokens of any kind or spend."""
         return bool(self.tokens or self.cache_tokens or self.cost_nanos)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -95,7 +97,7 @@ class Totals:
 ZERO = Totals()
 
 
-def sum_totals(items) -> Totals:
+def sum_totals(items: Iterable[Totals]) -> Totals:
     out = ZERO
     for t in items:
         out = out + t
@@ -113,7 +115,7 @@ def _spend(t: Totals) -> int:
 _VALUE = {Metric.TOKENS: _tokens, Metric.SPEND: _spend}
 
 
-def metric_value(metric: Metric):
+def metric_value(metric: Metric) -> Callable[[Totals], int]:
     """Totals -> value for `metric`, as Totals.value but resolved once per ranking."""
     try:
         return _VALUE[metric]
