@@ -176,7 +176,7 @@ def replay_section(n: int, engineers: int) -> dict:
 # per process, so this overstates; sampling can miss a short peak).
 _CLI_TIMER = r"""
 import json, os, resource, subprocess, sys, tempfile, time
-from compstream.replay_parallel import auto_jobs
+from compstream.replay.parallel import auto_jobs
 path = sys.argv[1]
 n = sum(1 for line in open(path, 'rb') if line.strip())
 

@@ -70,7 +70,7 @@ def _diff_until_equal(settings: Settings, as_of_latest: bool, settle_s: float):
     """Balances trail committed offsets by a moment (producer buffers): retry
     a differing result until `settle_s` has passed."""
     from compstream.ops.diff import run_diff
-    from compstream.ops.kafka_source import SourceError
+    from compstream.replay.kafka_source import SourceError
 
     deadline = time.monotonic() + settle_s
     while True:
@@ -108,7 +108,7 @@ def rebuild_command(
     from kafka.errors import KafkaError
 
     from compstream.ops import rebuild as rb
-    from compstream.ops.kafka_source import SourceError
+    from compstream.replay.kafka_source import SourceError
 
     settings = Settings.from_env()
     wait = start if wait is None else wait
@@ -177,7 +177,7 @@ def _follow(settings: Settings, target, started: int | None, timeout_s: float) -
 
 def _dead_letters(settings: Settings):
     from compstream.ops.dlq import marker_topic, read_dead_letters, read_markers
-    from compstream.ops.kafka_source import open_consumer
+    from compstream.replay.kafka_source import open_consumer
 
     consumer = open_consumer(settings.kafka_bootstrap)
     try:
@@ -194,7 +194,7 @@ def _guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from compstream.ops.dlq import DlqError
-        from compstream.ops.kafka_source import SourceError
+        from compstream.replay.kafka_source import SourceError
         try:
             return fn(*args, **kwargs)
         except (DlqError, SourceError, OSError) as exc:

@@ -20,9 +20,9 @@ from rich.progress import (
     BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn,
 )
 
-from compstream import replay_parallel
+from compstream.replay import parallel as replay_parallel
 from compstream.domain.events import EventError, parse_time
-from compstream.replay_file import (
+from compstream.replay.file import (
     SourceMap, balances_document, document_text, read_jsonl, replay_events,
 )
 
@@ -133,8 +133,8 @@ def _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs):
 
 def _replay_source(open_source: Callable, cutoff, on_bad, progress, err):
     """Kafka or history: both yield events with Kafka coordinates."""
-    from compstream.ops.history_source import HistorySourceError
-    from compstream.ops.kafka_source import SourceError
+    from compstream.replay.history_source import HistorySourceError
+    from compstream.replay.kafka_source import SourceError
 
     try:
         source = open_source()
@@ -222,11 +222,11 @@ def replay_command(
         bad_kind = "bad line"
     else:
         from compstream.config import Settings
-        from compstream.ops.replay_sources import HistoryReplaySource, KafkaReplaySource
+        from compstream.replay.sources import HistoryReplaySource, KafkaReplaySource
 
         settings = Settings.from_env()
         if from_kafka:
-            from compstream.ops.kafka_source import parse_offset_specs
+            from compstream.replay.kafka_source import parse_offset_specs
             try:
                 starts, stops = parse_offset_specs(from_offset), parse_offset_specs(to_offset)
             except ValueError as exc:

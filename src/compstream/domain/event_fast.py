@@ -91,7 +91,7 @@ _NewRevoke = _twin(GrantRevoked, ("event_id", "engineer_id", "grant_id", "effect
                    "grant_revoked")
 _NewOffboard = _twin(EngineerOffboarded, ("event_id", "engineer_id", "effective_at"),
                      "engineer_offboarded")
-# For callers that checked every field themselves (compstream.jsonl_fast):
+# For callers that checked every field themselves (compstream.replay.jsonl_fast):
 # the same positional fields as Usage, no validation here.
 new_usage = _NewUsage
 

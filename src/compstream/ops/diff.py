@@ -25,7 +25,7 @@ from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
 from compstream.worker.processor import BOOK_FULL
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
-from compstream.ops.kafka_source import (
+from compstream.replay.kafka_source import (
     BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
 )
 

@@ -15,7 +15,7 @@ import json
 from typing import Any, Callable, Iterator
 
 from compstream.domain.events import Event, EventError, event_from_dict
-from compstream.ops.kafka_source import BadMessage, CoordMap
+from compstream.replay.kafka_source import BadMessage, CoordMap
 
 PAGE_ROWS = 10_000
 
