@@ -66,3 +66,8 @@ def test_worker_uses_the_internal_listener(services: dict) -> None:
     env = services["kafka"]["environment"]
     internal = _pairs(env["KAFKA_ADVERTISED_LISTENERS"])["PLAINTEXT"]
     assert services["worker"]["environment"]["COMPSTREAM_KAFKA_BOOTSTRAP"] == internal
+
+
+def test_worker_is_restarted_when_it_exits(services: dict) -> None:
+    # It exits with code 70 on an agent crash so that it is restarted (runbook).
+    assert services["worker"].get("restart") in ("unless-stopped", "always", "on-failure")
