@@ -195,7 +195,8 @@ def balance_stats(bootstrap: str, topics: Topics, expected: Counter) -> dict:
     applied = {k.decode(): decode_record(v)[1]["events_applied"] for k, v in last.items()}
     wrong_list = [(e, n, applied.get(e)) for e, n in expected.items() if applied.get(e) != n]
     wrong = len(wrong_list)
-    return {"wrong_examples": wrong_list[:5], "balance_records": seen, "first_ms": min(ts) if ts else None, "last_ms": max(ts) if ts else None,
+    return {"wrong_examples": wrong_list[:5], "balance_records": seen,
+            "first_ms": min(ts) if ts else None, "last_ms": max(ts) if ts else None,
             "engineers_with_balance": len(applied), "engineers_wrong_count": wrong}
 
 

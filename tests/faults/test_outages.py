@@ -103,7 +103,8 @@ def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, 
     figures = _finalize_and_stop(worker, kafka_bootstrap, topics, events)
     reliability.record(
         order=5, scenario="ClickHouse unavailable", events=len(events),
-        faults=f"every history write fails for {OUTAGE_S} s", lost=lost_events(balances, expected_counts(events), figures),
+        faults=f"every history write fails for {OUTAGE_S} s",
+        lost=lost_events(balances, expected_counts(events), figures),
         duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
         notes="during the outage: committed offsets and published balances unchanged; retried with backoff",
         figures=figures,
@@ -137,7 +138,8 @@ def test_broker_restart_mid_stream(tmp_path, reliability):
         figures = _finalize_and_stop(worker, bootstrap, topics, events)
         reliability.record(
             order=6, scenario="broker restart mid-stream", events=len(events),
-            faults="broker stopped (SIGTERM) for 5 s, restarted", lost=lost_events(balances, expected_counts(events), figures),
+            faults="broker stopped (SIGTERM) for 5 s, restarted",
+            lost=lost_events(balances, expected_counts(events), figures),
             duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
             notes="the same worker process reconnected by itself", figures=figures,
         )

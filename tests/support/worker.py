@@ -104,6 +104,7 @@ class WorkerProcess:
             if value:
                 return value
             if not self.alive():
-                raise AssertionError(f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.diagnosis()}")
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.diagnosis()}")
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting for {what}:\n{self.diagnosis()}")

@@ -99,8 +99,10 @@ def diff_command(
 def rebuild_command(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     stop: bool = typer.Option(False, "--stop", help="SIGTERM this data dir's running worker and wait."),
-    start: bool = typer.Option(False, "--start", help="Start a detached worker afterwards (log: <data dir>/worker.log)."),
-    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Follow the catch-up and diff (default: with --start)."),
+    start: bool = typer.Option(
+        False, "--start", help="Start a detached worker afterwards (log: <data dir>/worker.log)."),
+    wait: Optional[bool] = typer.Option(
+        None, "--wait/--no-wait", help="Follow the catch-up and diff (default: with --start)."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds to wait for the catch-up."),
     settle: float = typer.Option(30.0, "--settle", help="Seconds the final diff may retry."),
 ) -> None:

@@ -132,7 +132,8 @@ def _usage(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None
 def _grant(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
     get = raw.get
     grant_id, amount, kind = get("grant_id"), get("amount_nanos"), get("kind")
-    if not (_text(grant_id, GRANT_ID_LENGTH_MAX) and _count(amount, 1, AMOUNT_NANOS_MAX) and _text(kind, GRANT_KIND_LENGTH_MAX)):
+    if not (_text(grant_id, GRANT_ID_LENGTH_MAX) and _count(amount, 1, AMOUNT_NANOS_MAX)
+            and _text(kind, GRANT_KIND_LENGTH_MAX)):
         return None
     effective_at = fast_time(get("effective_at"))
     expires_raw = get("expires_at")

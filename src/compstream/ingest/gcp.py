@@ -189,7 +189,8 @@ def _rows(text: str, name: str) -> Iterator[tuple[dict, Location] | Rejection]:
     if not reader.fieldnames:
         yield Rejection(Location(name, 1), "empty CSV (no header)")
         return
-    missing = [col for col in ("service.description", "sku.description", "cost", "currency") if col not in reader.fieldnames]
+    missing = [col for col in ("service.description", "sku.description", "cost", "currency")
+               if col not in reader.fieldnames]
     if missing:
         yield Rejection(Location(name, 1), f"CSV header lacks columns {missing}")
         return
@@ -285,13 +286,15 @@ def parse(text: str, name: str, services: frozenset[str] = AI_SERVICES) -> Adapt
         held = latest.get(key)
         if held is None:
             if len(latest) >= SUPERSEDE_IDENTITIES_MAX:
-                raise IngestError(f"{name}: more than {SUPERSEDE_IDENTITIES_MAX} distinct billing rows; split the export")
+                raise IngestError(
+                    f"{name}: more than {SUPERSEDE_IDENTITIES_MAX} distinct billing rows; split the export")
             latest[key] = converted
             continue
         # Later export_time wins; on a tie the later row in the file wins.
         if (converted.revision_marker or "") >= (held.revision_marker or ""):
             latest[key] = converted
-            yield Skipped(held.location, f"superseded by {converted.location} (export_time {converted.revision_marker})")
+            yield Skipped(held.location,
+                          f"superseded by {converted.location} (export_time {converted.revision_marker})")
         else:
             yield Skipped(loc, f"superseded by {held.location} (export_time {held.revision_marker})")
     yield from latest.values()

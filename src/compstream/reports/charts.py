@@ -52,7 +52,8 @@ def hbars(title: str, bars: list[Bar], fmt: Callable[[int], str], width: int = 7
         body.append(
             f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" font-size="13">{escape(b.label)}</text>'
             f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w}" height="{row_h - 8}" rx="3" '
-            f'fill="{COLORS["bar"]}" {_attr(b.path, b.value)}><title>{escape(b.label)}: {escape(fmt(b.value))}</title></rect>'
+            f'fill="{COLORS["bar"]}" {_attr(b.path, b.value)}>'
+            f'<title>{escape(b.label)}: {escape(fmt(b.value))}</title></rect>'
             f'<text x="{label_w + w + 6}" y="{y + 16}" font-size="12" fill="#333">{escape(fmt(b.value))}</text>')
     if not bars:
         body.append('<text x="10" y="24" font-size="13" fill="#666">No usage in this period.</text>')

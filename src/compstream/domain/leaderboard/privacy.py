@@ -80,7 +80,8 @@ class PrivacyTimeline:
         out = cls(c.req_str(raw, "engineer_id"))
         for item in c.req_list(raw, "changes"):
             item = c.obj(item, "privacy change")
-            out._timeline.add(c.req_time(item, "effective_at"), c.req_str(item, "event_id"), c.req_bool(item, "opted_out"))
+            out._timeline.add(c.req_time(item, "effective_at"), c.req_str(item, "event_id"),
+                              c.req_bool(item, "opted_out"))
         return out
 
 

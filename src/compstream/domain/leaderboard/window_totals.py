@@ -154,8 +154,9 @@ class PartitionWindow:
         counts, tops = [], []
         for i in range(len(METRICS)):
             ranked = None
-            # (`last`/`changed` re-tested only to narrow their types)
-            if since_last and last is not None and changed is not None:  # re-rank the last top k and the changed (module docstring)
+            # Re-rank the last top k and the changed (module docstring); `last`
+            # and `changed` are re-tested only to narrow their types.
+            if since_last and last is not None and changed is not None:
                 count = last[2][i]
                 top_ids = {e for _, e in last[3][i]}
                 candidates = set(top_ids)
