@@ -4,7 +4,15 @@ broker through the `kafka_bootstrap` fixture as `kafka`, so
 
 from __future__ import annotations
 
-import conftest
+import importlib.util
+from pathlib import Path
+
+# Loaded by path: under a whole-suite run the name `conftest` may be another
+# directory's conftest.
+_spec = importlib.util.spec_from_file_location("root_conftest", Path(__file__).with_name("conftest.py"))
+assert _spec is not None and _spec.loader is not None
+conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(conftest)
 
 
 class _Item:
