@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install bench bench-quick clean
+.PHONY: demo test test-fast lint install bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17+ is required (the Kafka broker runs on it)"; exit 1; }
@@ -23,6 +23,16 @@ demo: install
 test: install
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The fast tier: everything that needs no broker, no Docker and no soak time.
+test-fast: install
+	@$(BIN)/pytest -m "not kafka and not docker and not soak"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# ruff (pyflakes, pycodestyle, bugbear) and mypy (strict on domain/); config in pyproject.toml.
+lint: install
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from compstream.domain.replay import replay, replay_detailed
-from compstream.replay_file import read_jsonl
+from compstream.replay.file import read_jsonl
 
 DAY = 86400
 

@@ -190,12 +190,13 @@ def balance_stats(bootstrap: str, topics: Topics, expected: Counter) -> dict:
     items, seen, total = read_topic(bootstrap, topics.balances, decode=False)
     ts = [t for _k, t, _v in items]
     last: dict = {}
-    for k, t, v in items:
+    for k, _t, v in items:
         last[k] = v
     applied = {k.decode(): decode_record(v)[1]["events_applied"] for k, v in last.items()}
     wrong_list = [(e, n, applied.get(e)) for e, n in expected.items() if applied.get(e) != n]
     wrong = len(wrong_list)
-    return {"wrong_examples": wrong_list[:5], "balance_records": seen, "first_ms": min(ts) if ts else None, "last_ms": max(ts) if ts else None,
+    return {"wrong_examples": wrong_list[:5], "balance_records": seen,
+            "first_ms": min(ts) if ts else None, "last_ms": max(ts) if ts else None,
             "engineers_with_balance": len(applied), "engineers_wrong_count": wrong}
 
 

@@ -28,7 +28,7 @@ from collections import Counter
 from datetime import timezone
 
 from compstream.codec import decode_event, decode_record, encode_event
-from compstream.codec.avro_codec import HEADER_LENGTH, SCHEMAS, _BY_FINGERPRINT, schema_dir
+from compstream.codec.avro_codec import HEADER_LENGTH, _BY_FINGERPRINT, schema_dir
 from compstream.synth import generate
 
 from bench.common import LATENESS_S
@@ -149,7 +149,7 @@ def bench_ledger(n: int, engineers: int) -> dict:
     t0 = time.perf_counter()
     balances = 0
     for i in range(0, len(msgs), 2000):
-        res = proc.process(msgs[i:i + 2000], keys=lambda: list(store), sweep=False, lagging=())
+        res = proc.process(msgs[i:i + 2000], keys=lambda: list(store), sweep=False, lagging=())  # noqa: F821 - called before the del below
         for eng, (data, _p) in res.books.items():
             store[eng] = data
         balances += len(res.balances)

@@ -19,6 +19,15 @@ from support.kafka import unique_topics as _unique_names
 TEST_PARTITIONS = 4
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that reaches the broker (the `kafka_bootstrap` fixture, also
+    through `topics`) carries the `kafka` marker, so `-m "not kafka"` (the fast
+    tier, `make test-fast`) never starts one even if a module forgot to mark it."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()) and item.get_closest_marker("kafka") is None:
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("COMPSTREAM_KAFKA_BOOTSTRAP")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from compstream.cli.replay_cmd import register
 from compstream.domain.events import event_to_json
 from compstream.domain.replay import replay
-from compstream.replay_file import read_jsonl
+from compstream.replay.file import read_jsonl
 
 ROOT = "tests/domain"
 
@@ -273,7 +273,7 @@ def test_jobs_truncated_stderr_identical(app, tmp_path, monkeypatch):
 def test_jobs_worker_death_fails_loudly(app, tmp_path, monkeypatch):
     import os
 
-    from compstream import replay_parallel
+    from compstream.replay import parallel as replay_parallel
 
     a, b = _two_files(tmp_path, _mixed_lines(tmp_path))
     real_work = replay_parallel.work

@@ -1,12 +1,12 @@
-"""replay_parallel's split: every line read by exactly one worker (events
+"""replay.parallel's split: every line read by exactly one worker (events
 and bad lines alike), and the automatic job count."""
 
 from __future__ import annotations
 
 import pytest
 
-from compstream import replay_parallel
-from compstream.replay_file import SourceMap, read_jsonl
+from compstream.replay import parallel as replay_parallel
+from compstream.replay.file import SourceMap, read_jsonl
 from test_replay_cli import _mixed_lines, _two_files
 
 

@@ -3,6 +3,10 @@
 Keyed by engineer_id so an engineer's events share a partition number across
 both source topics (the worker's books are co-partitioned with them).
 Every send is confirmed; a failed send raises instead of losing the event.
+
+`make_producer` is the project's one Kafka producer configuration: every
+publisher (this module, `ingest.publish`, dlq redrive, audit) takes its
+producer from here.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from compstream.codec import encode_event
 from compstream.config import Topics
 from compstream.domain.events import Event
 
-# Bounds the unconfirmed sends held in memory before we wait for acks.
+# Bounds the unconfirmed sends (futures) a publisher holds before it waits for
+# their acks; every publisher uses this one bound.
 IN_FLIGHT_MAX = 5_000
 SEND_TIMEOUT_S = 60
 
@@ -24,15 +29,21 @@ def topic_for(event: Event, topics: Topics) -> str:
     return topics.usage if event.type == "usage" else topics.grants
 
 
+PRODUCER_CONFIG = {
+    "acks": "all",
+    # A retried send is written once and in order: the broker drops a batch it
+    # already has (producer id + sequence number) instead of appending it again.
+    "enable_idempotence": True,
+    "retries": 5,
+    "max_in_flight_requests_per_connection": 1,  # keep per-partition order on retry
+    "request_timeout_ms": 30_000,
+    "linger_ms": 5,
+}
+
+
 def make_producer(bootstrap: str) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        retries=5,
-        max_in_flight_requests_per_connection=1,  # keep per-partition order on retry
-        request_timeout_ms=30_000,
-    )
+    """A producer for the source topics and every other topic we publish to."""
+    return KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_CONFIG)
 
 
 def publish_events(events: Iterable[Event], bootstrap: str, topics: Topics, producer=None) -> int:

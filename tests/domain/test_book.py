@@ -65,7 +65,7 @@ def test_finalize_all_matches_replay_with_reports_and_alerts():
     events = [grant("g", "A", 100, 0, 5), usage("u", 1, 90), revoke("r", "X", 2),
               offboard("o", 3), grant("g2", "B", 10, 4)]
     book = EngineerBook.empty("e1")
-    reports, alerts, postings = [], [], []
+    reports = []
     for e in reversed(events):
         res = book.ingest(e)
         reports += res.reports

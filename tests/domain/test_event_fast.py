@@ -1,5 +1,5 @@
 """The hot-path shortcuts equal their reference implementations:
-event_fast.build_event vs event_from_dict, replay_file.parse_line and
+event_fast.build_event vs event_from_dict, replay.file.parse_line and
 jsonl_fast.line_event (msgspec, orjson) vs parse_line_reference (stdlib json), format_time vs strftime, the book's
 fingerprint text vs payload_fingerprint and book_codec.pack vs json.dumps.
 Generated valid input, then the same input broken in many ways."""
@@ -16,14 +16,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from compstream import jsonl_fast
+from compstream.replay import jsonl_fast
 from compstream.domain import book_codec
 from compstream.domain.event_fast import build_event, fast_time
 from compstream.domain.events import (
     EngineerOffboarded, EventError, GrantIssued, GrantRevoked, Usage, event_from_dict,
     event_to_dict, format_time, parse_time, payload_fingerprint,
 )
-from compstream.replay_file import (
+from compstream.replay.file import (
     BadLine, document_text, parse_line, parse_line_reference, read_jsonl,
 )
 from ledger_support import PROPS

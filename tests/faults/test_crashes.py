@@ -14,8 +14,8 @@ from compstream.synth import START, generate
 from support.faults import SESSION_TIMEOUT_S, SOAK, ledger_only, worker_for
 from compstream.readback import latest_balances
 from support.checks import (
-    LONG_LATENESS_S, complete, balance_mismatches, expected_counts, lost_events, history_figures, sentinels, wait_balances,
-    wait_quiet,
+    LONG_LATENESS_S, balance_mismatches, complete, expected_counts, history_figures, lost_events, sentinels,
+    wait_balances, wait_quiet,
 )
 
 pytestmark = pytest.mark.kafka

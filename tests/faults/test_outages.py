@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from compstream.broker import runtime
@@ -36,6 +37,28 @@ def committed(bootstrap: str, group: str, topics: Topics) -> dict:
             if tp.topic in (topics.usage, topics.grants)}
 
 
+def wait_committed_to_end(bootstrap: str, group: str, topics: Topics, timeout_s: float, worker) -> dict:
+    """Until the group's committed offset of every non-empty source partition
+    is that partition's end (everything published so far is committed)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in (topics.usage, topics.grants)
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(tps).items() if end}
+    finally:
+        consumer.close()
+    deadline = time.monotonic() + timeout_s
+    got: dict = {}
+    while time.monotonic() < deadline:
+        got = committed(bootstrap, group, topics)
+        if all(got.get(tp) == end for tp, end in ends.items()):
+            return got
+        if not worker.alive():
+            raise AssertionError(f"worker died while waiting for its commit\n{worker.diagnosis()}")
+        time.sleep(0.2)
+    raise AssertionError(f"offsets not committed to the end after {timeout_s}s: committed {got}, ends {ends}")
+
+
 def _finalize_and_stop(worker, bootstrap, topics, events) -> dict:
     ticks = sentinels(START + timedelta(days=120), PARTITIONS)
     publish_events(ticks, bootstrap, topics)
@@ -59,8 +82,7 @@ def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, 
     group = worker.env["COMPSTREAM_WORKER_ID"]
     publish_events(before, kafka_bootstrap, topics)
     wait_balances(kafka_bootstrap, topics.balances, expected_counts(before), 120, worker)
-    time.sleep(2.5)  # let the periodic commit cover `before`
-    committed_before = committed(kafka_bootstrap, group, topics)
+    committed_before = wait_committed_to_end(kafka_bootstrap, group, topics, 60, worker)
     applied_before = {e: b["events_applied"] for e, b in
                       latest_balances(kafka_bootstrap, topics.balances, timeout_s=1).items()}
     down.touch()  # ClickHouse is now "down"
@@ -81,7 +103,8 @@ def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, 
     figures = _finalize_and_stop(worker, kafka_bootstrap, topics, events)
     reliability.record(
         order=5, scenario="ClickHouse unavailable", events=len(events),
-        faults=f"every history write fails for {OUTAGE_S} s", lost=lost_events(balances, expected_counts(events), figures),
+        faults=f"every history write fails for {OUTAGE_S} s",
+        lost=lost_events(balances, expected_counts(events), figures),
         duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
         notes="during the outage: committed offsets and published balances unchanged; retried with backoff",
         figures=figures,
@@ -115,7 +138,8 @@ def test_broker_restart_mid_stream(tmp_path, reliability):
         figures = _finalize_and_stop(worker, bootstrap, topics, events)
         reliability.record(
             order=6, scenario="broker restart mid-stream", events=len(events),
-            faults="broker stopped (SIGTERM) for 5 s, restarted", lost=lost_events(balances, expected_counts(events), figures),
+            faults="broker stopped (SIGTERM) for 5 s, restarted",
+            lost=lost_events(balances, expected_counts(events), figures),
             duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
             notes="the same worker process reconnected by itself", figures=figures,
         )

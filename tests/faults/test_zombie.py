@@ -19,7 +19,7 @@ import pytest
 from compstream.publish import publish_events
 from compstream.synth import generate
 from support.checks import (
-    balance_mismatches, expected_counts, history_figures, lost_events, wait_balances,
+    BalanceTail, balance_mismatches, expected_counts, history_figures, lost_events, wait_balances,
 )
 from compstream.worker.app import FENCED_EXIT_CODE
 from support.faults import SESSION_TIMEOUT_S, ledger_only, worker_for
@@ -36,8 +36,14 @@ def test_paused_worker_does_not_corrupt_state(kafka_bootstrap, topics, tmp_path,
     try:
         publish_events(phase1, kafka_bootstrap, topics)
         wait_balances(kafka_bootstrap, topics.balances, expected_counts(phase1), 120, a)
-        publish_events(phase2, kafka_bootstrap, topics)
-        time.sleep(0.3)  # A is mid-stream on phase 2
+        tail = BalanceTail(kafka_bootstrap, topics.balances)
+        try:
+            publish_events(phase2, kafka_bootstrap, topics)
+            # A is mid-stream on phase 2: it has published a balance that
+            # counts a phase-2 event (SIGSTOP right away, while it goes on).
+            tail.wait_beyond(expected_counts(phase1), 60, a)
+        finally:
+            tail.close()
         os.kill(a.proc.pid, signal.SIGSTOP)
         paused_at = time.monotonic()
         b.start()

@@ -22,7 +22,8 @@ def test_openai_usage_pages_and_cache_tokens():
     assert first.model == "gpt-4o-2024-08-06"
     # input_tokens already includes the cached tokens (canonical convention)
     assert (first.tokens.input, first.tokens.cache_read, first.tokens.output) == (1_200_000, 400_000, 300_000)
-    assert first.principals == (("api_key_id", "key_alice_laptop"), ("user_id", "user-alice"), ("project_id", "proj_platform"))
+    assert first.principals == (
+        ("api_key_id", "key_alice_laptop"), ("user_id", "user-alice"), ("project_id", "proj_platform"))
     batch = rows[1]
     assert ("processing", "batch") in batch.price_context
     assert dict(batch.identity)["batch"] is True

@@ -51,7 +51,8 @@ def test_malformed_whole_document(tmp_path):
 def test_cli_reports_rejections_and_exit_code(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPSTREAM_DATA_DIR", str(tmp_path))
     out = tmp_path / "events.jsonl"
-    result = CliRunner().invoke(app, ["ingest", "gcp", str(fixture_path("gcp_bad.csv")), str(fixture_path("gcp_billing.csv")),
+    result = CliRunner().invoke(app, ["ingest", "gcp", str(fixture_path("gcp_bad.csv")),
+                                      str(fixture_path("gcp_billing.csv")),
                                       "--identity", str(fixture_path("identity.toml")), "--output", str(out)])
     assert result.exit_code == 1, result.output
     assert "gcp_bad.csv:2" in result.output and "EUR" in result.output
@@ -68,21 +69,23 @@ def test_cli_reports_rejections_and_exit_code(tmp_path, monkeypatch):
 def test_cli_strict_ingests_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPSTREAM_DATA_DIR", str(tmp_path))
     out = tmp_path / "events.jsonl"
-    result = CliRunner().invoke(app, ["ingest", "openai", str(fixture_path("openai_bad.json")), "--strict", "--output", str(out)])
+    result = CliRunner().invoke(
+        app, ["ingest", "openai", str(fixture_path("openai_bad.json")), "--strict", "--output", str(out)])
     assert result.exit_code == 1
     assert not out.exists()
 
 
 def test_cli_dry_run_summary_and_journal_untouched(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPSTREAM_DATA_DIR", str(tmp_path))
-    args = ["ingest", "openai", str(fixture_path("openai_usage_page1.json")), str(fixture_path("openai_usage_page2.json")),
+    args = ["ingest", "openai", str(fixture_path("openai_usage_page1.json")),
+            str(fixture_path("openai_usage_page2.json")),
             "--identity", str(fixture_path("identity.toml")), "--dry-run"]
     first = CliRunner().invoke(app, args)
     second = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "unattributed" in first.output and "cost total" in first.output and "$" in first.output
-    ids1 = [json.loads(l)["event_id"] for l in first.stdout.splitlines() if l.startswith("{")]
-    ids2 = [json.loads(l)["event_id"] for l in second.stdout.splitlines() if l.startswith("{")]
+    ids1 = [json.loads(line)["event_id"] for line in first.stdout.splitlines() if line.startswith("{")]
+    ids2 = [json.loads(line)["event_id"] for line in second.stdout.splitlines() if line.startswith("{")]
     assert len(ids1) == 5 and ids1 == ids2  # dry run never journals
 
 
@@ -90,5 +93,6 @@ def test_cli_bad_identity_map(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPSTREAM_DATA_DIR", str(tmp_path))
     bad = tmp_path / "id.toml"
     bad.write_text('version = 1\n[owners]\n"agent:a" = "agent:a"\n')
-    result = CliRunner().invoke(app, ["ingest", "openai", str(fixture_path("openai_usage_page1.json")), "--identity", str(bad), "--dry-run"])
+    result = CliRunner().invoke(
+        app, ["ingest", "openai", str(fixture_path("openai_usage_page1.json")), "--identity", str(bad), "--dry-run"])
     assert result.exit_code == 2 and "cycle" in result.output

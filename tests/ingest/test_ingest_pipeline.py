@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timezone
 
 import pytest
 
@@ -95,7 +96,8 @@ def test_flip_flop_corrections_get_distinct_ids(ingest, journal, identity_map):
     base = fixture_path("gcp_billing_restated.csv").read_text()
     ids = []
     for n, (cost, amount) in enumerate([("1.5", "1200000"), ("1.0", "800000"), ("1.5", "1200000"), ("1.0", "800000")]):
-        text = base.replace("2026-03-02T06:00:00Z", f"2026-03-0{n + 2}T07:00:00Z").replace(",1.5,USD,1200000,", f",{cost},USD,{amount},")
+        text = (base.replace("2026-03-02T06:00:00Z", f"2026-03-0{n + 2}T07:00:00Z")
+                .replace(",1.5,USD,1200000,", f",{cost},USD,{amount},"))
         conv = Converter(journal, identity_map)
         ids += [e.event_id for e in conv.convert(ADAPTERS["gcp"](text, f"x{n}.csv"))]
         journal.commit()
@@ -124,7 +126,7 @@ def test_unknown_model_is_unpriced_then_repriced(ingest, journal):
 
 
 def test_reprice_events_without_journal():
-    event = Usage("x:1", "e1", "openai", "gpt-4o", __import__("datetime").datetime(2026, 3, 1, tzinfo=__import__("datetime").timezone.utc),
+    event = Usage("x:1", "e1", "openai", "gpt-4o", datetime(2026, 3, 1, tzinfo=timezone.utc),
                   1_000_000, 0, 0, 0, None, unpriced_reason="unknown model")
     out = reprice_events([event, dataclasses.replace(event, event_id="x:2", cost_nanos=5)])
     assert len(out) == 1
@@ -229,7 +231,8 @@ def test_restatement_after_a_rebuild_books_the_same_delta(tmp_path, identity_map
         ({"owners": {}}, "missing 'version'"),
         ({"version": 1, "owners": {"agent:a": "agent:b", "agent:b": "agent:a"}}, "owner cycle"),
         ({"version": 1, "openai": {"api_key_id": {"k": "agent:orphan"}}}, "has no owner"),
-        ({"version": 1, "owners": {f"agent:{i}": f"agent:{i + 1}" for i in range(12)} | {"agent:12": "e1"}}, "longer than"),
+        ({"version": 1, "owners": {f"agent:{i}": f"agent:{i + 1}" for i in range(12)} | {"agent:12": "e1"}},
+         "longer than"),
         ({"version": 1, "openai": {"team_id": {}}}, "unknown key"),
     ],
 )

@@ -60,7 +60,8 @@ def test_aggregated_bucket_priced_at_base_tier_unless_long_context():
     model = "claude-sonnet-4-5-20250929"
     mp = calc_price(GPUsage(input_tokens=1), model, provider_id="anthropic", genai_request_timestamp=when).model_price
     base = lambda p: p.base if hasattr(p, "base") else p  # noqa: E731
-    tokens = TokenCounts(input=1_450_000, output=80_000, cache_read=1_000_000, cache_write=300_000, cache_write_1h=100_000)
+    tokens = TokenCounts(input=1_450_000, output=80_000, cache_read=1_000_000, cache_write=300_000,
+                         cache_write_1h=100_000)
     expected_base = (
         Decimal(150_000) * base(mp.input_mtok) + Decimal(1_000_000) * base(mp.cache_read_mtok)
         + Decimal(200_000) * base(mp.cache_write_mtok) + Decimal(100_000) * base(mp.cache_write_1h_mtok)

@@ -20,8 +20,8 @@ from support.worker import WorkerProcess
 from .conftest import fixture_path
 
 pytestmark = pytest.mark.kafka
-EXPORTS = [("openai", "openai_usage_page1.json"), ("openai", "openai_usage_page2.json"), ("anthropic", "anthropic_messages.json"),
-           ("gcp", "gcp_billing.csv"), ("gcp", "gcp_billing_restated.csv")]
+EXPORTS = [("openai", "openai_usage_page1.json"), ("openai", "openai_usage_page2.json"),
+           ("anthropic", "anthropic_messages.json"), ("gcp", "gcp_billing.csv"), ("gcp", "gcp_billing_restated.csv")]
 
 
 def _ingest_all(journal_path, identity_map, bootstrap, topic) -> list:

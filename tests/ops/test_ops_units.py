@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compstream.ops.dlq import DeadLetterEntry, DlqError, find, hexdump
-from compstream.ops.kafka_source import CoordMap, parse_offset_specs
+from compstream.replay.kafka_source import CoordMap, parse_offset_specs
 
 
 def test_offset_specs():

@@ -43,6 +43,16 @@ def _read_back(bootstrap, topics):
     return out
 
 
+def _boundary() -> datetime:
+    """A publish-time boundary between what was sent and what comes next:
+    now, once the clock has left the millisecond in which the last record was
+    stamped (record timestamps, and --since/--until, are whole milliseconds)."""
+    sent_ms = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= sent_ms:
+        time.sleep(0.0002)
+    return datetime.now(timezone.utc)
+
+
 def _replay(env, args, out_path):
     r = run(["replay", *args, "--as-of", AS_OF, "-o", str(out_path)], env)
     return r, (json.loads(out_path.read_text()) if out_path.exists() else None)
@@ -55,13 +65,9 @@ def test_replay_from_kafka_equals_replay_of_a_file(kafka_bootstrap, topics, tmp_
     conflict = replace(usage, cost_nanos=usage.cost_nanos + 1)  # same id, other payload
     a, b, c = events[:60] + [events[3]], events[60:120] + [conflict], events[120:]
     publish_events(a, kafka_bootstrap, topics)
-    time.sleep(0.5)
-    t1 = datetime.now(timezone.utc)
-    time.sleep(0.5)
+    t1 = _boundary()
     publish_events(b, kafka_bootstrap, topics)
-    time.sleep(0.5)
-    t2 = datetime.now(timezone.utc)
-    time.sleep(0.5)
+    t2 = _boundary()
     publish_events(c, kafka_bootstrap, topics)
     producer = make_producer(kafka_bootstrap)
     meta = producer.send(topics.usage, key=b"eng-00001", value=GARBAGE).get(timeout=30)

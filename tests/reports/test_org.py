@@ -64,7 +64,8 @@ def test_org_numbers_equal_direct_python(store, events, period):
     assert totals["engineers"] == len(want)
     assert totals["utilisation_ppm"] == totals["usage_cost_nanos"] * 10**6 // totals["issued_nanos"]
     assert totals["breakage_ppm"] == totals["expired_nanos"] * 10**6 // totals["issued_nanos"]
-    for key, field in (("issued_nanos", "issued_nanos"), ("usage_cost_nanos", "usage_cost_nanos"), ("tokens", "tokens")):
+    for key, field in (("issued_nanos", "issued_nanos"), ("usage_cost_nanos", "usage_cost_nanos"),
+                       ("tokens", "tokens")):
         values = [w[field] for w in want]
         assert doc["distribution"][key] == {f"p{round(q * 100)}": _quantile(values, q) for q in (0.5, 0.9, 0.99)}
     for key, field in (("gini_issued", "issued_nanos"), ("gini_usage_cost", "usage_cost_nanos")):

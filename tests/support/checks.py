@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
+
+from compstream.codec import decode_record
 
 from compstream.domain.chain import verify_chain
 from compstream.domain.events import LEDGER_EVENT_TYPES, Usage
@@ -69,6 +72,42 @@ def wait_balances(bootstrap: str, topic: str, expected: dict[str, int], timeout_
                if balances.get(e, {}).get("events_applied") != n}
     context = f"\n{worker.diagnosis()}" if worker is not None else ""
     raise AssertionError(f"balances incomplete after {timeout_s}s: {dict(list(missing.items())[:10])}{context}")
+
+
+class BalanceTail:
+    """Balance records published after it was made (a consumer positioned at
+    the topic's end), to wait for the first sign that a worker took new events
+    in without re-reading the whole topic."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        partitions = self.consumer.partitions_for_topic(topic)
+        if not partitions:
+            self.consumer.close()
+            raise AssertionError(f"topic {topic} has no partitions")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)  # resolve "end" now, not at the first poll
+
+    def wait_beyond(self, counts: dict[str, int], timeout_s: float, worker=None) -> dict:
+        """The first balance that counts more events than `counts` gives its
+        engineer (an event published after those was applied)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for records in self.consumer.poll(timeout_ms=100).values():
+                for message in records:
+                    _, record = decode_record(message.value)
+                    applied = record.get("events_applied")
+                    if applied is not None and applied > counts.get(record["engineer_id"], 0):
+                        return record
+            if worker is not None and not worker.alive():
+                raise AssertionError(f"worker died while waiting for a balance\n{worker.diagnosis()}")
+        raise AssertionError(f"no balance beyond the given counts within {timeout_s}s")
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def lost_events(balances: dict, expected: dict[str, int], figures: dict | None = None) -> int:

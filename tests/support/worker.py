@@ -94,8 +94,8 @@ class WorkerProcess:
         except FileNotFoundError:
             return "(no worker log)"
         loud = [line for line in lines if " WARNING " in line or " ERROR " in line or "Traceback" in line]
-        return ("worker log, warnings and errors:\n" + "\n".join(l[:400] for l in loud[-warnings_max:])
-                + "\nworker log, tail:\n" + "\n".join(l[:400] for l in lines[-tail_lines:]))
+        return ("worker log, warnings and errors:\n" + "\n".join(line[:400] for line in loud[-warnings_max:])
+                + "\nworker log, tail:\n" + "\n".join(line[:400] for line in lines[-tail_lines:]))
 
     def wait_until(self, predicate, timeout_s: float, what: str):
         deadline = time.monotonic() + timeout_s
@@ -104,6 +104,7 @@ class WorkerProcess:
             if value:
                 return value
             if not self.alive():
-                raise AssertionError(f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.diagnosis()}")
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}) while waiting for {what}:\n{self.diagnosis()}")
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting for {what}:\n{self.diagnosis()}")

@@ -19,7 +19,7 @@ broker_app = typer.Typer(help="Run the local Apache Kafka broker (single-node KR
                          no_args_is_help=True)
 
 DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Broker data dir [default: $COMPSTREAM_DATA_DIR/kafka].")]
+    "--data-dir", help="Broker data dir.", show_default="$COMPSTREAM_DATA_DIR/kafka")]
 
 
 def _default_port() -> int:
@@ -43,10 +43,10 @@ def _fail(exc: BrokerError) -> None:
 def start(
     data_dir: DataDir = None,
     port: Annotated[int | None, typer.Option(
-        help="PLAINTEXT port on 127.0.0.1 [default: from COMPSTREAM_KAFKA_BOOTSTRAP, else 19092].")] = None,
-    controller_port: Annotated[int | None, typer.Option(help="KRaft controller port [default: port+1].")] = None,
+        help="PLAINTEXT port on 127.0.0.1.", show_default="from COMPSTREAM_KAFKA_BOOTSTRAP, else 19092")] = None,
+    controller_port: Annotated[int | None, typer.Option(help="KRaft controller port.", show_default="port+1")] = None,
     partitions: Annotated[int | None, typer.Option(
-        help="num.partitions for auto-created topics [default: $COMPSTREAM_SOURCE_PARTITIONS].")] = None,
+        help="num.partitions for auto-created topics.", show_default="$COMPSTREAM_SOURCE_PARTITIONS")] = None,
     version: Annotated[str, typer.Option(help="Kafka version (Maven Central).")] = KAFKA_VERSION,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 90.0,
 ) -> None:
@@ -94,9 +94,9 @@ def status(data_dir: DataDir = None) -> None:
 @broker_app.command()
 def topics(
     bootstrap: Annotated[str | None, typer.Option(
-        help="Kafka bootstrap [default: $COMPSTREAM_KAFKA_BOOTSTRAP].")] = None,
+        help="Kafka bootstrap.", show_default="$COMPSTREAM_KAFKA_BOOTSTRAP")] = None,
     partitions: Annotated[int | None, typer.Option(
-        help="Partitions of the keyed topics [default: $COMPSTREAM_SOURCE_PARTITIONS].")] = None,
+        help="Partitions of the keyed topics.", show_default="$COMPSTREAM_SOURCE_PARTITIONS")] = None,
 ) -> None:
     """Create the project topics if missing (idempotent)."""
     from compstream.broker.topics import ensure_topics  # kafka-python import only when used

@@ -70,14 +70,14 @@ def _diff_until_equal(settings: Settings, as_of_latest: bool, settle_s: float):
     """Balances trail committed offsets by a moment (producer buffers): retry
     a differing result until `settle_s` has passed."""
     from compstream.ops.diff import run_diff
-    from compstream.ops.kafka_source import SourceError
+    from compstream.replay.kafka_source import SourceError
 
     deadline = time.monotonic() + settle_s
     while True:
         try:
             result = run_diff(settings, as_of_latest=as_of_latest)
         except SourceError as exc:
-            raise _fail(str(exc))
+            raise _fail(str(exc)) from exc
         if result.equal or time.monotonic() >= deadline:
             return result
         time.sleep(2.0)
@@ -99,8 +99,10 @@ def diff_command(
 def rebuild_command(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
     stop: bool = typer.Option(False, "--stop", help="SIGTERM this data dir's running worker and wait."),
-    start: bool = typer.Option(False, "--start", help="Start a detached worker afterwards (log: <data dir>/worker.log)."),
-    wait: Optional[bool] = typer.Option(None, "--wait/--no-wait", help="Follow the catch-up and diff (default: with --start)."),
+    start: bool = typer.Option(
+        False, "--start", help="Start a detached worker afterwards (log: <data dir>/worker.log)."),
+    wait: Optional[bool] = typer.Option(
+        None, "--wait/--no-wait", help="Follow the catch-up and diff (default: with --start)."),
     timeout: float = typer.Option(900.0, "--timeout", help="Seconds to wait for the catch-up."),
     settle: float = typer.Option(30.0, "--settle", help="Seconds the final diff may retry."),
 ) -> None:
@@ -108,7 +110,7 @@ def rebuild_command(
     from kafka.errors import KafkaError
 
     from compstream.ops import rebuild as rb
-    from compstream.ops.kafka_source import SourceError
+    from compstream.replay.kafka_source import SourceError
 
     settings = Settings.from_env()
     wait = start if wait is None else wait
@@ -139,7 +141,7 @@ def rebuild_command(
         target = rb.end_offsets(settings)
         started = rb.start_worker(settings) if start else None
     except (rb.RebuildError, SourceError, KafkaError) as exc:
-        raise _fail(f"rebuild stopped: {exc}")
+        raise _fail(f"rebuild stopped: {exc}") from exc
     if started is not None:
         err.print(f"worker started (pid {started}, log {settings.data_dir / 'worker.log'})", markup=False)
     if not wait:
@@ -177,7 +179,7 @@ def _follow(settings: Settings, target, started: int | None, timeout_s: float) -
 
 def _dead_letters(settings: Settings):
     from compstream.ops.dlq import marker_topic, read_dead_letters, read_markers
-    from compstream.ops.kafka_source import open_consumer
+    from compstream.replay.kafka_source import open_consumer
 
     consumer = open_consumer(settings.kafka_bootstrap)
     try:
@@ -194,11 +196,11 @@ def _guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from compstream.ops.dlq import DlqError
-        from compstream.ops.kafka_source import SourceError
+        from compstream.replay.kafka_source import SourceError
         try:
             return fn(*args, **kwargs)
         except (DlqError, SourceError, OSError) as exc:
-            raise _fail(str(exc))
+            raise _fail(str(exc)) from exc
     return wrapper
 
 
@@ -296,7 +298,7 @@ def dlq_redrive(
         raise typer.Exit(EXIT_DIFF)
     targets = dlq.execute(todo, settings.kafka_bootstrap, dlq.marker_topic(settings.topics),
                           settings.topics.dead_letters)
-    for item, target in zip(todo, targets):
+    for item, target in zip(todo, targets, strict=False):
         out.print(f"{item.entry.id} -> {target}", markup=False, highlight=False)
     err.print(f"{len(targets)} redriven, {len(skipped)} skipped", markup=False)
 

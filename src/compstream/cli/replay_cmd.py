@@ -20,9 +20,9 @@ from rich.progress import (
     BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn,
 )
 
-from compstream import replay_parallel
+from compstream.replay import parallel as replay_parallel
 from compstream.domain.events import EventError, parse_time
-from compstream.replay_file import (
+from compstream.replay.file import (
     SourceMap, balances_document, document_text, read_jsonl, replay_events,
 )
 
@@ -72,7 +72,7 @@ def _replay_files(inputs, cutoff, on_bad, progress, err, jobs):
         total = sum(os.path.getsize(p) for p in inputs)
     except OSError as exc:
         err.print(f"cannot read input: {exc}", markup=False)
-        raise typer.Exit(EXIT_IO)
+        raise typer.Exit(EXIT_IO) from exc
     show = progress if progress is not None else total >= PROGRESS_MIN_BYTES
     bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                    TimeRemainingColumn(), console=err, disable=not show, transient=True)
@@ -98,7 +98,7 @@ def _replay_files(inputs, cutoff, on_bad, progress, err, jobs):
             result = replay_events(events, cutoff)
         except OSError as exc:
             err.print(f"cannot read input: {exc}", markup=False)
-            raise typer.Exit(EXIT_IO)
+            raise typer.Exit(EXIT_IO) from exc
         finally:
             gc.unfreeze()
 
@@ -117,10 +117,10 @@ def _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs):
             parts = workers.collect(lambda n: bar.advance(task, n))
     except replay_parallel.InputFailed as exc:
         err.print(f"cannot read input: {exc}", markup=False)
-        raise typer.Exit(EXIT_IO)
+        raise typer.Exit(EXIT_IO) from exc
     except replay_parallel.WorkerFailed as exc:
         err.print(str(exc), markup=False)
-        raise typer.Exit(EXIT_WORKER)
+        raise typer.Exit(EXIT_WORKER) from exc
     merged = replay_parallel.merge(parts)
     for bad in merged.bad:
         on_bad("bad line", str(bad), bad.to_dict())
@@ -133,14 +133,14 @@ def _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs):
 
 def _replay_source(open_source: Callable, cutoff, on_bad, progress, err):
     """Kafka or history: both yield events with Kafka coordinates."""
-    from compstream.ops.history_source import HistorySourceError
-    from compstream.ops.kafka_source import SourceError
+    from compstream.replay.history_source import HistorySourceError
+    from compstream.replay.kafka_source import SourceError
 
     try:
         source = open_source()
     except (SourceError, HistorySourceError) as exc:
         err.print(str(exc), markup=False)
-        raise typer.Exit(EXIT_IO)
+        raise typer.Exit(EXIT_IO) from exc
     try:
         show = progress if progress is not None else source.total >= PROGRESS_MIN_RECORDS
         bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -153,7 +153,7 @@ def _replay_source(open_source: Callable, cutoff, on_bad, progress, err):
                 result = replay_events(events, cutoff)
             except (SourceError, HistorySourceError) as exc:
                 err.print(str(exc), markup=False)
-                raise typer.Exit(EXIT_IO)
+                raise typer.Exit(EXIT_IO) from exc
     finally:
         source.close()
 
@@ -222,17 +222,17 @@ def replay_command(
         bad_kind = "bad line"
     else:
         from compstream.config import Settings
-        from compstream.ops.replay_sources import HistoryReplaySource, KafkaReplaySource
+        from compstream.replay.sources import HistoryReplaySource, KafkaReplaySource
 
         settings = Settings.from_env()
         if from_kafka:
-            from compstream.ops.kafka_source import parse_offset_specs
+            from compstream.replay.kafka_source import parse_offset_specs
             try:
                 starts, stops = parse_offset_specs(from_offset), parse_offset_specs(to_offset)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--from-offset/--to-offset") from exc
             window = (_time_option(since, "--since"), _time_option(until, "--until"))
-            opener = lambda: KafkaReplaySource(settings, from_offsets=starts, to_offsets=stops,  # noqa: E731
+            opener: Callable[[], Any] = lambda: KafkaReplaySource(settings, from_offsets=starts, to_offsets=stops,  # noqa: E731
                                                since=window[0], until=window[1])
         else:
             opener = lambda: HistoryReplaySource(settings)  # noqa: E731

@@ -22,7 +22,7 @@ err_console = Console(stderr=True)
 
 report_app = typer.Typer(help="Compensation statements and org transparency reports.", no_args_is_help=True)
 
-Dsn = Annotated[str | None, typer.Option("--dsn", help="History DSN [default: COMPSTREAM_CLICKHOUSE_DSN].")]
+Dsn = Annotated[str | None, typer.Option("--dsn", help="History DSN.", show_default="COMPSTREAM_CLICKHOUSE_DSN")]
 Database = Annotated[str, typer.Option("--database", help="ClickHouse database.")]
 Out = Annotated[Path, typer.Option("--out", help="Directory for the .json, .csv and .html files.")]
 

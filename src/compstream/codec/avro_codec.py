@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -120,13 +120,13 @@ def decode_record(data: bytes) -> tuple[str, dict]:
         raise DecodeError("body", f"corrupt {entry.name} body: {exc!r}") from exc
     if stream.tell() != len(data) - HEADER_LENGTH:
         raise DecodeError("body", f"{entry.name} body has trailing bytes")
-    return entry.name, record
+    return entry.name, cast(dict[str, Any], record)  # every writer schema is a record
 
 
 def encode_event(event: Event) -> bytes:
     record = {
         name: getattr(event, name)
-        for name in event.__dataclass_fields__  # type: ignore[attr-defined]
+        for name in event.__dataclass_fields__
         if name != "type"
     }
     return encode_record(RECORD_BY_EVENT_TYPE[event.type], record)

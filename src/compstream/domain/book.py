@@ -35,6 +35,7 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from heapq import heapify
+from typing import Any
 
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
 from compstream.domain.balance import Balance, Posting, Report
@@ -84,11 +85,15 @@ class IngestResult:
     reports: list[Report]  # conflict, late, revoke_unknown_grant, ...
 
 
+# A pending event's sort key: events.event_sort_key's (event time, rank, event_id).
+PendingKey = tuple[datetime, int, str]
+
+
 class EngineerBook:
     __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "taken", "seen_from_day", "_prov")
 
     def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
-                 pending: list[tuple[tuple, Event]], seen: SeenIds, taken: int | None = None,
+                 pending: list[tuple[PendingKey, Event]], seen: SeenIds, taken: int | None = None,
                  seen_from_day: int = 0):
         self.engineer_id = engineer_id
         self.ledger = ledger
@@ -232,8 +237,10 @@ class EngineerBook:
             for _, e in pending[:n]:
                 prov.apply(e)
         else:
-            prov = self._prov
-            if prov is None:
+            cached = self._prov
+            if cached is not None:
+                prov = cached
+            else:
                 prov = self.ledger.clone(record=False)
                 for _, e in pending:
                     prov.apply(e)
@@ -384,15 +391,15 @@ class EngineerBook:
                 f"pending={len(self.pending)}, seen={len(self.seen)}, taken={self.taken})")
 
 
-def _first(item: tuple) -> tuple:
+def _first(item: tuple[PendingKey, Event]) -> PendingKey:
     return item[0]
 
 
-def _time(item: tuple) -> datetime:
+def _time(item: tuple[PendingKey, Event]) -> datetime:
     return item[0][0]
 
 
-def _lot_key(lot: Lot) -> tuple:
+def _lot_key(lot: Lot) -> tuple[Any, ...]:
     return lot.key
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import struct
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 
@@ -167,23 +168,23 @@ class SeenIds:
         return len(days) - len(self.blob) // RECORD
 
 
-def event_to_compact(e: Event) -> list:
+def event_to_compact(e: Event) -> list[Any]:
     tp = type(e)
-    if tp is Usage:
+    if isinstance(e, Usage):
         return ["u", e.event_id, e.provider, e.model, to_us(e.occurred_at), e.input_tokens,
                 e.output_tokens, e.cache_read_tokens, e.cache_write_tokens, e.cost_nanos,
                 e.unpriced_reason, e.price_version, e.corrects_event_id]
-    if tp is GrantIssued:
+    if isinstance(e, GrantIssued):
         return ["g", e.event_id, e.grant_id, e.amount_nanos, to_us(e.effective_at),
                 None if e.expires_at is None else to_us(e.expires_at), e.kind]
-    if tp is GrantRevoked:
+    if isinstance(e, GrantRevoked):
         return ["r", e.event_id, e.grant_id, to_us(e.effective_at)]
-    if tp is EngineerOffboarded:
+    if isinstance(e, EngineerOffboarded):
         return ["o", e.event_id, to_us(e.effective_at)]
     raise BookCodecError(f"not an event: {tp.__name__}")
 
 
-def event_from_compact(engineer_id: str, c: list) -> Event:
+def event_from_compact(engineer_id: str, c: list[Any]) -> Event:
     tag = c[0]
     if tag == "u":
         return Usage(c[1], engineer_id, c[2], c[3], from_us(c[4]), c[5], c[6], c[7], c[8], c[9],
@@ -198,7 +199,7 @@ def event_from_compact(engineer_id: str, c: list) -> Event:
     raise BookCodecError(f"unknown compact event tag {tag!r}")
 
 
-def pack(state: dict, seen: SeenIds) -> bytes:
+def pack(state: dict[str, Any], seen: SeenIds) -> bytes:
     try:
         # Byte-equal to the json.dumps below (compact, raw UTF-8, same escapes)
         # and several times faster; json handles what orjson refuses (ints
@@ -209,7 +210,7 @@ def pack(state: dict, seen: SeenIds) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, len(body)) + body + bytes(seen.blob)
 
 
-def unpack(data: bytes) -> tuple[dict, SeenIds]:
+def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
     if len(data) < _HEADER.size:
         raise BookCodecError("truncated book")
     magic, version, length = _HEADER.unpack_from(data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from compstream.domain.events import (
@@ -47,7 +48,8 @@ def fast_time(value: Any) -> datetime | None:
             return parsed if parsed.tzinfo is _UTC else None
         return None
     if tp is datetime and value.tzinfo is _UTC:  # astimezone(UTC) would return it as is
-        return value
+        aware: datetime = value
+        return aware
     return None
 
 
@@ -60,7 +62,7 @@ def _count(value: Any, minimum: int, maximum: int) -> bool:
     return type(value) is int and minimum <= value <= maximum
 
 
-def _twin(cls: type, fields: tuple[str, ...], type_name: str):
+def _twin(cls: Any, fields: tuple[str, ...], type_name: str) -> Callable[..., Event]:
     """A constructor for the frozen dataclass `cls` that skips its
     object.__setattr__ per field (most of the cost of building an event).
     It fills a mutable class with the same slot layout, then retypes the
@@ -89,12 +91,12 @@ _NewRevoke = _twin(GrantRevoked, ("event_id", "engineer_id", "grant_id", "effect
                    "grant_revoked")
 _NewOffboard = _twin(EngineerOffboarded, ("event_id", "engineer_id", "effective_at"),
                      "engineer_offboarded")
-# For callers that checked every field themselves (compstream.jsonl_fast):
+# For callers that checked every field themselves (compstream.replay.jsonl_fast):
 # the same positional fields as Usage, no validation here.
 new_usage = _NewUsage
 
 
-def _usage(raw: dict, event_id: str, engineer_id: str) -> Event | None:
+def _usage(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
     # The hottest builder: checks written out inline (a call per field costs
     # as much as the check).
     get = raw.get
@@ -127,10 +129,11 @@ def _usage(raw: dict, event_id: str, engineer_id: str) -> Event | None:
                      unpriced, version, corrects)
 
 
-def _grant(raw: dict, event_id: str, engineer_id: str) -> Event | None:
+def _grant(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
     get = raw.get
     grant_id, amount, kind = get("grant_id"), get("amount_nanos"), get("kind")
-    if not (_text(grant_id, GRANT_ID_LENGTH_MAX) and _count(amount, 1, AMOUNT_NANOS_MAX) and _text(kind, GRANT_KIND_LENGTH_MAX)):
+    if not (_text(grant_id, GRANT_ID_LENGTH_MAX) and _count(amount, 1, AMOUNT_NANOS_MAX)
+            and _text(kind, GRANT_KIND_LENGTH_MAX)):
         return None
     effective_at = fast_time(get("effective_at"))
     expires_raw = get("expires_at")
@@ -141,7 +144,7 @@ def _grant(raw: dict, event_id: str, engineer_id: str) -> Event | None:
     return _NewGrant(event_id, engineer_id, grant_id, amount, effective_at, expires_at, kind)
 
 
-def _revoke(raw: dict, event_id: str, engineer_id: str) -> Event | None:
+def _revoke(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
     grant_id = raw.get("grant_id")
     effective_at = fast_time(raw.get("effective_at"))
     if not _text(grant_id, GRANT_ID_LENGTH_MAX) or effective_at is None:
@@ -149,7 +152,7 @@ def _revoke(raw: dict, event_id: str, engineer_id: str) -> Event | None:
     return _NewRevoke(event_id, engineer_id, grant_id, effective_at)
 
 
-def _offboard(raw: dict, event_id: str, engineer_id: str) -> Event | None:
+def _offboard(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
     effective_at = fast_time(raw.get("effective_at"))
     return None if effective_at is None else _NewOffboard(event_id, engineer_id, effective_at)
 

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Any, Literal, Union, overload
 
 EVENT_ID_LENGTH_MAX = 256
 ENGINEER_ID_LENGTH_MAX = 256
@@ -67,7 +67,11 @@ def format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _str(raw: dict, name: str, length_max: int, optional: bool = False) -> str | None:
+@overload
+def _str(raw: dict[str, Any], name: str, length_max: int, optional: Literal[False] = False) -> str: ...
+@overload
+def _str(raw: dict[str, Any], name: str, length_max: int, optional: bool) -> str | None: ...
+def _str(raw: dict[str, Any], name: str, length_max: int, optional: bool = False) -> str | None:
     value = raw.get(name)
     if value is None:
         if optional:
@@ -80,7 +84,11 @@ def _str(raw: dict, name: str, length_max: int, optional: bool = False) -> str |
     return value
 
 
-def _int(raw: dict, name: str, minimum: int, maximum: int, optional: bool = False) -> int | None:
+@overload
+def _int(raw: dict[str, Any], name: str, minimum: int, maximum: int, optional: Literal[False] = False) -> int: ...
+@overload
+def _int(raw: dict[str, Any], name: str, minimum: int, maximum: int, optional: bool) -> int | None: ...
+def _int(raw: dict[str, Any], name: str, minimum: int, maximum: int, optional: bool = False) -> int | None:
     value = raw.get(name)
     if value is None:
         if optional:
@@ -278,7 +286,7 @@ def event_from_dict(raw: Any) -> Event:
     )
 
 
-def _hr_event_from_dict(kind: str, raw: dict, event_id: str, engineer_id: str) -> HrEvent:
+def _hr_event_from_dict(kind: str, raw: dict[str, Any], event_id: str, engineer_id: str) -> HrEvent:
     effective_at = parse_time(raw.get("effective_at"), "effective_at")
     if kind == "team_assigned":
         return TeamAssigned(event_id, engineer_id, _str(raw, "team_id", TEAM_ID_LENGTH_MAX), effective_at)
@@ -292,7 +300,7 @@ def _hr_event_from_dict(kind: str, raw: dict, event_id: str, engineer_id: str) -
     )
 
 
-def event_to_dict(event: Event) -> dict:
+def event_to_dict(event: Event) -> dict[str, Any]:
     """Event -> canonical JSON object (timestamps as RFC 3339 strings)."""
     out: dict[str, Any] = {"type": event.type}
     for f in dataclasses.fields(event):
@@ -335,7 +343,7 @@ def event_rank(event: Event) -> int:
 
 def event_sort_key(event: Event) -> tuple[datetime, int, str]:
     """Total order of the ledger: (event time, rank, event_id)."""
-    if type(event) is Usage:
+    if isinstance(event, Usage):
         return (event.occurred_at, RANK_USAGE, event.event_id)
     return (event.effective_at, _RANKS[type(event)], event.event_id)
 

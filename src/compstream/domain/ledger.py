@@ -27,6 +27,7 @@ from __future__ import annotations
 from bisect import insort
 from datetime import datetime
 from heapq import heappop, heappush
+from typing import Any
 
 from compstream.domain import alerts as _alerts
 from compstream.domain.balance import (
@@ -47,13 +48,13 @@ def check_event(e: Event) -> None:
     """Money and token invariants the fold relies on (event_from_dict already
     enforces them; this guards hand-built events). Raises EventError."""
     tp = type(e)
-    if tp is GrantIssued:
+    if isinstance(e, GrantIssued):
         amount = e.amount_nanos
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise EventError(f"must be a positive integer, got {amount!r}", "amount_nanos")
         if e.expires_at is not None and e.expires_at <= e.effective_at:
             raise EventError("must be later than effective_at", "expires_at")
-    elif tp is Usage:
+    elif isinstance(e, Usage):
         if e.corrects_event_id is None:
             for name in ("input_tokens", "output_tokens", "cache_read_tokens",
                          "cache_write_tokens", "cost_nanos"):
@@ -85,7 +86,7 @@ class Lot:
                    self.effective_at, self.expires_at)
 
 
-def _lot_key(lot: Lot) -> tuple:
+def _lot_key(lot: Lot) -> tuple[Any, ...]:
     return lot.key
 
 
@@ -130,22 +131,22 @@ class Ledger:
         """Apply one event (after any expiries that sort before it)."""
         tp = type(e)
         exp = self.expiries
-        if tp is Usage:
+        if isinstance(e, Usage):
             t = e.occurred_at
             if exp and exp[0][0] <= t:
                 self._expire(t, True)
             self._usage(e, t)
-        elif tp is GrantIssued:
+        elif isinstance(e, GrantIssued):
             t = e.effective_at
             if exp and exp[0][0] < t:
                 self._expire(t, False)
             self._issue(e, t)
-        elif tp is GrantRevoked:
+        elif isinstance(e, GrantRevoked):
             t = e.effective_at
             if exp and exp[0][0] <= t:
                 self._expire(t, True)
             self._close_one(e, t)
-        elif tp is EngineerOffboarded:
+        elif isinstance(e, EngineerOffboarded):
             t = e.effective_at
             if exp and exp[0][0] <= t:
                 self._expire(t, True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert
 from compstream.domain.balance import Balance, Posting, Report
@@ -42,14 +42,14 @@ class ReplayResult:
 _NOT_LEDGER = (TeamAssigned, LeaderboardPrivacy, CashCompensation)
 
 
-def _key(e: Event) -> tuple:
-    if type(e) is Usage:
+def _key(e: Event) -> tuple[Any, ...]:
+    if isinstance(e, Usage):
         return (e.occurred_at, RANK_USAGE, e.event_id)
     return (e.effective_at, _RANKS[type(e)], e.event_id)
 
 
 def _time(e: Event) -> datetime:
-    return e.occurred_at if type(e) is Usage else e.effective_at
+    return e.occurred_at if isinstance(e, Usage) else e.effective_at
 
 
 def collect(events: Iterable[Event], result: ReplayResult) -> dict[str, dict[str, Event]]:

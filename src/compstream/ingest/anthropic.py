@@ -49,7 +49,7 @@ def _time(value: Any, name: str) -> datetime:
 def _pages(text: str, name: str):
     for item in jsonio.json_documents(text, name):
         if item[0] is None:
-            yield Rejection(item[1], item[2])
+            yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple
             continue
         page, location = item[0], item[1]
         if not isinstance(page, dict) or not isinstance(page.get("data"), list):
@@ -116,7 +116,7 @@ def _message_row(result: Any, start: datetime, end: datetime, loc: Location) -> 
     api_key_id = jsonio.opt_str(result, "api_key_id")
     workspace_id = jsonio.opt_str(result, "workspace_id")
     service_tier = jsonio.opt_str(result, "service_tier")
-    context = (_TIER_CONTEXT[service_tier],) if service_tier in _TIER_CONTEXT else ()
+    context: tuple[tuple[str, str], ...] = (_TIER_CONTEXT[service_tier],) if service_tier in _TIER_CONTEXT else ()
     context_window = jsonio.opt_str(result, "context_window")
     if context_window:
         context += (("context_window", context_window),)

@@ -35,7 +35,7 @@ import json
 import re
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, overload
 
 from compstream.domain.events import EventError, parse_time
 from compstream.ingest import jsonio
@@ -76,7 +76,15 @@ def _get(row: dict, dotted: str) -> Any:
     return node
 
 
-def _str(row: dict, dotted: str, required: bool = False) -> str | None:
+@overload
+def _str(row: dict[str, Any], dotted: str, required: Literal[True]) -> str: ...
+
+
+@overload
+def _str(row: dict[str, Any], dotted: str, required: bool = False) -> str | None: ...
+
+
+def _str(row: dict[str, Any], dotted: str, required: bool = False) -> str | None:
     value = _get(row, dotted)
     if value is None or value == "":
         if required:
@@ -171,7 +179,7 @@ def _rows(text: str, name: str) -> Iterator[tuple[dict, Location] | Rejection]:
     if stripped.startswith(("{", "[")):
         for item in jsonio.json_documents(text, name):
             if item[0] is None:
-                yield Rejection(item[1], item[2])
+                yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple
             elif not isinstance(item[0], dict):
                 yield Rejection(item[1], "billing row is not a JSON object")
             else:
@@ -181,7 +189,8 @@ def _rows(text: str, name: str) -> Iterator[tuple[dict, Location] | Rejection]:
     if not reader.fieldnames:
         yield Rejection(Location(name, 1), "empty CSV (no header)")
         return
-    missing = [col for col in ("service.description", "sku.description", "cost", "currency") if col not in reader.fieldnames]
+    missing = [col for col in ("service.description", "sku.description", "cost", "currency")
+               if col not in reader.fieldnames]
     if missing:
         yield Rejection(Location(name, 1), f"CSV header lacks columns {missing}")
         return
@@ -277,13 +286,15 @@ def parse(text: str, name: str, services: frozenset[str] = AI_SERVICES) -> Adapt
         held = latest.get(key)
         if held is None:
             if len(latest) >= SUPERSEDE_IDENTITIES_MAX:
-                raise IngestError(f"{name}: more than {SUPERSEDE_IDENTITIES_MAX} distinct billing rows; split the export")
+                raise IngestError(
+                    f"{name}: more than {SUPERSEDE_IDENTITIES_MAX} distinct billing rows; split the export")
             latest[key] = converted
             continue
         # Later export_time wins; on a tie the later row in the file wins.
         if (converted.revision_marker or "") >= (held.revision_marker or ""):
             latest[key] = converted
-            yield Skipped(held.location, f"superseded by {converted.location} (export_time {converted.revision_marker})")
+            yield Skipped(held.location,
+                          f"superseded by {converted.location} (export_time {converted.revision_marker})")
         else:
             yield Skipped(loc, f"superseded by {held.location} (export_time {held.revision_marker})")
     yield from latest.values()

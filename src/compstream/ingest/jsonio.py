@@ -29,7 +29,8 @@ def read_text(path: str) -> str:
             p = Path(path)
             size = p.stat().st_size
             if size > INPUT_BYTES_MAX:
-                raise IngestError(f"{path}: {size} bytes exceeds the {INPUT_BYTES_MAX}-byte input limit; split the export")
+                raise IngestError(
+                    f"{path}: {size} bytes exceeds the {INPUT_BYTES_MAX}-byte input limit; split the export")
             data = p.read_bytes()
     except OSError as exc:
         raise IngestError(f"{display_name(path)}: cannot read: {exc.strerror or exc}") from exc

@@ -43,7 +43,7 @@ def _buckets(text: str, name: str) -> Iterator[Any]:
     """Yield (bucket, location) pairs or Rejections for malformed pages."""
     for item in jsonio.json_documents(text, name):
         if item[0] is None:
-            yield Rejection(item[1], item[2])
+            yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple
             continue
         page, location = item[0], item[1]
         if not isinstance(page, dict) or not isinstance(page.get("data"), list):

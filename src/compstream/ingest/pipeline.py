@@ -115,7 +115,8 @@ class Converter:
             if isinstance(item, Skipped):
                 self.summary.rows_read += 1
                 self.summary.skipped += 1
-                self.summary.skipped_reasons[item.reason.split(" (")[0] if "superseded" in item.reason else item.reason] += 1
+                skip_reason = item.reason.split(" (")[0] if "superseded" in item.reason else item.reason
+                self.summary.skipped_reasons[skip_reason] += 1
                 continue
             self.summary.rows_read += 1
             try:
@@ -215,7 +216,8 @@ class Converter:
             delta_cost = price.cost_nanos - entry.booked_cost_nanos
             reason = None
         event = Usage(
-            event_id=ids.correction_id(entry.event_id, entry.identity_key or "", revision, entry.fingerprint or "", fingerprint),
+            event_id=ids.correction_id(entry.event_id, entry.identity_key or "", revision,
+                                       entry.fingerprint or "", fingerprint),
             engineer_id=entry.engineer_id,  # corrections net against the original's engineer
             provider=row.provider,
             model=row.model,
@@ -260,14 +262,16 @@ def reprice(journal: Journal, pricer: Pricer | None = None, summary: Summary | N
             continue
         tokens = TokenCounts.from_dict(detail["tokens"])
         occurred_at = parse_time(detail["occurred_at"], "occurred_at")
-        price = pricer(detail["provider"], detail["model"], occurred_at, tokens, dict(map(tuple, detail["price_context"])))
+        price = pricer(detail["provider"], detail["model"], occurred_at, tokens,
+                       dict(map(tuple, detail["price_context"])))
         if price.cost_nanos is None:
             summary.unchanged += 1
             continue
         revision = entry.revision + 1
         fp = entry.fingerprint or ""
         event = Usage(
-            event_id=ids.correction_id(entry.event_id, entry.identity_key or "", revision, fp, f"{fp}|{price.price_version}"),
+            event_id=ids.correction_id(entry.event_id, entry.identity_key or "", revision, fp,
+                                       f"{fp}|{price.price_version}"),
             engineer_id=entry.engineer_id,
             provider=detail["provider"],
             model=detail["model"],

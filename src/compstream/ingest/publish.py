@@ -4,7 +4,9 @@ The only module of `compstream.ingest` that writes to Kafka (topic_journal.py
 reads the topic back to rebuild the journal). Every send is
 confirmed: futures are checked in bounded batches (IN_FLIGHT_MAX) and after a
 final flush; any failure raises PublishError, so the caller does not commit
-the ingest journal and a re-run re-sends the same deterministic ids.
+the ingest journal and a re-run re-sends the same deterministic ids. The
+producer and the in-flight bound are the project's one configuration
+(`compstream.publish`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from __future__ import annotations
 from typing import IO, Callable, Iterable, Iterator
 
 from compstream.domain.events import Usage, event_to_json
-
-IN_FLIGHT_MAX = 2_000
-SEND_TIMEOUT_S = 60.0
+from compstream.publish import IN_FLIGHT_MAX, SEND_TIMEOUT_S
+from compstream.publish import make_producer as _make_producer
 
 
 class PublishError(RuntimeError):
@@ -22,21 +23,11 @@ class PublishError(RuntimeError):
 
 
 def make_producer(bootstrap: str):
-    from kafka import KafkaProducer
+    """compstream.publish.make_producer, with a failure to connect as PublishError."""
     from kafka.errors import KafkaError
 
-    config = dict(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        retries=5,
-        max_in_flight_requests_per_connection=1,
-        request_timeout_ms=30_000,
-        linger_ms=5,
-    )
     try:
-        return KafkaProducer(enable_idempotence=True, **config)
-    except TypeError:  # an older client without idempotence support
-        return KafkaProducer(**config)
+        return _make_producer(bootstrap)
     except KafkaError as exc:
         raise PublishError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
 

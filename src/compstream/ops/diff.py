@@ -25,7 +25,7 @@ from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
 from compstream.worker.processor import BOOK_FULL
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
-from compstream.ops.kafka_source import (
+from compstream.replay.kafka_source import (
     BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
 )
 
@@ -128,7 +128,7 @@ def compare(live: dict[str, dict], groups: dict[str, dict], *, latest: datetime 
     for engineer in sorted(set(live) | set(groups)):
         record, evs = live.get(engineer), groups.get(engineer)
         if record is None:
-            out.append(Difference(engineer, PRESENCE, "absent", f"{len(evs)} events"))
+            out.append(Difference(engineer, PRESENCE, "absent", f"{len(groups[engineer])} events"))
             continue
         if evs is None:
             out.append(Difference(engineer, PRESENCE, f"as_of {_plain(record.get('as_of'))}", "absent"))

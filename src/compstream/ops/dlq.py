@@ -26,7 +26,7 @@ from compstream.codec import DecodeError, decode_event, decode_record, encode_ev
 from compstream.codec.avro_codec import json_default
 from compstream.config import Topics
 from compstream.domain.events import Event, EventError, event_from_dict, event_to_dict
-from compstream.ops.kafka_source import SourceError, read_ranges, resolve_ranges
+from compstream.replay.kafka_source import SourceError, read_ranges, resolve_ranges
 from compstream.publish import SEND_TIMEOUT_S, make_producer, topic_for
 
 ENTRIES_MAX = 100_000  # dead letters held in memory by one command
@@ -231,7 +231,7 @@ def plan(entries: list[DeadLetterEntry], markers: dict[str, dict], topics: Topic
         else:
             key = None if r["key"] is None else bytes(r["key"])
             todo.append(Redrive(entry, r["source_topic"], key, bytes(r["raw"]), "raw"))
-        seen.add(entry.source_id)
+        seen.add(entry.source_id)  # type: ignore[arg-type]  # set once the record reads (checked above)
     return todo, skipped
 
 
@@ -245,14 +245,14 @@ def execute(todo: list[Redrive], bootstrap: str, markers_topic: str, dead_letter
     out = []
     try:
         for item in todo:
-            headers = [(REDRIVE_HEADER, item.entry.source_id.encode()),
+            headers = [(REDRIVE_HEADER, item.entry.source_id.encode()),  # type: ignore[union-attr]  # set (plan)
                        ("compstream-dead-letter", f"{dead_letters_topic}:{item.entry.id}".encode())]
             meta = producer.send(item.topic, key=item.key, value=item.value,
                                  headers=headers).get(timeout=SEND_TIMEOUT_S)
             target = f"{meta.topic}:{meta.partition}:{meta.offset}"
             marker = {"dead_letter": item.entry.id, "source": item.entry.source_id, "target": target,
                       "mode": item.mode, "at": datetime.now(timezone.utc).isoformat()}
-            producer.send(markers_topic, key=item.entry.source_id.encode(),
+            producer.send(markers_topic, key=item.entry.source_id.encode(),  # type: ignore[union-attr]
                           value=json.dumps(marker).encode()).get(timeout=SEND_TIMEOUT_S)
             out.append(target)
     except Exception as exc:

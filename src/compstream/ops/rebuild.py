@@ -27,7 +27,7 @@ from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from compstream.config import Settings
-from compstream.ops.kafka_source import open_consumer, partitions_of
+from compstream.replay.kafka_source import open_consumer, partitions_of
 from compstream.worker.run import pid_path, running_pid
 
 POLL_S = 0.5

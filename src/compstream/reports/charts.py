@@ -7,7 +7,7 @@ tests (and the page's own self-check) can tie a bar back to its number.
 from __future__ import annotations
 
 from html import escape
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 COLORS = {
     "granted": "#76b7b2", "consumed_before": "#9db7d5", "consumed": "#4e79a7", "expired": "#e15759",
@@ -52,7 +52,8 @@ def hbars(title: str, bars: list[Bar], fmt: Callable[[int], str], width: int = 7
         body.append(
             f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" font-size="13">{escape(b.label)}</text>'
             f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w}" height="{row_h - 8}" rx="3" '
-            f'fill="{COLORS["bar"]}" {_attr(b.path, b.value)}><title>{escape(b.label)}: {escape(fmt(b.value))}</title></rect>'
+            f'fill="{COLORS["bar"]}" {_attr(b.path, b.value)}>'
+            f'<title>{escape(b.label)}: {escape(fmt(b.value))}</title></rect>'
             f'<text x="{label_w + w + 6}" y="{y + 16}" font-size="12" fill="#333">{escape(fmt(b.value))}</text>')
     if not bars:
         body.append('<text x="10" y="24" font-size="13" fill="#666">No usage in this period.</text>')
@@ -65,7 +66,8 @@ def stacked(title: str, rows: list[tuple[str, list[Segment]]], fmt: Callable[[in
     label_w, row_h, total_w = 190, 40, 90
     plot_w = width - label_w - total_w
     top = max((sum(max(s.value, 0) for s in segs) for _, segs in rows), default=0)
-    body, legend = [], {}
+    body: list[str] = []
+    legend: dict[str, Any] = {}
     for i, (label, segs) in enumerate(rows):
         y = 10 + i * row_h
         x = float(label_w)

@@ -21,8 +21,10 @@ def _lot_chart(doc: dict) -> str:
     for lot in doc["lots"]:
         base = f"lots[{lot['id']}]"
         rows.append((lot["grant_id"], [
-            Segment("used earlier", lot["consumed_before_nanos"], f"{base}.consumed_before_nanos", COLORS["consumed_before"]),
-            Segment("used this month", lot["consumed_in_period_nanos"], f"{base}.consumed_in_period_nanos", COLORS["consumed"]),
+            Segment("used earlier", lot["consumed_before_nanos"], f"{base}.consumed_before_nanos",
+                    COLORS["consumed_before"]),
+            Segment("used this month", lot["consumed_in_period_nanos"], f"{base}.consumed_in_period_nanos",
+                    COLORS["consumed"]),
             Segment("expired", lot["expired_nanos"], f"{base}.expired_nanos", COLORS["expired"]),
             Segment("revoked", lot["revoked_nanos"], f"{base}.revoked_nanos", COLORS["revoked"]),
             Segment("forfeited", lot["forfeited_nanos"], f"{base}.forfeited_nanos", COLORS["forfeited"]),
@@ -113,7 +115,8 @@ def _cash_section(doc: dict) -> str:
     cash = doc["cash"]
     if not cash:
         return _section("Compute as a share of cash pay", note="HR has supplied no cash compensation for this period.")
-    rows = [[cell("Annual cash pay (effective " + (cash["effective_at"] or "")[:10] + ")"), num(doc, "cash.annual_cash_nanos")],
+    effective = (cash["effective_at"] or "")[:10]
+    rows = [[cell("Annual cash pay (effective " + effective + ")"), num(doc, "cash.annual_cash_nanos")],
             [cell("Monthly cash pay (annual ÷ 12)"), num(doc, "cash.monthly_cash_nanos")],
             [cell("Granted this month ÷ monthly cash"), num(doc, "cash.granted_share_ppm", "ppm")],
             [cell("Used this month ÷ monthly cash"), num(doc, "cash.used_share_ppm", "ppm")]]
@@ -127,7 +130,8 @@ def _digest_section(doc: dict) -> str:
               False: "DIFFERS from a stored digest – run `compstream audit verify`"}[d["matches_stored"]]
     rows = [[cell("Period digest (SHA-256)"), cell(d["digest"], mono=True)],
             [cell("Engineers / postings covered"), cell(f"{d['engineers']} / {d['postings']}")],
-            [cell("Your chain head at month end"), cell(f"seq {d['engineer_head_seq']} · {d['engineer_head_hash'] or '–'}", mono=True)],
+            [cell("Your chain head at month end"),
+             cell(f"seq {d['engineer_head_seq']} · {d['engineer_head_hash'] or '–'}", mono=True)],
             [cell("Stored digests"), cell(f"{d['stored_digests']}: {stored}")]]
     return _section("Tamper evidence", table([("", False), ("", False)], rows),
                     note="Recompute with the SQL in docs/auditing.md; your head line is in the hashed text.")
@@ -136,7 +140,8 @@ def _digest_section(doc: dict) -> str:
 def org_body(doc: dict) -> str:
     t = doc["totals"]
     cards = [card(doc, "Engineers", "totals.engineers", "int"), card(doc, "Granted", "totals.issued_nanos"),
-             card(doc, "Used", "totals.usage_cost_nanos"), card(doc, "Utilisation (used ÷ granted)", "totals.utilisation_ppm", "ppm"),
+             card(doc, "Used", "totals.usage_cost_nanos"),
+             card(doc, "Utilisation (used ÷ granted)", "totals.utilisation_ppm", "ppm"),
              card(doc, "Breakage (expired unused)", "totals.expired_nanos"),
              card(doc, "Breakage ÷ granted", "totals.breakage_ppm", "ppm")]
     flow = stacked("Granted vs used, expired, revoked, forfeited", [
@@ -157,7 +162,8 @@ def org_body(doc: dict) -> str:
              for label, key, fmt, gini in (("Granted per engineer", "issued_nanos", "usd", "gini_issued"),
                                            ("Used per engineer", "usage_cost_nanos", "usd", "gini_usage_cost"),
                                            ("Tokens per engineer", "tokens", "int", None))]
-    model_bars = [Bar(m["id"], m["priced_cost_nanos"], f"top_models[{m['id']}].priced_cost_nanos") for m in doc["top_models"]]
+    model_bars = [Bar(m["id"], m["priced_cost_nanos"], f"top_models[{m['id']}].priced_cost_nanos")
+                  for m in doc["top_models"]]
     usage_cols = (("usage_events", "int"), ("engineers", "int"), ("tokens", "int"), ("priced_cost_nanos", "usd"),
                   ("unpriced_events", "int"))
     providers = [[cell(p["provider"])] + [num(doc, f"top_providers[{p['id']}].{f}", fmt) for f, fmt in usage_cols]
@@ -166,7 +172,8 @@ def org_body(doc: dict) -> str:
     team_rows = [[cell(tm["team"])] + [num(doc, f"teams.teams[{tm['id']}].{f}", fmt) for f, fmt in (
         ("engineers", "int"), ("issued_nanos", "usd"), ("usage_cost_nanos", "usd"), ("usage_cost_p50_nanos", "usd"),
         ("utilisation_ppm", "ppm"), ("expired_nanos", "usd"), ("tokens", "int"))] for tm in teams["teams"]]
-    team_bars = [Bar(tm["team"], tm["usage_cost_nanos"], f"teams.teams[{tm['id']}].usage_cost_nanos") for tm in teams["teams"]]
+    team_bars = [Bar(tm["team"], tm["usage_cost_nanos"], f"teams.teams[{tm['id']}].usage_cost_nanos")
+                 for tm in teams["teams"]]
     people = [[cell(e["rank"]), cell(e["engineer_id"] or "(opted out)")]
               + [num(doc, f"engineers[{e['id']}].{f}", fmt) for f, fmt in (
                   ("issued_nanos", "usd"), ("usage_cost_nanos", "usd"), ("expired_nanos", "usd"), ("tokens", "int"))]
@@ -179,13 +186,15 @@ def org_body(doc: dict) -> str:
         _section("Where granted compute went", flow),
         _section("How usage is spread across engineers", columns("Engineers by usage value", bins, tokens),
                  table([("", False), ("p50", _N), ("p90", _N), ("p99", _N), ("Gini", _N)], quant),
-                 note="Quantiles are exact (ClickHouse quantileExact); Gini is computed exactly from per-engineer totals."),
+                 note="Quantiles are exact (ClickHouse quantileExact); "
+                      "Gini is computed exactly from per-engineer totals."),
         _section("Top models", hbars("Usage value by model", model_bars, usd),
                  table([("Provider", False)] + [(h, _N) for h in ("Calls", "Engineers", "Tokens", "Value", "Unpriced")],
                        providers)),
         _section("Teams", hbars("Usage value by team", team_bars, usd),
                  table([("Team", False)] + [(h, _N) for h in ("Engineers", "Granted", "Used", "Median used",
-                                                              "Utilisation", "Expired", "Tokens")], team_rows), note=hidden),
+                                                              "Utilisation", "Expired", "Tokens")], team_rows),
+                 note=hidden),
         _section("Engineers", table([("#", False), ("Engineer", False), ("Granted", _N), ("Used", _N),
                                      ("Expired", _N), ("Tokens", _N)], people),
                  note=f"{doc['opted_out_engineers']} engineer(s) opted out of being named; they count in every total."),

@@ -68,7 +68,7 @@ def _quantiles(values: list | None, population: int) -> dict:
     # No engineers: the engine answers 0 (or NULL); "no value" is the truth.
     if not population or values is None:
         return {f"p{round(level * 100)}": None for level in oq.QUANTILES}
-    return {f"p{round(level * 100)}": int(v) for level, v in zip(oq.QUANTILES, values)}
+    return {f"p{round(level * 100)}": int(v) for level, v in zip(oq.QUANTILES, values, strict=False)}
 
 
 def _gini_doc(values: list[int]) -> dict:
@@ -85,8 +85,9 @@ def _teams(rows: list[dict]) -> dict:
             hidden_engineers += engineers
             continue
         name = row["team"] or NO_TEAM
-        values = {k: int(row[k]) for k in oq.TEAMS_COLUMNS[1:]}
-        values["utilisation_ppm"] = ratio_ppm(values["usage_cost_nanos"], values["issued_nanos"])
+        counts = {k: int(row[k]) for k in oq.TEAMS_COLUMNS[1:]}
+        values: dict[str, int | None] = {
+            **counts, "utilisation_ppm": ratio_ppm(counts["usage_cost_nanos"], counts["issued_nanos"])}
         shown.append({"id": name, "team": name, **values})
     return {"size_min": TEAM_SIZE_MIN, "teams": shown,
             "hidden_teams": hidden_teams, "hidden_engineers": hidden_engineers}
@@ -98,7 +99,7 @@ def build_org(store: Any, period_text: str, generated_at: datetime | None = None
     params = q.params(period)
     per = q.fetch(store, oq.PER_ENGINEER_ORDERED, params, oq.PER_ENGINEER_COLUMNS)
     opted_out = {r["engineer_id"] for r in q.fetch(store, oq.OPTED_OUT, {}, ("engineer_id",))}
-    engineers = []
+    engineers: list[dict[str, Any]] = []
     for rank, row in enumerate(per, start=1):
         values = {k: int(row[k]) for k in oq.PER_ENGINEER_COLUMNS[1:]}
         named = row["engineer_id"] not in opted_out
@@ -106,7 +107,7 @@ def build_org(store: Any, period_text: str, generated_at: datetime | None = None
                           "engineer_id": row["engineer_id"] if named else None, **values})
     dist = q.fetch(store, oq.DISTRIBUTION, params, oq.DISTRIBUTION_COLUMNS)[0]
     # Sums over an empty population come back NULL from the engine.
-    totals = {k: int(dist[k] or 0) for k in oq.DISTRIBUTION_COLUMNS[:10]}
+    totals: dict[str, Any] = {k: int(dist[k] or 0) for k in oq.DISTRIBUTION_COLUMNS[:10]}
     totals["utilisation_ppm"] = ratio_ppm(totals["usage_cost_nanos"], totals["issued_nanos"])
     totals["breakage_ppm"] = ratio_ppm(totals["expired_nanos"], totals["issued_nanos"])
     used = [e["usage_cost_nanos"] for e in engineers]

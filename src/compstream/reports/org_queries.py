@@ -59,7 +59,8 @@ TOP_MODELS = f"""
 SELECT provider, model, {_USAGE_AGG}
 FROM {usage_events(IN_PERIOD)}
 GROUP BY provider, model ORDER BY priced_cost_nanos DESC, tokens DESC, provider, model LIMIT {{k:UInt32}}"""
-TOP_MODELS_COLUMNS = ("provider", "model", "usage_events", "unpriced_events", "priced_cost_nanos", "tokens", "engineers")
+TOP_MODELS_COLUMNS = ("provider", "model", "usage_events", "unpriced_events", "priced_cost_nanos", "tokens",
+                      "engineers")
 TOP_PROVIDERS = f"""
 SELECT provider, {_USAGE_AGG}
 FROM {usage_events(IN_PERIOD)}

@@ -63,7 +63,7 @@ def fetch(store: Any, sql: str, params: dict, columns: tuple[str, ...]) -> list[
     for row in rows:
         if len(row) != len(columns):
             raise ReportError(f"query returned {len(row)} columns, expected {len(columns)}")
-        out.append({name: (utc(v) if isinstance(v, datetime) else v) for name, v in zip(columns, row)})
+        out.append({name: (utc(v) if isinstance(v, datetime) else v) for name, v in zip(columns, row, strict=False)})
     return out
 
 

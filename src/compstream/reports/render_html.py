@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 from html import escape
-from typing import Any
+from typing import Any, Callable
 
 from compstream.reports.money import percent, tokens, usd
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[([^\]]*)\]")
-FORMATS = {"usd": usd, "int": tokens, "ppm": percent}
+FORMATS: dict[str, Callable[[Any], str]] = {"usd": usd, "int": tokens, "ppm": percent}
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
         "img-src data:; base-uri 'none'; form-action 'none'")
 

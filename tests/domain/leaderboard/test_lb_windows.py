@@ -26,7 +26,8 @@ def test_timestamps_are_bucketed_in_utc_not_local_time():
     ny = timezone(timedelta(hours=-5))
     ts = datetime(2026, 11, 27, 23, 30, tzinfo=ny)
     assert window_for(WindowKind.DAY, ts).key == "day:2026-11-28"
-    assert window_for(WindowKind.MONTH, datetime(2026, 12, 1, 0, 30, tzinfo=timezone(timedelta(hours=2)))).key == "month:2026-11"
+    plus_two = timezone(timedelta(hours=2))
+    assert window_for(WindowKind.MONTH, datetime(2026, 12, 1, 0, 30, tzinfo=plus_two)).key == "month:2026-11"
 
 
 def test_naive_timestamps_are_refused():
@@ -91,7 +92,8 @@ def test_closes_at_end_plus_lateness():
 
 
 @pytest.mark.parametrize(
-    "key", ["", "day:2026-02-30", "week:2026-W54", "week:2025-W53", "month:2026-13", "month:0000-01", "year:2026", "ALL", 7]
+    "key",
+    ["", "day:2026-02-30", "week:2026-W54", "week:2025-W53", "month:2026-13", "month:0000-01", "year:2026", "ALL", 7],
 )
 def test_bad_keys_raise(key):
     with pytest.raises(LeaderboardError):

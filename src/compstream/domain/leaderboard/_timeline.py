@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from compstream.domain.leaderboard.errors import LeaderboardError
 
 V = TypeVar("V")
+D = TypeVar("D")
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Timeline(Generic[V]):
         bisect.insort(self.entries, (effective_at, event_id, value), key=lambda e: (e[0], e[1]))
         return True
 
-    def at(self, ts: datetime, default: V) -> V:
+    def at(self, ts: datetime, default: D) -> V | D:
         """The value in force at `ts` (changes take effect at their instant)."""
         i = bisect.bisect_right(self.entries, ts, key=lambda e: e[0])
         return self.entries[i - 1][2] if i else default

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.errors import LeaderboardError
@@ -48,7 +48,7 @@ class BoardEntry:
     totals: Totals
     members: int | None = None  # team boards only
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {"rank": self.rank, "id": self.id, "value": self.value, "totals": self.totals.to_dict()}
         if self.members is not None:
             out["members"] = self.members
@@ -83,7 +83,7 @@ class Board:
     def ids(self) -> list[str]:
         return [e.id for e in self.entries]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "window_key": self.window_key,
             "scope": self.scope.value,
@@ -109,7 +109,7 @@ class Board:
             exact_beyond=c.req_bool(raw, "exact_beyond"),
         )
 
-    def to_public_dict(self, pseudonymize: Callable[[str], str] | None = None) -> dict:
+    def to_public_dict(self, pseudonymize: Callable[[str], str] | None = None) -> dict[str, Any]:
         """The published shape; engineer ids replaced when a pseudonymizer is given.
 
         Team ids are never pseudonymized (teams are public org units).
@@ -141,7 +141,7 @@ class WindowBoards:
                 return b
         raise LeaderboardError(f"no {scope.value}/{metric.value} board for {self.window_key}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "window_key": self.window_key,
             "start": c.time_out(self.start),
@@ -171,7 +171,7 @@ class WindowBoards:
             versions=versions,
         )
 
-    def to_public_dict(self, pseudonymize: Callable[[str], str] | None = None) -> dict:
+    def to_public_dict(self, pseudonymize: Callable[[str], str] | None = None) -> dict[str, Any]:
         out = self.to_dict()
         out["boards"] = [b.to_public_dict(pseudonymize) for b in self.boards]
         del out["versions"]  # internal bookkeeping, not for readers

@@ -27,7 +27,7 @@ ignored; closed boards are kept for `retention`, then dropped.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.boards import Board, BoardEntry, Scope, WindowBoards, top_n
@@ -201,7 +201,7 @@ class MergeState:
                 del self.closed[key]
         return snapshots
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "windows": {
                 k: [by_p[p].to_dict() for p in sorted(by_p)] for k, by_p in sorted(self.windows.items())

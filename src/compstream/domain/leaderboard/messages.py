@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.errors import LeaderboardError
@@ -30,7 +31,7 @@ class EngineerEntry:
     engineer_id: str
     totals: Totals
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"engineer_id": self.engineer_id, "totals": self.totals.to_dict()}
 
     @classmethod
@@ -52,7 +53,7 @@ class TeamPartial:
     totals: Totals
     members: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"team_id": self.team_id, "totals": self.totals.to_dict(), "members": self.members}
 
     @classmethod
@@ -83,7 +84,7 @@ class CandidateMessage:
     def truncated(self, metric: Metric) -> bool:
         return self.eligible.get(metric, 0) > self.k
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "type": CANDIDATES_TYPE,
             "partition": self.partition,
@@ -129,7 +130,7 @@ class WatermarkMessage:
     partition: int
     watermark: datetime
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": WATERMARK_TYPE, "partition": self.partition, "watermark": c.time_out(self.watermark)}
 
     @classmethod

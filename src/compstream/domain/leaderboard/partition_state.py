@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.events import EngineerOffboarded, LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import _codec as c
@@ -210,7 +211,7 @@ class PartitionState:
 
     # -- serialization ---------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "partition": self.partition,
             "watermark": c.time_out(self.watermark),

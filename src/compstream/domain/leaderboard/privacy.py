@@ -26,6 +26,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.events import LeaderboardPrivacy
 from compstream.domain.leaderboard import _codec as c
@@ -64,7 +65,7 @@ class PrivacyTimeline:
             return True
         return any(self._timeline.changes_within(window.start, window.end))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "engineer_id": self.engineer_id,
             "changes": [
@@ -79,7 +80,8 @@ class PrivacyTimeline:
         out = cls(c.req_str(raw, "engineer_id"))
         for item in c.req_list(raw, "changes"):
             item = c.obj(item, "privacy change")
-            out._timeline.add(c.req_time(item, "effective_at"), c.req_str(item, "event_id"), c.req_bool(item, "opted_out"))
+            out._timeline.add(c.req_time(item, "effective_at"), c.req_str(item, "event_id"),
+                              c.req_bool(item, "opted_out"))
         return out
 
 

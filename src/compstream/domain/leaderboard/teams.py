@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.events import TeamAssigned
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard._timeline import Timeline
+from compstream.domain.leaderboard.errors import LeaderboardError
 
 
 @dataclass
@@ -25,7 +27,7 @@ class TeamTimeline:
     def apply(self, event: TeamAssigned) -> bool:
         """Record an assignment; False if it was already known (re-delivery)."""
         if event.engineer_id != self.engineer_id:
-            raise c.LeaderboardError(
+            raise LeaderboardError(
                 f"TeamAssigned for {event.engineer_id!r} applied to {self.engineer_id!r}"
             )
         return self._timeline.add(event.effective_at, event.event_id, event.team_id)
@@ -34,7 +36,7 @@ class TeamTimeline:
         """Team in force at `ts`; None before the first assignment."""
         return self._timeline.at(ts, None)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "engineer_id": self.engineer_id,
             "assignments": [

@@ -7,8 +7,10 @@ plus output; cache tokens counted once). `cache_read_tokens` and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from compstream.domain.events import Usage
 from compstream.domain.tokens import tokens as usage_tokens
@@ -74,7 +76,7 @@ class Totals:
         """Anything a member contributed: tokens of any kind or spend."""
         return bool(self.tokens or self.cache_tokens or self.cost_nanos)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -102,7 +104,7 @@ class Totals:
 ZERO = Totals()
 
 
-def sum_totals(items) -> Totals:
+def sum_totals(items: Iterable[Totals]) -> Totals:
     out = ZERO
     for t in items:
         out = out + t
@@ -120,7 +122,7 @@ def _spend(t: Totals) -> int:
 _VALUE = {Metric.TOKENS: _tokens, Metric.SPEND: _spend}
 
 
-def metric_value(metric: Metric):
+def metric_value(metric: Metric) -> Callable[[Totals], int]:
     """Totals -> value for `metric`, as Totals.value but resolved once per ranking."""
     try:
         return _VALUE[metric]

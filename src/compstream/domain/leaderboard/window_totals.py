@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 from types import MappingProxyType
-from typing import Collection, Mapping
+from typing import Any, Collection, Mapping
 
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.messages import EngineerEntry, TeamPartial
@@ -71,7 +71,7 @@ class PartitionWindow:
         # team -> [the seven Totals fields in order..., members]
         self._teams: dict[str, list[int]] = {}
         # (k, hidden, eligible per metric, top k (-value, engineer) per metric) of the last ranking
-        self._ranked: tuple | None = None
+        self._ranked: tuple[Any, ...] | None = None
         # engineer -> its (tokens, spend) at the last ranking; None: rescan
         self._changed: dict[str, tuple[int, int]] | None = None
         for engineer, by_team in (contributions or {}).items():
@@ -155,7 +155,9 @@ class PartitionWindow:
         counts, tops = [], []
         for i in range(len(METRICS)):
             ranked = None
-            if since_last:  # re-rank the last top k and the changed (module docstring)
+            # Re-rank the last top k and the changed (module docstring); `last`
+            # and `changed` are re-tested only to narrow their types.
+            if since_last and last is not None and changed is not None:
                 count = last[2][i]
                 top_ids = {e for _, e in last[3][i]}
                 candidates = set(top_ids)
@@ -178,7 +180,7 @@ class PartitionWindow:
             counts.append(count)
             tops.append(heapq.nsmallest(k, ranked))
         self._ranked, self._changed = (k, hidden, counts, tops), {}
-        eligible = dict(zip(METRICS, counts))
+        eligible = dict(zip(METRICS, counts, strict=False))
         chosen = {e for top in tops for _, e in top}
         entries = tuple(EngineerEntry(e, sum_totals(self._contributions[e].values())) for e in sorted(chosen))
         return eligible, entries
@@ -190,7 +192,7 @@ class PartitionWindow:
 
     # -- serialization (the caches are never written) ----------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "window_key": self.window_key,
             "version": self.version,
@@ -216,7 +218,7 @@ class PartitionWindow:
         return (self.window_key, self.version, self._contributions) == (
             other.window_key, other.version, other._contributions)
 
-    __hash__ = None  # mutable, like the dataclass it replaced
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaced
 
     def __repr__(self) -> str:
         return (f"PartitionWindow(window_key={self.window_key!r}, version={self.version!r}, "

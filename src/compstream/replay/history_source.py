@@ -12,10 +12,10 @@ of rows besides the events themselves.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from compstream.domain.events import Event, EventError, event_from_dict
-from compstream.ops.kafka_source import BadMessage, CoordMap
+from compstream.replay.kafka_source import BadMessage, CoordMap
 
 PAGE_ROWS = 10_000
 
@@ -46,7 +46,7 @@ def _pages_sql(store) -> Iterator[list[tuple]]:
 
 def _pages_memory(store) -> Iterator[list[tuple]]:
     # The in-memory adapter (tests): same order, collapsed like FINAL.
-    seen = {}
+    seen: dict[Any, Any] = {}
     for row in store.tables["events"]:
         seen.setdefault((row.kafka_topic, row.kafka_partition, row.kafka_offset), row.payload)
     rows = [(*k, v) for k, v in sorted(seen.items())]

@@ -10,8 +10,8 @@ from typing import Callable, Iterator
 
 from compstream.config import Settings
 from compstream.domain.events import Event
-from compstream.ops.history_source import HistorySourceError, history_event_total, history_events
-from compstream.ops.kafka_source import (
+from compstream.replay.history_source import HistorySourceError, history_event_total, history_events
+from compstream.replay.kafka_source import (
     BadMessage, CoordMap, open_consumer, resolve_ranges, source_events,
 )
 

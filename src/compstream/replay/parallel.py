@@ -30,8 +30,8 @@ from zlib import crc32
 
 from compstream.domain.events import Event, EventError
 from compstream.domain.replay import ReplayResult
-from compstream.jsonl_fast import line_event
-from compstream.replay_file import BadLine, SourceMap, parse_line_reference, replay_events
+from compstream.replay.jsonl_fast import line_event
+from compstream.replay.file import BadLine, SourceMap, parse_line_reference, replay_events
 
 JOBS_MAX = 8
 AUTO_MIN_BYTES = 64 << 20  # auto mode forks only for inputs this large
@@ -163,7 +163,7 @@ def work(paths: Sequence[str], me: int, jobs: int, as_of: datetime | None,
     result = replay_events(events, as_of)
     conflicts = []
     for rep in result.reports[:result.conflicts]:
-        file_index, path, line = source_map.locate_file(rep.position)
+        file_index, path, line = source_map.locate_file(rep.position)  # type: ignore[arg-type]  # conflicts carry one
         conflicts.append((file_index, line, path, rep))
     return Part(
         (result.events_in, result.duplicates, result.conflicts, result.unique_events,
@@ -228,7 +228,7 @@ class Workers:
             for conn in wait(list(pending)):
                 w = pending[conn]
                 try:
-                    msg = conn.recv()
+                    msg = conn.recv()  # type: ignore[union-attr,call-arg]  # wait() on Connections yields them
                 except EOFError:
                     self.procs[w].join(5)
                     raise self._failed(w, f"died (exit code {self.procs[w].exitcode})") from None
@@ -261,7 +261,7 @@ def merge(parts: list[Part]) -> Merged:
     """The parts as one replay: the result `replay_events` gives for all the
     input, with conflict positions indexing `where` instead of the input."""
     result = ReplayResult(balances={})
-    balances: dict = {}
+    balances: dict[str, Any] = {}
     for part in parts:
         balances.update(part.balances)
         n, dups, conflicts, unique, hr = part.counts
@@ -271,11 +271,11 @@ def merge(parts: list[Part]) -> Merged:
         result.unique_events += unique
         result.hr_events += hr
     result.balances = {eng: balances[eng] for eng in sorted(balances)}
-    conflicts = sorted((c for part in parts for c in part.conflicts), key=lambda c: c[:2])
-    result.reports = [replace(rep, position=i) for i, (_, _, _, rep) in enumerate(conflicts)]
+    located = sorted((c for part in parts for c in part.conflicts), key=lambda c: c[:2])
+    result.reports = [replace(rep, position=i) for i, (_, _, _, rep) in enumerate(located)]
     # Each engineer's reports come from one worker, in fold order: a stable
     # sort by engineer gives the one-process order.
     result.reports += sorted((r for part in parts for r in part.ledger_reports),
                              key=lambda r: r.engineer_id)
     bad = sorted((b for part in parts for b in part.bad), key=lambda b: (b[0], b[1].line))
-    return Merged(result, [b for _, b in bad], [(path, line) for _, line, path, _ in conflicts])
+    return Merged(result, [b for _, b in bad], [(path, line) for _, line, path, _ in located])

@@ -21,7 +21,7 @@ import orjson
 from compstream.domain.events import Event, EventError, event_from_dict, format_time
 from compstream.domain.replay import ReplayResult, replay_detailed
 from compstream.json_bytes import orjson_if_same
-from compstream.jsonl_fast import line_event
+from compstream.replay.jsonl_fast import line_event
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ def open_consumer(bootstrap: str, timeout_s: float = 30.0) -> KafkaConsumer:
 
 
 def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    out = []
+    out: list[TopicPartition] = []
     for topic in topics:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
@@ -154,11 +154,11 @@ def read_ranges(consumer: KafkaConsumer, ranges: Iterable[PartitionRange],
         if batch:
             last_progress = time.monotonic()
         for tp, records in batch.items():
-            r = active.get(tp)
-            if r is None:
+            part = active.get(tp)
+            if part is None:
                 continue
             for record in records:
-                if record.offset >= r.stop:
+                if record.offset >= part.stop:
                     break
                 yield record
         # Position, not the last record, decides: compaction and transaction
