@@ -160,7 +160,8 @@ def test_rollover_without_usage_history_is_refused():
 
 
 def test_bonus_is_issued_once_in_its_month_to_employed_engineers():
-    bonus = '[[bonus]]\nname = "launch"\nengineers = ["ann", "gone"]\namount_usd = "250"\non = 2026-12-15\nexpires = "30d"\n'
+    bonus = ('[[bonus]]\nname = "launch"\nengineers = ["ann", "gone"]\namount_usd = "250"\n'
+             'on = 2026-12-15\nexpires = "30d"\n')
     pols = policies(policy_text(rules=rule("base", "310"), bonuses=bonus))
     pub = Published(pols)
     rows = roster("ann,L3,core,2020-01-01,", "gone,L3,core,2020-01-01,2026-12-01")
@@ -174,7 +175,7 @@ def test_bonus_is_issued_once_in_its_month_to_employed_engineers():
 @given(rate=st.integers(1, 10**15), cuts=st.lists(st.integers(1, 30), max_size=6, unique=True))
 def test_prorated_pieces_never_exceed_the_rate_and_lose_less_than_a_nano_per_piece(rate, cuts):
     bounds = [0] + sorted(cuts) + [31]
-    parts = [prorate(rate, b - a, 31) for a, b in zip(bounds, bounds[1:])]
+    parts = [prorate(rate, b - a, 31) for a, b in zip(bounds, bounds[1:], strict=False)]
     assert sum(parts) <= rate
     assert rate - sum(parts) < len(parts)
     assert prorate(rate, 31, 31) == rate
@@ -214,11 +215,11 @@ def test_any_roster_change_reaches_a_fixed_point_and_the_replay_is_consistent(ch
     keys = {lp.line.key for lp in fresh.lines}
     for lp in fresh.lines:  # what is live now equals what a fresh run wants, from the last revocation on
         lots = state.lots.get(lp.line.key, [])
-        revs = [l.revoked_at.date() for l in lots if l.revoked_at]
-        live = sum(l.amount_nanos for l in lots if not l.revoked_at)
+        revs = [lot.revoked_at.date() for lot in lots if lot.revoked_at]
+        live = sum(lot.amount_nanos for lot in lots if not lot.revoked_at)
         assert live == lp.line.want_from(max(revs) if revs else None), lp.line.key
     for key, lots in state.lots.items():  # engineers no longer on the roster hold nothing live
         if key not in keys:
-            assert all(l.revoked_at for l in lots), key
+            assert all(lot.revoked_at for lot in lots), key
     replay(pub.events)  # the ledger accepts every event (no invalid grants)
     assert all(e.event_id for e in pub.events) and len({e.event_id for e in pub.events}) == len(pub.events)

@@ -71,7 +71,8 @@ def test_roster_rows_and_errors_name_the_line():
         ("engineer,level,team,start,end\nann,L3,core,2026-02-01,2026-01-01\n", "r.csv:2: end"),
         ("engineer,level,team,start,end\nann,,core,2026-02-01,\n", "r.csv:2: level: missing"),
         ("engineer,level,team\nann,L3,core\n", "r.csv:1: header"),
-        ("engineer,level,team,start,end\nann,L3,core,2026-01-01,\nann,L4,core,2026-03-01,\n", "r.csv:3: ann overlaps line 2"),
+        ("engineer,level,team,start,end\nann,L3,core,2026-01-01,\nann,L4,core,2026-03-01,\n",
+         "r.csv:3: ann overlaps line 2"),
         ("engineer,level,team,start,end\nann,L3,core,2026-01-01,2026-03-01\nann,L4,core,2026-03-01,\n",
          "r.csv:3: ann overlaps"),
     ]

@@ -205,7 +205,10 @@ def test_rebuild_counts_a_repeated_event_once_and_replaces_old_rows(tmp_path, id
         rebuilt.commit()
         assert (stats.rows, stats.events, stats.duplicates) == (3, 3, 3)
         # id, revision, tokens, booked cost
-        assert [r[:1] + r[4:5] + r[7:9] for r in rebuilt.snapshot()] == [r[:1] + r[4:5] + r[7:9] for r in kept.snapshot()]
+        def cols(r):
+            return r[:1] + r[4:5] + r[7:9]
+
+        assert [cols(r) for r in rebuilt.snapshot()] == [cols(r) for r in kept.snapshot()]
         assert _convert(rebuilt, identity_map, "anthropic", "anthropic_messages.json")[0] == []
 
 
@@ -221,7 +224,8 @@ def test_restatement_after_a_rebuild_books_the_same_delta(tmp_path, identity_map
             (want,) = _convert(kept, identity_map, "anthropic", "a.json", restated)[0]
             (got,) = _convert(rebuilt, identity_map, "anthropic", "a.json", restated)[0]
     assert got.corrects_event_id == want.corrects_event_id
-    assert (got.output_tokens, got.input_tokens, got.cost_nanos) == (want.output_tokens, want.input_tokens, want.cost_nanos)
+    assert ((got.output_tokens, got.input_tokens, got.cost_nanos)
+            == (want.output_tokens, want.input_tokens, want.cost_nanos))
     assert got.output_tokens == 10_000 and got.cost_nanos > 0
 
 

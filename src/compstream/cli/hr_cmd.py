@@ -64,7 +64,8 @@ def _deliver(events: list[Event], settings: Settings, dry_run: bool, output: Opt
         finally:
             if handle is not sys.stdout:
                 handle.close()
-        return len(events), ("dry run, " if dry_run else "") + f"JSONL to {output if output and output != '-' else 'stdout'}"
+        target = output if output and output != '-' else 'stdout'
+        return len(events), ("dry run, " if dry_run else "") + f"JSONL to {target}"
     from compstream.ingest.publish import publish
 
     topic = settings.topics.grants  # every HR event lives on the grants topic (publish.topic_for)
@@ -93,7 +94,8 @@ def import_command(
     roster: Optional[Path] = typer.Option(None, "--roster", help="Roster CSV: its engineers count as known."),
     events_files: Optional[list[Path]] = typer.Option(
         None, "--events", help="Prior events as canonical JSONL instead of reading the grants topic."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and write the new events as JSONL; publish nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Validate and write the new events as JSONL; publish nothing."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the new events here instead of Kafka."),
 ) -> None:
     """Validate HR rows and publish them as events (a file with a bad row publishes nothing)."""
@@ -107,14 +109,14 @@ def import_command(
         prior = _prior(events_files, settings, False, err)
     except (RosterError, HistoryError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from None
     texts = []
     for path in files:
         try:
             texts.append((str(path), path.read_text(encoding="utf-8-sig")))
         except (OSError, UnicodeDecodeError) as exc:
             err.print(f"[red]{escape(str(path))}: cannot read: {escape(str(exc))}[/red]")
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(EXIT_FAILED) from None
     rows_total = sum(text.count("\n") for _, text in texts)
     with _progress(err) as bar:
         task = bar.add_task("checking rows", total=rows_total, visible=rows_total >= PROGRESS_ROWS_MIN)
@@ -136,7 +138,7 @@ def import_command(
         sent, where = _deliver(new, settings, dry_run, output, err)
     except Exception as exc:  # PublishError, OSError: nothing is recorded, a re-run is safe
         err.print(f"[red]delivery failed (re-run is safe, ids are deterministic):[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from None
     by_type: dict[str, int] = {}
     for e in new:
         by_type[e.type] = by_type.get(e.type, 0) + 1
@@ -181,7 +183,7 @@ def issue_command(
         issue = issue_grants(period, policies, roster_file, prior)
     except (PeriodError, PolicyError, RosterError, HistoryError) as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from None
     plan = issue.plan
     if explain:
         for engineer in explain:
@@ -192,7 +194,7 @@ def issue_command(
         sent, where = _deliver(new, settings, dry_run, output, err)
     except Exception as exc:  # PublishError, OSError
         err.print(f"[red]delivery failed (re-run is safe, ids are deterministic):[/red] {escape(str(exc))}")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from None
     issues = [e for e in new if e.type == "grant_issued"]
     _summary(err, f"grants issue {plan.run_month.label}, policy {plan.policy} ({where})", [
         ("engineers", len({lp.line.engineer for lp in plan.lines})),

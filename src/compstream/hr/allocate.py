@@ -166,7 +166,7 @@ def _pieces(period: Period, rows: list[RosterRow], policies: Policies) -> list[t
     cuts.update(d for d in policies.boundaries() if period.start < d < period.end)
     days = sorted(cuts)
     out = []
-    for lo, hi in zip(days, days[1:]):
+    for lo, hi in zip(days, days[1:], strict=False):
         row = next((r for r in rows if r.overlaps(lo, hi)), None)
         version = policies.in_force(lo)
         if row is not None and version is not None:
@@ -318,15 +318,15 @@ def _revoke(line: Line, lot: Lot, day: date, why: str) -> Action:
 
 def settle(line: Line, lots: list[Lot], policy: str, end: date | None) -> LinePlan:
     """The actions that bring the line's issued grants to what is wanted."""
-    revoked = [l.revoked_at.date() for l in lots if l.revoked_at is not None]
+    revoked = [lot.revoked_at.date() for lot in lots if lot.revoked_at is not None]
     since = max(revoked) if revoked else None
-    live = [l for l in lots if l.revoked_at is None]
-    live_total = sum(l.amount_nanos for l in live)
+    live = [lot for lot in lots if lot.revoked_at is None]
+    live_total = sum(lot.amount_nanos for lot in live)
     wanted = line.want_from(since)
     plan = LinePlan(line, lots, wanted, live_total, [])
     if wanted == live_total or (line.fixed_nanos is not None and line.action == "rollover" and lots):
         return plan
-    context = sorted(l.grant_id for l in lots)
+    context = sorted(lot.grant_id for lot in lots)
     if not lots:
         first = line.first_day()
         action = _issue(line, policy, line.action, wanted, first, end, context,
@@ -345,7 +345,7 @@ def settle(line: Line, lots: list[Lot], policy: str, end: date | None) -> LinePl
                         f"wanted {wanted} nanos, issued {live_total}: +{delta} from {day}")
         plan.actions.extend([action] if action else [])
         return plan
-    day = max([floor] + changes + [l.effective_at.date() for l in live])
+    day = max([floor] + changes + [lot.effective_at.date() for lot in live])
     for lot in live:
         plan.actions.append(_revoke(line, lot, day, f"wanted {wanted} nanos < issued {live_total}: "
                                                    f"revoke {lot.grant_id} at {day}"))

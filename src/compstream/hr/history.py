@@ -4,7 +4,7 @@
 which event ids were published); `grants issue` needs the grants topic, and
 the usage topic too when a rule rolls budget over (the unused amount comes
 from an offline replay). Reads are bounded by the end offsets seen at the
-start (ops/kafka_source.py), so they terminate on a live topic.
+start (replay/kafka_source.py), so they terminate on a live topic.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Prior:
 
 
 def from_files(paths: list[Path]) -> Prior:
-    from compstream.replay_file import read_jsonl
+    from compstream.replay.file import read_jsonl
 
     prior = Prior(source="files " + ", ".join(map(str, paths)))
     try:
@@ -46,7 +46,7 @@ def from_files(paths: list[Path]) -> Prior:
 
 
 def from_kafka(settings: Settings, *, usage: bool, on_record: Callable[[], None] | None = None) -> Prior:
-    from compstream.ops.kafka_source import SourceError, open_consumer, resolve_ranges, source_events
+    from compstream.replay.kafka_source import SourceError, open_consumer, resolve_ranges, source_events
 
     topics = [settings.topics.grants] + ([settings.topics.usage] if usage else [])
     prior = Prior(source=f"Kafka {settings.kafka_bootstrap} ({', '.join(topics)})")

@@ -236,7 +236,7 @@ class Policies:
                 raise PolicyError(f"{p.source}: version {p.version} also given in {by_version[p.version].source}")
             by_version[p.version] = p
         self.versions = sorted(by_version.values(), key=lambda p: p.version)
-        for older, newer in zip(self.versions, self.versions[1:]):
+        for older, newer in zip(self.versions, self.versions[1:], strict=False):
             if newer.effective_from < older.effective_from:
                 raise PolicyError(f"{newer.source}: version {newer.version} takes effect before version "
                                   f"{older.version} ({newer.effective_from} < {older.effective_from})")

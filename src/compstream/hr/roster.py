@@ -94,7 +94,7 @@ def _check_overlaps(rows: list[RosterRow], name: str) -> None:
         by_engineer.setdefault(row.engineer, []).append(row)
     for engineer, mine in by_engineer.items():
         mine.sort(key=lambda r: r.start)
-        for a, b in zip(mine, mine[1:]):
+        for a, b in zip(mine, mine[1:], strict=False):
             if a.end is None or a.end >= b.start:
                 raise RosterError(f"{name}:{b.line}: {engineer} overlaps line {a.line} "
                                   f"(rows of one engineer must not overlap)")

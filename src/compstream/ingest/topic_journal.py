@@ -8,7 +8,7 @@ therefore rebuilds an empty journal before delivering to a non-empty topic
 (`compstream ingest ... --no-journal-rebuild` only warns), and
 `compstream ingest rebuild-journal` rebuilds on demand.
 
-The read is bounded (end offsets taken at the start, ops/kafka_source.py) and
+The read is bounded (end offsets taken at the start, replay/kafka_source.py) and
 decodes like the worker: records the worker dead-letters (undecodable, key !=
 engineer) and non-usage events are counted, not folded in.
 """
@@ -20,7 +20,7 @@ from typing import Iterator
 
 from compstream.domain.events import Usage
 from compstream.ingest.journal import REVISION_MARKER_HEADER, Journal, RebuildStats
-from compstream.ops.kafka_source import (
+from compstream.replay.kafka_source import (
     BadMessageError, SourceError, decode_source, open_consumer, read_ranges, resolve_ranges,
 )
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 from compstream.domain.events import EngineerOffboarded, LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import _codec as c
@@ -113,7 +113,7 @@ class PartitionState:
         if self.watermark is None or offboarded_at > self.watermark:
             heapq.heappush(self._offboardings_ahead, (offboarded_at, engineer_id))
 
-    def _resend_windows_of(self, engineer_id: str, keys=None) -> None:
+    def _resend_windows_of(self, engineer_id: str, keys: Iterable[str] | None = None) -> None:
         # Visibility is decided at emission, so every open window the engineer
         # appears in must be re-sent.
         for key in list(self.windows) if keys is None else keys:
