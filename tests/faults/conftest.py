@@ -54,8 +54,49 @@ class ReliabilityLog:
         return text
 
 
+ENGINES = ("faust", "transactional")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """Every fault scenario runs against both engines, except those marked
+    for one: `faust_only` (faults of Faust's own consumer: skipped records,
+    lost seeks; or Faust's behaviour, e.g. balances pausing in a history
+    outage) and `transactional_only`."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    engines = ENGINES
+    if metafunc.definition.get_closest_marker("faust_only"):
+        engines = ("faust",)
+    elif metafunc.definition.get_closest_marker("transactional_only"):
+        engines = ("transactional",)
+    metafunc.parametrize("engine", engines)
+
+
+@pytest.fixture(autouse=True)
+def engine(request, monkeypatch) -> str:
+    """The engine of this run: every worker a test starts inherits it."""
+    monkeypatch.setenv("COMPSTREAM_ENGINE", request.param)
+    return request.param
+
+
+class _EngineRows:
+    def __init__(self, log: "ReliabilityLog", engine: str):
+        self.log, self.engine = log, engine
+
+    def record(self, **row) -> None:
+        row["scenario"] = f"{row['scenario']} ({self.engine})"
+        row["order"] = row["order"] + (0.5 if self.engine == "transactional" else 0)
+        row["engine"] = self.engine
+        self.log.record(**row)
+
+
+@pytest.fixture
+def reliability(_reliability_log, engine):
+    return _EngineRows(_reliability_log, engine)
+
+
 @pytest.fixture(scope="session")
-def reliability():
+def _reliability_log():
     log = ReliabilityLog()
     yield log
     if log.rows:

@@ -73,6 +73,7 @@ def _finalize_and_stop(worker, bootstrap, topics, events) -> dict:
     return figures
 
 
+@pytest.mark.faust_only  # the transactional engine keeps balances going: test_transactional.py
 def test_history_outage_pauses_then_recovers(kafka_bootstrap, topics, tmp_path, reliability):
     events = ledger_only(generate(engineers=30, usage_events=1_500, seed=95))
     before, during = events[:700], events[700:]

@@ -6,6 +6,7 @@ history topic. Expected values come from the offline replay."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -15,12 +16,13 @@ from support.checks import (
     balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet,
 )
 from support.faults import SESSION_TIMEOUT_S
+from support.http import http_json
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.transactional_only]
 PARTITIONS = 4
-ENGINE_ENV = {"COMPSTREAM_ENGINE": "transactional", "COMPSTREAM_LEADERBOARDS": "off",
+ENGINE_ENV = {"COMPSTREAM_ENGINE": "transactional",
               "COMPSTREAM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}
 
 
@@ -51,6 +53,16 @@ def _history_exact(worker, events, ticks) -> dict:
     return figures
 
 
+def _metrics(port: int) -> dict:
+    """`GET /metrics` as {(name, labels): value} (Prometheus text format)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_startup_backlog_with_grants_ahead_and_kills_equals_the_replay(kafka_bootstrap, topics, tmp_path,
                                                                        reliability):
     published = scenario(seed=2026, engineers=110, usage_per_engineer=30, duplicates=40)
@@ -75,7 +87,7 @@ def test_startup_backlog_with_grants_ahead_and_kills_equals_the_replay(kafka_boo
     bad = balance_mismatches(balances, events)
     assert not bad, bad[:5]
     figures = _history_exact(worker, events, ticks)
-    reliability.record(order=20, scenario="transactional: startup backlog, grants 0-3 days ahead",
+    reliability.record(order=20, scenario="startup backlog, grants 0-3 days ahead",
                        events=len(events), faults="2 crashes before commit (mid-backlog) + kill -9", lost=0,
                        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad),
                        recover_s=time.monotonic() - t0, notes=f"{figures['posting_rows']} postings")
@@ -92,6 +104,12 @@ def test_a_history_outage_delays_history_but_not_balances(kafka_bootstrap, topic
     balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker)
     assert not balance_mismatches(balances, events)
     assert "history write failed" in worker.log_path.read_text()  # the loader was held off meanwhile
+    metrics = _metrics(worker.web_port)
+    usage_ids = {e.event_id for e in events if e.type == "usage"}
+    assert metrics[('compstream_events_total', (('outcome', 'applied'), ('type', 'usage')))] == len(usage_ids)
+    assert metrics[('compstream_transactions_total', (('result', 'commit'),))] >= 1
+    status, body = http_json(worker.web_port, f"/balances/{events[-1].engineer_id}")
+    assert status == 200 and body["engineer_id"] == events[-1].engineer_id
     down.unlink()
     _, ticks = _settle(worker, kafka_bootstrap, topics, events)
     _history_exact(worker, events, ticks)

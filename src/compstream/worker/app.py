@@ -33,12 +33,17 @@ from compstream.domain.book_codec import from_us, to_us
 from compstream.worker.positions import PositionGuard, is_position_key, position_key, stream_time_key
 from compstream.worker.faust_compat import (
     Activity,
+    check_private_api,
+    commit_now,
+    committed_offsets,
     exit_on_crash,
     keep_commits_moving,
     seek,
     stored_position,
     watch_stalls,
 )
+from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from compstream.worker.metrics import WorkerMetrics
 from compstream.worker.publisher import Publisher
 from compstream.worker.sink import HistorySink
 from compstream.worker.tail_probe import TailProbe, tail_has_data
@@ -91,6 +96,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         **faust_options,
     )
+    check_private_api(app)
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     source = app.topic(topics.usage, topics.grants, **raw)
     balances_topic = app.topic(topics.balances, **raw)
@@ -117,7 +123,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         return guard.expected(topic, p, current=seen_rebalance[0] == app.rebalancing_count)
 
     watch_stalls(app, "ledger", activity, expected_of, set(source_names), lose_seek=faults.lose_stall_seek)
-    app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books}
+    metrics = WorkerMetrics("faust")
+    app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books, "metrics": metrics}
     feed = None
     if settings.leaderboards_enabled:
         from compstream.worker import leaderboards
@@ -128,8 +135,11 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
     async def ledger(stream):
         async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
+            t0 = time.monotonic()
             with activity:
                 await _ledger_batch(stream, events)
+            metrics.batch_events.observe(len(events))
+            metrics.batch_seconds.observe(time.monotonic() - t0)
 
     def stored_stream_time(partition: int) -> datetime | None:
         stored = books.get(stream_time_key(partition))
@@ -194,6 +204,17 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             counted = [m for m in messages if (m.topic, m.partition, m.offset) not in result.not_applied]
             await feed.apply(counted, result.decoded)
         await written  # history before any book or position
+        for m in messages:
+            coords = (m.topic, m.partition, m.offset)
+            event = result.decoded.get(coords)
+            if event is not None and coords not in result.not_applied:
+                metrics.events.labels("applied", event.type).inc()
+        for outcome, n in (("duplicate", result.duplicates), ("dead_letter", len(result.dead_letters))):
+            if n:
+                metrics.events.labels(outcome, "any").inc(n)
+        for p in {m.partition for m in messages}:
+            stream_t = processor.stream_time.get(p)
+            metrics.partition_times(p, stream_t, processor.watermark(p) if stream_t is not None else None)
         log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
                  len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
                  _ranges(messages))
@@ -217,7 +238,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             # Faust had committed past these (records it saw skipped, re-read
             # since) and will not commit them again; the fence put the commit
             # back at the batch's start. Move it to what is now processed.
-            await app.consumer._thread.commit({tp: guard.next[(tp.topic, tp.partition)] for tp in behind})
+            await commit_now(app, {tp: guard.next[(tp.topic, tp.partition)] for tp in behind})
 
     class BalanceView(View):
         async def get(self, request: Request, engineer_id: str) -> Response:
@@ -236,6 +257,12 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
 
     app.page("/balances/{engineer_id}")(BalanceView)
 
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.render(), content_type=METRICS_CONTENT_TYPE.split(";")[0])
+
+    app.page("/metrics")(MetricsView)
+
     return app
 
 
@@ -250,7 +277,7 @@ def _first_offsets(messages) -> dict[TP, int]:
 def _below_commits(app: faust.App, first: dict[TP, int]) -> set[TP]:
     """Partitions of the batch whose first message is below the offset Faust
     last committed for them (Faust commits offsets it saw skipped)."""
-    committed = getattr(app.consumer, "_committed_offset", {})
+    committed = committed_offsets(app)
     return {tp for tp, offset in first.items() if (committed.get(tp) or -1) > offset}
 
 
@@ -261,7 +288,7 @@ async def _still_owner(app: faust.App, first: dict[TP, int]) -> bool:
     coordinator rejects the commit if a rebalance gave the partition away."""
     if any(tp not in app.consumer.assignment() for tp in first):
         return False
-    return await app.consumer._thread.commit(first)
+    return await commit_now(app, first)
 
 
 def _ranges(messages) -> str:

@@ -1,4 +1,8 @@
-"""Small, documented workarounds for Faust behaviour the agents depend on."""
+"""The Faust engine's adapter: every use of Faust's and aiokafka's private
+API lives here, and `check_private_api` verifies at start-up that each one
+still exists (a rename in either library must stop the worker loudly, not
+switch a workaround off silently).
+"""
 
 from __future__ import annotations
 
@@ -108,6 +112,55 @@ def keep_commits_moving() -> None:
     import faust.transport.consumer as consumer_module
 
     consumer_module.consecutive_numbers = runs_with_repeats
+
+
+# (where, attribute): what this module and worker/app.py, leaderboards.py and
+# faults.py reach into. Checked on the classes, or on a consumer instance.
+PRIVATE_MODULE_ATTRS = (
+    ("faust.transport.consumer", "consecutive_numbers"),  # keep_commits_moving
+)
+PRIVATE_CLASS_ATTRS = (
+    ("faust.transport.consumer", "Consumer", "_new_offset"),  # keep_commits_moving's premise
+    ("faust", "Stream", "_set_current_event"),  # table_writes_for
+)
+PRIVATE_CONSUMER_ATTRS = ("_committed_offset", "_read_offset", "_thread", "seek_wait", "highwater")
+PRIVATE_THREAD_ATTRS = ("commit", "_ensure_consumer", "call_thread")
+
+
+class FaustApiChanged(RuntimeError):
+    """A private attribute the Faust engine relies on is gone."""
+
+
+def check_private_api(app) -> None:
+    """Raise FaustApiChanged naming every missing private attribute."""
+    import importlib
+
+    missing = []
+    for module, attr in PRIVATE_MODULE_ATTRS:
+        if not hasattr(importlib.import_module(module), attr):
+            missing.append(f"{module}.{attr}")
+    for module, cls, attr in PRIVATE_CLASS_ATTRS:
+        if not hasattr(getattr(importlib.import_module(module), cls), attr):
+            missing.append(f"{module}.{cls}.{attr}")
+    consumer = app.consumer
+    missing += [f"consumer.{a}" for a in PRIVATE_CONSUMER_ATTRS if not hasattr(consumer, a)]
+    thread = getattr(consumer, "_thread", None)
+    missing += [f"consumer._thread.{a}" for a in PRIVATE_THREAD_ATTRS if not hasattr(thread, a)]
+    if missing:
+        raise FaustApiChanged("the Faust engine needs private attributes this faust-streaming/aiokafka lacks: "
+                              + ", ".join(missing) + "; pin faust-streaming to a tested version "
+                              "or run COMPSTREAM_ENGINE=transactional")
+
+
+def committed_offsets(app) -> dict:
+    """Faust's last committed offset per partition (it commits offsets it saw skipped)."""
+    return app.consumer._committed_offset
+
+
+async def commit_now(app, offsets: dict) -> bool:
+    """Commit on the consumer's thread, bypassing Faust's acked-offset runs;
+    False if the group coordinator rejects it (a rebalance took a partition)."""
+    return await app.consumer._thread.commit(offsets)
 
 
 def highwater_or_none(app, tp: TP) -> int | None:

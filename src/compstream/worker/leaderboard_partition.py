@@ -31,7 +31,7 @@ from typing import Iterable
 import orjson
 
 from compstream.codec import DecodeError, decode_event
-from compstream.domain.events import EventError, LeaderboardPrivacy, TeamAssigned, Usage
+from compstream.domain.events import EngineerOffboarded, EventError, LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import (
     CandidateMessage,
     LeaderboardConfig,
@@ -140,6 +140,9 @@ class PartitionStage:
             engineer = c.req_str(raw, "engineer_id")
             nxt = c.obj(raw.get("next"), "next")
             offsets[engineer] = {label: c.req_int(nxt, label) for label in nxt}
+            offboarded = c.opt_time(raw, "offboarded_at")
+            if offboarded is not None:  # after the watermark is set: restore_offboarding reads it
+                state.restore_offboarding(engineer, offboarded)
             if raw.get("team") is not None:
                 state.teams[engineer] = TeamTimeline.from_dict(raw["team"])
             if raw.get("privacy") is not None:
@@ -204,7 +207,7 @@ class PartitionStage:
             else:
                 out.too_late += bool(state.apply_usage(event).too_late)
             out.applied += 1
-        elif isinstance(event, (TeamAssigned, LeaderboardPrivacy)):
+        elif isinstance(event, (TeamAssigned, LeaderboardPrivacy, EngineerOffboarded)):
             state.apply_hr(event)
             out.applied += 1
             # Decoded input, so the partition reports a watermark (from its
@@ -265,13 +268,17 @@ class PartitionStage:
                 if by_team is not None:
                     windows[key] = {t: tot.to_dict() for t, tot in sorted(by_team.items())}
             team, privacy = state.teams.get(engineer), state.privacy.get(engineer)
-            records[engineer_key(partition, engineer)] = dumps({
+            record = {
                 "engineer_id": engineer,
                 "next": offsets.get(engineer, {}),
                 "windows": windows,
                 "team": team.to_dict() if team is not None else None,
                 "privacy": privacy.to_dict() if privacy is not None else None,
-            })
+            }
+            offboarded = state.offboarded.get(engineer)
+            if offboarded is not None:  # absent otherwise: records written before keep their bytes
+                record["offboarded_at"] = c.time_out(offboarded)
+            records[engineer_key(partition, engineer)] = dumps(record)
         stream = self.stream_time.get(partition)
         records[meta_key(partition)] = dumps({
             "partition": partition,

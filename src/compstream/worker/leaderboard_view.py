@@ -74,8 +74,11 @@ class TopicBoards:
 
             tp = TopicPartition(self.topic, 0)
             if self._consumer is None:
+                # read_committed: the transactional engine writes boards in
+                # transactions; an aborted batch's boards must never be served.
                 self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                               enable_auto_commit=False, auto_offset_reset="earliest")
+                                               enable_auto_commit=False, auto_offset_reset="earliest",
+                                               isolation_level="read_committed")
                 self._consumer.assign([tp])
                 self._consumer.seek_to_beginning(tp)
             end = self._consumer.end_offsets([tp])[tp]

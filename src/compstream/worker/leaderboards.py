@@ -62,7 +62,8 @@ MERGE_POSITION_KEY = "p|position"  # merge records are w|, c|, m|
 
 def leaderboard_config(settings: Settings) -> LeaderboardConfig:
     return LeaderboardConfig(k=settings.leaderboard_k, lateness=timedelta(seconds=settings.lateness_s),
-                             min_team_size=settings.leaderboard_min_team)
+                             min_team_size=settings.leaderboard_min_team,
+                             retention=timedelta(days=settings.leaderboard_retention_days))
 
 
 def pseudonymizer(settings: Settings) -> Pseudonymizer | None:

@@ -40,7 +40,7 @@ class FakeClock:
 
 def _loop(log: MemoryLog, output: MemoryOutput, rng: random.Random, events_max: int) -> CheckpointLoop:
     config = CoreConfig(TOPICS, "w", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX)
-    source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), changelog_topic("w"), rng, TS)
+    source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)
     source.assign([(t, p) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)])
     return CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=1e9,
                           batch_events_max=events_max, clock=FakeClock())

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from compstream.config import Topics
+from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.domain.book_codec import from_us, to_us
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
+from compstream.worker.core.leaderboard_step import LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition
 from compstream.worker.messages import SourceMessage, partition_of
 from compstream.worker.positions import is_position_key, stream_time_key
@@ -44,6 +46,8 @@ class CoreConfig:
     partitions: int
     lateness_s: int
     book_bytes_max: int
+    leaderboards: LeaderboardConfig | None = None  # None: no leaderboards
+    pseudonymizer: Pseudonymizer | None = None
 
 
 class LedgerCore:
@@ -57,13 +61,27 @@ class LedgerCore:
         self.changelog = changelog_topic(config.worker_id)
         self.history = history_topic(config.topics)
         self._stream_time_keys = {stream_time_key(p): p for p in range(config.partitions)}
+        self.leaderboards = None if config.leaderboards is None else LeaderboardStep(
+            config.leaderboards, config.topics, config.worker_id, config.partitions, self.history,
+            config.pseudonymizer)
 
     # -- assignment ---------------------------------------------------------
 
+    def changelogs(self, partition: int) -> list[str]:
+        """The changelog topics a source partition's state is restored from."""
+        out = [self.changelog]
+        if self.leaderboards is not None:
+            out.append(self.leaderboards.partition_changelog)
+        return out
+
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]],
-                positions: dict[TopicPartition, int]) -> int:
+                positions: dict[TopicPartition, int],
+                leaderboard_records: Iterable[tuple[bytes, bytes | None]] = ()) -> int:
         """Load a partition's books and stream time from its changelog (last
-        value per key wins, None deletes) and its committed positions."""
+        value per key wins, None deletes), its leaderboard records, and its
+        committed positions."""
+        if self.leaderboards is not None:
+            self.leaderboards.restore_partition(partition, leaderboard_records)
         count = 0
         for raw_key, value in records:
             key = raw_key.decode("utf-8")
@@ -93,13 +111,28 @@ class LedgerCore:
             del self.positions[tp]
         self.processor.stream_time.pop(partition, None)
         self.processor.swept_watermark.pop(partition, None)
+        if self.leaderboards is not None:
+            self.leaderboards.forget_partition(partition)
+
+    def restore_merge(self, records: Iterable[tuple[bytes, bytes | None]], positions: dict[TopicPartition, int]) -> None:
+        if self.leaderboards is None:
+            raise RuntimeError("leaderboards are off: no merge to restore")
+        self.leaderboards.restore_merge(records)
+        self.positions.update(positions)
+
+    def forget_merge(self) -> None:
+        if self.leaderboards is not None:
+            self.leaderboards.forget_merge()
+        self.positions.pop((self.config.topics.leaderboard_candidates, 0), None)
 
     # -- the batch ----------------------------------------------------------
 
-    def step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition] = ()) -> Checkpoint:
+    def step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition] = (),
+             candidates: list[SourceMessage] = ()) -> Checkpoint:
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
         stats = BatchStats(messages=len(messages))
+        candidates = [m for m in candidates if m.offset >= self.positions.get((m.topic, m.partition), 0)]
         fresh = []
         for m in messages:
             if m.partition not in self.owned:
@@ -109,9 +142,11 @@ class LedgerCore:
                 continue
             fresh.append(m)
         offsets: dict[TopicPartition, int] = {}
-        for m in fresh:
+        for m in [*fresh, *candidates]:
             offsets[(m.topic, m.partition)] = m.offset + 1
         records: list[OutRecord] = []
+        counted: list[SourceMessage] = []
+        decoded: dict = {}
         if fresh:
             lagging = frozenset(lagging)
             result = self.processor.process(fresh, keys=lambda: list(self.books), sweep=True,
@@ -133,6 +168,14 @@ class LedgerCore:
             for batch in result.history:
                 stats.history_rows += batch.row_count()
                 records += self._history_records(batch)
+            counted = [m for m in fresh if (m.topic, m.partition, m.offset) not in result.not_applied]
+            decoded = result.decoded
+            for m in counted:
+                event = decoded.get((m.topic, m.partition, m.offset))
+                if event is not None:
+                    stats.applied_by_type[event.type] = stats.applied_by_type.get(event.type, 0) + 1
+        if self.leaderboards is not None:
+            records += self.leaderboards.step(counted, decoded, candidates)
         self.positions.update(offsets)
         return Checkpoint(records=records, offsets=offsets, stats=stats)
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 BATCH_EVENTS_MAX = 5_000
 BATCH_WITHIN_S = 0.15
 POLL_MESSAGES_MAX = 2_000
+MERGE_MESSAGES_MAX = 5_000  # candidates merged per checkpoint
+CANDIDATES_BUFFERED_MAX = 20_000  # past it the candidates partition is paused
 
 
 class CheckpointLoop:
@@ -49,6 +51,7 @@ class CheckpointLoop:
         self.commits = 0
         self.aborts = 0
         self.restore_s_last = 0.0
+        self.candidates: list[SourceMessage] = []  # leaderboard candidates (the merge's input)
 
     # -- assignment ---------------------------------------------------------
 
@@ -56,22 +59,35 @@ class CheckpointLoop:
         t0 = self.clock()
         self.assigned |= set(partitions)
         committed = self.source.committed(partitions)
-        for p in sorted({p for _, p in partitions}):
+        candidates = self.core.config.topics.leaderboard_candidates
+        if (candidates, 0) in partitions:
+            self.core.restore_merge(self.source.changelog(self.core.leaderboards.merge_changelog, 0),
+                                    {tp: o for tp, o in committed.items() if tp[0] == candidates})
+            log.info("leaderboard merge restored")
+        sources = {p for t, p in partitions if t != candidates}
+        for p in sorted(sources):
+            mine = {tp: o for tp, o in committed.items() if tp[1] == p and tp[0] != candidates}
             if p in self.core.owned:
-                self.core.positions.update({tp: o for tp, o in committed.items() if tp[1] == p})
+                self.core.positions.update(mine)
                 continue
-            n = self.core.restore(p, self.source.changelog(p),
-                                  {tp: o for tp, o in committed.items() if tp[1] == p})
+            books_topic, *lb_topic = self.core.changelogs(p)
+            n = self.core.restore(p, self.source.changelog(books_topic, p), mine,
+                                  self.source.changelog(lb_topic[0], p) if lb_topic else ())
             log.info("partition %d restored: %d books", p, n)
         self.restore_s_last = self.clock() - t0
 
     def _revoked(self, partitions: tuple[TopicPartition, ...]) -> None:
         self.assigned -= set(partitions)
         self.paused -= set(partitions)
-        for topic, p in partitions:
+        candidates = self.core.config.topics.leaderboard_candidates
+        if (candidates, 0) in partitions:
+            self.candidates.clear()
+            self.core.forget_merge()
+        sources = tuple(tp for tp in partitions if tp[0] != candidates)
+        for topic, p in sources:
             self.inputs.drop_partition(topic, p)
-        for p in {p for _, p in partitions}:
-            if not any(tp[1] == p for tp in self.assigned):
+        for p in {p for _, p in sources}:
+            if not any(tp[1] == p and tp[0] != candidates for tp in self.assigned):
                 self.core.forget(p)
 
     def reset(self) -> None:
@@ -79,6 +95,7 @@ class CheckpointLoop:
         self.aborts += 1
         self.core = self.make_core()
         self.inputs.clear()
+        self.candidates.clear()
         assigned = tuple(sorted(self.assigned))
         self.assigned = set()
         self._assigned(assigned)
@@ -90,6 +107,7 @@ class CheckpointLoop:
     def fill(self) -> None:
         """Poll until a batch's worth is buffered or the batch time is up."""
         deadline = self.clock() + self.batch_within_s
+        topics = self.core.config.topics
         while True:
             left = deadline - self.clock()
             for item in self.source.poll(POLL_MESSAGES_MAX, max(0.0, min(left, 0.1))):
@@ -98,17 +116,26 @@ class CheckpointLoop:
                 elif isinstance(item, Revoked):
                     self._revoked(item.partitions)
                 elif isinstance(item, (SourceMessage, EndOfInput)):
-                    if (item.topic, item.partition) in self.assigned:
+                    if (item.topic, item.partition) not in self.assigned:
+                        continue
+                    if item.topic == topics.leaderboard_candidates:
+                        if isinstance(item, SourceMessage):
+                            self.candidates.append(item)
+                    else:
                         self.inputs.add(item)
             grants = self.core.config.topics.grants
             for tp in self.source.backlog([tp for tp in self.assigned if tp[0] == grants]):
                 self.inputs.mark_backlog(*tp)
             self._flow_control()
-            if self.inputs.buffered() >= self.batch_events_max or self.clock() >= deadline:
+            if (self.inputs.buffered() + len(self.candidates) >= self.batch_events_max
+                    or self.clock() >= deadline):
                 return
 
     def _flow_control(self) -> None:
-        full = {tp for tp in self.assigned if self.inputs.over_bound(*tp)}
+        candidates = self.core.config.topics.leaderboard_candidates
+        full = {tp for tp in self.assigned if tp[0] != candidates and self.inputs.over_bound(*tp)}
+        if len(self.candidates) >= CANDIDATES_BUFFERED_MAX:
+            full |= {tp for tp in self.assigned if tp[0] == candidates}
         if full - self.paused:
             self.source.pause(full - self.paused)
         if self.paused - full:
@@ -118,9 +145,11 @@ class CheckpointLoop:
     def run_once(self) -> Checkpoint | None:
         self.fill()
         messages = self.inputs.take(self.batch_events_max, self.clock())
-        if not messages:
+        candidates, self.candidates = self.candidates[:MERGE_MESSAGES_MAX], self.candidates[MERGE_MESSAGES_MAX:]
+        resend = self.core.leaderboards is not None and self.core.leaderboards.resend
+        if not messages and not candidates and not resend:
             return None
-        checkpoint = self.core.step(messages, lagging=self.inputs.lagging())
+        checkpoint = self.core.step(messages, lagging=self.inputs.lagging(), candidates=candidates)
         try:
             self.output.commit(checkpoint)
         except CommitFailed as exc:

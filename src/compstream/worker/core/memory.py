@@ -43,11 +43,9 @@ class MemoryLog:
 
 
 class MemoryInput:
-    def __init__(self, log: MemoryLog, topics: tuple[str, str], changelog_topic: str, rng: random.Random,
-                 timestamp):
+    def __init__(self, log: MemoryLog, topics: tuple[str, ...], rng: random.Random, timestamp):
         self.log = log
         self.topics = topics
-        self.changelog_topic = changelog_topic
         self.rng = rng
         self.timestamp = timestamp
         self.position: dict[TopicPartition, int] = {}
@@ -89,8 +87,8 @@ class MemoryInput:
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.log.offsets[tp] for tp in partitions if tp in self.log.offsets}
 
-    def changelog(self, partition: int):
-        return [(k, v) for k, v in self.log.read(self.changelog_topic, partition) if k is not None]
+    def changelog(self, topic: str, partition: int):
+        return [(k, v) for k, v in self.log.read(topic, partition) if k is not None]
 
     def seek(self, offsets: dict[TopicPartition, int | None]) -> None:
         for tp, offset in offsets.items():

@@ -52,6 +52,7 @@ class BatchStats:
     swept: int = 0
     stale: int = 0  # below the committed position: already in an earlier checkpoint
     history_rows: int = 0
+    applied_by_type: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,8 +68,8 @@ class InputSide(Protocol):
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """The committed next offset per partition (absent: none committed)."""
 
-    def changelog(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
-        """Every committed (key, value) of the books changelog partition, in order."""
+    def changelog(self, topic: str, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
+        """Every committed (key, value) of a changelog partition, in order."""
 
     def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
         """Those of `partitions` known to hold records not yet returned by poll."""

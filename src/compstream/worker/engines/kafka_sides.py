@@ -84,10 +84,8 @@ def _ts(msg) -> datetime:
 
 
 class KafkaInput:
-    def __init__(self, bootstrap: str, group: str, topics: tuple[str, str], changelog_topic: str,
-                 session_timeout_s: float):
+    def __init__(self, bootstrap: str, group: str, topics: tuple[str, ...], session_timeout_s: float):
         self.bootstrap = bootstrap
-        self.changelog_topic = changelog_topic
         self.consumer = Consumer(consumer_config(bootstrap, group, session_timeout_s))
         self._events: list[Polled] = []
         self.consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -135,6 +133,19 @@ class KafkaInput:
                 out.add((topic, p))
         return out
 
+    def lag(self, partitions: Iterable[TP], positions: dict[TP, int]) -> dict[TP, int]:
+        """Records past the applied position, per partition (cached high
+        watermarks: no broker round trip)."""
+        out = {}
+        for topic, p in partitions:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                out[(topic, p)] = max(0, high - positions.get((topic, p), 0))
+        return out
+
     def committed(self, partitions: Iterable[TP]) -> dict[TP, int]:
         tps = [TopicPartition(t, p) for t, p in partitions]
         if not tps:
@@ -142,22 +153,22 @@ class KafkaInput:
         found = self.consumer.committed(tps, timeout=30)
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
-    def changelog(self, partition: int):
+    def changelog(self, topic: str, partition: int):
         """Every committed record of the changelog partition (read_committed,
         from the beginning to its end)."""
         reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "compstream-restore",
                            "isolation.level": "read_committed", "enable.auto.commit": False,
                            "enable.partition.eof": True, **CONSUMER_TUNING})
         try:
-            low, high = reader.get_watermark_offsets(TopicPartition(self.changelog_topic, partition), timeout=30)
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
             if high <= low:  # nothing was ever committed there
                 return
-            reader.assign([TopicPartition(self.changelog_topic, partition, OFFSET_BEGINNING)])
+            reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
             quiet_since = time.monotonic()
             while True:
                 batch = reader.consume(10_000, 0.5)
                 if not batch and time.monotonic() - quiet_since > RESTORE_IDLE_S_MAX:
-                    raise RuntimeError(f"restore of {self.changelog_topic}:{partition} got no end signal "
+                    raise RuntimeError(f"restore of {topic}:{partition} got no end signal "
                                        f"within {RESTORE_IDLE_S_MAX} s")
                 for m in batch:
                     quiet_since = time.monotonic()

@@ -23,10 +23,12 @@ from urllib.parse import unquote
 from confluent_kafka import KafkaException
 
 from compstream.config import Settings
-from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, changelog_topic, history_topic
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
 from compstream.worker.faults import Faults
+from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from compstream.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,6 @@ def ensure_transactional_topics(settings: Settings) -> None:
 
     ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
     specs = changelog_specs(settings.worker_id, settings.source_partitions)
-    specs = {k: v for k, v in specs.items() if k == changelog_topic(settings.worker_id)}
     # Kept: a new store (or a wiped one) is loaded from it.
     specs[history_topic(settings.topics)] = TopicSpec(settings.source_partitions, dict(FOREVER))
     ensure_specs(settings.kafka_bootstrap, specs)
@@ -54,8 +55,10 @@ def instance_id(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def _web(settings: Settings, loop_ref: list[CheckpointLoop]) -> ThreadingHTTPServer:
+def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetrics) -> ThreadingHTTPServer:
     from compstream.domain.book import EngineerBook
+
+    boards = _board_view(settings) if settings.leaderboards_enabled else None
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep request lines out of the worker log
@@ -70,7 +73,18 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop]) -> ThreadingHTTPSer
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            parts = self.path.split("?")[0].strip("/").split("/")
+            parts = [unquote(x) for x in self.path.split("?")[0].strip("/").split("/")]
+            if parts == ["metrics"]:
+                data = metrics.render()
+                self.send_response(200)
+                self.send_header("Content-Type", METRICS_CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return None
+            if len(parts) == 3 and parts[0] == "leaderboards" and boards is not None:
+                status, body = boards(parts[1], parts[2], loop_ref[0].core.leaderboards)
+                return self._json(status, body)
             if len(parts) != 2 or parts[0] != "balances":
                 return self._json(404, {"error": "not found"})
             engineer = unquote(parts[1])
@@ -89,18 +103,84 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop]) -> ThreadingHTTPSer
     return server
 
 
+def _board_view(settings: Settings):
+    """GET /leaderboards/{window}/{dimension}: from the merge state where this
+    worker owns it, else from the leaderboards topic (as the Faust engine)."""
+    from compstream.worker.leaderboard_merge import DIMENSIONS
+    from compstream.worker.leaderboard_view import BadRequest, TopicBoards, resolve_window
+
+    reader = TopicBoards(settings.kafka_bootstrap, settings.topics.leaderboards)
+    lock = threading.Lock()
+
+    def view(window: str, dimension: str, step) -> tuple[int, dict]:
+        if dimension not in DIMENSIONS:
+            return 400, {"error": f"unknown dimension {dimension!r}", "dimensions": sorted(DIMENSIONS)}
+        scope, metric = DIMENSIONS[dimension]
+        with lock:
+            board, served_by = None, "leaderboards-topic"
+            for _attempt in range(3):
+                if step is not None and step.merge.loaded():
+                    source, served_by = step.merge, "merge-state"
+                else:
+                    reader.refresh()
+                    source, served_by = reader, "leaderboards-topic"
+                try:
+                    key = resolve_window(window, source.known_windows())
+                    board = None if key is None else source.lookup(key, scope, metric)
+                    break
+                except BadRequest as exc:
+                    return 400, {"error": str(exc)}
+                except RuntimeError:  # the loop thread changed the merge state meanwhile: read again
+                    continue
+        if board is None:
+            return 404, {"error": f"no {dimension} board for {window!r}", "served_by": served_by}
+        return 200, {**board, "served_by": served_by}
+
+    return view
+
+
+def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint, seconds: float) -> None:
+    st = checkpoint.stats
+    metrics.transactions.labels("commit").inc()
+    metrics.batch_events.observe(st.messages)
+    metrics.batch_seconds.observe(seconds)
+    for kind, n in st.applied_by_type.items():
+        metrics.events.labels("applied", kind).inc(n)
+    for outcome, n in (("duplicate", st.duplicates), ("dead_letter", st.dead_letters), ("stale", st.stale)):
+        if n:
+            metrics.events.labels(outcome, "any").inc(n)
+    metrics.buffered.set(loop.inputs.buffered())
+    metrics.restore_seconds.set(loop.restore_s_last)
+
+
+def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput, loader) -> None:
+    processor = loop.core.processor
+    for p in sorted(loop.core.owned):
+        stream = processor.stream_time.get(p)
+        metrics.partition_times(p, stream, processor.watermark(p) if stream is not None else None)
+    for (topic, p), lag in source.lag(loop.assigned, loop.core.positions).items():
+        metrics.lag.labels(topic, str(p)).set(lag)
+    if loader is not None:
+        metrics.history_lag.set(loader.lag())
+        metrics.history_loaded.inc(loader.loaded_records - metrics.history_loaded_seen)
+        metrics.history_loaded_seen = loader.loaded_records
+
+
 def run(settings: Settings) -> None:
-    if settings.leaderboards_enabled:
-        raise SystemExit("the transactional engine does not run leaderboards yet: set COMPSTREAM_LEADERBOARDS=off "
-                         "or COMPSTREAM_ENGINE=faust")
     ensure_transactional_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     faults = Faults()
     topics = settings.topics
+    lb_config = pseudonyms = None
+    inputs = (topics.usage, topics.grants)
+    if settings.leaderboards_enabled:
+        from compstream.worker.leaderboards import leaderboard_config, pseudonymizer
+
+        lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
+        inputs += (topics.leaderboard_candidates,)
     config = CoreConfig(topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
-                        settings.book_bytes_max)
-    source = KafkaInput(settings.kafka_bootstrap, settings.worker_id, (topics.usage, topics.grants),
-                        changelog_topic(settings.worker_id), settings.session_timeout_s)
+                        settings.book_bytes_max, lb_config, pseudonyms)
+    source = KafkaInput(settings.kafka_bootstrap, settings.worker_id, inputs, settings.session_timeout_s)
     output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
                          source.consumer, faults)
     loop = CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=settings.task_idle_s,
@@ -120,19 +200,27 @@ def run(settings: Settings) -> None:
                                f"{settings.worker_id}-history-{instance_id(settings)}", store, faults)
         loader_thread = threading.Thread(target=loader.run, name="history-loader", daemon=True)
         loader_thread.start()
-    web = _web(settings, loop_ref)
+    metrics = WorkerMetrics("transactional")
+    web = _web(settings, loop_ref, metrics)
     log.info("transactional engine ready (group %s)", settings.worker_id)
     applied = batches = 0
     last_log = time.monotonic()
     code = 0
     try:
         while not stop.is_set():
+            t0 = time.monotonic()
+            aborts = loop.aborts
             checkpoint = loop.run_once()
+            if loop.aborts != aborts:
+                metrics.transactions.labels("abort").inc()
+                metrics.restore_seconds.set(loop.restore_s_last)
             if checkpoint is not None:
                 batches += 1
                 applied += checkpoint.stats.applied
+                _observe(metrics, loop, checkpoint, time.monotonic() - t0)
             if time.monotonic() - last_log >= LOG_EVERY_S:
                 last_log = time.monotonic()
+                _observe_positions(metrics, loop, source, loader)
                 log.info("%d batches, %d events applied, %d commits, %d aborts, %d buffered",
                          batches, applied, loop.commits, loop.aborts, loop.inputs.buffered())
     except KafkaException as exc:

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the long-running processes (worker, sink).
+
+One registry per process; `render()` is what `GET /metrics` serves. Names
+follow Prometheus conventions (units last: `_seconds`, `_total`). The runbook
+lists the alerts to set on them (docs/runbook.md, "Alerts").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class WorkerMetrics:
+    def __init__(self, engine: str):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        Gauge("compstream_engine_info", "The stream engine of this worker", ["engine"], registry=r).labels(engine).set(1)
+        self.events = Counter("compstream_events_total", "Source events by outcome and event type",
+                              ["outcome", "type"], registry=r)
+        self.batch_events = Histogram("compstream_batch_events", "Messages per batch",
+                                      buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
+        self.batch_seconds = Histogram("compstream_batch_seconds", "Wall time of one batch, fetch to commit",
+                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.transactions = Counter("compstream_transactions_total", "Checkpoints by result (commit, abort)",
+                                    ["result"], registry=r)
+        self.lag = Gauge("compstream_consumer_lag_records", "Source records not yet applied",
+                         ["topic", "partition"], registry=r)
+        self.watermark = Gauge("compstream_watermark_seconds",
+                               "Watermark per source partition (unix seconds): postings final through it",
+                               ["partition"], registry=r)
+        self.stream_time = Gauge("compstream_stream_time_seconds", "Latest usage event time per partition",
+                                 ["partition"], registry=r)
+        self.restore_seconds = Gauge("compstream_restore_seconds", "Time of the last state restore after an assignment",
+                                     registry=r)
+        self.buffered = Gauge("compstream_buffered_messages", "Fetched messages waiting for their task's inputs",
+                              registry=r)
+        self.history_lag = Gauge("compstream_history_sink_lag_records", "History topic records not yet loaded",
+                                 registry=r)
+        self.history_loaded = Counter("compstream_history_loaded_records_total", "History topic records loaded",
+                                      registry=r)
+        self.history_loaded_seen = 0
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def partition_times(self, partition: int, stream_time: datetime | None, watermark: datetime | None) -> None:
+        if stream_time is not None:
+            self.stream_time.labels(str(partition)).set(stream_time.timestamp())
+        if watermark is not None:
+            self.watermark.labels(str(partition)).set(watermark.timestamp())
