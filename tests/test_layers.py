@@ -9,7 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "compstream"
 # Top to bottom, as in the README's layout table. Packages not listed (root
 # modules such as publish.py and config.py, packages added later) are not checked.
-LAYERS = ["cli", "ops", "ingest", "reports", "replay", "worker", "history", "codec", "domain", "broker"]
+LAYERS = ["cli", "hr", "ops", "ingest", "reports", "replay", "worker", "history", "codec", "domain", "broker"]
 
 
 def _imported_packages(path: Path) -> set[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from compstream.cli.main import app
-from compstream.hr.labels import parse_kind
+from compstream.domain.grant_labels import parse_kind
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GOOD = """type,engineer_id,effective_at,grant_id,amount_usd,team_id

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from compstream.domain.events import format_time
-from compstream.hr.labels import parse_kind
+from compstream.domain.grant_labels import parse_kind
 from compstream.history.verify import period_digest
 from compstream.reports import queries as q
 from compstream.reports.money import ratio_ppm
@@ -62,7 +62,7 @@ def _usage(rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def _policy_fields(grant_kind: str | None) -> dict:
     """Which policy version and rule issued a grant (None for grants from elsewhere);
-    `compstream grants issue` writes them into the kind (hr/labels.py)."""
+    `compstream grants issue` writes them into the kind (domain/grant_labels.py)."""
     label = parse_kind(grant_kind)
     if label is None:
         return {"policy": None, "policy_rule": None}
