@@ -107,6 +107,11 @@ class Settings:
     # Transactional engine: "embedded" loads the history topic into this
     # worker's store in-process; "external" leaves it to `compstream sink`.
     history_sink: str = "embedded"
+    # Transactional engine, the idleness rule: a partition whose inputs are
+    # read to their end and quiet this long moves its stream time to the
+    # wall clock (its watermark to wall clock - lateness), so a quiet month
+    # end becomes final. 0 = off (replaying historical data).
+    idle_advance_s: float = 900.0
     # Transactional engine: a batch (one transaction) closes at this many events.
     batch_events_max: int = 5_000
 
@@ -136,6 +141,7 @@ class Settings:
             book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
             engine=_choice("COMPSTREAM_ENGINE", "faust", ("faust", "transactional")),
             task_idle_s=float(os.environ.get("COMPSTREAM_TASK_IDLE_S", "5")),
+            idle_advance_s=float(os.environ.get("COMPSTREAM_IDLE_ADVANCE_S", "900")),
             batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", "5000")),
             history_sink=_choice("COMPSTREAM_HISTORY_SINK", "embedded", ("embedded", "external")),
         )

@@ -153,6 +153,16 @@ class LedgerProcessor:
         self.history_rows_max = BATCH_ROWS_MAX
         self.book_bytes_max = book_bytes_max
 
+    def advance_stream_time(self, partition: int, until: datetime) -> bool:
+        """The idleness rule (worker/core): a partition whose inputs are all
+        read to their end and quiet moves its stream time to `until` (the
+        engine's wall clock), so its watermark passes expiries and pending
+        events without new usage. Only forward; True if it moved."""
+        if until <= self.stream_time.get(partition, EPOCH):
+            return False
+        self.stream_time[partition] = until
+        return True
+
     def restore_stream_time(self, partition: int, stored: datetime) -> None:
         """Stream time as stored with the books (after a restart or a
         rebalance); it only moves forward."""
@@ -184,7 +194,8 @@ class LedgerProcessor:
 
     def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
                 sweep: bool = True, lagging: Iterable[tuple[str, int]] | None = None,
-                lagging_after: Iterable[tuple[str, int]] | None = None) -> BatchResult:
+                lagging_after: Iterable[tuple[str, int]] | None = None,
+                also_sweep: Iterable[int] = ()) -> BatchResult:
         """Apply a batch. With `keys` (all engineers with a stored book) and
         `sweep`, also advance the quiet books (those with something due before
         the watermark) of this batch's partitions whose watermark moved.
@@ -192,7 +203,9 @@ class LedgerProcessor:
         hold the watermark back while its events are applied); `lagging_after`:
         those still behind once it is applied, for the sweep: a backlog the
         batch finished no longer holds it back (else that sweep would wait
-        for a next batch that may not come)."""
+        for a next batch that may not come). `also_sweep`: partitions to sweep
+        although no message of theirs is in the batch (their stream time was
+        advanced by the idleness rule)."""
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
         if lagging is not None:
@@ -205,8 +218,8 @@ class LedgerProcessor:
             if lagging_after is not None:
                 self.lagging = frozenset(lagging_after)
             if sweep and keys is not None:
-                moved = {m.partition for m in messages
-                         if self.watermark(m.partition) > self.swept_watermark.get(m.partition, EPOCH)}
+                moved = {p for p in {m.partition for m in messages} | set(also_sweep)
+                         if self.watermark(p) > self.swept_watermark.get(p, EPOCH)}
                 if moved:
                     self._sweep(batch, moved, keys)
         finally:

@@ -16,6 +16,7 @@ so in-memory state never runs ahead of what is committed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Iterable
 
 from compstream.config import Topics
@@ -128,7 +129,9 @@ class LedgerCore:
     # -- the batch ----------------------------------------------------------
 
     def step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition] = (),
-             candidates: list[SourceMessage] = ()) -> Checkpoint:
+             candidates: list[SourceMessage] = (), idle: dict[int, datetime] | None = None) -> Checkpoint:
+        """`idle`: partition -> wall-clock time for quiet partitions (the
+        idleness rule): their stream time moves there and they are swept."""
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
         stats = BatchStats(messages=len(messages))
@@ -147,17 +150,19 @@ class LedgerCore:
         records: list[OutRecord] = []
         counted: list[SourceMessage] = []
         decoded: dict = {}
-        if fresh:
+        advanced = [p for p, t in sorted((idle or {}).items())
+                    if p in self.owned and self.processor.advance_stream_time(p, t)]
+        if fresh or advanced:
             lagging = frozenset(lagging)
             result = self.processor.process(fresh, keys=lambda: list(self.books), sweep=True,
-                                            lagging=lagging, lagging_after=lagging)
+                                            lagging=lagging, lagging_after=lagging, also_sweep=advanced)
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
             stats.dead_letters = len(result.dead_letters)
             topics = self.config.topics
             for engineer, (data, p) in result.books.items():
                 self.books[engineer] = data
                 records.append(OutRecord(self.changelog, engineer.encode(), data, p))
-            for p in sorted({m.partition for m in fresh}):
+            for p in sorted({m.partition for m in fresh} | set(advanced)):
                 t = self.processor.stream_time.get(p)
                 if t is not None:
                     records.append(OutRecord(self.changelog, stream_time_key(p).encode(),

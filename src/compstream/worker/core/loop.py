@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Callable
 
 from compstream.worker.core.checkpoint import LedgerCore
@@ -34,7 +35,19 @@ CANDIDATES_BUFFERED_MAX = 20_000  # past it the candidates partition is paused
 class CheckpointLoop:
     def __init__(self, make_core: Callable[[], LedgerCore], source: InputSide, output: OutputSide,
                  *, idle_s: float, batch_events_max: int = BATCH_EVENTS_MAX,
-                 batch_within_s: float = BATCH_WITHIN_S, clock: Callable[[], float] = time.monotonic):
+                 batch_within_s: float = BATCH_WITHIN_S, clock: Callable[[], float] = time.monotonic,
+                 idle_advance_s: float = 0.0, wall_clock: Callable[[], datetime] | None = None):
+        """`idle_advance_s` > 0 turns the idleness rule on: a task whose inputs
+        are read to their end and quiet that long moves its stream time to
+        `wall_clock()` (then every `idle_advance_s` while quiet), so a quiet
+        month end still becomes final. Off (0) for historical replays."""
+        if idle_advance_s < 0:
+            raise ValueError("idle_advance_s must be >= 0")
+        if idle_advance_s > 0 and wall_clock is None:
+            raise ValueError("the idleness rule needs a wall clock")
+        self.idle_advance_s = idle_advance_s
+        self.wall_clock = wall_clock
+        self.last_activity: dict[int, float] = {}  # partition -> clock() of its last message or advance
         if not 1 <= batch_events_max <= 10_000:
             raise ValueError("batch_events_max must be 1..10000")
         self.make_core = make_core
@@ -123,6 +136,8 @@ class CheckpointLoop:
                             self.candidates.append(item)
                     else:
                         self.inputs.add(item)
+                        if isinstance(item, SourceMessage):
+                            self.last_activity[item.partition] = self.clock()
             grants = self.core.config.topics.grants
             for tp in self.source.backlog([tp for tp in self.assigned if tp[0] == grants]):
                 self.inputs.mark_backlog(*tp)
@@ -142,14 +157,27 @@ class CheckpointLoop:
             self.source.resume(self.paused - full)
         self.paused = full
 
+    def _idle_partitions(self) -> dict[int, datetime]:
+        if not self.idle_advance_s:
+            return {}
+        now = self.clock()
+        out = {}
+        for p in sorted(self.core.owned):
+            since = self.last_activity.setdefault(p, now)
+            if now - since >= self.idle_advance_s and self.inputs.at_rest(p):
+                out[p] = self.wall_clock()
+                self.last_activity[p] = now
+        return out
+
     def run_once(self) -> Checkpoint | None:
         self.fill()
         messages = self.inputs.take(self.batch_events_max, self.clock())
         candidates, self.candidates = self.candidates[:MERGE_MESSAGES_MAX], self.candidates[MERGE_MESSAGES_MAX:]
         resend = self.core.leaderboards is not None and self.core.leaderboards.resend
-        if not messages and not candidates and not resend:
+        idle = self._idle_partitions()
+        if not messages and not candidates and not resend and not idle:
             return None
-        checkpoint = self.core.step(messages, lagging=self.inputs.lagging(), candidates=candidates)
+        checkpoint = self.core.step(messages, lagging=self.inputs.lagging(), candidates=candidates, idle=idle)
         try:
             self.output.commit(checkpoint)
         except CommitFailed as exc:

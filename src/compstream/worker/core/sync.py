@@ -99,6 +99,14 @@ class TaskInputs:
         self._waiting_since.clear()
         self.idle_expired.clear()
 
+    def at_rest(self, partition: int) -> bool:
+        """Both inputs of the task read to their end, nothing buffered."""
+        for topic in (self.usage_topic, self.grants_topic):
+            inp = self._inputs.get((topic, partition))
+            if inp is None or inp.queue or not inp.at_end:
+                return False
+        return True
+
     def lagging(self) -> set[tuple[str, int]]:
         """HR inputs whose end is not known: they hold their task's watermark back."""
         return {(self.grants_topic, p) for p in self.idle_expired

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -184,7 +185,8 @@ def run(settings: Settings) -> None:
     output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
                          source.consumer, faults)
     loop = CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=settings.task_idle_s,
-                          batch_events_max=settings.batch_events_max)
+                          batch_events_max=settings.batch_events_max, idle_advance_s=settings.idle_advance_s,
+                          wall_clock=lambda: datetime.now(timezone.utc))
     loop_ref = [loop]
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
