@@ -7,7 +7,7 @@ fold), not from the streaming book the worker runs.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -49,6 +49,11 @@ def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topic
             # The web view answers from the same book, as of the same stream time.
             status, body = http_json(worker.web_port, f"/balances/{engineer}")
             assert status == 200 and {k: body[k] for k in got} == got, engineer
+            # ... and says how final it is: final-through only moves forward, and
+            # the view is at least as recent as the engineer's last record.
+            assert body["events_applied"] == record["events_applied"], engineer
+            assert body["as_of"] == record["as_of"].isoformat(), engineer
+            assert datetime.fromisoformat(body["final_through"]) >= record["watermark"], engineer
         assert http_json(worker.web_port, "/balances/nobody")[0] == 404
         # Now push the watermark past everything so every posting is final.
         publish_events(ticks, kafka_bootstrap, topics)

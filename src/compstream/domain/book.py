@@ -171,6 +171,21 @@ class EngineerBook:
         return IngestResult(APPLIED, late, self.balance() if want_balance else None,
                             fin.postings, fin.alerts, fin.reports)
 
+    def note(self, event: Event, *, fingerprint: str | None = None) -> str:
+        """An event the ledger does not apply (team moves, privacy choices,
+        cash compensation) but whose id the book remembers, so a republished
+        one is recognised like any other duplicate: APPLIED the first time,
+        then DUPLICATE (same payload) or CONFLICT (different payload). It is
+        not counted in `taken` (events_applied counts ledger events)."""
+        if event.engineer_id != self.engineer_id:
+            raise BookError(f"event for {event.engineer_id!r} given to book {self.engineer_id!r}")
+        idd, fpd = id_digest(event.event_id), fingerprint_digest(event, fingerprint)
+        prev = self.seen.get(idd)
+        if prev is not None:
+            return DUPLICATE if prev == fpd else CONFLICT
+        self.seen.add(idd, fpd, KEEP_DAY)
+        return APPLIED
+
     def would_apply(self, event: Event) -> bool:
         """Whether `ingest` would take `event` in: False for a remembered id
         (duplicate or conflict) and for usage dated before the dedupe horizon.

@@ -44,6 +44,7 @@ from compstream.worker.faust_compat import (
 )
 from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from compstream.worker.metrics import WorkerMetrics
+from compstream.worker.balance_view import balance_body
 from compstream.worker.publisher import Publisher
 from compstream.worker.sink import HistorySink
 from compstream.worker.tail_probe import TailProbe, tail_has_data
@@ -252,8 +253,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
             # Before this process's first batch of the partition: the stored one.
             partition = partition_of(engineer_id, settings.source_partitions)
             until = processor.stream_time.get(partition) or stored_stream_time(partition)
-            body = {"engineer_id": engineer_id, **book.balance(until).to_dict()}
-            return self.json(body)
+            final = processor.watermark(partition) if partition in processor.stream_time else book.watermark
+            return self.json(balance_body(book, until, final))
 
     app.page("/balances/{engineer_id}")(BalanceView)
 

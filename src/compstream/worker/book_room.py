@@ -54,6 +54,15 @@ class BookRoom:
     def loaded(self, engineer: str, size: int) -> None:
         self.size[engineer] = size
 
+    def is_tight(self, engineer: str) -> bool:
+        """Measured near its limit in this batch: tracked event by event."""
+        return engineer in self.tight
+
+    def would_be_tight(self, book: EngineerBook, event, text: str) -> bool:
+        """Whether `admit` would have to measure the book for this event."""
+        growth = RECORD + len(text) + 1 if event.type == "usage" else 0
+        return self.size[book.engineer_id] + growth > self.bytes_max
+
     def admit(self, book: EngineerBook, event, text: str, watermark: datetime) -> tuple[int, int] | None:
         """Before `book.ingest(event, watermark)`: REFUSE, or (growth, freed)
         to pass to `taken` afterwards."""

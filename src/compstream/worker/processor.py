@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.balance import Balance, Report
-from compstream.domain.book import APPLIED, CONFLICT, TOO_OLD, EngineerBook
+from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, EngineerBook
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
 from compstream.history.rows import BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, history_batches
@@ -87,6 +87,7 @@ class _Batch:
     decoded: dict = field(default_factory=dict)
     room: BookRoom | None = None  # set by the processor (it knows the limit)
     reported_full: set[str] = field(default_factory=set)  # engineers with a book_full alert
+    start_marks: dict[int, datetime] = field(default_factory=dict)  # partition -> watermark at batch start
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
@@ -217,6 +218,7 @@ class LedgerProcessor:
                 self._apply(batch, msg)
             if lagging_after is not None:
                 self.lagging = frozenset(lagging_after)
+            self._advance_touched(batch)
             if sweep and keys is not None:
                 moved = {p for p in {m.partition for m in messages} | set(also_sweep)
                          if self.watermark(p) > self.swept_watermark.get(p, EPOCH)}
@@ -249,6 +251,16 @@ class LedgerProcessor:
         # Canonical JSON once: the book's fingerprint and the history payload.
         text = fingerprint_text(event)
         if event.type not in LEDGER_EVENT_TYPES:
+            # Remembered by the engineer's book like ledger events, so a
+            # republished one is one row in history and counted nowhere twice.
+            status = self._book(batch, event.engineer_id, msg.partition).note(event, fingerprint=text)
+            if status == DUPLICATE:
+                batch.duplicates += 1
+                batch.not_applied.add((msg.topic, msg.partition, msg.offset))
+                return None
+            if status == CONFLICT:
+                return batch.dead(msg, CONFLICT, f"event_id {event.event_id!r}: same event_id as an earlier "
+                                                 "event with a different payload; not applied")
             batch.hr_events.append((msg, event))
             batch.events.append(EventRow.from_event(
                 event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
@@ -257,7 +269,20 @@ class LedgerProcessor:
         engineer = event.engineer_id
         try:
             book = self._book(batch, engineer, msg.partition)
-            watermark = self.watermark(msg.partition)
+            # The watermark as the batch found it: events of one batch are
+            # applied order-independently (pending, sorted in their books), so
+            # a backlog read in one batch -- an export grouped by engineer, a
+            # topic that filled while the worker was down -- is not judged
+            # late against events read just before it. The sweep at the end
+            # of the batch advances every touched book to the new watermark.
+            # A book near its byte limit is the exception: its room is measured
+            # event by event, which needs the live watermark (to forget ids
+            # and finalize pending events as far as the batch has got).
+            watermark = batch.start_marks.get(msg.partition)
+            if watermark is None:
+                watermark = batch.start_marks[msg.partition] = self.watermark(msg.partition)
+            if batch.room.is_tight(engineer) or batch.room.would_be_tight(book, event, text):
+                watermark = self.watermark(msg.partition)
             admitted = batch.room.admit(book, event, text, watermark)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
@@ -295,6 +320,22 @@ class LedgerProcessor:
                 Report(book.engineer_id, event.event_id, BOOK_FULL, detail), event.event_time)))
         batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
 
+    def _advance_touched(self, batch: _Batch) -> None:
+        """Every book the batch touched, to the watermark the batch ends with:
+        ingest used the watermark the batch started with, and a book may be
+        new (not stored yet, so no sweep would find it)."""
+        marks: dict[int, datetime] = {}
+        for engineer in list(batch.books):
+            p = batch.book_partition[engineer]
+            watermark = marks.get(p)
+            if watermark is None:
+                watermark = marks[p] = self.watermark(p)
+            book = batch.books[engineer]
+            if book.watermark is None or watermark > book.watermark:
+                batch.outcome(engineer, book.advance(watermark), watermark)
+                batch.changed.add(engineer)
+                batch.swept_touched += 1
+
     def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
         # The loop visits every stored book, most of them not due: its per-key
         # step is kept small. Watermarks and stream times do not move during
@@ -302,17 +343,9 @@ class LedgerProcessor:
         marks = {p: self.watermark(p) for p in partitions}
         times = {p: self.stream_time.get(p, EPOCH) for p in partitions}
         cache, due_of, scheduled_of = self.partition_cache, self.book_due, self.book_scheduled
-        # Books this batch touched first: they may not be stored yet (an
-        # engineer first seen in this batch), and their due times are stale.
-        # Ingest advanced them only to the watermark of their own event; a
-        # later event of the batch may have moved it further.
+        # Books this batch touched were advanced to the batch's final
+        # watermark already (_advance_touched); their stored due times are stale.
         touched = frozenset(batch.books)
-        for engineer in list(batch.books):
-            watermark = marks.get(batch.book_partition[engineer])
-            if watermark is not None:
-                batch.outcome(engineer, batch.books[engineer].advance(watermark), watermark)
-                batch.changed.add(engineer)
-                batch.swept_touched += 1
         for engineer in keys():
             if len(batch.postings) + len(batch.events) >= SWEEP_ROWS_MAX:
                 return

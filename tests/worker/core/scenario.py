@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevoked, Usage
+from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevoked, TeamAssigned, Usage
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 LATENESS_S = 6 * 3600
@@ -21,6 +21,8 @@ def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int
     out = []
     for n in range(engineers):
         eng = f"eng-{seed % 1000}-{n}"
+        joined = START + timedelta(hours=rng.randint(0, 48))
+        out.append((joined - timedelta(hours=rng.randint(0, 72)), TeamAssigned(f"team-{eng}", eng, f"t{n % 3}", joined)))
         grant_ids = []
         for g in range(rng.randint(1, 3)):
             effective = START + timedelta(hours=rng.randint(0, 24 * 12))
@@ -44,8 +46,13 @@ def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int
         if rng.random() < 0.2:
             when = START + timedelta(days=rng.randint(5, 20))
             out.append((when - timedelta(hours=rng.randint(0, 48)), EngineerOffboarded(f"off-{eng}", eng, when)))
-    for _ in range(duplicates):  # republished later (a re-ingest, a producer retry)
-        when, event = rng.choice(out)
+    # Republished later (a re-ingest, a producer retry): one of every kind, then more.
+    by_kind: dict[str, list] = {}
+    for pair in out:
+        by_kind.setdefault(pair[1].type, []).append(pair)
+    again = [rng.choice(pairs) for _, pairs in sorted(by_kind.items())]
+    again += [rng.choice(out) for _ in range(duplicates)]
+    for when, event in again:
         out.append((when + timedelta(hours=rng.randint(0, 5)), event))
     out.sort(key=lambda pair: pair[0])
     return out

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 
 from compstream.config import Settings
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
+from compstream.worker.balance_view import balance_body
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
 from compstream.worker.faults import Faults
@@ -96,8 +97,10 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetr
             from compstream.worker.messages import partition_of
 
             book = EngineerBook.from_bytes(data)
-            until = core.processor.stream_time.get(partition_of(engineer, settings.source_partitions))
-            self._json(200, {"engineer_id": engineer, **book.balance(until).to_dict()})
+            partition = partition_of(engineer, settings.source_partitions)
+            until = core.processor.stream_time.get(partition)
+            final = core.processor.watermark(partition) if until is not None else book.watermark
+            self._json(200, balance_body(book, until, final))
 
     server = ThreadingHTTPServer((settings.web_bind, settings.web_port), Handler)
     threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
