@@ -48,3 +48,12 @@ def test_period_bounds_roll_over_the_year():
     for bad in ("2026-00", "2026-1", "26-01", "2026/01"):
         with pytest.raises(HistoryError):
             period_bounds(bad)
+
+
+def test_memory_history_runs_no_sql():
+    from compstream.history import HistoryError
+
+    store = open_history("memory://", database="elsewhere")
+    assert store.database == "elsewhere"
+    with pytest.raises(HistoryError, match="ClickHouse"):
+        store.query_rows("SELECT 1")

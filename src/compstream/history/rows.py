@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from compstream.domain.events import Event, event_to_json
 
@@ -20,6 +20,8 @@ from compstream.domain.events import Event, event_to_json
 BATCH_ROWS_MAX = 50_000
 DEDUP_TOKEN_LENGTH_MAX = 512
 SCHEMA_VERSION = 1
+# Query helpers return lists; an unbounded read could exhaust memory.
+QUERY_ROWS_MAX = 1_000_000
 
 
 class HistoryError(RuntimeError):
@@ -45,6 +47,44 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
         raise HistoryError(f"period must be YYYY-MM, got {period!r}")
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
     return start, end
+
+
+class RowCounts(NamedTuple):
+    """Physical rows vs distinct identities; equal means no duplicate stored."""
+
+    rows: int
+    distinct: int
+
+
+class ChainHead(NamedTuple):
+    engineer_id: str
+    seq: int
+    hash: str
+
+
+class EventCoord(NamedTuple):
+    """Where a stored event was read from; orders events the way Kafka does."""
+
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+
+
+# Before every stored event: the start of a listing.
+EVENT_COORD_START = EventCoord("", -1, -1)
+
+
+class StoredPayload(NamedTuple):
+    """One stored event's canonical JSON and its Kafka coordinates."""
+
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+    payload: str
+
+    @property
+    def coord(self) -> EventCoord:
+        return EventCoord(self.kafka_topic, self.kafka_partition, self.kafka_offset)
 
 
 @dataclass(frozen=True, slots=True)
