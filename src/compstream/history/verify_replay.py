@@ -13,9 +13,9 @@ import json
 
 from compstream.domain.events import EventError, event_from_dict
 from compstream.domain.replay import replay_detailed
+from compstream.history.findings import Finding
 from compstream.history.rows import PostingRow
 from compstream.history.store import HistoryStore
-from compstream.history.verify import Finding
 
 REPLAY_MISMATCH, NOT_DERIVABLE, NOT_STORED, BAD_EVENT = (
     "replay_mismatch", "not_derivable", "not_stored", "bad_event",
