@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from compstream.history import open_history
@@ -20,7 +22,7 @@ class TestMemoryHistoryStore(HistoryStoreContract):
         rows = store.tables["postings"]
         for i, row in enumerate(rows):
             if row.engineer_id == engineer_id and row.seq == seq:
-                rows[i] = type(row)(**{**{f: getattr(row, f) for f in row.__dataclass_fields__}, "amount_nanos": amount})
+                rows[i] = dataclasses.replace(row, amount_nanos=amount)
 
     def tamper_delete(self, store, engineer_id, seq):
         store.tables["postings"] = [

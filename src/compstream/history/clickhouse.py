@@ -304,7 +304,8 @@ class ClickHouseHistoryStore:
         # LIMIT 1 BY: FINAL only collapses inside one partition (month of
         # received_at); this collapses retries across partitions too.
         sql = (
-            f"{self._from('dead_letters')}{where} ORDER BY received_at, kafka_topic, kafka_partition, kafka_offset, stage "
+            f"{self._from('dead_letters')}{where} "
+            "ORDER BY received_at, kafka_topic, kafka_partition, kafka_offset, stage "
             f"LIMIT 1 BY kafka_topic, kafka_partition, kafka_offset, stage LIMIT {int(limit)}"
         )
         return self._select(DeadLetterRow, sql, {"st": stage} if stage is not None else None)

@@ -103,7 +103,8 @@ def verify_chain(engineer_id: str, rows: list[PostingRow], hash_fn: HashFn = row
         keep = _pick_genuine(group, ok, referenced) if len(group) > 1 else group[0]
         for extra in group:
             if extra is not keep:
-                report(seq, INSERTED, f"extra row claims seq {seq} (hash {extra.hash[:12]}…, amount {extra.amount_nanos})")
+                report(seq, INSERTED,
+                       f"extra row claims seq {seq} (hash {extra.hash[:12]}…, amount {extra.amount_nanos})")
         chain.append(keep)
 
     bad = [r for r in chain if not ok[id(r)]]
