@@ -12,10 +12,6 @@ from typer.testing import CliRunner
 
 from compstream.cli.main import app
 
-# cli/audit_cmd.py still writes "[default: ...]" in --dsn's help; it is being
-# changed on another branch (issue 24) and gets the same one-line fix there.
-KNOWN_LEFTOVERS = {("audit", "dsn")}
-
 
 def _commands(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     yield path, cmd
@@ -30,7 +26,7 @@ def test_no_option_writes_its_default_into_the_help_text() -> None:
         for param in cmd.params:
             seen += 1
             help_text = getattr(param, "help", None) or ""
-            if "[default" in help_text and (path[:1] + (param.name,)) not in KNOWN_LEFTOVERS:
+            if "[default" in help_text:
                 offenders.append((" ".join(path), param.name))
     assert seen > 50  # the walk reached the subcommands
     assert offenders == []
@@ -44,3 +40,11 @@ def test_broker_start_help_shows_every_default() -> None:
                   "$COMPSTREAM_SOURCE_PARTITIONS", "4.1.1", "90.0"):
         assert shown in text, shown
     assert "dir ." not in text and "127.0.0.1 ." not in text
+
+
+def test_audit_help_shows_the_dsn_default() -> None:
+    for command in ("verify", "digest"):
+        result = CliRunner().invoke(app, ["audit", command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+        assert result.exit_code == 0, result.output
+        assert "COMPSTREAM_CLICKHOUSE_DSN" in result.output, command
+        assert "History DSN ." not in result.output

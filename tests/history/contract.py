@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from compstream.history import HistoryBatch, HistoryError, kafka_batch_token
-from compstream.history.rows import BATCH_ROWS_MAX, DigestRow
+from compstream.history.rows import BATCH_ROWS_MAX, EVENT_COORD_START, DigestRow
 from compstream.history.verify import (
     DELETED, DIGEST_MISMATCH, EDITED, INSERTED, REORDERED, period_digest, store_digest, verify_store,
 )
@@ -109,6 +109,35 @@ class HistoryStoreContract:
         counts = store.table_counts()
         assert counts["events"] == len(batch.events) and counts["postings"] == len(batch.postings)
         assert store.event_id_counts() == (len(batch.events), len({e.event_id for e in batch.events}))
+
+    # -- listing (replay from the history) ------------------------------------
+    def test_event_payloads_pages_in_kafka_order_once_each(self, store):
+        rows = data.event_rows()
+        store.append_batch(HistoryBatch(events=tuple(rows[:20])), "usage:0:0-19")
+        store.append_batch(HistoryBatch(events=tuple(rows[10:])), "usage:0:10-35")  # overlapping re-batch
+        listed, after = [], EVENT_COORD_START
+        while page := store.event_payloads(after, 7):
+            assert len(page) <= 7
+            listed.extend(page)
+            after = page[-1].coord
+        assert [tuple(p) for p in listed] == sorted(
+            (r.kafka_topic, r.kafka_partition, r.kafka_offset, r.payload) for r in rows)
+        with pytest.raises(HistoryError):
+            store.event_payloads(EVENT_COORD_START, 0)
+
+    def test_history_source_replays_every_event_and_names_bad_payloads(self, store, monkeypatch):
+        from compstream.replay import history_source
+
+        monkeypatch.setattr(history_source, "PAGE_ROWS", 5)  # several pages
+        rows = data.event_rows()
+        broken = dataclasses.replace(rows[0], kafka_topic="zz", kafka_offset=99, payload="{not json")
+        store.append_batch(HistoryBatch(events=(*rows, broken)), "source")
+        bad = []
+        events = list(history_source.history_events(store, bad.append))
+        ordered = sorted(rows, key=lambda r: (r.kafka_topic, r.kafka_partition, r.kafka_offset))
+        assert [e.event_id for e in events] == [r.event_id for r in ordered]
+        assert [(b.topic, b.offset, b.stage) for b in bad] == [("zz", 99, "history:payload")]
+        assert history_source.history_event_total(store) == len(rows) + 1
 
     # -- exactly once -------------------------------------------------------
     def test_identical_retry_stores_nothing_new(self, store):

@@ -115,6 +115,6 @@ def test_data_survives_reopen_on_disk(tmp_path):
     )
     dsn = f"chdb://{tmp_path}/ch"
     env_cwd = str(__import__("pathlib").Path(__file__).resolve().parents[2])
-    out1 = subprocess.run([sys.executable, "-c", code, dsn, "write"], capture_output=True, text=True, cwd=env_cwd, check=True)
-    out2 = subprocess.run([sys.executable, "-c", code, dsn, "read"], capture_output=True, text=True, cwd=env_cwd, check=True)
+    out1, out2 = (subprocess.run([sys.executable, "-c", code, dsn, mode], capture_output=True, text=True,
+                                 cwd=env_cwd, check=True) for mode in ("write", "read"))
     assert out1.stdout.split() == out2.stdout.split() == [str(len(data.event_rows())), "9"]

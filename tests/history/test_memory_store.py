@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from compstream.history import open_history
@@ -20,7 +22,7 @@ class TestMemoryHistoryStore(HistoryStoreContract):
         rows = store.tables["postings"]
         for i, row in enumerate(rows):
             if row.engineer_id == engineer_id and row.seq == seq:
-                rows[i] = type(row)(**{**{f: getattr(row, f) for f in row.__dataclass_fields__}, "amount_nanos": amount})
+                rows[i] = dataclasses.replace(row, amount_nanos=amount)
 
     def tamper_delete(self, store, engineer_id, seq):
         store.tables["postings"] = [
@@ -48,3 +50,12 @@ def test_period_bounds_roll_over_the_year():
     for bad in ("2026-00", "2026-1", "26-01", "2026/01"):
         with pytest.raises(HistoryError):
             period_bounds(bad)
+
+
+def test_memory_history_runs_no_sql():
+    from compstream.history import HistoryError
+
+    store = open_history("memory://", database="elsewhere")
+    assert store.database == "elsewhere"
+    with pytest.raises(HistoryError, match="ClickHouse"):
+        store.query_rows("SELECT 1")

@@ -6,7 +6,7 @@ import pytest
 
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.replay import replay_detailed
-from compstream.history import open_history
+from compstream.history import HistoryError, open_history
 from compstream.history.verify import period_digest, store_digest
 from compstream.reports.period import ReportError, parse_period
 from compstream.reports.statement import build_statement
@@ -150,5 +150,5 @@ def test_refusals(store):
     with pytest.raises(ReportError, match="01..12"):
         build_statement(store, "zed", "2026-13")
     memory = open_history("memory://")
-    with pytest.raises(ReportError, match="ClickHouse"):
+    with pytest.raises(HistoryError, match="ClickHouse"):
         build_statement(memory, "zed", "2026-10")

@@ -23,7 +23,7 @@ err_console = Console(stderr=True)
 
 audit_app = typer.Typer(help="Verify the audit history (hash chains, digests, replay).", no_args_is_help=True)
 
-Dsn = Annotated[str | None, typer.Option("--dsn", help="History DSN [default: COMPSTREAM_CLICKHOUSE_DSN].")]
+Dsn = Annotated[str | None, typer.Option("--dsn", help="History DSN.", show_default="COMPSTREAM_CLICKHOUSE_DSN")]
 Database = Annotated[str, typer.Option("--database", help="ClickHouse database.")]
 
 
@@ -73,7 +73,8 @@ def verify(
         console.print(f"[green]clean[/]: {summary}")
         return
     shown = len(report.findings)
-    total = f"{shown + report.findings_dropped} finding(s), first {shown} listed" if report.findings_dropped else f"{shown} finding(s)"
+    total = (f"{shown + report.findings_dropped} finding(s), first {shown} listed" if report.findings_dropped
+             else f"{shown} finding(s)")
     table = Table(title=f"{total}; {summary}")
     for column in ("engineer", "seq", "kind", "detail"):
         table.add_column(column, overflow="fold")
@@ -91,8 +92,8 @@ def _engineers_in(store, period: str) -> list[str]:
 def digest(
     period: Annotated[str, typer.Option("--period", help="YYYY-MM (UTC month).")],
     save: Annotated[bool, typer.Option("--store/--no-store", help="Append the digest to the digests table.")] = True,
-    publish: Annotated[bool, typer.Option("--publish/--no-publish",
-                                          help="Also publish it on the digests topic (kept outside the database).")] = True,
+    publish: Annotated[bool, typer.Option(
+        "--publish/--no-publish", help="Also publish it on the digests topic (kept outside the database).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Compute before the lateness horizon has passed.")] = False,
     dsn: Dsn = None,
     database: Database = "compstream",

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from compstream.config import Settings
-from compstream.domain.events import Event, event_to_json
+from compstream.domain.events import Event, GrantIssued, event_to_json
 from compstream.hr.history import HistoryError, Prior, from_files, from_kafka
 from compstream.reports.money import usd
 
@@ -195,7 +195,7 @@ def issue_command(
     except Exception as exc:  # PublishError, OSError
         err.print(f"[red]delivery failed (re-run is safe, ids are deterministic):[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
-    issues = [e for e in new if e.type == "grant_issued"]
+    issues = [e for e in new if isinstance(e, GrantIssued)]
     _summary(err, f"grants issue {plan.run_month.label}, policy {plan.policy} ({where})", [
         ("engineers", len({lp.line.engineer for lp in plan.lines})),
         ("lines (engineer x rule)", len(plan.lines)),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, TextIO
 
 import typer
 from rich.console import Console
@@ -99,6 +99,7 @@ def _deliver(
 ) -> tuple[Iterator[Usage], ExitStack, str]:
     stack = ExitStack()
     if dry_run or output:
+        handle: TextIO
         if output and output != "-":
             handle = stack.enter_context(open(output, "w", encoding="utf-8"))
             where = output
@@ -234,8 +235,10 @@ def _make_source_command(source: str, help_text: str):
     def command(
         files: list[str] = typer.Argument(..., help="Export files ('-' = stdin)."),
         identity: Optional[Path] = typer.Option(None, "--identity", help="Identity map (TOML or JSON, versioned)."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Write canonical JSONL (stdout or --output); journal untouched."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write canonical JSONL here instead of Kafka."),
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Write canonical JSONL (stdout or --output); journal untouched."),
+        output: Optional[str] = typer.Option(None, "--output", "-o",
+                                             help="Write canonical JSONL here instead of Kafka."),
         strict: bool = typer.Option(False, "--strict", help="Ingest nothing if any row is rejected."),
         journal_path: Optional[Path] = typer.Option(None, "--journal", help="Ingest journal (default: data dir)."),
         topic: Optional[str] = typer.Option(None, "--topic", help="Override the usage topic."),
@@ -277,7 +280,7 @@ def reprice_command(
         journal = Journal(journal_path) if journal_path else Journal.in_data_dir(settings.data_dir)
     except IngestError as exc:
         err.print(f"[red]journal:[/red] {exc}")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from exc
     summary = Summary()
     with journal:
         # A new host's empty journal has nothing to reprice until it is rebuilt.
@@ -292,7 +295,7 @@ def reprice_command(
         except (PublishError, OSError) as exc:
             journal.rollback()
             err.print(f"[red]delivery failed, journal not updated:[/red] {exc}")
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(EXIT_FAILED) from exc
         if dry_run:
             journal.rollback()
         else:
@@ -314,7 +317,7 @@ def rebuild_journal_command(
         journal = Journal(journal_path) if journal_path else Journal.in_data_dir(settings.data_dir)
     except IngestError as exc:
         err.print(f"[red]journal:[/red] {exc}")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED) from exc
     with journal:
         rows = journal.count()
         if rows and not force:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from compstream.config import Settings
-from compstream.history import HistoryError, open_history
+from compstream.history import HistoryError, HistoryStore, open_history
 from compstream.reports.export import write_report
 from compstream.reports.period import ReportError, parse_period
 
@@ -32,7 +32,7 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _run(build: Callable[[object], dict], dsn: str | None, database: str, out: Path) -> None:
+def _run(build: Callable[[HistoryStore], dict], dsn: str | None, database: str, out: Path) -> None:
     store = None
     try:
         store = open_history(dsn or Settings.from_env().clickhouse_dsn, database=database)

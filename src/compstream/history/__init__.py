@@ -5,6 +5,7 @@ Use `open_history(dsn)` to get a `HistoryStore`; see docs/auditing.md.
 
 from compstream.history.rows import (
     BATCH_ROWS_MAX,
+    ChainHead,
     DeadLetterRow,
     DigestRow,
     EventRow,
@@ -12,10 +13,11 @@ from compstream.history.rows import (
     HistoryError,
     LeaderboardWindowRow,
     PostingRow,
+    RowCounts,
     kafka_batch_token,
     period_bounds,
 )
-from compstream.history.store import ChainHead, HistoryStore, RowCounts, open_history
+from compstream.history.store import HistoryStore, open_history
 
 __all__ = [
     "BATCH_ROWS_MAX",

@@ -17,19 +17,23 @@ import clickhouse_connect
 
 from compstream.history import schema
 from compstream.history.rows import (
+    QUERY_ROWS_MAX,
     TABLE_ROW_TYPES,
+    ChainHead,
     DeadLetterRow,
     DigestRow,
     EventRow,
     HistoryBatch,
     HistoryError,
     LeaderboardWindowRow,
+    EventCoord,
     PostingRow,
+    RowCounts,
+    StoredPayload,
     period_bounds,
     table_token,
     utc,
 )
-from compstream.history.store import QUERY_ROWS_MAX, ChainHead, RowCounts
 
 # Explicit per insert: chdb defaults async_insert to 1, and async inserts
 # deduplicate differently (and late); we want the synchronous block path.
@@ -126,16 +130,6 @@ class ClickHouseHistoryStore:
             applied.append(migration.version)
         return applied
 
-    def applied_migrations(self) -> list[int]:
-        exists = self._client.query(
-            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
-            parameters={"db": self._db},
-        ).result_rows[0][0]
-        if not exists:
-            return []
-        rows = self._client.query(f"SELECT DISTINCT version FROM {self._db}.schema_migrations ORDER BY version")
-        return [int(r[0]) for r in rows.result_rows]
-
     # -- writes -------------------------------------------------------------
     def append_batch(self, batch: HistoryBatch, dedup_token: str) -> None:
         self._check_open()
@@ -154,10 +148,6 @@ class ClickHouseHistoryStore:
                 column_oriented=True,
                 settings={**_INSERT_SETTINGS, "insert_deduplication_token": token},
             )
-
-    def optimize(self) -> None:
-        for table in TABLE_ROW_TYPES:
-            self._client.command(f"OPTIMIZE TABLE {self._db}.{table} FINAL")
 
     # -- reads --------------------------------------------------------------
     def _select(self, row_type: type, sql: str, parameters: dict | None = None) -> list:
@@ -186,12 +176,6 @@ class ClickHouseHistoryStore:
 
     def count_events(self) -> int:
         return self._counts("events", collapsed=True).distinct
-
-    def event_counts(self, *, collapsed: bool) -> RowCounts:
-        return self._counts("events", collapsed)
-
-    def posting_counts(self, *, collapsed: bool) -> RowCounts:
-        return self._counts("postings", collapsed)
 
     def events_for(self, engineer_id: str) -> list[EventRow]:
         sql = (
@@ -226,25 +210,6 @@ class ClickHouseHistoryStore:
         )
         return [ChainHead(r[0], int(r[1]), r[2]) for r in rows.result_rows]
 
-    def dead_letters(self, stage: str | None = None, limit: int = 1000) -> list[DeadLetterRow]:
-        if not 0 < limit <= QUERY_ROWS_MAX:
-            raise HistoryError(f"limit must be 1..{QUERY_ROWS_MAX}")
-        where = "" if stage is None else " WHERE stage = {st:String}"
-        # LIMIT 1 BY: FINAL only collapses inside one partition (month of
-        # received_at); this collapses retries across partitions too.
-        sql = (
-            f"{self._from('dead_letters')}{where} ORDER BY received_at, kafka_topic, kafka_partition, kafka_offset, stage "
-            f"LIMIT 1 BY kafka_topic, kafka_partition, kafka_offset, stage LIMIT {int(limit)}"
-        )
-        return self._select(DeadLetterRow, sql, {"st": stage} if stage is not None else None)
-
-    def leaderboard_windows(self, window_kind: str, window_start: datetime) -> list[LeaderboardWindowRow]:
-        sql = (
-            f"{self._from('leaderboard_windows')} WHERE window_kind = {{k:String}} "
-            "AND window_start = {s:DateTime64(6, 'UTC')} ORDER BY dimension, rank"
-        )
-        return self._select(LeaderboardWindowRow, sql, {"k": window_kind, "s": _ts(window_start)})
-
     def digests(self, period: str | None = None) -> list[DigestRow]:
         where = "" if period is None else " WHERE period = {p:String}"
         sql = f"{self._from('digests', final=False)}{where} ORDER BY computed_at, period, digest"
@@ -278,16 +243,25 @@ class ClickHouseHistoryStore:
             out[table] = int(self._client.query(f"SELECT count() FROM {self._db}.{table}{final}").result_rows[0][0])
         return out
 
-    def event_id_counts(self) -> RowCounts:
-        row = self._client.query(f"SELECT count(), uniqExact(event_id) FROM {self._db}.events").result_rows[0]
-        return RowCounts(int(row[0]), int(row[1]))
+    # -- listing (replay from the history) ------------------------------------
+    def event_payloads(self, after: EventCoord, limit: int) -> list[StoredPayload]:
+        if not 0 < limit <= QUERY_ROWS_MAX:
+            raise HistoryError(f"limit must be 1..{QUERY_ROWS_MAX}")
+        # Keyset on the Kafka coordinates; FINAL collapses retries, LIMIT 1 BY a
+        # coordinate stored under two sort keys (event_id breaks the tie).
+        rows = self._client.query(
+            f"SELECT kafka_topic, kafka_partition, kafka_offset, payload FROM {self._db}.events FINAL "
+            "WHERE (kafka_topic, kafka_partition, kafka_offset) > ({t:String}, {p:Int32}, {o:Int64}) "
+            "ORDER BY kafka_topic, kafka_partition, kafka_offset, event_id "
+            f"LIMIT 1 BY kafka_topic, kafka_partition, kafka_offset LIMIT {int(limit)}",
+            parameters={"t": after[0], "p": after[1], "o": after[2]},
+        ).result_rows
+        return [StoredPayload(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
 
-    # -- raw access for auditors' SQL and tests ------------------------------
-    def query_rows(self, sql: str, parameters: dict | None = None) -> list[tuple]:
-        return self._client.query(sql, parameters=parameters or {}).result_rows
-
-    def command(self, sql: str, settings: dict | None = None) -> None:
-        self._client.command(sql, settings=settings or {})
+    # -- queries for reports and auditors' SQL --------------------------------
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._client.query(sql, parameters=parameters or {}).result_rows
+        return rows
 
     @property
     def database(self) -> str:
@@ -301,3 +275,52 @@ class ClickHouseHistoryStore:
         if not self._closed:
             self._closed = True
             _release(self._dsn)
+
+    # -- inspection for tests, the benchmarks and the runbook (not HistoryStore)
+    def applied_migrations(self) -> list[int]:
+        exists = self._client.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
+            parameters={"db": self._db},
+        ).result_rows[0][0]
+        if not exists:
+            return []
+        rows = self._client.query(f"SELECT DISTINCT version FROM {self._db}.schema_migrations ORDER BY version")
+        return [int(r[0]) for r in rows.result_rows]
+
+    def optimize(self) -> None:
+        for table in TABLE_ROW_TYPES:
+            self._client.command(f"OPTIMIZE TABLE {self._db}.{table} FINAL")
+
+    def event_counts(self, *, collapsed: bool) -> RowCounts:
+        return self._counts("events", collapsed)
+
+    def posting_counts(self, *, collapsed: bool) -> RowCounts:
+        return self._counts("postings", collapsed)
+
+    def dead_letters(self, stage: str | None = None, limit: int = 1000) -> list[DeadLetterRow]:
+        if not 0 < limit <= QUERY_ROWS_MAX:
+            raise HistoryError(f"limit must be 1..{QUERY_ROWS_MAX}")
+        where = "" if stage is None else " WHERE stage = {st:String}"
+        # LIMIT 1 BY: FINAL only collapses inside one partition (month of
+        # received_at); this collapses retries across partitions too.
+        sql = (
+            f"{self._from('dead_letters')}{where} "
+            "ORDER BY received_at, kafka_topic, kafka_partition, kafka_offset, stage "
+            f"LIMIT 1 BY kafka_topic, kafka_partition, kafka_offset, stage LIMIT {int(limit)}"
+        )
+        return self._select(DeadLetterRow, sql, {"st": stage} if stage is not None else None)
+
+    def leaderboard_windows(self, window_kind: str, window_start: datetime) -> list[LeaderboardWindowRow]:
+        sql = (
+            f"{self._from('leaderboard_windows')} WHERE window_kind = {{k:String}} "
+            "AND window_start = {s:DateTime64(6, 'UTC')} ORDER BY dimension, rank"
+        )
+        return self._select(LeaderboardWindowRow, sql, {"k": window_kind, "s": _ts(window_start)})
+
+    def event_id_counts(self) -> RowCounts:
+        row = self._client.query(f"SELECT count(), uniqExact(event_id) FROM {self._db}.events").result_rows[0]
+        return RowCounts(int(row[0]), int(row[1]))
+
+    def command(self, sql: str, settings: dict | None = None) -> None:
+        self._client.command(sql, settings=settings or {})
+

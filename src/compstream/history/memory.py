@@ -9,29 +9,36 @@ from __future__ import annotations
 
 from collections import deque
 from datetime import datetime
+from typing import Any
 
 from compstream.history import schema
 from compstream.history.rows import (
+    QUERY_ROWS_MAX,
     TABLE_ROW_TYPES,
+    ChainHead,
     DeadLetterRow,
     DigestRow,
     EventRow,
     HistoryBatch,
     HistoryError,
     LeaderboardWindowRow,
+    EventCoord,
     PostingRow,
+    RowCounts,
+    StoredPayload,
     period_bounds,
     table_token,
 )
-from compstream.history.store import QUERY_ROWS_MAX, ChainHead, RowCounts
 
 _COLLAPSING = {"events", "postings", "dead_letters", "leaderboard_windows"}
 
 
 class MemoryHistoryStore:
-    def __init__(self) -> None:
-        self.tables: dict[str, list] = {name: [] for name in TABLE_ROW_TYPES}
-        self._tokens: dict[str, deque] = {
+    def __init__(self, *, database: str = "compstream") -> None:
+        self.database = database
+        # Physical rows per table; tests forge and tamper with them directly.
+        self.tables: dict[str, list[Any]] = {name: [] for name in TABLE_ROW_TYPES}
+        self._tokens: dict[str, deque[str]] = {
             name: deque(maxlen=schema.DEDUP_WINDOW_BLOCKS) for name in TABLE_ROW_TYPES
         }
         self._migrations: list[int] = []
@@ -42,9 +49,6 @@ class MemoryHistoryStore:
         pending = [m.version for m in schema.MIGRATIONS if m.version not in self._migrations]
         self._migrations.extend(pending)
         return pending
-
-    def applied_migrations(self) -> list[int]:
-        return sorted(self._migrations)
 
     def append_batch(self, batch: HistoryBatch, dedup_token: str) -> None:
         if self._closed:
@@ -57,10 +61,6 @@ class MemoryHistoryStore:
                 continue
             self._tokens[table].append(token)
             self.tables[table].extend(rows)
-
-    def optimize(self) -> None:
-        for table in _COLLAPSING:
-            self.tables[table] = self._collapsed(table)
 
     def _collapsed(self, table: str) -> list:
         # Last write wins per key, like ReplacingMergeTree without a version.
@@ -79,12 +79,6 @@ class MemoryHistoryStore:
 
     def count_events(self) -> int:
         return self._counts("events", True).distinct
-
-    def event_counts(self, *, collapsed: bool) -> RowCounts:
-        return self._counts("events", collapsed)
-
-    def posting_counts(self, *, collapsed: bool) -> RowCounts:
-        return self._counts("postings", collapsed)
 
     @staticmethod
     def _bounded(rows: list) -> list:
@@ -123,6 +117,65 @@ class MemoryHistoryStore:
                 heads[row.engineer_id] = row
         return [ChainHead(e, heads[e].seq, heads[e].hash) for e in sorted(heads)]
 
+    def digests(self, period: str | None = None) -> list[DigestRow]:
+        rows = [r for r in self.tables["digests"] if period is None or r.period == period]
+        return sorted(rows, key=lambda r: (r.computed_at, r.period, r.digest))
+
+    def offset_max(self, table: str, topic: str, partition: int) -> int:
+        if table not in ("events", "dead_letters"):
+            raise HistoryError(f"no Kafka offsets in table {table!r}")
+        offsets = [r.kafka_offset for r in self.tables[table]
+                   if r.kafka_topic == topic and r.kafka_partition == partition]
+        return max(offsets, default=-1)
+
+    def posting_seq_max(self, engineer_ids: list[str]) -> dict[str, int]:
+        wanted, out = set(engineer_ids), dict[str, int]()
+        for p in self.tables["postings"]:
+            if p.engineer_id in wanted and p.seq > out.get(p.engineer_id, 0):
+                out[p.engineer_id] = p.seq
+        return out
+
+    def table_counts(self) -> dict[str, int]:
+        return {t: len(self._view(t)) for t in TABLE_ROW_TYPES}
+
+    def event_payloads(self, after: EventCoord, limit: int) -> list[StoredPayload]:
+        if not 0 < limit <= QUERY_ROWS_MAX:
+            raise HistoryError(f"limit must be 1..{QUERY_ROWS_MAX}")
+        # Same order and collapse as the SQL: FINAL, then one row per coordinate.
+        rows = sorted((r for r in self._view("events")
+                       if (r.kafka_topic, r.kafka_partition, r.kafka_offset) > after),
+                      key=lambda r: (r.kafka_topic, r.kafka_partition, r.kafka_offset, r.event_id))
+        out: list[StoredPayload] = []
+        for r in rows:
+            coord = (r.kafka_topic, r.kafka_partition, r.kafka_offset)
+            if out and out[-1].coord == coord:
+                continue
+            if len(out) == limit:
+                break
+            out.append(StoredPayload(*coord, r.payload))
+        return out
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        raise HistoryError("the memory:// history cannot run SQL: reports and queries need "
+                           "a ClickHouse history (chdb:// or http(s)://)")
+
+    def close(self) -> None:
+        self._closed = True
+
+    # -- inspection for tests, the benchmarks and the runbook (not HistoryStore)
+    def applied_migrations(self) -> list[int]:
+        return sorted(self._migrations)
+
+    def optimize(self) -> None:
+        for table in _COLLAPSING:
+            self.tables[table] = self._collapsed(table)
+
+    def event_counts(self, *, collapsed: bool) -> RowCounts:
+        return self._counts("events", collapsed)
+
+    def posting_counts(self, *, collapsed: bool) -> RowCounts:
+        return self._counts("postings", collapsed)
+
     def dead_letters(self, stage: str | None = None, limit: int = 1000) -> list[DeadLetterRow]:
         if not 0 < limit <= QUERY_ROWS_MAX:
             raise HistoryError(f"limit must be 1..{QUERY_ROWS_MAX}")
@@ -138,30 +191,7 @@ class MemoryHistoryStore:
         ]
         return sorted(rows, key=lambda r: (r.dimension, r.rank))
 
-    def digests(self, period: str | None = None) -> list[DigestRow]:
-        rows = [r for r in self.tables["digests"] if period is None or r.period == period]
-        return sorted(rows, key=lambda r: (r.computed_at, r.period, r.digest))
-
-    def offset_max(self, table: str, topic: str, partition: int) -> int:
-        if table not in ("events", "dead_letters"):
-            raise HistoryError(f"no Kafka offsets in table {table!r}")
-        offsets = [r.kafka_offset for r in self.tables[table]
-                   if r.kafka_topic == topic and r.kafka_partition == partition]
-        return max(offsets, default=-1)
-
-    def posting_seq_max(self, engineer_ids: list[str]) -> dict[str, int]:
-        wanted, out = set(engineer_ids), {}
-        for p in self.tables["postings"]:
-            if p.engineer_id in wanted and p.seq > out.get(p.engineer_id, 0):
-                out[p.engineer_id] = p.seq
-        return out
-
-    def table_counts(self) -> dict[str, int]:
-        return {t: len(self._view(t)) for t in TABLE_ROW_TYPES}
-
     def event_id_counts(self) -> RowCounts:
         rows = self.tables["events"]
         return RowCounts(len(rows), len({r.event_id for r in rows}))
 
-    def close(self) -> None:
-        self._closed = True

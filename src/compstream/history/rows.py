@@ -11,8 +11,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
+from compstream.domain.balance import Posting
 from compstream.domain.events import Event, event_to_json
 
 # One batch is one ClickHouse insert per table; bounding it keeps a retry cheap
@@ -20,6 +21,8 @@ from compstream.domain.events import Event, event_to_json
 BATCH_ROWS_MAX = 50_000
 DEDUP_TOKEN_LENGTH_MAX = 512
 SCHEMA_VERSION = 1
+# Query helpers return lists; an unbounded read could exhaust memory.
+QUERY_ROWS_MAX = 1_000_000
 
 
 class HistoryError(RuntimeError):
@@ -45,6 +48,44 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
         raise HistoryError(f"period must be YYYY-MM, got {period!r}")
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
     return start, end
+
+
+class RowCounts(NamedTuple):
+    """Physical rows vs distinct identities; equal means no duplicate stored."""
+
+    rows: int
+    distinct: int
+
+
+class ChainHead(NamedTuple):
+    engineer_id: str
+    seq: int
+    hash: str
+
+
+class EventCoord(NamedTuple):
+    """Where a stored event was read from; orders events the way Kafka does."""
+
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+
+
+# Before every stored event: the start of a listing.
+EVENT_COORD_START = EventCoord("", -1, -1)
+
+
+class StoredPayload(NamedTuple):
+    """One stored event's canonical JSON and its Kafka coordinates."""
+
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+    payload: str
+
+    @property
+    def coord(self) -> EventCoord:
+        return EventCoord(self.kafka_topic, self.kafka_partition, self.kafka_offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,27 +176,24 @@ def _event_columns(event: Event) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class PostingRow:
-    """One balance change in an engineer's hash chain."""
-
-    engineer_id: str
-    seq: int
-    kind: str
-    grant_id: str | None
-    amount_nanos: int
-    cause_event_id: str
-    event_time: datetime
-    available_after_nanos: int
-    prev_hash: str
-    hash: str
+class PostingRow(Posting):
+    """One balance change in an engineer's hash chain, as stored. Its fields
+    (and their order, the postings table's columns) are the ledger's
+    `Posting`'s: one definition, in domain/balance.py."""
 
     @classmethod
     def from_posting(cls, posting: Any) -> "PostingRow":
         """Copy a ledger posting (any object with the same attribute names)."""
         p = posting
-        kind = p.kind
-        return cls(p.engineer_id, p.seq, getattr(kind, "value", kind), p.grant_id, p.amount_nanos,
-                   p.cause_event_id, utc(p.event_time), p.available_after_nanos, p.prev_hash, p.hash)
+        kind, at = p.kind, p.event_time
+        # Hot path (the worker converts every posting): the ledger's kinds are
+        # str and its times UTC already, so skip the lookups that would keep them.
+        if type(kind) is not str:
+            kind = getattr(kind, "value", kind)
+        if at.tzinfo is not timezone.utc:
+            at = utc(at)
+        return cls(p.engineer_id, p.seq, kind, p.grant_id, p.amount_nanos,
+                   p.cause_event_id, at, p.available_after_nanos, p.prev_hash, p.hash)
 
     def key(self) -> tuple:
         # The hash is part of the identity: a byte-identical retry collapses,

@@ -3,59 +3,52 @@
 Callers depend on `HistoryStore` only. `open_history(dsn)` maps a DSN to an
 adapter: `memory://` for pure tests, `chdb://` (embedded engine) and
 `http(s)://` (a ClickHouse server) for ClickHouse through clickhouse-connect.
+
+The protocol lists what the package's callers use, nothing else. The adapters
+also carry inspection helpers for tests, the benchmarks and the runbook
+(`event_counts`, `posting_counts`, `event_id_counts`, `dead_letters`,
+`leaderboard_windows`, `applied_migrations`, `optimize`); those are not part
+of the interface.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from compstream.history.rows import (
-    DeadLetterRow,
+    ChainHead,
     DigestRow,
+    EventCoord,
     EventRow,
     HistoryBatch,
     HistoryError,
-    LeaderboardWindowRow,
     PostingRow,
+    StoredPayload,
 )
 
-# Query helpers return lists; an unbounded read could exhaust memory.
-QUERY_ROWS_MAX = 1_000_000
 
-
-class RowCounts(NamedTuple):
-    """Physical rows vs distinct identities; equal means no duplicate stored."""
-
-    rows: int
-    distinct: int
-
-
-class ChainHead(NamedTuple):
-    engineer_id: str
-    seq: int
-    hash: str
-
-
-@runtime_checkable
 class HistoryStore(Protocol):
+    # -- schema and writes (the worker, the sink, `audit digest`) -------------
     def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied (empty if none)."""
-
-    def applied_migrations(self) -> list[int]: ...
 
     def append_batch(self, batch: HistoryBatch, dedup_token: str) -> None:
         """Append every row of `batch`. Replaying the same batch with the same
         token stores nothing new (insert deduplication); a differently cut
         re-batch is collapsed at query time (see docs/auditing.md)."""
 
+    # -- high-water marks for the worker's sink -------------------------------
+    def offset_max(self, table: str, topic: str, partition: int) -> int:
+        """Highest Kafka offset stored in `table` ('events' or 'dead_letters')
+        for one topic-partition, -1 if none: the sink's high-water mark."""
+
+    def posting_seq_max(self, engineer_ids: list[str]) -> dict[str, int]:
+        """Highest stored posting seq per engineer (absent = none stored)."""
+
+    # -- reads for the verifier and reports -----------------------------------
     def count_events(self) -> int:
         """Distinct stored events (retry duplicates collapsed)."""
-
-    def event_counts(self, *, collapsed: bool) -> RowCounts:
-        """(rows, distinct event keys), physical or after query-time collapse."""
-
-    def posting_counts(self, *, collapsed: bool) -> RowCounts: ...
 
     def events_for(self, engineer_id: str) -> list[EventRow]:
         """Engineer's events in stored order (ingest time, topic, partition, offset)."""
@@ -72,28 +65,25 @@ class HistoryStore(Protocol):
     def chain_heads(self, before: datetime) -> list[ChainHead]:
         """Per engineer, the highest-seq posting with event_time < before."""
 
-    def dead_letters(self, stage: str | None = None, limit: int = 1000) -> list[DeadLetterRow]: ...
-
-    def leaderboard_windows(self, window_kind: str, window_start: datetime) -> list[LeaderboardWindowRow]: ...
-
     def digests(self, period: str | None = None) -> list[DigestRow]:
         """Every stored digest computation, oldest first."""
-
-    def offset_max(self, table: str, topic: str, partition: int) -> int:
-        """Highest Kafka offset stored in `table` ('events' or 'dead_letters')
-        for one topic-partition, -1 if none: the sink's high-water mark."""
-
-    def posting_seq_max(self, engineer_ids: list[str]) -> dict[str, int]:
-        """Highest stored posting seq per engineer (absent = none stored)."""
 
     def table_counts(self) -> dict[str, int]:
         """Distinct rows per history table (after retry collapse)."""
 
-    def event_id_counts(self) -> RowCounts:
-        """(count(), uniqExact(event_id)) over the physical events table."""
+    # -- listing (replay from the history) ------------------------------------
+    def event_payloads(self, after: EventCoord, limit: int) -> list[StoredPayload]:
+        """Up to `limit` stored events after `after` in Kafka coordinate order,
+        one per coordinate (retry duplicates collapsed): a keyset page."""
 
-    def optimize(self) -> None:
-        """Force the engine to collapse retry duplicates physically."""
+    # -- queries (reports, auditors' SQL) --------------------------------------
+    @property
+    def database(self) -> str:
+        """The database whose tables `query_rows` SQL names."""
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of a ClickHouse SQL query. An adapter without an SQL engine
+        (memory://) raises HistoryError saying so."""
 
     def close(self) -> None: ...
 
@@ -103,7 +93,7 @@ def open_history(dsn: str, *, database: str = "compstream") -> HistoryStore:
     if dsn.startswith("memory://"):
         from compstream.history.memory import MemoryHistoryStore
 
-        return MemoryHistoryStore()
+        return MemoryHistoryStore(database=database)
     if dsn.startswith(("chdb://", "chdb:", "http://", "https://")):
         from compstream.history.clickhouse import ClickHouseHistoryStore
 

@@ -22,8 +22,10 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from compstream.domain.chain import CHAIN_FIELDS, GENESIS_HASH, posting_hash
+from compstream.history.findings import ALL_ENGINEERS, Finding
 from compstream.history.rows import DigestRow, HistoryBatch, PostingRow, period_bounds
 from compstream.history.store import HistoryStore
+from compstream.history.verify_replay import replay_findings
 
 EDITED, DELETED, INSERTED, REORDERED, DIGEST_MISMATCH = (
     "edited", "deleted", "inserted", "reordered", "digest_mismatch",
@@ -40,27 +42,6 @@ HashFn = Callable[[PostingRow], str]
 def row_hash(row: PostingRow) -> str:
     """The chain hash the row *should* carry, from the ledger's function."""
     return posting_hash(row.prev_hash, {name: getattr(row, name) for name in CHAIN_FIELDS})
-
-
-# Finding.engineer_id for a finding about the whole store (a period digest).
-ALL_ENGINEERS = "*"
-
-
-@dataclass(frozen=True, order=True)
-class Finding:
-    engineer_id: str
-    seq: int  # 0: not about one posting (a digest, an unreadable event)
-    kind: str
-    detail: str
-
-    def to_dict(self) -> dict:
-        """JSON form: null where the finding is not about one engineer / posting."""
-        return {
-            "engineer_id": None if self.engineer_id == ALL_ENGINEERS else self.engineer_id,
-            "seq": self.seq or None,
-            "kind": self.kind,
-            "detail": self.detail,
-        }
 
 
 @dataclass
@@ -122,7 +103,8 @@ def verify_chain(engineer_id: str, rows: list[PostingRow], hash_fn: HashFn = row
         keep = _pick_genuine(group, ok, referenced) if len(group) > 1 else group[0]
         for extra in group:
             if extra is not keep:
-                report(seq, INSERTED, f"extra row claims seq {seq} (hash {extra.hash[:12]}…, amount {extra.amount_nanos})")
+                report(seq, INSERTED,
+                       f"extra row claims seq {seq} (hash {extra.hash[:12]}…, amount {extra.amount_nanos})")
         chain.append(keep)
 
     bad = [r for r in chain if not ok[id(r)]]
@@ -168,8 +150,6 @@ def verify_store(
 ) -> Report:
     """Verify chains (one engineer or all) and the stored digests (one period
     or all); with `replay`, also re-derive postings from the stored events."""
-    from compstream.history.verify_replay import replay_findings  # it imports Finding from here
-
     report = Report()
     if engineer_id is not None:
         engineers = [engineer_id]

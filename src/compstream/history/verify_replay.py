@@ -13,9 +13,9 @@ import json
 
 from compstream.domain.events import EventError, event_from_dict
 from compstream.domain.replay import replay_detailed
+from compstream.history.findings import Finding
 from compstream.history.rows import PostingRow
 from compstream.history.store import HistoryStore
-from compstream.history.verify import Finding
 
 REPLAY_MISMATCH, NOT_DERIVABLE, NOT_STORED, BAD_EVENT = (
     "replay_mismatch", "not_derivable", "not_stored", "bad_event",
@@ -34,20 +34,22 @@ def replay_findings(store: HistoryStore, engineer_id: str) -> list[Finding]:
     stored = store.postings_for(engineer_id)
     replayed = [PostingRow.from_posting(p) for p in replay_detailed(events).postings.get(engineer_id, [])]
     by_seq = {p.seq: p for p in replayed}
-    for row in stored:
-        twin = by_seq.get(row.seq)
+    for posting in stored:
+        twin = by_seq.get(posting.seq)
         if twin is None:
-            findings.append(Finding(engineer_id, row.seq, NOT_DERIVABLE, "no replayed posting at this seq"))
+            findings.append(Finding(engineer_id, posting.seq, NOT_DERIVABLE, "no replayed posting at this seq"))
             continue
-        differ = [name for name in _COMPARED if getattr(row, name) != getattr(twin, name)]
+        differ = [name for name in _COMPARED if getattr(posting, name) != getattr(twin, name)]
         if differ:
-            detail = ", ".join(f"{n}: stored {getattr(row, n)!r} vs replayed {getattr(twin, n)!r}" for n in differ[:3])
-            findings.append(Finding(engineer_id, row.seq, REPLAY_MISMATCH, detail))
+            detail = ", ".join(f"{n}: stored {getattr(posting, n)!r} vs replayed {getattr(twin, n)!r}"
+                               for n in differ[:3])
+            findings.append(Finding(engineer_id, posting.seq, REPLAY_MISMATCH, detail))
     # Replayed postings past the stored tail are expected (expiries the
     # stream's watermark has not reached) unless they precede the tail.
     horizon = max((p.event_time for p in stored), default=None)
     stored_seqs = {p.seq for p in stored}
     for twin in replayed:
         if twin.seq not in stored_seqs and horizon is not None and twin.event_time <= horizon:
-            findings.append(Finding(engineer_id, twin.seq, NOT_STORED, f"replay derives a {twin.kind} posting not stored"))
+            findings.append(Finding(engineer_id, twin.seq, NOT_STORED,
+                                    f"replay derives a {twin.kind} posting not stored"))
     return findings

@@ -178,8 +178,7 @@ def _rule_lines(engineer: str, rows: list[RosterRow], policies: Policies, run_mo
     by_version = {p.version: p for p in policies.versions}
     names: dict[tuple[str, str], None] = {}
     for p in policies.versions:
-        for rule in p.rules:
-            names[(rule.name, rule.period)] = None
+        names.update(((r.name, r.period), None) for r in p.rules)
     lines = []
     for name, kind in names:
         period = of_kind(kind, run_month)
@@ -329,6 +328,8 @@ def settle(line: Line, lots: list[Lot], policy: str, end: date | None) -> LinePl
     context = sorted(lot.grant_id for lot in lots)
     if not lots:
         first = line.first_day()
+        if first is None:  # a line without a day wants nothing, and returned above
+            raise ValueError(f"{line.key}: wants {wanted} nanos but has no first day")
         action = _issue(line, policy, line.action, wanted, first, end, context,
                         f"{line.action} for {line.period.label}: {wanted} nanos from {first}")
         plan.actions.extend([action] if action else [])

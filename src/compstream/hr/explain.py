@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from compstream.domain.events import GrantIssued
 from compstream.hr.allocate import LinePlan, Plan, prorate
 from compstream.reports.money import usd
 
@@ -36,7 +37,7 @@ def _line(lp: LinePlan) -> list[str]:
         e = action.event
         what = (f"issue {e.grant_id} {_money(e.amount_nanos)} at {e.effective_at:%Y-%m-%d}, "
                 f"expires {'never' if e.expires_at is None else f'{e.expires_at:%Y-%m-%d}'}, kind {e.kind}"
-                if e.type == "grant_issued" else f"revoke {e.grant_id} at {e.effective_at:%Y-%m-%d}")
+                if isinstance(e, GrantIssued) else f"revoke {e.grant_id} at {e.effective_at:%Y-%m-%d}")
         out.append(f"    -> {what}  ({action.why})")
     return out
 

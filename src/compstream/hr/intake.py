@@ -27,7 +27,7 @@ from datetime import date, datetime, time, timezone
 from typing import Callable
 
 from compstream.domain.events import (
-    HR_EVENT_TYPES, Event, EventError, event_from_dict, format_time, parse_time,
+    HR_EVENT_TYPES, Event, EventError, GrantIssued, GrantRevoked, event_from_dict, format_time, parse_time,
 )
 from compstream.hr.money import AmountError, nanos_field
 
@@ -228,7 +228,7 @@ class Known:
 
     def learn(self, event: Event) -> None:
         self.engineers.add(event.engineer_id)
-        if event.type == "grant_issued":
+        if isinstance(event, GrantIssued):
             self.grants.setdefault((event.engineer_id, event.grant_id), event.event_id)
 
 
@@ -238,13 +238,13 @@ def check_references(result: FileResult, known: Known) -> None:
     local = Known(set(known.engineers), dict(known.grants))
     for row in result.rows:
         e = row.event
-        if e.type == "grant_revoked" and (e.engineer_id, e.grant_id) not in local.grants:
+        if isinstance(e, GrantRevoked) and (e.engineer_id, e.grant_id) not in local.grants:
             result.error(row.line, f"grant_id: {e.grant_id!r} was never issued to {e.engineer_id!r} "
                                    "(not in the history nor earlier in the import)")
         elif e.type in ("engineer_offboarded", "grant_revoked") and e.engineer_id not in local.engineers:
             result.error(row.line, f"engineer_id: {e.engineer_id!r} is unknown (not on the roster, "
                                    "not in the history, not earlier in the import)")
-        elif e.type == "grant_issued":
+        elif isinstance(e, GrantIssued):
             other = local.grants.get((e.engineer_id, e.grant_id))
             if other is not None and other != e.event_id:
                 result.error(row.line, f"grant_id: {e.grant_id!r} of {e.engineer_id!r} is already used by "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Literal, overload
 
 from compstream.domain.events import AMOUNT_NANOS_MAX
 
@@ -33,6 +34,16 @@ def usd_to_nanos(value: object, *, allow_zero: bool = False) -> int:
     if result > AMOUNT_NANOS_MAX:
         raise AmountError(f"larger than {AMOUNT_NANOS_MAX // NANOS_PER_USD} dollars: {value!r}")
     return result
+
+
+@overload
+def nanos_field(raw: dict, usd_key: str, nanos_key: str, *, required: Literal[True], allow_zero: bool = False) -> int:
+    ...
+
+
+@overload
+def nanos_field(raw: dict, usd_key: str, nanos_key: str, *, required: bool, allow_zero: bool = False) -> int | None:
+    ...
 
 
 def nanos_field(raw: dict, usd_key: str, nanos_key: str, *, required: bool, allow_zero: bool = False) -> int | None:

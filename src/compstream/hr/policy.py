@@ -127,9 +127,16 @@ def _expiry(value: object, what: str) -> Expiry:
     return Expiry("days", int(m.group(1)))
 
 
-def _amount(table: dict, what: str, prefix: str = "amount", *, required: bool = True) -> int | None:
+def _amount(table: dict, what: str) -> int:
     try:
-        return nanos_field(table, f"{prefix}_usd", f"{prefix}_nanos", required=required)
+        return nanos_field(table, "amount_usd", "amount_nanos", required=True)
+    except AmountError as exc:
+        raise PolicyError(f"{what}: {exc}") from exc
+
+
+def _rollover_cap(table: dict, what: str) -> int:
+    try:
+        return nanos_field(table, "rollover_cap_usd", "rollover_cap_nanos", required=False) or 0
     except AmountError as exc:
         raise PolicyError(f"{what}: {exc}") from exc
 
@@ -155,7 +162,7 @@ def _rule(raw: object, path: str, index: int) -> Rule:
     if period not in PERIOD_KINDS:
         raise PolicyError(f"{what}: period must be 'month' or 'quarter', got {period!r}")
     expires = _expiry(raw.get("expires", "period_end"), f"{what}: expires")
-    cap = _amount(raw, what, "rollover_cap", required=False) or 0
+    cap = _rollover_cap(raw, what)
     if cap and expires.kind != "period_end":
         # Rollover carries what expired unused at the period end; a budget
         # that outlives its period is still usable, so it cannot roll over.
@@ -206,7 +213,8 @@ def parse_policy(text: str, path: str = "<policy>") -> Policy:
     rules = tuple(_rule(r, path, i) for i, r in enumerate(doc.get("rule", []), 1))
     bonuses = tuple(_bonus(b, path, i) for i, b in enumerate(doc.get("bonus", []), 1))
     seen: set[str] = set()
-    for item in (*rules, *bonuses):
+    items: tuple[Rule | Bonus, ...] = (*rules, *bonuses)
+    for item in items:
         if item.name in seen:
             raise PolicyError(f"{path}: rule/bonus name {item.name!r} is used twice")
         seen.add(item.name)

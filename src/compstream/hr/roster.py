@@ -42,7 +42,8 @@ class RosterRow:
     def overlaps(self, start: date, end_exclusive: date) -> tuple[date, date] | None:
         """The part of [start, end_exclusive) this row covers, if any."""
         lo = max(start, self.start)
-        hi = end_exclusive if self.end is None else min(end_exclusive, self.end_exclusive)
+        own_end = self.end_exclusive
+        hi = end_exclusive if own_end is None else min(end_exclusive, own_end)
         return (lo, hi) if lo < hi else None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import AbstractSet, Callable
 
 from compstream.domain.events import Event
 from compstream.hr.allocate import HistoryState, Plan, plan_period, rollover_unused
@@ -61,7 +61,7 @@ class Import:
         return sum(len(r.rows) for r in self.results if r.accepted)
 
 
-def import_texts(files: list[tuple[str, str]], prior: Prior, roster_engineers: set[str] = frozenset(),
+def import_texts(files: list[tuple[str, str]], prior: Prior, roster_engineers: AbstractSet[str] = frozenset(),
                  on_row: Callable[[str], Callable[[], None] | None] = lambda name: None) -> Import:
     """(name, text) per file, in order; a file may revoke grants of an earlier accepted one."""
     known = Known(set(roster_engineers))

@@ -11,9 +11,9 @@ producer and the in-flight bound are the project's one configuration
 
 from __future__ import annotations
 
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
-from compstream.domain.events import Usage, event_to_json
+from compstream.domain.events import Event, Usage, event_to_json
 from compstream.publish import IN_FLIGHT_MAX, SEND_TIMEOUT_S
 from compstream.publish import make_producer as _make_producer
 
@@ -33,10 +33,12 @@ def make_producer(bootstrap: str):
 
 
 Headers = Callable[[Usage], list[tuple[str, bytes]]]
+# Usage from `compstream ingest`, HR events from `compstream hr import` / `grants issue`.
+E = TypeVar("E", bound=Event)
 
 
-def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None,
-            headers: Headers | None = None) -> Iterator[Usage]:
+def publish(events: Iterable[E], bootstrap: str, topic: str, producer=None,
+            headers: Callable[[E], list[tuple[str, bytes]]] | None = None) -> Iterator[E]:
     """Send each event (key = engineer_id) and yield it once its send is confirmed.
 
     Yielding confirmed events lets the caller drive a progress bar. Raises
@@ -50,7 +52,7 @@ def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None,
     own = producer is None
     if own:
         producer = make_producer(bootstrap)
-    pending: list[tuple[Usage, object]] = []
+    pending: list[tuple[E, Any]] = []
     try:
         for event in events:
             try:
@@ -67,7 +69,7 @@ def publish(events: Iterable[Usage], bootstrap: str, topic: str, producer=None,
             producer.close(timeout=SEND_TIMEOUT_S)
 
 
-def _confirm(producer, pending: list) -> Iterator[Usage]:
+def _confirm(producer, pending: list[tuple[E, Any]]) -> Iterator[E]:
     from kafka.errors import KafkaError
 
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from html import escape
 
 from compstream.reports.charts import COLORS, Bar, Segment, columns, hbars, stacked
+from compstream.reports.html_parts import card, cell, num, table
 from compstream.reports.money import tokens, usd
-from compstream.reports.render_html import card, cell, num, table
 
 _N = True  # numeric column
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any
 
+from compstream.history.store import HistoryStore
 from compstream.history.verify import period_digest
 from compstream.reports import org_queries as oq
 from compstream.reports import queries as q
@@ -93,7 +94,7 @@ def _teams(rows: list[dict]) -> dict:
             "hidden_teams": hidden_teams, "hidden_engineers": hidden_engineers}
 
 
-def build_org(store: Any, period_text: str, generated_at: datetime | None = None) -> dict:
+def build_org(store: HistoryStore, period_text: str, generated_at: datetime | None = None) -> dict:
     """The org report document for a month or a quarter."""
     period = parse_period(period_text)
     params = q.params(period)

@@ -8,10 +8,10 @@ ledger counted. Money is summed as Int64 nano-dollars in the engine.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from compstream.domain.tokens import TOKENS_SQL
 from compstream.history.rows import utc
+from compstream.history.store import HistoryStore
 from compstream.reports.period import Period, ReportError
 
 _T = "DateTime64(6, 'UTC')"
@@ -53,12 +53,9 @@ def ts(value: datetime) -> str:
     return utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def fetch(store: Any, sql: str, params: dict, columns: tuple[str, ...]) -> list[dict]:
+def fetch(store: HistoryStore, sql: str, params: dict, columns: tuple[str, ...]) -> list[dict]:
     """Run `sql` ({db} = the store's database) and name the columns."""
-    query_rows = getattr(store, "query_rows", None)
-    if query_rows is None:
-        raise ReportError("reports need a ClickHouse history (chdb:// or http://), not memory://")
-    rows = query_rows(sql.replace("{db}", store.database), params)
+    rows = store.query_rows(sql.replace("{db}", store.database), params)
     out = []
     for row in rows:
         if len(row) != len(columns):

@@ -9,10 +9,10 @@ statement reconciles with `compstream audit verify` and the period digest.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
 from compstream.domain.events import format_time
 from compstream.domain.grant_labels import parse_kind
+from compstream.history.store import HistoryStore
 from compstream.history.verify import period_digest
 from compstream.reports import queries as q
 from compstream.reports.money import ratio_ppm
@@ -27,7 +27,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
 
 
-def _windows(store: Any, period: Period, engineer_id: str) -> dict[str, dict]:
+def _windows(store: HistoryStore, period: Period, engineer_id: str) -> dict[str, dict]:
     params = q.params(period, engineer_id)
     out: dict[str, dict] = {w: {c: 0 for c in q.BALANCE_COLUMNS + q.TOKEN_COLUMNS} for w in _WINDOWS}
     for row in q.fetch(store, q.STATEMENT_BALANCES, params, ("w",) + q.BALANCE_COLUMNS):
@@ -83,7 +83,7 @@ def _lots(rows: list[dict]) -> list[dict]:
     return lots
 
 
-def _cash(store: Any, period: Period, engineer_id: str, totals: dict) -> dict | None:
+def _cash(store: HistoryStore, period: Period, engineer_id: str, totals: dict) -> dict | None:
     row = q.fetch(store, q.CASH, q.params(period, engineer_id), q.CASH_COLUMNS)[0]
     if not int(row["n"]):
         return None
@@ -97,7 +97,7 @@ def _cash(store: Any, period: Period, engineer_id: str, totals: dict) -> dict | 
     }
 
 
-def _digest(store: Any, period: Period, engineer_id: str) -> dict:
+def _digest(store: HistoryStore, period: Period, engineer_id: str) -> dict:
     fresh = period_digest(store, period.label)
     head = q.fetch(store, q.CHAIN_HEAD, q.params(period, engineer_id), q.CHAIN_HEAD_COLUMNS)[0]
     stored = [d.digest for d in store.digests(period.label)]
@@ -111,7 +111,7 @@ def _digest(store: Any, period: Period, engineer_id: str) -> dict:
     }
 
 
-def build_statement(store: Any, engineer_id: str, period_text: str,
+def build_statement(store: HistoryStore, engineer_id: str, period_text: str,
                     generated_at: datetime | None = None) -> dict:
     """The statement document (JSON-ready: ints, strings, lists, dicts)."""
     if not engineer_id:
