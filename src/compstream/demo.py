@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -25,7 +26,13 @@ from compstream.domain.events import LEDGER_EVENT_TYPES, event_from_dict
 from compstream.publish import publish_events
 from compstream.readback import latest_balances
 
-SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-events.jsonl"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SAMPLE = EXAMPLES / "sample-events.jsonl"
+PERIOD = "2026-10"  # the sample's month: the demo closes it and checks the org report
+FINAL_TIMEOUT_S = 90
+# The demo's worker applies the idleness rule after 2 quiet seconds, so the
+# sample's month becomes final without more usage (docs/engines.md).
+DEMO_IDLE_ADVANCE_S = "2"
 MARKER = ".compstream-demo"
 BALANCES_TIMEOUT_S = 180
 # A pipe gets 80 columns by default; the balance table needs more.
@@ -65,6 +72,7 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
             port = s.getsockname()[1]
     env = dict(os.environ, COMPSTREAM_DATA_DIR=str(settings.data_dir),
                COMPSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, COMPSTREAM_WEB_PORT=str(port))
+    env.setdefault("COMPSTREAM_IDLE_ADVANCE_S", DEMO_IDLE_ADVANCE_S)
     log = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "compstream.cli.main", "worker"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -115,10 +123,16 @@ def run_demo(settings: Settings, fresh: bool = True, events_file: str | None = N
         console.print(f"worker   pid {worker.pid}, log {data_dir / 'worker.log'}")
         sent = publish_events(events, settings.kafka_bootstrap, settings.topics)
         console.print(f"produced {sent} events from {events_file or SAMPLE.name}")
+        if not events_file:
+            granted = _issue_policy_grants(settings)
+            events += granted
+            for event in granted:
+                expected[event.engineer_id] = expected.get(event.engineer_id, 0) + 1
         balances = _wait_for_balances(settings, worker, expected)
         _print_balances(balances)
         _check_against_replay(events, balances)
         missing = [e for e, n in expected.items() if balances.get(e, {}).get("events_applied") != n]
+        final = not missing and _wait_for_final(settings, worker, PERIOD)
     finally:
         if worker is not None:
             _stop_worker(worker)
@@ -130,8 +144,85 @@ def run_demo(settings: Settings, fresh: bool = True, events_file: str | None = N
     if missing:
         console.print(f"[red]balances incomplete for {missing}; see {data_dir / 'worker.log'}[/red]")
         return 1
+    if final and not _check_report_against_replay(settings, events, PERIOD):
+        return 1
     console.print("[green]demo complete: broker and worker stopped[/green]")
     return 0
+
+
+def _issue_policy_grants(settings: Settings) -> list:
+    """The month's allowance grants from examples/policy.toml + roster.csv
+    (`compstream grants issue`), published like HR would."""
+    from compstream.hr.history import from_kafka
+    from compstream.hr.runs import issue_grants, load_policies, rolls_over
+
+    policies = load_policies([EXAMPLES / "policy.toml"])
+    issue = issue_grants(PERIOD, policies, EXAMPLES / "roster.csv", from_kafka(settings, usage=rolls_over(policies)))
+    granted = issue.new
+    publish_events(granted, settings.kafka_bootstrap, settings.topics)
+    console.print(f"granted  {len(granted)} grant events for {PERIOD} from examples/policy.toml + roster.csv "
+                  "(compstream grants issue)")
+    return granted
+
+
+def _period_end(period: str) -> datetime:
+    from compstream.history.rows import period_bounds
+
+    return period_bounds(period)[1]
+
+
+def _wait_for_final(settings: Settings, worker: subprocess.Popen, period: str) -> bool:
+    """Until every balance says its postings are final through the period's
+    end (the idleness rule of the transactional engine closes the quiet month)."""
+    end = _period_end(period)
+    deadline = time.monotonic() + FINAL_TIMEOUT_S
+    with console.status(f"waiting for {period} to become final…"):
+        while time.monotonic() < deadline and worker.poll() is None:
+            balances = latest_balances(settings.kafka_bootstrap, settings.topics.balances, None, 2)
+            marks = [b.get("watermark") for b in balances.values()]
+            if marks and all(m is not None and m >= end for m in marks):
+                console.print(f"final    {period} is final: every balance is final through "
+                              f"{min(marks):%Y-%m-%d %H:%M} UTC (idleness rule)")
+                return True
+            time.sleep(1)
+    console.print(f"[yellow]{period} is not final yet (the {settings.engine} engine"
+                  f"{' has no idleness rule' if settings.engine == 'faust' else ''}); "
+                  "reports show it as of the last final posting[/yellow]")
+    return False
+
+
+def _check_report_against_replay(settings: Settings, events: list, period: str) -> bool:
+    """The period's org report (from the history) equals the offline replay
+    for every engineer and field; prints the verdict."""
+    from datetime import timedelta
+
+    from compstream.domain.replay import replay
+    from compstream.history import open_history
+    from compstream.reports.org import build_org
+
+    store = open_history(settings.clickhouse_dsn)
+    try:
+        report = build_org(store, period)
+    finally:
+        store.close()
+    want = replay(events, as_of=_period_end(period) - timedelta(microseconds=1))
+    fields = ("issued_nanos", "consumed_nanos", "expired_nanos", "revoked_nanos", "forfeited_nanos",
+              "overdraft_nanos", "usage_cost_nanos")
+    got = {row["engineer_id"]: row for row in report["engineers"] if row["engineer_id"] is not None}
+    differ = []
+    for engineer, balance in sorted(want.items()):
+        b = balance.to_dict()
+        row = got.get(engineer, {})
+        bad = [f for f in fields if row.get(f, 0) != b[f]]
+        if bad:
+            differ.append(f"{engineer}: " + ", ".join(f"{f} {row.get(f, 0)} vs {b[f]}" for f in bad))
+    if differ:
+        console.print(f"[red]the {period} org report differs from the offline replay:[/red]\n  "
+                      + "\n  ".join(differ))
+        return False
+    console.print(f"report   the {period} org report equals the offline replay for all {len(want)} engineers "
+                  f"({', '.join(f.removesuffix('_nanos') for f in fields)})")
+    return True
 
 
 def _wait_for_balances(settings: Settings, worker: subprocess.Popen, expected: dict[str, int]) -> dict:
