@@ -182,7 +182,7 @@ def _wait_for_final(settings: Settings, worker: subprocess.Popen, period: str) -
             marks = [b.get("watermark") for b in balances.values()]
             if marks and all(m is not None and m >= end for m in marks):
                 console.print(f"final    {period} is final: every balance is final through "
-                              f"{min(marks):%Y-%m-%d %H:%M} UTC (idleness rule)")
+                              f"{min(m for m in marks if m is not None):%Y-%m-%d %H:%M} UTC (idleness rule)")
                 return True
             time.sleep(1)
     console.print(f"[yellow]{period} is not final yet (the {settings.engine} engine"

@@ -69,7 +69,7 @@ def pytest_generate_tests(metafunc) -> None:
         engines = ("faust",)
     elif metafunc.definition.get_closest_marker("transactional_only"):
         engines = ("transactional",)
-    metafunc.parametrize("engine", engines)
+    metafunc.parametrize("engine", engines, indirect=True)
 
 
 @pytest.fixture(autouse=True)

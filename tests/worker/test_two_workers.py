@@ -30,7 +30,8 @@ def test_two_workers_with_rebalances_agree_with_replay(kafka_bootstrap, topics, 
             # first assignment), so the next chunks flow while it owns
             # partitions; on a slow machine the stop below could otherwise
             # come during its start-up, before it ever joined.
-            b.wait_until(lambda: "[^Worker]: Ready" in b.log_path.read_text(errors="replace"), 120,
+            b.wait_until(lambda: any(mark in b.log_path.read_text(errors="replace")
+                                     for mark in ("[^Worker]: Ready", "restored:")), 120,
                          "worker b to join the group")
         if n == 6:
             assert b.stop() == 0, b.log_tail()  # leaves mid-stream: rebalance again

@@ -120,6 +120,9 @@ class EventRow:
     team_id: str | None = None
     opted_out: bool | None = None
     annual_cash_nanos: int | None = None
+    # The engineer book's watermark when the event was applied (its late
+    # verdict was taken against it): audit verify replays late events from it.
+    applied_watermark: datetime | None = None
 
     @classmethod
     def from_event(
@@ -133,6 +136,7 @@ class EventRow:
         late: bool = False,
         payload: str | None = None,
         schema_version: int = SCHEMA_VERSION,
+        applied_watermark: datetime | None = None,
     ) -> "EventRow":
         """Flatten an event; `payload` defaults to its canonical JSON."""
         columns = _EVENT_COLUMNS.get(type(event))
@@ -151,6 +155,7 @@ class EventRow:
             payload=payload if payload is not None else event_to_json(event),
             schema_version=schema_version,
             late=late,
+            applied_watermark=utc(applied_watermark) if applied_watermark is not None else None,
             **values,
         )
 

@@ -133,9 +133,15 @@ _HR_COLUMNS = (
     "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS annual_cash_nanos Nullable(Int64)",
 )
 
+# The watermark each event was applied under (audit verify replays late events).
+_APPLIED_WATERMARK = (
+    f"ALTER TABLE {{db}}.events ADD COLUMN IF NOT EXISTS applied_watermark Nullable({_UTC})",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables", (_EVENTS, _POSTINGS, _DEAD_LETTERS, _LEADERBOARD_WINDOWS, _DIGESTS)),
     Migration(2, "HR event columns", _HR_COLUMNS),
+    Migration(3, "applied watermark of events", _APPLIED_WATERMARK),
 )
 
 

@@ -10,8 +10,10 @@ ledger core and compares posting by posting.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
-from compstream.domain.events import EventError, event_from_dict
+from compstream.domain.book import EngineerBook
+from compstream.domain.events import LEDGER_EVENT_TYPES, EventError, event_from_dict
 from compstream.domain.replay import replay_detailed
 from compstream.history.findings import Finding
 from compstream.history.rows import PostingRow
@@ -23,16 +25,44 @@ REPLAY_MISMATCH, NOT_DERIVABLE, NOT_STORED, BAD_EVENT = (
 _COMPARED = ("kind", "grant_id", "amount_nanos", "cause_event_id", "event_time", "available_after_nanos", "hash")
 
 
+REPLAY_HORIZON = datetime(9000, 1, 1, tzinfo=timezone.utc)  # finalize everything
+
+
+def _as_streamed(engineer_id: str, rows: list, events: list) -> list:
+    """The one deterministic late rule, replayed: an engineer with late events
+    (applied on top of the state final through the book's watermark at that
+    moment, as recorded in `applied_watermark`) is replayed through a book in
+    the stored order, each event applied under its recorded watermark. The
+    tampering checks stay: a forged amount, payload or posting still differs."""
+    book = EngineerBook.empty(engineer_id)
+    postings = []
+    for row, event in zip(rows, events, strict=True):
+        if event.type not in LEDGER_EVENT_TYPES:
+            continue
+        under = row.applied_watermark
+        if under is not None:
+            postings += book.advance(under).postings
+        postings += book.ingest(event, under, want_balance=False).postings
+    # What the stream finalized after the engineer's last event (sweeps);
+    # postings past the stored tail are expected and not flagged.
+    postings += book.advance(REPLAY_HORIZON).postings
+    return postings
+
+
 def replay_findings(store: HistoryStore, engineer_id: str) -> list[Finding]:
     findings: list[Finding] = []
-    events = []
+    events, rows = [], []
     for row in store.events_for(engineer_id):
         try:
             events.append(event_from_dict(json.loads(row.payload)))
+            rows.append(row)
         except (EventError, ValueError) as exc:
             findings.append(Finding(engineer_id, 0, BAD_EVENT, f"event {row.event_id}: {exc}"))
     stored = store.postings_for(engineer_id)
-    replayed = [PostingRow.from_posting(p) for p in replay_detailed(events).postings.get(engineer_id, [])]
+    if any(row.late and row.applied_watermark is not None for row in rows):
+        replayed = [PostingRow.from_posting(p) for p in _as_streamed(engineer_id, rows, events)]
+    else:
+        replayed = [PostingRow.from_posting(p) for p in replay_detailed(events).postings.get(engineer_id, [])]
     by_seq = {p.seq: p for p in replayed}
     for posting in stored:
         twin = by_seq.get(posting.seq)

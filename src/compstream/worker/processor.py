@@ -286,6 +286,7 @@ class LedgerProcessor:
             admitted = batch.room.admit(book, event, text, watermark)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
+            applied_under = book.watermark  # what the late verdict is taken against
             # No per-event balance: _result encodes one per changed book.
             result = book.ingest(event, watermark, fingerprint=text, want_balance=False)
             batch.room.taken(engineer, admitted, result.status == APPLIED)
@@ -304,7 +305,7 @@ class LedgerProcessor:
         batch.changed.add(engineer)
         batch.events.append(EventRow.from_event(
             event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            ingest_time=msg.timestamp, late=result.late, payload=text))
+            ingest_time=msg.timestamp, late=result.late, payload=text, applied_watermark=applied_under))
         return None
 
     def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event) -> None:

@@ -1,0 +1,94 @@
+"""One deterministic rule for late events, reproduced by the auditor's replay:
+exports from two providers a day apart (the older one past the lateness) give
+late events; `audit verify --replay` finds nothing on that history, and still
+finds an edited event."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from compstream.codec import encode_event
+from compstream.config import BOOK_BYTES_MAX, Topics
+from compstream.domain.events import GrantIssued, Usage
+from compstream.history.memory import MemoryHistoryStore
+from compstream.history.rows import HistoryBatch
+from compstream.history.verify import verify_store
+from compstream.history.wire import decode_batch
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
+from compstream.worker.core.loop import CheckpointLoop
+from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
+
+TOPICS = Topics.with_prefix("late")
+DAY = datetime(2026, 10, 10, tzinfo=timezone.utc)
+LATENESS_S = 6 * 3600
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 0.05
+        return self.t
+
+
+def _publish(log, events) -> None:
+    for e in events:
+        log.append(TOPICS.usage if e.type == "usage" else TOPICS.grants, e.engineer_id.encode(), encode_event(e))
+
+
+def _drain(loop, rounds: int = 30) -> None:
+    for _ in range(rounds):
+        loop.run_once()
+
+
+def _store(log) -> MemoryHistoryStore:
+    store = MemoryHistoryStore()
+    store.migrate()
+    for n, (_, value) in enumerate(log.topic_records(history_topic(TOPICS))):
+        store.append_batch(decode_batch(value), f"t{n}")
+    return store
+
+
+def _history_with_late_events():
+    log = MemoryLog(1)
+    source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), random.Random(3), DAY)
+    source.assign([(TOPICS.usage, 0), (TOPICS.grants, 0)])
+    config = CoreConfig(TOPICS, "w", 1, LATENESS_S, BOOK_BYTES_MAX)
+    loop = CheckpointLoop(lambda: LedgerCore(config), source, MemoryOutput(log), idle_s=1e9, clock=Clock())
+    grants = [GrantIssued(f"g-{e}", e, f"G-{e}", 20 * 10**9, DAY - timedelta(days=5), DAY + timedelta(hours=2),
+                          "allowance") for e in ("ada", "ken")]
+    openai = [Usage(f"oa-{e}-{h}", e, "openai", "gpt-4o", DAY + timedelta(hours=h), 10, 10, 0, 0, 3 * 10**9)
+              for e in ("ada", "ken") for h in range(0, 24, 4)]
+    _publish(log, grants + openai)  # today's OpenAI export
+    _drain(loop)
+    anthropic = [Usage(f"an-{e}-{h}", e, "anthropic", "claude", DAY - timedelta(days=1, hours=-h), 10, 10, 0, 0,
+                       2 * 10**9) for e in ("ada", "ken") for h in range(0, 24, 6)]
+    _publish(log, anthropic)  # yesterday's Anthropic export, a day later
+    _drain(loop)
+    return _store(log)
+
+
+def test_late_events_from_a_day_old_export_verify_clean():
+    store = _history_with_late_events()
+    late = {r.event_id for e in ("ada", "ken") for r in store.events_for(e) if r.late}
+    day_old = {f"an-{e}-{h}" for e in ("ada", "ken") for h in range(0, 24, 6)}
+    assert day_old <= late, "the day-old export must be late: the scenario would test nothing"
+    report = verify_store(store, replay=True)
+    assert report.findings == [], report.findings[:3]
+
+
+def test_an_edited_late_event_is_still_found():
+    store = _history_with_late_events()
+    victim = next(r for r in store.events_for("ada") if r.late)
+    forged = replace(victim, payload=victim.payload.replace('"cost_nanos":2000000000', '"cost_nanos":1000000'))
+    assert forged.payload != victim.payload
+    forged_store = MemoryHistoryStore()
+    forged_store.migrate()
+    for e in ("ada", "ken"):
+        rows = [forged if r.event_id == victim.event_id else r for r in store.events_for(e)]
+        forged_store.append_batch(HistoryBatch(events=tuple(rows), postings=tuple(store.postings_for(e))), f"f-{e}")
+    report = verify_store(forged_store, replay=True)
+    assert any(f.kind == "replay_mismatch" and f.engineer_id == "ada" for f in report.findings), report.findings
