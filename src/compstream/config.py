@@ -100,7 +100,7 @@ class Settings:
     book_bytes_max: int = BOOK_BYTES_MAX
     # Stream engine: "faust" (the original design) or "transactional"
     # (confluent-kafka, one Kafka transaction per batch): worker/engines.
-    engine: str = "faust"
+    engine: str = "transactional"
     # Transactional engine: how long a task's usage waits for its HR input to
     # report its end before going on (worker/core/sync.py).
     task_idle_s: float = 5.0
@@ -139,7 +139,7 @@ class Settings:
             leaderboard_retention_days=_days("COMPSTREAM_LEADERBOARD_RETENTION_DAYS",
                                              LEADERBOARD_RETENTION_DAYS_DEFAULT),
             book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
-            engine=_choice("COMPSTREAM_ENGINE", "faust", ("faust", "transactional")),
+            engine=_choice("COMPSTREAM_ENGINE", "transactional", ("transactional", "faust")),
             task_idle_s=float(os.environ.get("COMPSTREAM_TASK_IDLE_S", "5")),
             idle_advance_s=float(os.environ.get("COMPSTREAM_IDLE_ADVANCE_S", "900")),
             batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", "5000")),
