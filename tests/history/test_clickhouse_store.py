@@ -82,7 +82,8 @@ def test_ddl_uses_int64_money_and_partitions(ch_store):
     tables = dict(ch_store.query_rows(
         "SELECT name, engine_full FROM system.tables WHERE database = {d:String}", {"d": db}
     ))
-    assert set(tables) == {"schema_migrations", "events", "postings", "dead_letters", "leaderboard_windows", "digests"}
+    assert set(tables) == {"schema_migrations", "events", "postings", "dead_letters", "leaderboard_windows", "digests",
+                           "watermarks"}
     for name in ("events", "postings"):
         assert "PARTITION BY toYYYYMM(event_time)" in tables[name]
         assert "ORDER BY (engineer_id, event_time" in tables[name]

@@ -17,6 +17,7 @@ import clickhouse_connect
 
 from compstream.history import schema
 from compstream.history.rows import (
+    WatermarkRow,
     QUERY_ROWS_MAX,
     TABLE_ROW_TYPES,
     ChainHead,
@@ -215,6 +216,15 @@ class ClickHouseHistoryStore:
         sql = f"{self._from('digests', final=False)}{where} ORDER BY computed_at, period, digest"
         return self._select(DigestRow, sql, {"p": period} if period is not None else None)
 
+    def final_through(self, partition: int, at: datetime | None = None) -> WatermarkRow | None:
+        where = "partition = {p:Int32}" + ("" if at is None else " AND final_through <= {t:DateTime64(6, 'UTC')}")
+        params: dict = {"p": partition}
+        if at is not None:
+            params["t"] = _ts(at)
+        rows = self._select(WatermarkRow, f"{self._from('watermarks')} WHERE {where} "
+                                          "ORDER BY final_through DESC, stream_time DESC LIMIT 1", params)
+        return rows[0] if rows else None
+
     # -- high-water marks for the worker's sink -------------------------------
     def offset_max(self, table: str, topic: str, partition: int) -> int:
         if table not in ("events", "dead_letters"):
@@ -238,7 +248,7 @@ class ClickHouseHistoryStore:
 
     def table_counts(self) -> dict[str, int]:
         out = {}
-        for table in ("events", "postings", "dead_letters", "leaderboard_windows", "digests"):
+        for table in ("events", "postings", "dead_letters", "leaderboard_windows", "digests", "watermarks"):
             final = "" if table == "digests" else " FINAL"
             out[table] = int(self._client.query(f"SELECT count() FROM {self._db}.{table}{final}").result_rows[0][0])
         return out

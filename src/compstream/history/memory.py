@@ -13,6 +13,7 @@ from typing import Any
 
 from compstream.history import schema
 from compstream.history.rows import (
+    WatermarkRow,
     QUERY_ROWS_MAX,
     TABLE_ROW_TYPES,
     ChainHead,
@@ -30,7 +31,7 @@ from compstream.history.rows import (
     table_token,
 )
 
-_COLLAPSING = {"events", "postings", "dead_letters", "leaderboard_windows"}
+_COLLAPSING = {"events", "postings", "dead_letters", "leaderboard_windows", "watermarks"}
 
 
 class MemoryHistoryStore:
@@ -120,6 +121,11 @@ class MemoryHistoryStore:
     def digests(self, period: str | None = None) -> list[DigestRow]:
         rows = [r for r in self.tables["digests"] if period is None or r.period == period]
         return sorted(rows, key=lambda r: (r.computed_at, r.period, r.digest))
+
+    def final_through(self, partition: int, at: datetime | None = None) -> WatermarkRow | None:
+        rows = [r for r in self.tables["watermarks"]
+                if r.partition == partition and (at is None or r.final_through <= at)]
+        return max(rows, key=lambda r: (r.final_through, r.stream_time), default=None)
 
     def offset_max(self, table: str, topic: str, partition: int) -> int:
         if table not in ("events", "dead_letters"):

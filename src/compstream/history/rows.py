@@ -250,12 +250,29 @@ class DigestRow:
         return (self.period, self.computed_at, self.digest)
 
 
+@dataclass(frozen=True, slots=True)
+class WatermarkRow:
+    """A source partition's finality at a batch: every posting of its
+    engineers with event time before `final_through` is written, and only
+    those; `stream_time` is the latest usage time seen (balances are as of
+    it). Written whenever a batch moves the watermark: statements read the
+    latest one at or before their instant."""
+
+    partition: int
+    final_through: datetime
+    stream_time: datetime
+
+    def key(self) -> tuple:
+        return (self.partition, self.final_through)
+
+
 TABLE_ROW_TYPES: dict[str, type] = {
     "events": EventRow,
     "postings": PostingRow,
     "dead_letters": DeadLetterRow,
     "leaderboard_windows": LeaderboardWindowRow,
     "digests": DigestRow,
+    "watermarks": WatermarkRow,
 }
 
 
@@ -268,6 +285,7 @@ class HistoryBatch:
     dead_letters: tuple[DeadLetterRow, ...] = ()
     leaderboard_windows: tuple[LeaderboardWindowRow, ...] = ()
     digests: tuple[DigestRow, ...] = ()
+    watermarks: tuple[WatermarkRow, ...] = ()
     by_table: dict[str, tuple] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -287,7 +305,7 @@ class HistoryBatch:
 
 
 def history_batches(events: Sequence = (), postings: Sequence = (), dead_letters: Sequence = (),
-                    rows_max: int = BATCH_ROWS_MAX) -> tuple[HistoryBatch, ...]:
+                    rows_max: int = BATCH_ROWS_MAX, watermarks: Sequence = ()) -> tuple[HistoryBatch, ...]:
     """The rows of one source batch as history batches of at most `rows_max`
     rows each (at least one batch, maybe empty). Each table's rows keep their
     order and every batch holds a contiguous slice of them, so whatever prefix
@@ -296,7 +314,10 @@ def history_batches(events: Sequence = (), postings: Sequence = (), dead_letters
     sink's high-water filter assumes."""
     if isinstance(rows_max, bool) or not isinstance(rows_max, int) or not 1 <= rows_max <= BATCH_ROWS_MAX:
         raise HistoryError(f"rows_max must be 1..{BATCH_ROWS_MAX}, got {rows_max!r}")
-    tables = (("events", tuple(events)), ("postings", tuple(postings)), ("dead_letters", tuple(dead_letters)))
+    # Watermarks last: a piece written before a crash never claims postings
+    # final that a later piece holds.
+    tables = (("events", tuple(events)), ("postings", tuple(postings)), ("dead_letters", tuple(dead_letters)),
+              ("watermarks", tuple(watermarks)))
     out: list[HistoryBatch] = []
     chunk: dict[str, tuple] = {}
     room = rows_max

@@ -138,10 +138,20 @@ _APPLIED_WATERMARK = (
     f"ALTER TABLE {{db}}.events ADD COLUMN IF NOT EXISTS applied_watermark Nullable({_UTC})",
 )
 
+# Finality per source partition (rows.WatermarkRow): what statements call final.
+_WATERMARKS = (f"""CREATE TABLE IF NOT EXISTS {{db}}.watermarks (
+    partition Int32,
+    final_through {_UTC},
+    stream_time {_UTC}
+) ENGINE = ReplacingMergeTree
+ORDER BY (partition, final_through)
+{_TABLE_SETTINGS}""",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables", (_EVENTS, _POSTINGS, _DEAD_LETTERS, _LEADERBOARD_WINDOWS, _DIGESTS)),
     Migration(2, "HR event columns", _HR_COLUMNS),
     Migration(3, "applied watermark of events", _APPLIED_WATERMARK),
+    Migration(4, "watermarks (finality per partition)", _WATERMARKS),
 )
 
 

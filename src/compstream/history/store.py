@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from compstream.history.rows import (
+    WatermarkRow,
     ChainHead,
     DigestRow,
     EventCoord,
@@ -67,6 +68,10 @@ class HistoryStore(Protocol):
 
     def digests(self, period: str | None = None) -> list[DigestRow]:
         """Every stored digest computation, oldest first."""
+
+    def final_through(self, partition: int, at: datetime | None = None) -> WatermarkRow | None:
+        """The partition's latest watermark row (with `at`: the latest whose
+        final_through is at or before `at`); None if none was written."""
 
     def table_counts(self) -> dict[str, int]:
         """Distinct rows per history table (after retry collapse)."""

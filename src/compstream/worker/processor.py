@@ -20,7 +20,9 @@ from compstream.domain.balance import Balance, Report
 from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, EngineerBook
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
-from compstream.history.rows import BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, history_batches
+from compstream.history.rows import (
+    BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, WatermarkRow, history_batches,
+)
 from compstream.worker.book_cache import BookCache
 from compstream.worker.book_room import REFUSE, BookRoom
 from compstream.worker.messages import SourceMessage, partition_of
@@ -147,6 +149,8 @@ class LedgerProcessor:
         # reaches it the sweep republishes the balance. None = nothing left out.
         self.book_scheduled: dict[str, datetime | None] = {}
         self.swept_watermark: dict[int, datetime] = {}
+        # partition -> the last final_through written to history (WatermarkRow)
+        self.recorded_watermark: dict[int, datetime] = {}
         self.partition_cache: dict[str, int] = {}
         # Live books between batches, reused only while the table holds the
         # very bytes they were serialized to (see book_cache).
@@ -391,8 +395,16 @@ class LedgerProcessor:
                 self.book_scheduled[engineer] = book.next_left_out(until)
             if book.settle():  # now equal to from_bytes(data): reusable next batch
                 self.book_cache.put(engineer, data, book)
+        # Finality, as written: a partition whose sweep completed up to its
+        # watermark has every posting before it in this batch's history.
+        marks = []
+        for p, swept in sorted(self.swept_watermark.items()):
+            if swept > self.recorded_watermark.get(p, EPOCH) and p in self.stream_time:
+                marks.append(WatermarkRow(p, swept, self.stream_time[p]))
+                self.recorded_watermark[p] = swept
         return BatchResult(
-            history=history_batches(batch.events, batch.postings, batch.dead_rows, self.history_rows_max),
+            history=history_batches(batch.events, batch.postings, batch.dead_rows, self.history_rows_max,
+                                    watermarks=marks),
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
             swept=batch.swept, swept_touched=batch.swept_touched, not_applied=frozenset(batch.not_applied), decoded=batch.decoded,

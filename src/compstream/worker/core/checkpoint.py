@@ -112,6 +112,7 @@ class LedgerCore:
             del self.positions[tp]
         self.processor.stream_time.pop(partition, None)
         self.processor.swept_watermark.pop(partition, None)
+        self.processor.recorded_watermark.pop(partition, None)
         if self.leaderboards is not None:
             self.leaderboards.forget_partition(partition)
 
@@ -196,6 +197,8 @@ class LedgerCore:
             split.setdefault(r.kafka_partition, {}).setdefault("dead_letters", []).append(r)
         for r in batch.postings:
             split.setdefault(partition_of(r.engineer_id, n), {}).setdefault("postings", []).append(r)
+        for r in batch.watermarks:  # after the postings they vouch for, in the same record
+            split.setdefault(r.partition, {}).setdefault("watermarks", []).append(r)
         out = []
         for p in sorted(split):
             piece = HistoryBatch(**{k: tuple(v) for k, v in split[p].items()})
