@@ -18,6 +18,7 @@ from compstream.history.store import HistoryStore
 from compstream.history.verify import period_digest
 from compstream.reports import org_queries as oq
 from compstream.reports import queries as q
+from compstream.reports.finality import finality, late_totals
 from compstream.reports.money import fraction_text, ratio_ppm
 from compstream.reports.period import parse_period
 from compstream.reports.statement import _iso
@@ -111,6 +112,8 @@ def build_org(store: HistoryStore, period_text: str, generated_at: datetime | No
     totals: dict[str, Any] = {k: int(dist[k] or 0) for k in oq.DISTRIBUTION_COLUMNS[:10]}
     totals["utilisation_ppm"] = ratio_ppm(totals["usage_cost_nanos"], totals["issued_nanos"])
     totals["breakage_ppm"] = ratio_ppm(totals["expired_nanos"], totals["issued_nanos"])
+    # Late adjustments are inside the totals already (their postings are final); counted apart.
+    totals.update(late_totals(store, period))
     used = [e["usage_cost_nanos"] for e in engineers]
     models = [{"id": f"{r['provider']}/{r['model']}", **{k: (v if k in ("provider", "model") else int(v))
                                                          for k, v in r.items()}}
@@ -136,4 +139,5 @@ def build_org(store: HistoryStore, period_text: str, generated_at: datetime | No
         "teams": _teams(q.fetch(store, oq.TEAMS, params, oq.TEAMS_COLUMNS)),
         "digests": [{"id": m, "period": m, "digest": d.digest, "engineers": d.engineers}
                     for m in period.months for d in [period_digest(store, m)]],
+        "finality": finality(store, period, {k: totals[k] for k in oq.DISTRIBUTION_COLUMNS[1:8]}),
     }

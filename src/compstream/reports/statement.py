@@ -15,6 +15,7 @@ from compstream.domain.grant_labels import parse_kind
 from compstream.history.store import HistoryStore
 from compstream.history.verify import period_digest
 from compstream.reports import queries as q
+from compstream.reports.finality import finality, late_adjustments
 from compstream.reports.money import ratio_ppm
 from compstream.reports.period import Period, ReportError, parse_period
 
@@ -135,4 +136,6 @@ def build_statement(store: HistoryStore, engineer_id: str, period_text: str,
         "lots": _lots(q.fetch(store, q.LOTS, params, q.LOTS_COLUMNS)),
         "cash": _cash(store, period, engineer_id, windows["period"]),
         "digest": _digest(store, period, engineer_id),
+        "finality": finality(store, period, {k: windows["period"][k] for k in q.BALANCE_COLUMNS}, engineer_id),
+        "late_adjustments": late_adjustments(store, period, engineer_id),
     }
