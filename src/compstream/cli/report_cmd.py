@@ -15,6 +15,7 @@ from rich.console import Console
 from compstream.config import Settings
 from compstream.history import HistoryError, HistoryStore, open_history
 from compstream.reports.export import write_report
+from compstream.reports.finality import finality_text
 from compstream.reports.period import ReportError, parse_period
 
 console = Console()
@@ -36,7 +37,8 @@ def _run(build: Callable[[HistoryStore], dict], dsn: str | None, database: str, 
     store = None
     try:
         store = open_history(dsn or Settings.from_env().clickhouse_dsn, database=database)
-        paths = write_report(build(store), out)
+        doc = build(store)
+        paths = write_report(doc, out)
     except (ReportError, HistoryError) as exc:
         _fail(str(exc))
         return
@@ -48,6 +50,7 @@ def _run(build: Callable[[HistoryStore], dict], dsn: str | None, database: str, 
             store.close()
     for kind in ("json", "csv", "html"):
         console.print(f"{kind:4} {paths[kind]}", highlight=False, soft_wrap=True)
+    console.print(f"finality: {finality_text(doc['finality'])}", highlight=False, soft_wrap=True)
 
 
 @report_app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from compstream.reports.charts import COLORS, Bar, Segment, columns, hbars, stacked
+from compstream.reports.finality import short_time
 from compstream.reports.html_parts import card, cell, num, table
 from compstream.reports.money import tokens, usd
 
@@ -45,6 +46,53 @@ _SUMMARY = (
 _TOKENS = (("Input tokens", "input_tokens"), ("Output tokens", "output_tokens"),
            ("Cache-read tokens", "cache_read_tokens"), ("Cache-write tokens", "cache_write_tokens"),
            ("All tokens", "tokens"), ("Usage events", "usage_events"), ("Unpriced events", "unpriced_events"))
+
+
+def _span(doc: dict, path: str, fmt: str = "int") -> str:
+    return num(doc, path, fmt, tag="span")
+
+
+def finality_box(doc: dict) -> str:
+    """'final through <time>; N usage events ($x) pending; M expiries pending', per partition below."""
+    f = doc["finality"]
+    through = short_time(f["final_through"]) if f["final_through"] else "nothing yet"
+    line = (f"<p>Final through <b>{escape(through)}</b>; "
+            f"{_span(doc, 'finality.pending_usage.usage_events')} usage events "
+            f"({_span(doc, 'finality.pending_usage.cost_nanos', 'usd')}) pending; "
+            f"{_span(doc, 'finality.pending_expiries_total.lots')} expiries pending "
+            f"({_span(doc, 'finality.pending_expiries_total.open_nanos', 'usd')} still open).</p>")
+    if doc["report"] == "org":
+        line += (f"<p>{_span(doc, 'totals.late_events')} late adjustments "
+                 f"({_span(doc, 'totals.late_cost_nanos', 'usd')} usage) are inside the totals.</p>")
+    parts = [line]
+    if f["partitions"] and doc["report"] == "org":
+        parts.append(table([("Partition", False), ("Final through", False), ("Pending usage", _N),
+                            ("Pending value", _N), ("Pending expiries", _N)], [
+            [cell(p["partition"]), cell(short_time(p["final_through"]))]
+            + [num(doc, f"finality.partitions[{p['id']}].{k}", fmt) for k, fmt in (
+                ("pending_usage_events", "int"), ("pending_usage_cost_nanos", "usd"), ("pending_expiry_lots", "int"))]
+            for p in f["partitions"]]))
+    lots = f.get("pending_expiries") or []
+    if lots:
+        parts.append(table([("Grant", False), ("Expires", False), ("Open as of final through", _N)], [
+            [cell(lot["grant_id"], mono=True), cell(short_time(lot["expires_at"])),
+             num(doc, f"finality.pending_expiries[{lot['id']}].open_nanos")] for lot in lots]))
+    note = ("Every amount in this report is final." if f["is_final"] else
+            "Not final yet: the amounts are final postings only; pending usage and expiries are applied to the "
+            "live balance but not yet final (docs/reports.md, Finality).")
+    return _section("Finality", *parts, note=note)
+
+
+def _late_section(doc: dict) -> str:
+    rows = [[cell(e["event_id"], mono=True), cell(e["type"]), cell(short_time(e["event_time"])),
+             cell(short_time(e["applied_watermark"])),
+             num(doc, f"late_adjustments[{e['id']}].cost_nanos"), num(doc, f"late_adjustments[{e['id']}].amount_nanos")]
+            for e in doc["late_adjustments"]]
+    return _section("Late adjustments", table(
+        [("Event", False), ("Type", False), ("Event time", False), ("Applied after final through", False),
+         ("Cost", _N), ("Amount", _N)], rows, empty="No late events in this period."),
+        note="Events that arrived after their time was final: applied on top of the final state, "
+             "inside the amounts above.")
 
 
 def _policy_rule(lot: dict) -> str:
@@ -91,7 +139,7 @@ def statement_body(doc: dict) -> str:
                 "revoked_nanos", "forfeited_nanos", "remaining_end_nanos")] for lot in doc["lots"]]
     kinds = [[cell(k["grant_kind"]), num(doc, f"granted_by_kind[{k['id']}].grants", "int"),
               num(doc, f"granted_by_kind[{k['id']}].amount_nanos")] for k in doc["granted_by_kind"]]
-    parts = [f'<div class="cards">{"".join(cards)}</div>',
+    parts = [f'<div class="cards">{"".join(cards)}</div>', finality_box(doc),
              _section("Usage by model", hbars("Usage value by model", model_bars, usd),
                       note="Value = list price of each call; unpriced calls cost nothing and are counted."),
              _section("Where the granted compute went", _lot_chart(doc)),
@@ -106,6 +154,7 @@ def statement_body(doc: dict) -> str:
                   ("Expires", False), ("Status", False),
                   ("Issued", _N), ("Used before", _N), ("Used this month", _N), ("Expired", _N),
                   ("Revoked", _N), ("Forfeited", _N), ("Remaining", _N)], lots))]
+    parts.append(_late_section(doc))
     parts.append(_cash_section(doc))
     parts.append(_digest_section(doc))
     return "\n".join(parts)
@@ -182,7 +231,7 @@ def org_body(doc: dict) -> str:
     hidden = (f"Teams with fewer than {teams['size_min']} engineers are not shown "
               f"({teams['hidden_teams']} team(s), {teams['hidden_engineers']} engineer(s) withheld).")
     return "\n".join([
-        f'<div class="cards">{"".join(cards)}</div>',
+        f'<div class="cards">{"".join(cards)}</div>', finality_box(doc),
         _section("Where granted compute went", flow),
         _section("How usage is spread across engineers", columns("Engineers by usage value", bins, tokens),
                  table([("", False), ("p50", _N), ("p90", _N), ("p99", _N), ("Gini", _N)], quant),
