@@ -43,7 +43,8 @@ def _batches() -> list[list]:
            _usage("fa-sep", ADA, t(9, 10), 3 * G),
            GrantIssued("fa-g1", ADA, "fa-g1", 100 * G, t(10, 1), t(10, 31, 15), "allowance")]
     ada += [_usage(f"fa-u{d}", ADA, t(10, d, 10), d * G // 10) for d in range(6, 32)]
-    ada += [_usage(f"fa-end{h}", ADA, t(10, 31, h), G + h) for h in (13, 16, 18)]
+    # 12:00 is exactly final_through: pending (final means strictly before).
+    ada += [_usage(f"fa-end{h}", ADA, t(10, 31, h), G + h) for h in (12, 16, 18)]
     cy = [GrantIssued("fc-g", CY, "fc-g", 50 * G, t(10, 1), t(11, 15), "allowance"),
           GrantIssued("fc-g2", CY, "fc-g2", 10 * G, t(10, 1), t(10, 25), "bonus")]
     cy += [_usage(f"fc-u{d}", CY, t(10, d, 9), G // 5 + d) for d in range(2, 21)]
