@@ -235,3 +235,30 @@ def test_csv_html_and_cli_carry_finality(fin, tmp_path):
     assert result.exit_code == 0, result.output
     # September: only ada (her partition) had activity.
     assert "finality: final through 2026-10-31T12:00Z (period final)" in result.output
+
+
+def test_an_event_with_a_posting_is_final_not_pending(report_history):
+    """A sweep cut short (SWEEP_ROWS_MAX) may write an event's postings beyond
+    the recorded watermark: it is then final, never counted twice."""
+    from compstream.history.rows import HistoryBatch, PostingRow
+
+    dsn, _ = report_history
+    store = open_history(dsn, database="finality_cut")
+    try:
+        store.migrate()
+        batches = _batches()
+        _feed(store, batches)
+        before = build_statement(store, ADA, "2026-10")["finality"]
+        event = next(e for b in batches for e in b if e.event_id == "fa-end16")
+        head = store.query_rows(f"SELECT max(seq), argMax(hash, seq) FROM finality_cut.postings FINAL "
+                                f"WHERE engineer_id = '{ADA}'")[0]
+        store.append_batch(HistoryBatch(postings=(PostingRow(
+            ADA, int(head[0]) + 1, "consume", "fa-g1", event.cost_nanos, event.event_id, event.event_time,
+            0, str(head[1]), "x" * 64),)), "cut:1")
+        after = build_statement(store, ADA, "2026-10")["finality"]
+        assert after["pending_usage"] == {"usage_events": before["pending_usage"]["usage_events"] - 1,
+                                          "cost_nanos": before["pending_usage"]["cost_nanos"] - event.cost_nanos}
+        assert after["final"]["usage_cost_nanos"] == before["final"]["usage_cost_nanos"] + event.cost_nanos
+    finally:
+        store.command("DROP DATABASE IF EXISTS finality_cut")
+        store.close()

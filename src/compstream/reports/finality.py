@@ -62,6 +62,7 @@ def partitions_sql(scope: str) -> str:
             f"WHERE {_engineers_in(scope)} ORDER BY kafka_partition")
 
 
+# A usage posting carries its event's time, so the period's postings suffice.
 # Unmatched LEFT JOIN columns take their type's default (join_use_nulls = 0):
 # a partition without a watermark row has ft = 1970, so all of it is pending.
 def pending_usage_sql(scope: str) -> str:
@@ -71,7 +72,7 @@ FROM {q.usage_events(f"{scope} AND {q.IN_PERIOD}")} AS u
 LEFT JOIN ({MARKS}) AS m ON m.partition = u.kafka_partition
 WHERE u.event_time >= m.ft
   AND (u.engineer_id, u.event_id) NOT IN (SELECT engineer_id, cause_event_id FROM {{db}}.postings FINAL
-                                          WHERE {scope})
+                                          WHERE {scope} AND {q.IN_PERIOD})
 GROUP BY p ORDER BY p"""
 
 
