@@ -63,7 +63,8 @@ def partitions_sql(scope: str) -> str:
 
 
 # A usage posting carries its event's time, so the period's postings suffice.
-# Unmatched LEFT JOIN columns take their type's default (join_use_nulls = 0):
+# Unmatched LEFT JOIN columns take their type's default (join_use_nulls = 0,
+# set on the query so a server default cannot turn them into NULLs):
 # a partition without a watermark row has ft = 1970, so all of it is pending.
 def pending_usage_sql(scope: str) -> str:
     return f"""
@@ -73,7 +74,8 @@ LEFT JOIN ({MARKS}) AS m ON m.partition = u.kafka_partition
 WHERE u.event_time >= m.ft
   AND (u.engineer_id, u.event_id) NOT IN (SELECT engineer_id, cause_event_id FROM {{db}}.postings FINAL
                                           WHERE {scope} AND {q.IN_PERIOD})
-GROUP BY p ORDER BY p"""
+GROUP BY p ORDER BY p
+SETTINGS join_use_nulls = 0"""
 
 
 PENDING_USAGE_COLUMNS = ("partition", "usage_events", "cost_nanos")
@@ -96,7 +98,8 @@ LEFT JOIN (SELECT engineer_id, assumeNotNull(grant_id) AS gid,
            GROUP BY engineer_id, gid) AS p
        ON p.engineer_id = g.engineer_id AND p.gid = g.grant_id
 WHERE g.expiry >= m.ft AND p.closings = 0 AND open_nanos > 0
-ORDER BY g.expiry, g.engineer_id, g.grant_id"""
+ORDER BY g.expiry, g.engineer_id, g.grant_id
+SETTINGS join_use_nulls = 0"""
 
 
 PENDING_EXPIRIES_COLUMNS = ("engineer_id", "partition", "grant_id", "expires_at", "open_nanos")
