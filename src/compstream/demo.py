@@ -205,6 +205,9 @@ def _check_report_against_replay(settings: Settings, events: list, period: str) 
         report = build_org(store, period)
     finally:
         store.close()
+    from compstream.reports.finality import finality_text
+
+    console.print(f"finality {period} org report: {finality_text(report['finality'])}")
     want = replay(events, as_of=_period_end(period) - timedelta(microseconds=1))
     fields = ("issued_nanos", "consumed_nanos", "expired_nanos", "revoked_nanos", "forfeited_nanos",
               "overdraft_nanos", "usage_cost_nanos")
