@@ -119,7 +119,7 @@ def test_late_usage_revises_closed_boards_exactly_once_per_batch_and_history_kee
 
     # History: every revision under its own token; the last one is the board.
     by_window: dict = {}
-    for token, rows in run.history.items():
+    for rows in run.history.values():
         for r in rows:
             by_window.setdefault((r.window_kind, r.window_start), {}).setdefault(r.revision, []).append(r)
     for key, board in run.published.items():
