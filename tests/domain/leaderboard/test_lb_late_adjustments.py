@@ -18,6 +18,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compstream.domain.events import Usage
 from compstream.domain.leaderboard import (
     LeaderboardConfig,
     MergeState,
@@ -28,7 +29,7 @@ from compstream.domain.leaderboard import (
     windows_for,
 )
 
-from lb_support import assign, at, board_rows, direct_board, partition_of, usage
+from lb_support import assign, at, board_rows, direct_board, partition_of, privacy, usage
 
 ENGINEERS = [f"e{i:02d}" for i in range(9)]
 TEAMS = ["t-a", "t-b"]
@@ -68,7 +69,7 @@ class Pipeline:
         for ev in events:
             p = partition_of(ev.engineer_id, self.partitions)
             fed.add(p)
-            if hasattr(ev, "team_id"):
+            if not isinstance(ev, Usage):
                 self.states[p].apply_hr(ev)
             else:
                 self.states[p].apply_usage(ev)
@@ -228,4 +229,17 @@ def test_merge_state_round_trip_keeps_closed_contributions():
     pipe.merge = restored
     pipe.batch([usage("bob", at(0, 1), inp=5)])
     assert board_rows(pipe.merge, DAY0, Scope.ENGINEER, Metric.TOKENS) == [("bob", 7), ("ada", 3)]
+    assert pipe.merge.boards(DAY0).revision == 1
+
+
+def test_a_late_opt_out_revises_a_closed_board_and_a_restart_makes_no_other_revision():
+    config = LeaderboardConfig(k=10, lateness=LATENESS)
+    pipe = Pipeline(config, 1)
+    pipe.batch([usage("ada", at(0), inp=5), usage("bob", at(0), inp=3), usage("bob", at(1, 12))])
+    assert board_rows(pipe.merge, DAY0, Scope.ENGINEER, Metric.TOKENS) == [("ada", 5), ("bob", 3)]
+    pipe.batch([privacy("ada", True, at(0, 1))])  # opted out during day 0, learnt late
+    assert board_rows(pipe.merge, DAY0, Scope.ENGINEER, Metric.TOKENS) == [("bob", 3)]
+    assert pipe.merge.boards(DAY0).revision == 1
+    pipe.batch([privacy("bob", False, at(0, 2))])  # changes nobody shown: no revision
+    pipe.restart(0)
     assert pipe.merge.boards(DAY0).revision == 1

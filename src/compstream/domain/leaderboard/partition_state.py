@@ -133,13 +133,17 @@ class PartitionState:
             heapq.heappush(self._offboardings_ahead, (offboarded_at, engineer_id))
 
     def _resend_windows_of(self, engineer_id: str, keys: Iterable[str] | None = None) -> None:
-        # Visibility is decided at emission, so every open window the engineer
-        # appears in must be re-sent.
-        for key in list(self.windows) if keys is None else keys:
-            pw = self.windows.get(key)
+        # Visibility is decided at emission, so every window the engineer
+        # appears in must be re-sent: open ones, and closed ones within
+        # retention (else a restart's re-send would apply the change at a
+        # time nobody chose; the merge makes a revision only if it changes
+        # the ranking input).
+        for key in [*self.windows, *self.closed] if keys is None else keys:
+            slot = self.windows if key in self.windows else self.closed
+            pw = slot.get(key)
             if pw is not None and engineer_id in pw.contributions:
                 pw.version += 1
-                self.windows[key] = pw
+                slot[key] = pw
                 self.dirty.add(key)
 
     def advance_watermark(self, watermark: datetime) -> list[CandidateMessage | WatermarkMessage]:
