@@ -30,9 +30,9 @@ class HistoryStoreContract:
 
     # -- migrations ---------------------------------------------------------
     def test_migrate_twice_is_a_noop(self, store):
-        assert store.applied_migrations() == [1, 2, 3, 4]  # fixture migrated once
+        assert store.applied_migrations() == [1, 2, 3, 4, 5]  # fixture migrated once
         assert store.migrate() == []
-        assert store.applied_migrations() == [1, 2, 3, 4]
+        assert store.applied_migrations() == [1, 2, 3, 4, 5]
 
     def test_hr_events_keep_their_fields(self, store):
         from datetime import datetime, timezone
@@ -63,6 +63,16 @@ class HistoryStoreContract:
         assert [d.raw for d in dead] == [d.raw for d in data.dead_letter_rows()]
         assert store.dead_letters(stage="ledger") == [data.dead_letter_rows()[2]]
         assert store.leaderboard_windows("daily", data.t(9, 3)) == data.window_rows()
+
+    def test_leaderboard_revisions_are_all_kept_and_retries_are_not(self, store):
+        first = data.window_rows()
+        revised = [dataclasses.replace(r, revision=1, value=r.value + 1) for r in first[:2]]
+        store.append_batch(HistoryBatch(leaderboard_windows=tuple(first)), "leaderboard:day:r0")
+        store.append_batch(HistoryBatch(leaderboard_windows=tuple(revised)), "leaderboard:day:r1")
+        store.append_batch(HistoryBatch(leaderboard_windows=tuple(revised)), "leaderboard:day:r1")  # a retry
+        stored = store.leaderboard_windows("daily", data.t(9, 3))
+        assert stored == sorted(first + revised, key=lambda r: (r.dimension, r.revision, r.rank))
+        assert store.table_counts()["leaderboard_windows"] == len(first) + len(revised)
 
     def test_unpriced_usage_keeps_null_cost(self, store):
         store.append_batch(data.full_batch(), "nulls")

@@ -323,7 +323,7 @@ class ClickHouseHistoryStore:
     def leaderboard_windows(self, window_kind: str, window_start: datetime) -> list[LeaderboardWindowRow]:
         sql = (
             f"{self._from('leaderboard_windows')} WHERE window_kind = {{k:String}} "
-            "AND window_start = {s:DateTime64(6, 'UTC')} ORDER BY dimension, rank"
+            "AND window_start = {s:DateTime64(6, 'UTC')} ORDER BY dimension, revision, rank"
         )
         return self._select(LeaderboardWindowRow, sql, {"k": window_kind, "s": _ts(window_start)})
 

@@ -195,7 +195,7 @@ class MemoryHistoryStore:
             for r in self._view("leaderboard_windows")
             if r.window_kind == window_kind and r.window_start == window_start
         ]
-        return sorted(rows, key=lambda r: (r.dimension, r.rank))
+        return sorted(rows, key=lambda r: (r.dimension, r.revision, r.rank))
 
     def event_id_counts(self) -> RowCounts:
         rows = self.tables["events"]

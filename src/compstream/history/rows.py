@@ -231,9 +231,12 @@ class LeaderboardWindowRow:
     value: int
     tokens: int
     closed_at: datetime
+    # 0 for the first final board; +1 per late adjustment (docs/leaderboards.md).
+    # In the key: every revision is kept, none overwrites another.
+    revision: int = 0
 
     def key(self) -> tuple:
-        return (self.window_kind, self.dimension, self.window_start, self.rank)
+        return (self.window_kind, self.dimension, self.window_start, self.rank, self.revision)
 
 
 @dataclass(frozen=True, slots=True)

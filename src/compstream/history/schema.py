@@ -147,11 +147,21 @@ _WATERMARKS = (f"""CREATE TABLE IF NOT EXISTS {{db}}.watermarks (
 ORDER BY (partition, final_through)
 {_TABLE_SETTINGS}""",)
 
+# Leaderboard revisions (late adjustments): every revision of a closed board
+# is kept, so the revision joins the sort key (ClickHouse extends a sorting
+# key only with a column added in the same ALTER, and without a DEFAULT;
+# rows from before read 0, the UInt32 default; re-running it is a no-op).
+_LEADERBOARD_REVISION = (
+    "ALTER TABLE {db}.leaderboard_windows ADD COLUMN IF NOT EXISTS revision UInt32, "
+    "MODIFY ORDER BY (window_kind, dimension, window_start, rank, revision)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables", (_EVENTS, _POSTINGS, _DEAD_LETTERS, _LEADERBOARD_WINDOWS, _DIGESTS)),
     Migration(2, "HR event columns", _HR_COLUMNS),
     Migration(3, "applied watermark of events", _APPLIED_WATERMARK),
     Migration(4, "watermarks (finality per partition)", _WATERMARKS),
+    Migration(5, "leaderboard window revisions", _LEADERBOARD_REVISION),
 )
 
 

@@ -2,9 +2,11 @@
 history rows and state records out (the agent in leaderboards.py moves bytes).
 
 Persisted records (one Faust table, one partition like the candidates topic):
-- `w|<window>|<partition>`: the latest candidate message of a partition for an
-  open window (exactly what MergeState keeps; replaced, never added);
-- `c|<window>`: a closed window's final boards, kept for the retention period;
+- `w|<window>|<partition>`: the latest candidate message of a partition for a
+  window (exactly what MergeState keeps; replaced, never added); kept after the
+  window closes, for the retention period, so late usage can re-rank it;
+- `c|<window>`: a closed window's final boards (latest revision), kept for the
+  retention period;
 - `m|meta`: partition watermarks and the close watermark.
 
 Published (compacted `leaderboards` topic): key `<window_key>|<scope>|<metric>`
@@ -13,6 +15,10 @@ Published (compacted `leaderboards` topic): key `<window_key>|<scope>|<metric>`
 engineers never reach the merge; teams below the minimum size are dropped by
 the domain. A closed board dropped after retention gets a tombstone, so the
 topic (and every reader's cache) stays bounded.
+
+Late adjustments (domain/leaderboard/merge.py): a closed window re-ranked by
+late usage is published again with `revision` + 1 and `late_adjusted: true`,
+and its rows go to history under that revision (older revisions stay).
 """
 
 from __future__ import annotations
@@ -54,9 +60,9 @@ def board_key(window_key: str, scope: Scope, metric: Metric) -> str:
     return f"{window_key}|{scope.value}|{metric.value}"
 
 
-def history_token(window_key: str) -> str:
-    """One token per window: a retried close stores the snapshot once."""
-    return f"leaderboard:{window_key}"
+def history_token(window_key: str, revision: int = 0) -> str:
+    """One token per window revision: a retried close stores the snapshot once."""
+    return f"leaderboard:{window_key}" if revision == 0 else f"leaderboard:{window_key}:r{revision}"
 
 
 def public_board(boards: WindowBoards, board: Board, pseudonymize: Callable[[str], str] | None) -> dict:
@@ -68,6 +74,8 @@ def public_board(boards: WindowBoards, board: Board, pseudonymize: Callable[[str
         "end": c.time_out(boards.end),
         "final": boards.final,
         "closed_at": c.time_out(boards.closed_at),
+        "revision": boards.revision,
+        "late_adjusted": boards.late_adjusted,
         "dimension": dimension_of(board.scope, board.metric),
         "pseudonymized": pseudonymize is not None,
     }
@@ -86,7 +94,7 @@ def history_rows(snap: WindowBoards, pseudonymize: Callable[[str], str] | None) 
             rows.append(LeaderboardWindowRow(
                 window_kind=kind, window_start=snap.start, dimension=dimension_of(board.scope, board.metric),
                 rank=e.rank, subject=named(e.id) if named else e.id, value=e.value,
-                tokens=e.totals.tokens, closed_at=snap.closed_at,
+                tokens=e.totals.tokens, closed_at=snap.closed_at, revision=snap.revision,
             ))
     return rows
 
@@ -130,10 +138,10 @@ class MergeStage:
             elif key.startswith("c|"):
                 snap = WindowBoards.from_dict(raw)
                 state.closed[snap.window_key] = snap
-        # A `w|` record written before its window closed may outlive the close
-        # if the crash came between the two writes: closed wins.
+        # `w|` records of a closed window are its kept contributions (a record
+        # of a window without its snapshot stays open: the next close takes it).
         for key in [k for k in state.windows if k in state.closed]:
-            del state.windows[key]
+            state.closed_messages[key] = state.windows.pop(key)
         self.state = state
 
     def process(self, values: list[bytes]) -> MergeOutput:
@@ -159,19 +167,18 @@ class MergeStage:
         safe = state.safe_watermark(range(self.partitions))
         if safe is not None and (state.closed_through is None or safe > state.closed_through):
             meta_changed = True
-            retained = set(state.closed)
+            retained = {k: set(state.closed_messages.get(k, ())) for k in {*state.closed, *state.closed_messages}}
             for snap in state.close(safe):
                 changed.discard(snap.window_key)
-                rows = history_rows(snap, self.pseudonymize) if snap.start is not None else []
-                if rows:
-                    out.history.append((history_token(snap.window_key), rows))
-                out.publish.extend(self._boards(snap))
-                for p in snap.versions:
-                    out.records[f"w|{snap.window_key}|{p}"] = None
-                out.records[f"c|{snap.window_key}"] = dumps(snap.to_dict())
-            for key in sorted(retained - set(state.closed)):  # past retention
+                self._final(snap, out)
+            for key in sorted(set(retained) - set(state.closed) - set(state.closed_messages)):  # past retention
                 out.records[f"c|{key}"] = None
+                for p in sorted(retained[key]):
+                    out.records[f"w|{key}|{p}"] = None
                 out.publish.extend((board_key(key, s, m).encode(), None) for s, m in BOARD_KINDS)
+        for snap in state.revise():  # closed windows that took late usage this batch
+            changed.discard(snap.window_key)
+            self._final(snap, out)
         for key in sorted(changed):
             if key in state.windows:
                 out.publish.extend(self._boards(state.boards(key)))
@@ -181,6 +188,14 @@ class MergeStage:
                 "closed_through": c.time_out(state.closed_through),
             })
         return out
+
+    def _final(self, snap: WindowBoards, out: MergeOutput) -> None:
+        """Publish a final snapshot (first or a revision), its history rows, its record."""
+        rows = history_rows(snap, self.pseudonymize) if snap.start is not None else []
+        if rows:
+            out.history.append((history_token(snap.window_key, snap.revision), rows))
+        out.publish.extend(self._boards(snap))
+        out.records[f"c|{snap.window_key}"] = dumps(snap.to_dict())
 
     def _boards(self, boards: WindowBoards) -> list[tuple[bytes, bytes]]:
         return [

@@ -4,7 +4,8 @@ messages and state records out (the agent in leaderboards.py moves the bytes).
 State is persisted as small per-key records, never as one blob per partition
 (the all-time window holds every engineer of the partition, which would not fit
 in one Kafka message):
-- `e|<partition>|<engineer>`: the engineer's totals per open window and team,
+- `e|<partition>|<engineer>`: the engineer's totals per window and team (open
+  windows, and closed ones within retention: late usage still adjusts them),
   team/privacy timelines, and the next source offset per topic applied to it;
 - `m|<partition>`: watermark, stream time and window versions.
 
@@ -92,7 +93,8 @@ class StageOutput:
     applied: int = 0
     duplicates: int = 0
     skipped: int = 0
-    too_late: int = 0
+    too_late: int = 0  # usage (or corrections) for windows closed longer than the retention
+    late: int = 0  # usage counted as a late adjustment of a closed window
     unmatched_corrections: int = 0
 
 
@@ -148,14 +150,15 @@ class PartitionStage:
             if raw.get("privacy") is not None:
                 state.privacy[engineer] = PrivacyTimeline.from_dict(raw["privacy"])
             for wkey, by_team in c.obj(raw.get("windows"), "windows").items():
-                if window_from_key(wkey).is_closed(state.watermark, self.config.lateness):
-                    continue  # a stale record of a window closed since it was written
-                pw = state.windows.get(wkey) or PartitionWindow(wkey, versions.get(wkey, 0))
+                slot = state.slot_for(window_from_key(wkey))
+                if slot is None:
+                    continue  # a stale record of a window closed past retention since it was written
+                pw = slot.get(wkey) or PartitionWindow(wkey, versions.get(wkey, 0))
                 pw.put_engineer(engineer, {t: Totals.from_dict(v) for t, v in c.obj(by_team, "by team").items()})
-                state.windows[wkey] = pw
+                slot[wkey] = pw
         self.states[partition] = state
         self.next_offsets[partition] = offsets
-        for pw in state.windows.values():
+        for pw in [*state.windows.values(), *state.closed.values()]:
             pw.version = max(pw.version + 1, now_us)
         return state.all_messages()
 
@@ -205,7 +208,9 @@ class PartitionStage:
             if event.corrects_event_id is not None:
                 self._apply_correction(state, event, out)
             else:
-                out.too_late += bool(state.apply_usage(event).too_late)
+                result = state.apply_usage(event)
+                out.too_late += bool(result.too_late)
+                out.late += bool(result.late)
             out.applied += 1
         elif isinstance(event, (TeamAssigned, LeaderboardPrivacy, EngineerOffboarded)):
             state.apply_hr(event)
@@ -221,14 +226,16 @@ class PartitionStage:
         negative (the usage it corrects was counted under another team, or not
         at all, e.g. too late), it goes to the engineer's team that can absorb
         it, else it is dropped for that window and counted as unmatched: a
-        negative total would be a value nobody had."""
+        negative total would be a value nobody had. A closed window within
+        retention takes it as a late adjustment, like late usage."""
         delta = correction_totals(usage)
         team = state.team_at(usage.engineer_id, usage.occurred_at)
         for window in windows_for(usage.occurred_at, self.config.kinds):
-            if window.is_closed(state.watermark, self.config.lateness):
+            slot = state.slot_for(window)
+            if slot is None:
                 out.too_late += 1
                 continue
-            pw = state.windows.get(window.key) or PartitionWindow(window.key)
+            pw = slot.get(window.key) or PartitionWindow(window.key)
             by_team = pw.by_team(usage.engineer_id) or {}
             options = [team] + sorted(t for t in by_team if t != team)
             target = next((t for t in options if _non_negative(by_team.get(t, Totals()) + delta)), None)
@@ -238,8 +245,9 @@ class PartitionStage:
                             usage.event_id, window.key)
                 continue
             pw.add(usage.engineer_id, target, delta)
-            state.windows[window.key] = pw
+            slot[window.key] = pw
             state.dirty.add(window.key)
+            out.late += slot is state.closed
 
     def _emit(self, partition: int, now_us: int) -> list[CandidateMessage | WatermarkMessage]:
         """Finals + watermark (if the watermark moved), then changed windows."""
@@ -249,6 +257,10 @@ class PartitionStage:
         for key, pw in state.windows.items():
             closing = advancing and window_from_key(key).is_closed(watermark, self.config.lateness)
             if key in state.dirty or closing:
+                pw.version = max(pw.version + 1, now_us)
+        for key in state.dirty:  # late adjustments of closed windows
+            pw = state.closed.get(key)
+            if pw is not None:
                 pw.version = max(pw.version + 1, now_us)
         out: list[CandidateMessage | WatermarkMessage] = []
         if advancing:
@@ -260,10 +272,10 @@ class PartitionStage:
         state = self.states[partition]
         offsets = self.next_offsets[partition]
         records: dict[str, bytes] = {}
-        open_windows = sorted(state.windows.items())  # once, not per engineer
+        retained = sorted([*state.windows.items(), *state.closed.items()])  # once, not per engineer
         for engineer in sorted(engineers):
             windows = {}
-            for key, pw in open_windows:
+            for key, pw in retained:
                 by_team = pw.by_team(engineer)
                 if by_team is not None:
                     windows[key] = {t: tot.to_dict() for t, tot in sorted(by_team.items())}
@@ -284,6 +296,6 @@ class PartitionStage:
             "partition": partition,
             "watermark": c.time_out(state.watermark),
             "stream_time": c.time_out(stream),
-            "versions": {k: pw.version for k, pw in sorted(state.windows.items())},
+            "versions": {k: pw.version for k, pw in sorted([*state.windows.items(), *state.closed.items()])},
         })
         return records

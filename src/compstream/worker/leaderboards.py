@@ -161,8 +161,8 @@ def install(app: faust.App, settings: Settings, store, publisher: Publisher):
                 prefix, meta = f"e|{p}|", meta_key(p)
                 items = [(k, v) for k, v in partition_table.items() if k == meta or k.startswith(prefix)]
                 resend += stage.restore(p, items, now_us)
-                log.info("leaderboard partition %d restored: %d records, %d open windows",
-                         p, len(items), len(stage.states[p].windows))
+                log.info("leaderboard partition %d restored: %d records, %d open and %d closed windows",
+                         p, len(items), len(stage.states[p].windows), len(stage.states[p].closed))
             out = stage.process(counted, now_us, decoded)
             await publisher.send(candidates, [(str(msg.partition).encode(), dumps(msg.to_dict()))
                                               for msg in [*resend, *out.messages]])

@@ -54,7 +54,7 @@ def oracle_top_n(items, metric, n):
 
 
 def oracle_message(state: PartitionState, key: str, final: bool = False) -> CandidateMessage:
-    pw, window, k = state.windows[key], window_from_key(key), state.config.k
+    pw, window, k = state.windows.get(key) or state.closed[key], window_from_key(key), state.config.k
     totals = {e: sum_totals(by_team.values()) for e, by_team in pw.contributions.items()}
     visible = {e: t for e, t in totals.items() if not state.hidden(e, window)}
     chosen: dict[str, Totals] = {}
@@ -156,10 +156,13 @@ def step(state: PartitionState, op) -> PartitionState:
         assert restored.to_dict() == state.to_dict()
         for key in state.windows:
             assert restored.windows[key] == state.windows[key]
+        for key in state.closed:
+            assert restored.closed[key] == state.closed[key]
         state = restored
     elif kind == "drain":
-        dirty = sorted(k for k in state.dirty if k in state.windows)
-        want = [oracle_message(state, k) for k in dirty]
+        # Closed windows (late adjustments) are sent as finals.
+        dirty = sorted(k for k in state.dirty if k in state.windows or k in state.closed)
+        want = [oracle_message(state, k, final=k in state.closed) for k in dirty]
         assert state.drain() == want
     return state
 

@@ -39,14 +39,28 @@ def test_late_usage_within_lateness_updates_its_window():
     assert board_rows(merge, DAY0, Scope.ENGINEER, Metric.TOKENS) == [("a", 12)]
 
 
-def test_usage_after_close_is_refused_for_that_window_only():
+def test_usage_after_close_is_a_late_adjustment_of_that_window_only():
     (state,), _ = pipeline()
     state.apply_usage(usage("a", at(0)))
     state.advance_watermark(at(1, 6))
     result = state.apply_usage(usage("a", at(0, 23)))
-    assert result.too_late == (DAY0,)
+    assert result.late == (DAY0,) and result.too_late == ()
     assert set(result.counted) == {"week:2026-W45", "month:2026-11", "all"}
-    assert DAY0 not in state.windows  # not re-created
+    assert DAY0 not in state.windows and DAY0 in state.closed  # not re-opened
+    assert state.closed[DAY0].contributions["a"][""].events == 2
+
+
+def test_usage_for_a_window_closed_longer_than_retention_is_refused():
+    config = LeaderboardConfig(k=10, lateness=timedelta(hours=6), retention=timedelta(days=2))
+    state = PartitionState(0, config)
+    state.apply_usage(usage("a", at(0)))
+    state.advance_watermark(at(3, 5, 59))  # DAY0 closed 1 d 23:59 ago: still retained
+    assert state.apply_usage(usage("a", at(0, 22))).late == (DAY0,)
+    state.advance_watermark(at(3, 6))  # closed for exactly the retention: dropped
+    assert DAY0 not in state.closed
+    result = state.apply_usage(usage("a", at(0, 23)))
+    assert result.too_late == (DAY0,) and result.late == ()
+    assert DAY0 not in state.closed and DAY0 not in state.windows
 
 
 def test_watermark_closes_windows_emits_finals_then_watermark_and_drops_state():

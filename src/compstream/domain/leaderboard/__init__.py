@@ -2,7 +2,8 @@
 
 Flow: usage/HR (partitioned by engineer) -> PartitionState per source partition
 -> CandidateMessage / WatermarkMessage on a single-partition topic -> MergeState
--> WindowBoards (provisional while open, final snapshot once closed).
+-> WindowBoards (provisional while open, final snapshot once closed; late
+usage within retention revises a final snapshot: `revision`, `late_adjusted`).
 
 Windows: UTC day, ISO week, calendar month (by event time) and all-time;
 see windows.py. Rankings by tokens (domain/tokens.py: input, which already

@@ -134,6 +134,15 @@ class WindowBoards:
     boards: tuple[Board, ...]
     # partition -> version of the contribution the boards were computed from.
     versions: dict[int, int]
+    # 0 for the first final boards (and every provisional one); +1 for each
+    # merge batch that changed the window after it was final (late usage,
+    # merge.py). History keeps every revision.
+    revision: int = 0
+
+    @property
+    def late_adjusted(self) -> bool:
+        """Changed after being final (by late usage)."""
+        return self.revision > 0
 
     def board(self, scope: Scope, metric: Metric) -> Board:
         for b in self.boards:
@@ -151,6 +160,8 @@ class WindowBoards:
             "boards": [b.to_dict() for b in self.boards],
             # JSON object keys are strings.
             "versions": {str(p): v for p, v in sorted(self.versions.items())},
+            "revision": self.revision,
+            "late_adjusted": self.late_adjusted,
         }
 
     @classmethod
@@ -169,6 +180,8 @@ class WindowBoards:
             closed_at=c.opt_time(raw, "closed_at"),
             boards=tuple(Board.from_dict(b) for b in c.req_list(raw, "boards")),
             versions=versions,
+            # Absent in snapshots stored before revisions existed: the first.
+            revision=c.req_int(raw, "revision") if "revision" in raw else 0,
         )
 
     def to_public_dict(self, pseudonymize: Callable[[str], str] | None = None) -> dict[str, Any]:

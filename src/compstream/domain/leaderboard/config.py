@@ -11,9 +11,10 @@ from compstream.domain.leaderboard.windows import ALL_KINDS, WindowKind
 
 DEFAULT_K = 100
 DEFAULT_LATENESS = timedelta(hours=6)
-# Closed boards stay queryable in the merge state this long after closing;
-# history (ClickHouse) keeps them for good. Deployments set it with
-# COMPSTREAM_LEADERBOARD_RETENTION_DAYS (Settings.leaderboard_retention_days).
+# Closed boards stay queryable in the merge state this long after closing, and
+# late usage for them is still counted as a late adjustment (a new revision)
+# until then; history (ClickHouse) keeps every revision for good. Deployments
+# set it with COMPSTREAM_LEADERBOARD_RETENTION_DAYS (Settings.leaderboard_retention_days).
 DEFAULT_RETENTION = timedelta(days=35)
 
 

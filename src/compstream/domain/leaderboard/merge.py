@@ -20,8 +20,20 @@ sums, and the merge adds them.
 Windows close when the caller's watermark passes end + lateness. To be sure all
 partitions' final messages are in, pass `safe_watermark(partitions)`: the
 minimum of the watermarks the source partitions reported, each of which they
-send only after their final candidates. Messages for a closed window are
-ignored; closed boards are kept for `retention`, then dropped.
+send only after their final candidates. Closed boards are kept for
+`retention`, then dropped.
+
+Late adjustments. A closed window keeps the final message of every partition
+(`closed_messages`). A new *final* message for it within retention (a
+partition counted late usage, partition_state.py) replaces that partition's
+message like any other; at the end of the batch `revise()` re-ranks each
+window so changed into a new final snapshot with `revision` + 1
+(`late_adjusted`). One revision per batch, however many partitions or
+messages touched the window; a message that changes no ranking input
+(a re-send after a restart) is no revision. A non-final message for a closed
+window comes from a replica that never saw the close and is ignored, as is
+anything for a window past retention, or for one closed before its
+contributions were kept (state written before late adjustments existed).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ def merge_boards(
     config: LeaderboardConfig,
     final: bool = False,
     closed_at: datetime | None = None,
+    revision: int = 0,
 ) -> WindowBoards:
     """Pure ranking of one window from one message per source partition."""
     window = window_from_key(window_key)
@@ -105,6 +118,7 @@ def merge_boards(
         closed_at=closed_at,
         boards=tuple(boards),
         versions={m.partition: m.version for m in sorted(msgs, key=lambda m: m.partition)},
+        revision=revision,
     )
 
 
@@ -126,14 +140,18 @@ class MergeState:
         self.watermarks: dict[int, datetime] = {}
         # Highest watermark passed to close(); windows closing at or before it are final.
         self.closed_through: datetime | None = None
-        # window_key -> final boards, kept for `retention` after closing
+        # window_key -> final boards (latest revision), kept for `retention` after closing
         self.closed: dict[str, WindowBoards] = {}
+        # window_key -> partition -> final message, for re-ranking on late usage
+        self.closed_messages: dict[str, dict[int, CandidateMessage]] = {}
+        # Closed windows changed in this batch; revise() publishes them.
+        self.pending_revisions: set[str] = set()
 
     def apply(self, msg: CandidateMessage) -> bool:
         """Take a partition's contribution; False if duplicate, stale or too late."""
         window = window_from_key(msg.window_key)
         if window.is_closed(self.closed_through, self.config.lateness):
-            return False
+            return self._apply_late(msg)
         by_partition = self.windows.setdefault(msg.window_key, {})
         current = by_partition.get(msg.partition)
         if current is not None and msg.version <= current.version:
@@ -144,6 +162,43 @@ class MergeState:
         # sibling finals of the same watermark, so only a WatermarkMessage
         # (sent after all of them) may advance the partition's watermark.
         return True
+
+    def _apply_late(self, msg: CandidateMessage) -> bool:
+        """A final message for a window the merge closed already (see the top)."""
+        window = window_from_key(msg.window_key)
+        lateness, retention = self.config.lateness, self.config.retention
+        if not msg.final or window.past_retention(self.closed_through, lateness, retention):
+            return False
+        by_partition = self.closed_messages.get(msg.window_key, {})
+        snap = self.closed.get(msg.window_key)
+        if snap is not None and not set(snap.versions) <= set(by_partition):
+            return False  # closed before contributions were kept: cannot re-rank exactly
+        current = by_partition.get(msg.partition)
+        if current is not None and (msg.version <= current.version or msg.same_contribution(current)):
+            return False
+        by_partition[msg.partition] = msg
+        self.closed_messages[msg.window_key] = by_partition
+        self.pending_revisions.add(msg.window_key)
+        return True
+
+    def revise(self) -> list[WindowBoards]:
+        """New final snapshots (revision + 1) of the closed windows changed
+        since the last call; call once per batch, after close()."""
+        out: list[WindowBoards] = []
+        for key in sorted(self.pending_revisions):
+            msgs = self.closed_messages.get(key)
+            if msgs is None:  # dropped by retention meanwhile
+                continue
+            prev = self.closed.get(key)
+            snap = merge_boards(
+                key, msgs.values(), self.config, final=True,
+                closed_at=prev.closed_at if prev is not None else self.closed_through,
+                revision=prev.revision + 1 if prev is not None else 1,  # revision 0 was the empty board
+            )
+            self.closed[key] = snap
+            out.append(snap)
+        self.pending_revisions.clear()
+        return out
 
     def apply_message(self, msg: CandidateMessage | WatermarkMessage) -> bool:
         """Dispatch either message from the candidates topic."""
@@ -192,13 +247,16 @@ class MergeState:
         for key in sorted(self.windows):
             window = window_from_key(key)
             if window.is_closed(watermark, self.config.lateness):
-                snap = merge_boards(key, self.windows.pop(key).values(), self.config, final=True, closed_at=watermark)
+                msgs = self.windows.pop(key)
+                snap = merge_boards(key, msgs.values(), self.config, final=True, closed_at=watermark)
                 self.closed[key] = snap
+                self.closed_messages[key] = msgs
                 snapshots.append(snap)
-        for key in sorted(self.closed):
-            closes = window_from_key(key).closes_at(self.config.lateness)
-            if closes is not None and closes + self.config.retention <= watermark:
-                del self.closed[key]
+        for key in sorted({*self.closed, *self.closed_messages}):
+            if window_from_key(key).past_retention(watermark, self.config.lateness, self.config.retention):
+                self.closed.pop(key, None)
+                self.closed_messages.pop(key, None)
+                self.pending_revisions.discard(key)
         return snapshots
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,16 +267,22 @@ class MergeState:
             "watermarks": {str(p): c.time_out(w) for p, w in sorted(self.watermarks.items())},
             "closed_through": c.time_out(self.closed_through),
             "closed": [self.closed[k].to_dict() for k in sorted(self.closed)],
+            "closed_messages": {
+                k: [by_p[p].to_dict() for p in sorted(by_p)] for k, by_p in sorted(self.closed_messages.items())
+            },
         }
 
     @classmethod
     def from_dict(cls, raw: object, config: LeaderboardConfig | None = None) -> "MergeState":
         raw = c.obj(raw, "merge state")
         out = cls(config)
-        for key, msgs in c.obj(raw.get("windows"), "windows").items():
-            if not isinstance(msgs, list):
-                raise LeaderboardError(f"windows[{key}]: expected a list")
-            out.windows[key] = {m.partition: m for m in map(CandidateMessage.from_dict, msgs)}
+        for name, target in (("windows", out.windows), ("closed_messages", out.closed_messages)):
+            if name not in raw and name == "closed_messages":
+                continue  # absent in older states
+            for key, msgs in c.obj(raw.get(name), name).items():
+                if not isinstance(msgs, list):
+                    raise LeaderboardError(f"{name}[{key}]: expected a list")
+                target[key] = {m.partition: m for m in map(CandidateMessage.from_dict, msgs)}
         marks = c.obj(raw.get("watermarks"), "watermarks")
         for p in marks:
             try:

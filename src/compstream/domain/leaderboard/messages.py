@@ -8,7 +8,10 @@ grows with every change the partition makes to that window, so a duplicate
 double count or roll a window back.
 
 A WatermarkMessage promises that the partition has already sent the final
-CandidateMessage of every window closing at or before `watermark`.
+CandidateMessage of every window closing at or before `watermark`. Late usage
+for a window already closed (within retention) makes the partition send a new
+final CandidateMessage for it, again complete and with a higher version: the
+merge re-ranks the closed window from it (a revision, see merge.py).
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ class CandidateMessage:
     # team sums must be complete to be exact, and teams are few).
     teams: tuple[TeamPartial, ...]
     watermark: datetime | None
+
+    def same_contribution(self, other: "CandidateMessage") -> bool:
+        """Same ranking input (version and watermark aside): a re-sent final
+        of a closed window that changes nothing is not a revision."""
+        return (self.window_key, self.partition, self.k, self.eligible, self.engineers, self.teams) == (
+            other.window_key, other.partition, other.k, other.eligible, other.engineers, other.teams)
 
     def truncated(self, metric: Metric) -> bool:
         return self.eligible.get(metric, 0) > self.k

@@ -7,8 +7,12 @@ request, emits one CandidateMessage holding:
   here, before the cut, so they never take a slot), and
 - every team's partial totals and contributor count (including opted-out
   engineers, who still count for their team).
-Windows are dropped from state as soon as the watermark closes them (after
-their final message is produced), so state holds only open windows + all-time.
+Windows move from `windows` to `closed` as the watermark closes them (after
+their final message is produced). Late usage for a closed window is still
+added to it, as the ledger applies a late event on top of its final state: the
+window is marked dirty and its next message is a new final message (the merge
+re-ranks and publishes a revision). A closed window is dropped once it has been
+closed for `config.retention`; usage for it after that is `too_late`.
 Offboarded engineers are filtered like opted-out ones, by offboarding.py's rule.
 
 Pure: no I/O, no clock. The caller supplies events and watermarks and ships the
@@ -39,8 +43,9 @@ __all__ = ["NO_TEAM", "PartitionState", "PartitionWindow", "UsageResult"]
 
 @dataclass(frozen=True, slots=True)
 class UsageResult:
-    counted: tuple[str, ...]  # window keys the usage was added to
-    too_late: tuple[str, ...]  # window keys already closed by the watermark
+    counted: tuple[str, ...]  # open window keys the usage was added to
+    too_late: tuple[str, ...]  # window keys closed for longer than the retention: not counted
+    late: tuple[str, ...] = ()  # closed window keys it was added to as a late adjustment
 
 
 class PartitionState:
@@ -50,6 +55,8 @@ class PartitionState:
         self.partition = partition
         self.config = config or LeaderboardConfig()
         self.windows: dict[str, PartitionWindow] = {}
+        # Closed windows within retention: they still take late adjustments.
+        self.closed: dict[str, PartitionWindow] = {}
         self.teams: dict[str, TeamTimeline] = {}
         self.privacy: dict[str, PrivacyTimeline] = {}
         # engineer -> earliest offboarding time (offboarding.py)
@@ -65,21 +72,33 @@ class PartitionState:
     # -- input -----------------------------------------------------------
 
     def apply_usage(self, usage: Usage) -> UsageResult:
-        """Add usage to every window of its event time that is still open."""
+        """Add usage to every window of its event time: open ones, and closed
+        ones within retention as a late adjustment."""
         team = self.team_at(usage.engineer_id, usage.occurred_at)
         totals = Totals.from_usage(usage)
         counted: list[str] = []
+        late: list[str] = []
         too_late: list[str] = []
         for window in windows_for(usage.occurred_at, self.config.kinds):
-            if window.is_closed(self.watermark, self.config.lateness):
+            slot = self.slot_for(window)
+            if slot is None:
                 too_late.append(window.key)
                 continue
-            pw = self.windows.get(window.key) or PartitionWindow(window.key)
+            pw = slot.get(window.key) or PartitionWindow(window.key)
             pw.add(usage.engineer_id, team, totals)
-            self.windows[window.key] = pw
+            slot[window.key] = pw
             self.dirty.add(window.key)
-            counted.append(window.key)
-        return UsageResult(tuple(counted), tuple(too_late))
+            (late if slot is self.closed else counted).append(window.key)
+        return UsageResult(tuple(counted), tuple(too_late), tuple(late))
+
+    def slot_for(self, window: Window) -> dict[str, PartitionWindow] | None:
+        """Where usage of `window` goes: `windows` while open, `closed` once
+        closed (a late adjustment), None once closed for the retention."""
+        if not window.is_closed(self.watermark, self.config.lateness):
+            return self.windows
+        if window.past_retention(self.watermark, self.config.lateness, self.config.retention):
+            return None
+        return self.closed
 
     def apply_hr(self, event: TeamAssigned | LeaderboardPrivacy | EngineerOffboarded) -> bool:
         """Record an HR change; True if it was new."""
@@ -114,21 +133,27 @@ class PartitionState:
             heapq.heappush(self._offboardings_ahead, (offboarded_at, engineer_id))
 
     def _resend_windows_of(self, engineer_id: str, keys: Iterable[str] | None = None) -> None:
-        # Visibility is decided at emission, so every open window the engineer
-        # appears in must be re-sent.
-        for key in list(self.windows) if keys is None else keys:
-            pw = self.windows.get(key)
+        # Visibility is decided at emission, so every window the engineer
+        # appears in must be re-sent: open ones, and closed ones within
+        # retention (else a restart's re-send would apply the change at a
+        # time nobody chose; the merge makes a revision only if it changes
+        # the ranking input).
+        for key in [*self.windows, *self.closed] if keys is None else keys:
+            slot = self.windows if key in self.windows else self.closed
+            pw = slot.get(key)
             if pw is not None and engineer_id in pw.contributions:
                 pw.version += 1
-                self.windows[key] = pw
+                slot[key] = pw
                 self.dirty.add(key)
 
     def advance_watermark(self, watermark: datetime) -> list[CandidateMessage | WatermarkMessage]:
-        """Move the watermark (never backwards) and drop the windows it closes.
+        """Move the watermark (never backwards) and close the windows it closes.
 
         Returns the final CandidateMessage of each closed window followed by a
         WatermarkMessage; send them in this order (same topic partition) so the
-        merge never sees the watermark before the finals. [] if no advance."""
+        merge never sees the watermark before the finals. [] if no advance.
+        Closed windows past retention are dropped (a pending late adjustment
+        of one is sent first)."""
         if watermark.tzinfo is None:
             raise LeaderboardError("watermark has no time zone")
         if self.watermark is not None and watermark <= self.watermark:
@@ -142,33 +167,46 @@ class PartitionState:
         for key in sorted(self.windows):
             window = window_from_key(key)
             if window.is_closed(watermark, self.config.lateness):
-                pw = self.windows[key]
+                pw = self.windows.pop(key)
                 pw.version += 1  # the final message supersedes any earlier one
                 finals.append(self._message(window, pw, final=True))
-                del self.windows[key]
+                self.closed[key] = pw
                 self.dirty.discard(key)
+        for key in sorted(self.closed):
+            window = window_from_key(key)
+            if window.past_retention(watermark, self.config.lateness, self.config.retention):
+                pw = self.closed.pop(key)
+                if key in self.dirty:
+                    finals.append(self._message(window, pw, final=True))
+                    self.dirty.discard(key)
         return [*finals, WatermarkMessage(self.partition, watermark)]
 
     # -- output ----------------------------------------------------------
 
     def drain(self) -> list[CandidateMessage]:
-        """Current messages for windows changed since the last drain."""
-        out = [self.candidate_message(key) for key in sorted(self.dirty) if key in self.windows]
+        """Current messages for windows changed since the last drain (final
+        messages for closed windows that took a late adjustment)."""
+        out = [self.candidate_message(key) for key in sorted(self.dirty)
+               if key in self.windows or key in self.closed]
         self.dirty.clear()
         return out
 
     def all_messages(self) -> list[CandidateMessage]:
-        """Current messages for every open window, e.g. after a restart (the
-        dirty set may predate the crash). Safe to resend: the merge ignores
-        versions it already has."""
+        """Current messages for every open and retained closed window, e.g.
+        after a restart (the dirty set may predate the crash). Safe to resend:
+        the merge ignores versions it already has, and a closed window's
+        final that changes nothing is no revision."""
         self.dirty.clear()
-        return [self.candidate_message(key) for key in sorted(self.windows)]
+        return [self.candidate_message(key) for key in sorted([*self.windows, *self.closed])]
 
     def candidate_message(self, window_key: str) -> CandidateMessage:
         pw = self.windows.get(window_key)
-        if pw is None:
-            raise LeaderboardError(f"partition {self.partition} has no open window {window_key!r}")
-        return self._message(window_from_key(window_key), pw, final=False)
+        if pw is not None:
+            return self._message(window_from_key(window_key), pw, final=False)
+        pw = self.closed.get(window_key)
+        if pw is not None:
+            return self._message(window_from_key(window_key), pw, final=True)
+        raise LeaderboardError(f"partition {self.partition} has no window {window_key!r}")
 
     def _message(self, window: Window, pw: PartitionWindow, final: bool) -> CandidateMessage:
         eligible, engineers = pw.top_engineers(self.config.k, self._hidden_in(window, pw))
@@ -216,6 +254,7 @@ class PartitionState:
             "partition": self.partition,
             "watermark": c.time_out(self.watermark),
             "windows": [self.windows[k].to_dict() for k in sorted(self.windows)],
+            "closed": [self.closed[k].to_dict() for k in sorted(self.closed)],
             "teams": [self.teams[e].to_dict() for e in sorted(self.teams)],
             "privacy": [self.privacy[e].to_dict() for e in sorted(self.privacy)],
             "offboarded": [{"engineer_id": e, "offboarded_at": c.time_out(self.offboarded[e])}
@@ -232,6 +271,9 @@ class PartitionState:
         for item in c.req_list(raw, "windows"):
             pw = PartitionWindow.from_dict(item)
             out.windows[pw.window_key] = pw
+        for item in c.req_list(raw, "closed") if "closed" in raw else ():  # absent in older states
+            pw = PartitionWindow.from_dict(item)
+            out.closed[pw.window_key] = pw
         for item in c.req_list(raw, "teams"):
             tl = TeamTimeline.from_dict(item)
             out.teams[tl.engineer_id] = tl

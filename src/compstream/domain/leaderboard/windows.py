@@ -59,6 +59,12 @@ class Window:
         closes = self.closes_at(lateness)
         return closes is not None and watermark is not None and watermark >= closes
 
+    def past_retention(self, watermark: datetime | None, lateness: timedelta, retention: timedelta) -> bool:
+        """Closed for `retention` or longer at `watermark`: no late adjustment
+        any more (and the merge no longer serves the final board)."""
+        closes = self.closes_at(lateness)
+        return closes is not None and watermark is not None and watermark >= closes + retention
+
 
 def _utc(ts: datetime) -> datetime:
     # A naive datetime has no defined window; guessing a zone would silently
