@@ -29,7 +29,7 @@ from compstream.codec import encode_event
 from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import LeaderboardConfig, PartitionState
 from compstream.synth import START, generate
-from compstream.worker.leaderboard_partition import PartitionStage
+from compstream.worker.leaderboards.partition import PartitionStage
 from compstream.worker.processor import SourceMessage, partition_of
 
 P = 4

@@ -83,7 +83,7 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     # Leaderboards are optional: an employer may not want rankings at all.
     leaderboards_enabled: bool = True
-    # Leaderboards (worker/leaderboards.py). Both stages use the same k.
+    # Leaderboards (worker/leaderboards/). Both stages use the same k.
     leaderboard_k: int = 100
     # A team is shown only with at least this many contributors in the window.
     leaderboard_min_team: int = 5

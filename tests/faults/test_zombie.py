@@ -21,7 +21,7 @@ from compstream.synth import generate
 from support.checks import (
     BalanceTail, balance_mismatches, expected_counts, history_figures, lost_events, wait_balances,
 )
-from compstream.worker.app import FENCED_EXIT_CODE
+from compstream.worker.engines.faust.app import FENCED_EXIT_CODE
 from support.faults import SESSION_TIMEOUT_S, ledger_only, worker_for
 
 pytestmark = pytest.mark.kafka

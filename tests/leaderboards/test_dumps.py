@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compstream.worker.leaderboard_partition import dumps
+from compstream.worker.leaderboards.partition import dumps
 
 _scalars = st.none() | st.booleans() | st.integers() | st.text() | st.integers(min_value=-(2**70), max_value=2**70)
 _values = st.recursive(

@@ -14,8 +14,8 @@ from test_lb_stages import LABELS, P, _board_rows, _messages
 from compstream.domain.events import Usage
 from compstream.domain.leaderboard import LeaderboardConfig
 from compstream.synth import generate
-from compstream.worker.leaderboard_merge import MergeStage
-from compstream.worker.leaderboard_partition import PartitionStage
+from compstream.worker.leaderboards.merge import MergeStage
+from compstream.worker.leaderboards.partition import PartitionStage
 from compstream.worker.processor import partition_of
 
 CFG = LeaderboardConfig(k=5, lateness=timedelta(hours=6), min_team_size=2)
@@ -146,7 +146,7 @@ def test_late_usage_past_retention_is_too_late_and_the_board_is_tombstoned():
     run.stage, run.merge = PartitionStage(config, LABELS), MergeStage(config, 1)
     run.stage.restore(0, [], run.tick())
     run.merge.restore([])
-    from compstream.worker import leaderboard_partition
+    from compstream.worker.leaderboards import partition as leaderboard_partition
 
     t0 = leaderboard_partition.EPOCH.replace(year=2026, month=10, day=5)
 

@@ -14,8 +14,8 @@ from compstream.codec import encode_event
 from compstream.domain.events import Usage
 from compstream.domain.leaderboard import LeaderboardConfig
 from compstream.synth import generate
-from compstream.worker.leaderboard_merge import MergeStage
-from compstream.worker.leaderboard_partition import PartitionStage, engineer_key
+from compstream.worker.leaderboards.merge import MergeStage
+from compstream.worker.leaderboards.partition import PartitionStage, engineer_key
 from compstream.worker.processor import SourceMessage, partition_of
 
 P = 4

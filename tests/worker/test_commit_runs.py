@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from faust.utils.functional import consecutive_numbers
 
-from compstream.worker.faust_compat import keep_commits_moving, runs_with_repeats
+from compstream.worker.engines.faust.compat import keep_commits_moving, runs_with_repeats
 
 
 def test_a_repeat_stays_in_its_run():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 import pytest
 
-from compstream.worker import faust_compat
+from compstream.worker.engines.faust import compat as faust_compat
 
 
 def test_the_installed_faust_has_every_private_attribute_the_adapter_uses():

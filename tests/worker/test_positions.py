@@ -114,7 +114,7 @@ def test_idle_partition_below_high_water_is_sought_back_with_backoff():
 
 
 def test_activity_reports_idle_time_only_between_batches():
-    from compstream.worker.faust_compat import Activity
+    from compstream.worker.engines.faust.compat import Activity
 
     now = [100.0]
     activity = Activity(lambda: now[0])
@@ -141,7 +141,7 @@ def test_seek_lowers_fausts_read_offset_again_when_its_fetch_loop_raised_it():
 
     from faust.types import TP
 
-    from compstream.worker.faust_compat import seek
+    from compstream.worker.engines.faust.compat import seek
 
     tp = TP("u", 0)
 

@@ -12,10 +12,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer
 
-import compstream.worker.publisher as publisher_module
+import compstream.worker.engines.faust.publisher as publisher_module
 from compstream.broker.topics import TopicSpec, ensure_specs
 from compstream.worker.processor import partition_of
-from compstream.worker.publisher import Publisher
+from compstream.worker.engines.faust.publisher import Publisher
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from compstream.codec import decode_record, encode_event
 from compstream.domain.events import GrantIssued, TeamAssigned, Usage
 from compstream.domain.leaderboard import LeaderboardConfig
-from compstream.worker.leaderboard_partition import PartitionStage, engineer_key
+from compstream.worker.leaderboards.partition import PartitionStage, engineer_key
 from compstream.worker.processor import LedgerProcessor, SourceMessage
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from kafka import KafkaProducer
 
-from compstream.worker.tail_probe import TailProbe, tail_has_data
+from compstream.worker.engines.faust.tail_probe import TailProbe, tail_has_data
 
 
 def _end(bootstrap, topic, partition):

@@ -217,6 +217,8 @@ class LedgerProcessor:
             self.lagging = frozenset(lagging)
         batch = _Batch()
         batch.room = BookRoom(self.book_bytes_max, batch.advanced)
+        # Before any message moves stream time: the watermark the batch starts with.
+        batch.start_marks = {p: self.watermark(p) for p in {m.partition for m in messages}}
         try:
             for msg in messages:
                 self._apply(batch, msg)
@@ -282,9 +284,7 @@ class LedgerProcessor:
             # A book near its byte limit is the exception: its room is measured
             # event by event, which needs the live watermark (to forget ids
             # and finalize pending events as far as the batch has got).
-            watermark = batch.start_marks.get(msg.partition)
-            if watermark is None:
-                watermark = batch.start_marks[msg.partition] = self.watermark(msg.partition)
+            watermark = batch.start_marks[msg.partition]
             if batch.room.is_tight(engineer) or batch.room.would_be_tight(book, event, text):
                 watermark = self.watermark(msg.partition)
             admitted = batch.room.admit(book, event, text, watermark)

@@ -68,7 +68,7 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
     import faust
 
     from compstream.broker.topics import changelog_specs, ensure_specs, ensure_topics
-    from compstream.worker.app import create_app
+    from compstream.worker.engines.faust.app import create_app
 
     ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
     ensure_specs(settings.kafka_bootstrap, changelog_specs(settings.worker_id, settings.source_partitions))

@@ -252,7 +252,7 @@ def test_worker_stage_corrections_and_restore_keep_caches_exact():
     from compstream.codec import encode_event
     from compstream.domain.events import Usage
     from compstream.synth import generate
-    from compstream.worker.leaderboard_partition import PartitionStage
+    from compstream.worker.leaderboards.partition import PartitionStage
     from compstream.worker.processor import SourceMessage, partition_of
 
     cfg, labels, parts = LeaderboardConfig(k=3, lateness=timedelta(days=2)), {"u": "usage", "g": "grants"}, 2

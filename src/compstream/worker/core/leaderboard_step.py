@@ -7,7 +7,7 @@ all of it in the same checkpoint as the ledger's outputs.
     candidates topic (1 partition, read_committed) -> MergeStage
        -> leaderboards topic (compacted), its records (merge changelog),
           closed windows (history topic, leaderboard_windows)
-The stages are the Faust engine's (worker/leaderboard_partition.py,
+The stages are the Faust engine's (worker/leaderboards/partition.py,
 leaderboard_merge.py); only the wiring differs: no position records, the
 committed offsets of the transaction are the positions.
 """
@@ -22,8 +22,8 @@ from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.ports import OutRecord
-from compstream.worker.leaderboard_merge import MergeStage
-from compstream.worker.leaderboard_partition import PartitionStage, dumps
+from compstream.worker.leaderboards.merge import MergeStage
+from compstream.worker.leaderboards.partition import PartitionStage, dumps
 from compstream.worker.messages import SourceMessage
 
 MERGE_PARTITION = 0

@@ -2,7 +2,7 @@
 
 - `transactional`: confluent-kafka (librdkafka), one Kafka transaction per
   checkpoint (outputs, changelog, history rows and consumed offsets).
-- `faust`: the original design (worker/app.py), at-least-once with its own
+- `faust`: the original design (worker/engines/faust/app.py), at-least-once with its own
   position guard and idempotent outputs.
 Chosen by COMPSTREAM_ENGINE (config.Settings.engine).
 """

@@ -112,6 +112,7 @@ class KafkaInput:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     out.append(EndOfInput(m.topic(), m.partition(), m.offset()))
+                    self.consumed[(m.topic(), m.partition())] = m.offset()
                     continue
                 if err.fatal():
                     raise KafkaException(err)
@@ -129,7 +130,13 @@ class KafkaInput:
             except KafkaException:
                 continue
             position = self.consumed.get((topic, p))
-            if high is not None and high >= 0 and position is not None and position < high:
+            known = high is not None and high >= 0
+            # Nothing returned yet and no end signal: unknown, or a non-empty
+            # partition, may hold a backlog until its first fetch says otherwise.
+            if position is None:
+                if not known or high > _low:
+                    out.add((topic, p))
+            elif known and position < high:
                 out.add((topic, p))
         return out
 

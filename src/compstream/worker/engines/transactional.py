@@ -110,8 +110,8 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetr
 def _board_view(settings: Settings):
     """GET /leaderboards/{window}/{dimension}: from the merge state where this
     worker owns it, else from the leaderboards topic (as the Faust engine)."""
-    from compstream.worker.leaderboard_merge import DIMENSIONS
-    from compstream.worker.leaderboard_view import BadRequest, TopicBoards, resolve_window
+    from compstream.worker.leaderboards.merge import DIMENSIONS
+    from compstream.worker.leaderboards.view import BadRequest, TopicBoards, resolve_window
 
     reader = TopicBoards(settings.kafka_bootstrap, settings.topics.leaderboards)
     lock = threading.Lock()
@@ -178,7 +178,7 @@ def run(settings: Settings) -> None:
     lb_config = pseudonyms = None
     inputs = (topics.usage, topics.grants)
     if settings.leaderboards_enabled:
-        from compstream.worker.leaderboards import leaderboard_config, pseudonymizer
+        from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
 
         lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
         inputs += (topics.leaderboard_candidates,)
@@ -222,6 +222,10 @@ def run(settings: Settings) -> None:
             if checkpoint is not None:
                 batches += 1
                 applied += checkpoint.stats.applied
+                st = checkpoint.stats
+                log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept, %d stale; "
+                         "offsets %s", st.messages, st.applied, st.duplicates, st.dead_letters, st.swept, st.stale,
+                         " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}" for (t, p), o in sorted(checkpoint.offsets.items())))
                 _observe(metrics, loop, checkpoint, time.monotonic() - t0)
             if time.monotonic() - last_log >= LOG_EVERY_S:
                 last_log = time.monotonic()

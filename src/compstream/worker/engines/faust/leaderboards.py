@@ -33,7 +33,7 @@ import faust
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from compstream.worker.faust_compat import (
+from compstream.worker.engines.faust.compat import (
     Activity,
     exit_on_crash,
     seek,
@@ -44,11 +44,12 @@ from compstream.worker.faust_compat import (
 from compstream.config import Settings
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
-from compstream.worker.leaderboard_merge import DIMENSIONS, MergeStage
-from compstream.worker.leaderboard_partition import PartitionStage, dumps, meta_key
-from compstream.worker.leaderboard_view import BadRequest, TopicBoards, resolve_window
+from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
+from compstream.worker.leaderboards.merge import DIMENSIONS, MergeStage
+from compstream.worker.leaderboards.partition import PartitionStage, dumps, meta_key
+from compstream.worker.leaderboards.view import BadRequest, TopicBoards, resolve_window
 from compstream.worker.positions import PositionGuard
-from compstream.worker.publisher import Publisher
+from compstream.worker.engines.faust.publisher import Publisher
 from compstream.worker.processor import SourceMessage
 
 log = logging.getLogger(__name__)
@@ -58,19 +59,6 @@ BATCH_WITHIN_S = 0.25
 RETRY_DELAY_S_MAX = 10.0
 EXIT_AGENT_CRASHED = 71
 MERGE_POSITION_KEY = "p|position"  # merge records are w|, c|, m|
-
-
-def leaderboard_config(settings: Settings) -> LeaderboardConfig:
-    return LeaderboardConfig(k=settings.leaderboard_k, lateness=timedelta(seconds=settings.lateness_s),
-                             min_team_size=settings.leaderboard_min_team,
-                             retention=timedelta(days=settings.leaderboard_retention_days))
-
-
-def pseudonymizer(settings: Settings) -> Pseudonymizer | None:
-    """None when pseudonyms are off; raises if on without a usable secret."""
-    if not settings.leaderboard_pseudonyms:
-        return None
-    return Pseudonymizer(settings.leaderboard_secret)  # LeaderboardError if < 16 bytes
 
 
 def _source_message(event) -> SourceMessage:

@@ -31,7 +31,7 @@ from compstream.worker.processor import LedgerProcessor, SourceMessage, partitio
 from compstream.worker.faults import Faults, skip_consumer
 from compstream.domain.book_codec import from_us, to_us
 from compstream.worker.positions import PositionGuard, is_position_key, position_key, stream_time_key
-from compstream.worker.faust_compat import (
+from compstream.worker.engines.faust.compat import (
     Activity,
     check_private_api,
     commit_now,
@@ -45,9 +45,9 @@ from compstream.worker.faust_compat import (
 from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from compstream.worker.metrics import WorkerMetrics
 from compstream.worker.balance_view import balance_body
-from compstream.worker.publisher import Publisher
+from compstream.worker.engines.faust.publisher import Publisher
 from compstream.worker.sink import HistorySink
-from compstream.worker.tail_probe import TailProbe, tail_has_data
+from compstream.worker.engines.faust.tail_probe import TailProbe, tail_has_data
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books, "metrics": metrics}
     feed = None
     if settings.leaderboards_enabled:
-        from compstream.worker import leaderboards
+        from compstream.worker.engines.faust import leaderboards
 
         feed = leaderboards.install(app, settings, store, publisher)
 

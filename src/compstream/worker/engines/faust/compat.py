@@ -114,7 +114,7 @@ def keep_commits_moving() -> None:
     consumer_module.consecutive_numbers = runs_with_repeats
 
 
-# (where, attribute): what this module and worker/app.py, leaderboards.py and
+# (where, attribute): what this module and worker/engines/faust/app.py, leaderboards.py and
 # faults.py reach into. Checked on the classes, or on a consumer instance.
 PRIVATE_MODULE_ATTRS = (
     ("faust.transport.consumer", "consecutive_numbers"),  # keep_commits_moving

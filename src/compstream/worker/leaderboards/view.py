@@ -26,7 +26,7 @@ from typing import Iterable
 
 from compstream.domain.leaderboard import LeaderboardError, Metric, Scope, window_from_key
 from compstream.domain.leaderboard.windows import WindowKind
-from compstream.worker.leaderboard_merge import board_key
+from compstream.worker.leaderboards.merge import board_key
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0

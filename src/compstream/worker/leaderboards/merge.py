@@ -43,7 +43,7 @@ from compstream.domain.leaderboard import (
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.boards import BOARD_KINDS
 from compstream.history.rows import LeaderboardWindowRow
-from compstream.worker.leaderboard_partition import dumps
+from compstream.worker.leaderboards.partition import dumps
 
 log = logging.getLogger(__name__)
 META_KEY = "m|meta"
