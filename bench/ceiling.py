@@ -1,10 +1,15 @@
 """Consume ceiling: how fast a bare client drains the source topics, doing
 nothing but counting messages (no decode). Run as a subprocess:
 
-    python -m bench.ceiling aiokafka|confluent BOOTSTRAP EXPECTED TOPIC [TOPIC...]
+    python -m bench.ceiling aiokafka|confluent|confluent-tuned BOOTSTRAP EXPECTED TOPIC [TOPIC...]
 
 Prints one JSON line. Timing starts at the first non-empty fetch (so group
 join/metadata is excluded) and ends when EXPECTED messages were seen.
+
+`confluent` keeps librdkafka's fetch defaults; `confluent-tuned` sets
+CONFLUENT_TUNING: with the default fetch.queue.backoff.ms (1 s) a consumer
+that empties its prefetch queue waits up to a second before fetching again,
+and queued.min.messages (100k) caps how far ahead it prefetches.
 """
 
 from __future__ import annotations
@@ -44,12 +49,17 @@ async def aiokafka_loop(bootstrap: str, expected: int, topics: list[str], timeou
             "complete": n >= expected}
 
 
-def confluent_loop(bootstrap: str, expected: int, topics: list[str], timeout_s: float = 600) -> dict:
+CONFLUENT_TUNING = {"fetch.queue.backoff.ms": 10, "queued.min.messages": 1_000_000}
+
+
+def confluent_loop(bootstrap: str, expected: int, topics: list[str], timeout_s: float = 600,
+                   tuned: bool = False) -> dict:
     from confluent_kafka import Consumer
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ceil-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "fetch.max.bytes": 64 * 2**20, "max.partition.fetch.bytes": 4 * 2**20})
+                  "fetch.max.bytes": 64 * 2**20, "max.partition.fetch.bytes": 4 * 2**20,
+                  **(CONFLUENT_TUNING if tuned else {})})
     c.subscribe(topics)
     n = 0
     nbytes = 0
@@ -67,7 +77,8 @@ def confluent_loop(bootstrap: str, expected: int, topics: list[str], timeout_s: 
         dt = time.perf_counter() - (t_first or time.perf_counter())
     finally:
         c.close()
-    return {"client": "confluent", "messages": n, "seconds": round(dt, 3),
+    return {"client": "confluent-tuned" if tuned else "confluent", "settings": CONFLUENT_TUNING if tuned else {},
+            "messages": n, "seconds": round(dt, 3),
             "msgs_per_s": round(n / dt) if dt else None, "avg_bytes": round(nbytes / max(n, 1), 1),
             "complete": n >= expected}
 
@@ -76,8 +87,10 @@ def main() -> None:
     client, bootstrap, expected, *topics = sys.argv[1:]
     if client == "aiokafka":
         out = asyncio.run(aiokafka_loop(bootstrap, int(expected), topics))
+    elif client in ("confluent", "confluent-tuned"):
+        out = confluent_loop(bootstrap, int(expected), topics, tuned=client == "confluent-tuned")
     else:
-        out = confluent_loop(bootstrap, int(expected), topics)
+        raise SystemExit(f"unknown client {client!r}: aiokafka, confluent or confluent-tuned")
     print(json.dumps(out))
 
 

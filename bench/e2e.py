@@ -14,19 +14,31 @@ latency(): worker started first and idle; grants produced and applied; then
 usage offered at a fixed rate. Per usage event: latency = CreateTime of the
 first BalanceUpdate of its engineer whose events_applied covers it minus the
 CreateTime of the source record (both Kafka timestamps, ms). Also the
-cause_event_id-matched subset (the last event of an engineer in a batch).
+cause_event_id-matched subset (the last event of an engineer in a batch),
+and the latency to *visible*: when a read_committed consumer in the harness
+received that BalanceUpdate (wall clock, same machine) minus the source
+record's CreateTime. For the transactional engine only the visible figure
+counts: its records carry the time they were produced into the still open
+transaction, not the time the transaction committed.
+
+Engines: `env` selects one (COMPSTREAM_ENGINE=faust|transactional). For the
+transactional engine throughput() also waits until the embedded history
+loader has loaded every committed history record, and can restart a worker
+on the same group to time the restore of its books from the changelog.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from bisect import bisect_left
@@ -49,7 +61,7 @@ def _free_port() -> int:
 
 class Worker:
     def __init__(self, bootstrap: str, topics: Topics, data_dir: Path, group: str, partitions: int,
-                 loglevel: str = "WARNING", env: dict[str, str] | None = None):
+                 loglevel: str = "WARNING", env: dict[str, str] | None = None, profile: bool = False):
         self.data_dir = data_dir
         self.group = group
         self.dsn = f"chdb://{data_dir / 'clickhouse'}"
@@ -64,6 +76,9 @@ class Worker:
         self.loglevel = loglevel
         self.proc: subprocess.Popen | None = None
         self.hwm_mib: float | None = None
+        self.profile = profile
+        self.spy: subprocess.Popen | None = None
+        self.spy_path = data_dir / "py-spy.txt"
 
     def start(self) -> "Worker":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +86,8 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "compstream.cli.main", "worker", "--loglevel", self.loglevel],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        if self.profile:
+            self.spy = start_py_spy(self.proc.pid, self.spy_path, self.data_dir / "py-spy.log")
         return self
 
     def sample(self) -> None:
@@ -93,13 +110,146 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        if self.spy is not None:
+            try:  # py-spy writes its file when the profiled process is gone
+                self.spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.spy.send_signal(signal.SIGINT)
+                self.spy.wait(timeout=30)
         return self.proc.returncode
+
+    def instance(self) -> str | None:
+        """The transactional engine's per-data-dir instance id (names its
+        transactional id and its embedded history loader's group)."""
+        try:
+            return (self.data_dir / "worker-instance").read_text().strip() or None
+        except OSError:
+            return None
 
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join((self.data_dir / "worker.log").read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+PY_SPY_RATE_HZ = 100
+
+
+def py_spy_path() -> str | None:
+    """py-spy next to this interpreter (the venv's), else on PATH."""
+    here = Path(sys.executable).with_name("py-spy")
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def start_py_spy(pid: int, out: Path, log: Path) -> subprocess.Popen | None:
+    """Sample `pid` until it exits: raw (collapsed) stacks per thread, idle
+    samples included, so shares are of wall time. Attaching needs ptrace
+    rights (root here). --nonblocking: the worker is never paused."""
+    exe = py_spy_path()
+    if exe is None:
+        return None
+    return subprocess.Popen([exe, "record", "-p", str(pid), "-r", str(PY_SPY_RATE_HZ), "-f", "raw", "-o", str(out),
+                             "--threads", "--idle", "--nonblocking"],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def _frame_name(frame: str) -> str:
+    """'fn (path/to/mod.py:123)' -> 'fn (mod.py)': one row per function."""
+    name, _, where = frame.rpartition(" (")
+    if not name:
+        return frame
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({file.rsplit('/', 1)[-1]})"
+
+
+def profile_summary(path: Path, thread: str = "MainThread", top: int = 25) -> dict:
+    """Inclusive and self shares of `thread`'s samples per function from a
+    py-spy raw file; plus every thread's share of the samples."""
+    inclusive: Counter = Counter()
+    depth: dict[str, int] = {}
+    own: Counter = Counter()
+    threads: Counter = Counter()
+    total = 0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return {"error": repr(exc)}
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        name = frames[0].split(": ", 1)[-1]  # 'thread (123): MainThread'
+        threads[name] += count
+        if name != thread:
+            continue
+        total += count
+        names = [_frame_name(f) for f in frames[1:]]
+        for i, fn in enumerate(names):
+            depth.setdefault(fn, i)
+        for fn in set(names):
+            inclusive[fn] += count
+        if names:
+            own[names[-1]] += count
+    if not total:
+        return {"error": f"no samples of {thread}", "threads": dict(threads)}
+    pct = lambda c: round(100 * c / total, 1)  # noqa: E731
+    # The entry point's wrappers (runpy, the CLI framework) hold ~every
+    # sample: keep only the deepest of them.
+    wrappers = [fn for fn, c in inclusive.items() if c >= 0.9 * total]
+    deepest = max(wrappers, key=lambda fn: depth.get(fn, 0)) if wrappers else None
+    rows = [(fn, c) for fn, c in inclusive.most_common() if fn not in wrappers or fn == deepest]
+    return {"thread": thread, "samples": total, "rate_hz": PY_SPY_RATE_HZ,
+            "threads": {k: v for k, v in threads.most_common(8)},
+            "inclusive_pct": [(fn, pct(c)) for fn, c in rows[:top]],
+            "self_pct": [(fn, pct(c)) for fn, c in own.most_common(top)]}
+
+
+def history_caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """True when `group` (a history loader) has committed past every
+    committed record of `topic`: read_committed from its committed offsets
+    finds nothing before each partition's end. (Its committed offset can stay
+    below the high watermark: a transaction's commit marker takes an offset.)"""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True,
+                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+    try:
+        parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
+        start = c.committed([TopicPartition(topic, p) for p in parts], timeout=30)
+        c.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else -2) for tp in start])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(at_end) < len(parts) and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    return False
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+        return len(at_end) == len(parts)
+    finally:
+        c.close()
+
+
+def wait_history(bootstrap: str, worker: "Worker", topic: str, timeout_s: float) -> float | None:
+    """Monotonic time at which the worker's embedded history loader had
+    loaded everything committed to `topic`; None if not within timeout_s."""
+    instance = worker.instance()
+    if instance is None:
+        return None
+    group = f"{worker.group}-history-{instance}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        worker.sample()
+        if not worker.alive():
+            raise RuntimeError(f"worker exited {worker.proc.returncode}:\n{worker.log_tail()}")
+        if history_caught_up(bootstrap, group, topic):
+            return time.monotonic()
+        time.sleep(0.5)
+    return None
 
 
 class Stalled(RuntimeError):
@@ -139,21 +289,30 @@ def wait_committed(bootstrap: str, workers: "Worker | list[Worker]", source: lis
 
 def read_topic(bootstrap: str, topic: str, decode: bool = True, last_per_key: bool = False):
     """Everything on `topic` now: list of (key, timestamp_ms, record|None)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     ends = end_offsets(bootstrap, [topic])
     total = sum(ends.values())
+    # read_committed: a transactional engine's aborted batches are not output
+    # (the same as read_uncommitted for a producer without transactions).
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True,
+                  "fetch.queue.backoff.ms": 10})
     c.assign([TopicPartition(t, p, 0) for (t, p) in ends])
     out = []
     last: dict = {}
     seen = 0
+    # Offsets count transaction markers (and aborted records) too: done at
+    # the end-of-partition signal of every partition, not at `total` records.
+    open_parts = {tp for tp, hi in ends.items() if hi > 0}
     deadline = time.monotonic() + 300
     try:
-        while seen < total and time.monotonic() < deadline:
+        while open_parts and time.monotonic() < deadline:
             for m in c.consume(num_messages=10_000, timeout=1.0):
                 if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF and m.offset() >= ends[(m.topic(), m.partition())]:
+                        open_parts.discard((m.topic(), m.partition()))
                     continue
                 seen += 1
                 item = (m.key(), m.timestamp()[1], m.value())
@@ -207,8 +366,8 @@ def _is_book_key(key: bytes | None) -> bool:
 
     try:
         text = json.loads(key) if key else ""
-    except ValueError:
-        return True
+    except ValueError:  # the transactional engine writes raw UTF-8 keys
+        text = key.decode("utf-8", "replace")
     return not (isinstance(text, str) and is_position_key(text))
 
 
@@ -224,15 +383,35 @@ def changelog_state(bootstrap: str, group: str) -> dict:
     return {"engineers": len(sizes), "avg_bytes": round(sum(sizes) / len(sizes), 1), "max_bytes": max(sizes)}
 
 
+TRANSACTIONAL = {"COMPSTREAM_ENGINE": "transactional", "COMPSTREAM_LEADERBOARDS": "off"}
+
+
+def is_transactional(env: dict[str, str] | None) -> bool:
+    return (env or {}).get("COMPSTREAM_ENGINE") == "transactional"
+
+
+def history_topic_of(topics: Topics) -> str:
+    from compstream.worker.core.checkpoint import history_topic
+
+    return history_topic(topics)
+
+
 def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: int,
-               timeout_s: float = 3600, workers: int = 1, env: dict[str, str] | None = None) -> dict:
+               timeout_s: float = 3600, workers: int = 1, env: dict[str, str] | None = None,
+               profile: bool = False, restart: bool = False) -> dict:
     """`workers` processes in one group (each with its own embedded history);
-    `env`: extra worker settings (e.g. COMPSTREAM_LEADERBOARDS=off)."""
+    `env`: extra worker settings (e.g. COMPSTREAM_LEADERBOARDS=off, or
+    TRANSACTIONAL). `profile`: py-spy samples the (first) worker for the whole
+    run. `restart` (transactional engine): afterwards a new worker process on
+    the same group restores the books from the changelog; timed to the last
+    partition restored."""
     expected = expected_counts(events_list)
     n = len(events_list)
     tmp = Path(tempfile.mkdtemp(prefix="bench_worker."))
     group = f"bench-worker-{uuid.uuid4().hex[:6]}"
-    procs = [Worker(bootstrap, topics, tmp / f"w{i}", group, partitions, env=env) for i in range(workers)]
+    procs = [Worker(bootstrap, topics, tmp / f"w{i}", group, partitions, env=env, profile=profile and i == 0)
+             for i in range(workers)]
+    txn = is_transactional(env)
     out: dict = {"events": n, "engineers": len(expected), "workers": workers, "env": dict(env or {})}
     try:
         t_spawn = time.monotonic()
@@ -245,12 +424,18 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
             t_done = time.monotonic()
         out["wall_from_spawn_s"] = round(t_done - t_spawn, 2)
         out["wall_from_spawn_events_per_s"] = round(n / (t_done - t_spawn))
+        if txn and (env or {}).get("COMPSTREAM_HISTORY_SINK", "embedded") == "embedded" and workers == 1:
+            t_hist = wait_history(bootstrap, procs[0], history_topic_of(topics), timeout_s)
+            out["history_loaded_from_spawn_s"] = None if t_hist is None else round(t_hist - t_spawn, 2)
+            out["history_topic_records"] = topic_records(bootstrap, history_topic_of(topics))
         for w in procs:
             w.sample()
         out["worker_peak_rss_mib"] = max((w.hwm_mib or 0) for w in procs) or None
     finally:
         rcs = [w.stop() for w in procs]
     out["worker_exit"] = rcs[0] if workers == 1 else rcs
+    if profile:
+        out["profile"] = profile_summary(procs[0].spy_path)
     bal = balance_stats(bootstrap, topics, expected)
     out.update(bal)
     if bal["first_ms"] is not None and bal["last_ms"] > bal["first_ms"]:
@@ -266,11 +451,83 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
     out["state_from_changelog"] = changelog_state(bootstrap, group)
     out["leaderboard_candidate_records"] = topic_records(bootstrap, topics.leaderboard_candidates)
     out["worker_log_tail"] = procs[0].log_tail(5)
+    if restart and txn:
+        out["restore"] = restore_time(bootstrap, topics, tmp / "restart", group, partitions, env)
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, rate: float) -> dict:
+def restore_time(bootstrap: str, topics: Topics, data_dir: Path, group: str, partitions: int,
+                 env: dict[str, str] | None, timeout_s: float = 600) -> dict:
+    """A fresh worker process on a group whose offsets are all committed:
+    spawn -> every partition's books restored from the changelog (its own
+    log lines). History sink external: its new data dir must not reload the
+    history topic meanwhile."""
+    env = {**(env or {}), "COMPSTREAM_HISTORY_SINK": "external"}
+    w = Worker(bootstrap, topics, data_dir, group, partitions, loglevel="INFO", env=env)
+    out: dict = {}
+    try:
+        t0 = time.monotonic()
+        w.start()
+        deadline = t0 + timeout_s
+        books = []
+        while time.monotonic() < deadline:
+            if not w.alive():
+                raise RuntimeError(f"worker exited {w.proc.returncode}:\n{w.log_tail()}")
+            try:
+                text = (data_dir / "worker.log").read_text(errors="replace")
+            except OSError:
+                text = ""
+            books = [int(m) for m in re.findall(r"partition \d+ restored: (\d+) books", text)]
+            if len(books) >= partitions:
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"books not restored within {timeout_s}s:\n{w.log_tail()}")
+        out["spawn_to_restored_s"] = round(time.monotonic() - t0, 2)
+        # The engine logs "restored: N books", N counting changelog records
+        # read (a key repeats until the topic is compacted).
+        out["changelog_records"] = sum(books)
+        w.sample()
+        out["peak_rss_mib"] = w.hwm_mib
+    finally:
+        w.stop()
+    return out
+
+
+class Observer(threading.Thread):
+    """A read_committed consumer of the balances topic in the harness: when
+    each BalanceUpdate became visible to a reader (wall clock, ms)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(name="balance-observer", daemon=True)
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-obs-{uuid.uuid4().hex[:8]}",
+                                  "enable.auto.commit": False, "isolation.level": "read_committed",
+                                  "fetch.wait.max.ms": 10, "fetch.queue.backoff.ms": 1})
+        parts = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, -2) for p in parts])
+        self.seen: list[tuple[bytes, bytes, int]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                msgs = self.consumer.consume(10_000, 0.05)
+                now_ms = int(time.time() * 1000)
+                self.seen.extend((m.key(), m.value(), now_ms) for m in msgs if m.error() is None)
+        finally:
+            self.consumer.close()
+
+    def stop(self) -> list[tuple[bytes, bytes, int]]:
+        self.stop_event.set()
+        self.join(timeout=30)
+        return self.seen
+
+
+def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, rate: float,
+            env: dict[str, str] | None = None) -> dict:
     """events_list: grants first, then usage (in order). The grants already in
     effect when the usage starts go first, unpaced; then the usage, paced.
     Grants effective later are left out, as in every run so far, so the
@@ -287,15 +544,19 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
         ordinal[e.event_id] = counts[e.engineer_id]
     tmp = Path(tempfile.mkdtemp(prefix="bench_worker_lat."))
     group = f"bench-lat-{uuid.uuid4().hex[:6]}"
-    worker = Worker(bootstrap, topics, tmp, group, partitions)
+    worker = Worker(bootstrap, topics, tmp, group, partitions, env=env)
     sent: dict[str, int] = {}
     out: dict = {"offered_events_per_s": rate, "paced_events": len(paced), "grants_before": len(pre),
-                 "grants_left_out": first_usage - len(pre)}
+                 "grants_left_out": first_usage - len(pre), "env": dict(env or {})}
+    observer = None
+    visible: list = []
     try:
         worker.start()
         produce(bootstrap, topics, pre)
         wait_committed(bootstrap, worker, [topics.usage, topics.grants], 300)
         time.sleep(2)  # let the sweep settle
+        observer = Observer(bootstrap, topics.balances)
+        observer.start()
 
         res = produce(bootstrap, topics, paced, rate=rate,
                       on_delivered=lambda e, ts: sent.__setitem__(e.event_id, ts))
@@ -306,7 +567,10 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
             out["stalled"] = str(exc)
         worker.sample()
         out["worker_peak_rss_mib"] = worker.hwm_mib
+        time.sleep(1)  # the observer's last fetch
     finally:
+        if observer is not None:
+            visible = observer.stop()
         worker.stop()
     alerts, _seen, _total = read_topic(bootstrap, topics.alerts)
     out["late_reports"] = sum(1 for _k, _ts, rec in alerts if rec["kind"] == "report:late")
@@ -330,6 +594,22 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
             continue
         lat.append(lst[i][1] - src)
     cause = [by_cause[e.event_id] - sent[e.event_id] for e in paced if e.event_id in by_cause and e.event_id in sent]
+    seen_eng: dict[str, list] = defaultdict(list)
+    for k, v, arrival_ms in visible:
+        seen_eng[k.decode()].append((decode_record(v)[1]["events_applied"], arrival_ms))
+    for lst in seen_eng.values():
+        lst.sort()
+    vis = []
+    for e in paced:
+        src = sent.get(e.event_id)
+        lst = seen_eng.get(e.engineer_id, [])
+        i = bisect_left(lst, (ordinal[e.event_id], -1))
+        if src is not None and i < len(lst):
+            vis.append(lst[i][1] - src)
+    out.update({
+        "visible_matched": len(vis), "visible_p50_ms": percentile(vis, 50), "visible_p99_ms": percentile(vis, 99),
+        "visible_max_ms": max(vis) if vis else None,
+    })
     out.update({
         "matched": len(lat), "unmatched": missing,
         "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None,

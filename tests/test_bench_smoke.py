@@ -27,7 +27,7 @@ def test_fingerprint_fast_path_matches_payload_fingerprint():
 
 
 @pytest.mark.kafka
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     # bench-only dependencies (the `bench` extra)
     pytest.importorskip("confluent_kafka")
@@ -46,11 +46,13 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     raw = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
     assert raw["errors"] == {}, raw["errors"]
     r = raw["results"]
-    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "ceiling_faust", "ceiling_quix",
-                    "stage_decode", "stage_ledger", "stage_history", "e2e", "e2e_2w", "e2e_nolb", "quix",
-                    "latency", "latency_low", "replay"):
+    for section in ("produce", "ceiling_aiokafka", "ceiling_confluent", "ceiling_confluent_tuned", "ceiling_faust",
+                    "ceiling_quix", "stage_decode", "stage_ledger", "stage_history", "e2e", "e2e_2w", "e2e_nolb",
+                    "e2e_txn", "e2e_txn_b", "e2e_txn_profile", "quix", "latency", "latency_low", "latency_txn",
+                    "latency_txn_low", "replay"):
         assert section in r, section
     assert r["ceiling_aiokafka"]["complete"] and r["ceiling_confluent"]["complete"]
+    assert r["ceiling_confluent_tuned"]["complete"] and r["ceiling_confluent_tuned"]["settings"]
     for ceiling in ("ceiling_faust", "ceiling_quix"):
         assert r[ceiling]["complete"] and r[ceiling]["messages"] == r["dataset"]["events"], r[ceiling]
     assert r["quix"]["complete"]
@@ -64,6 +66,25 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     # The worker ranked (published leaderboard candidates) only with leaderboards on.
     assert e2e["leaderboard_candidate_records"] > 0 and nolb["leaderboard_candidate_records"] == 0
     assert "## Per-message cost" in text and "Replay bound" in text
+    # The transactional engine: exact balances, every event in the history
+    # (through the history topic and the embedded loader), books restored.
+    for key in ("e2e_txn", "e2e_txn_b", "e2e_txn_profile"):
+        txn = r[key]
+        assert txn["env"]["COMPSTREAM_ENGINE"] == "transactional", txn
+        assert txn["engineers_wrong_count"] == 0 and txn["history_events_ok"], txn
+        # (a tiny backlog fits one transaction: no sustained span to time)
+        assert txn["wall_from_spawn_events_per_s"] and txn["history_loaded_from_spawn_s"], txn
+        assert txn["worker_exit"] == 0, txn
+    assert r["e2e_txn"]["state_from_changelog"]["engineers"] > 0
+    # The engine's log counts changelog records read (a key may repeat until compaction).
+    assert r["e2e_txn"]["restore"]["changelog_records"] >= r["e2e_txn"]["state_from_changelog"]["engineers"]
+    from bench import e2e as e2e_mod
+
+    if e2e_mod.py_spy_path() is not None:
+        assert r["e2e_txn_profile"]["profile"]["inclusive_pct"], r["e2e_txn_profile"]["profile"]
+    for key in ("latency_txn", "latency_txn_low"):
+        assert r[key]["matched"] > 0 and r[key]["visible_matched"] > 0, r[key]
+    assert "## Targets: transactional engine" in text and "## Engines side by side" in text
     two = r["e2e_2w"]
     assert two["workers"] == 2 and two["engineers_wrong_count"] == 0, two
     assert two["history_events_ok"], two["history"]

@@ -1,0 +1,125 @@
+"""The transactional engine's CPU per event without Kafka: `LedgerCore.step`
+(the checkpoint core both engines share) over the bench dataset, cut into
+batches of the engine's size, with the time of its two big parts and what a
+checkpoint writes per event (records and bytes per topic). Also times the
+history topic's encoding against orjson's native dataclass encoding and
+checks that the two are byte-identical. In-process, single thread:
+
+    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B]
+
+Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+import orjson
+
+from compstream.codec import encode_event
+from compstream.config import Topics
+from compstream.history import wire
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+from compstream.worker.messages import SourceMessage, partition_of
+
+PARTITIONS = 4
+LATENESS_S = 6 * 3600
+BOOK_BYTES_MAX = 256 * 1024
+
+
+def _native(batch) -> bytes:
+    """encode_batch with orjson serializing the row dataclasses itself."""
+    doc: dict = {"v": wire.WIRE_VERSION}
+    for name, rows in batch.by_table.items():
+        if rows:
+            doc[name] = list(rows)
+    return orjson.dumps(doc, default=wire._default, option=orjson.OPT_NAIVE_UTC)
+
+
+def run(events_n: int, engineers: int, batch_size: int) -> dict:
+    from bench.run import events_for
+
+    events = events_for(events_n, engineers)
+    topics = Topics.with_prefix("corebench")
+    core = LedgerCore(CoreConfig(topics, "corebench", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
+    for p in range(PARTITIONS):
+        core.restore(p, [], {})
+    now = datetime.now(timezone.utc)
+    offsets: Counter = Counter()
+    msgs = []
+    # HR first, then usage: the order the task synchronization applies a backlog in.
+    for e in [e for e in events if e.type != "usage"] + [e for e in events if e.type == "usage"]:
+        p = partition_of(e.engineer_id, PARTITIONS)
+        topic = topics.usage if e.type == "usage" else topics.grants
+        msgs.append(SourceMessage(topic, p, offsets[(topic, p)], e.engineer_id.encode(), encode_event(e), now))
+        offsets[(topic, p)] += 1
+    del events
+    spent: Counter = Counter()
+    history_batches = []
+    process, history_records = core.processor.process, core._history_records
+
+    def timed_process(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return process(*a, **kw)
+        finally:
+            spent["process"] += time.perf_counter() - t0
+
+    def timed_history(batch):
+        history_batches.append(batch)
+        t0 = time.perf_counter()
+        try:
+            return history_records(batch)
+        finally:
+            spent["history_records"] += time.perf_counter() - t0
+
+    core.processor.process = timed_process
+    core._history_records = timed_history
+    count: Counter = Counter()
+    size: Counter = Counter()
+    gc.collect()
+    t0 = time.perf_counter()
+    for i in range(0, len(msgs), batch_size):
+        checkpoint = core.step(msgs[i:i + batch_size])
+        for r in checkpoint.records:
+            count[r.topic] += 1
+            size[r.topic] += len(r.value or b"")
+    dt = time.perf_counter() - t0
+    n = len(msgs)
+    per = lambda s: round(s / n * 1e6, 1)  # noqa: E731 - µs per event
+    identical = all(_native(b) == wire.encode_batch(b) for b in history_batches)
+    t0 = time.perf_counter()
+    for b in history_batches:
+        wire.encode_batch(b)
+    t_once = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for b in history_batches:
+        _native(b)
+    t_native = time.perf_counter() - t0
+    return {
+        "events": n, "engineers": engineers, "batch": batch_size,
+        "step_events_per_s": round(n / dt), "step_us": per(dt),
+        "process_us": per(spent["process"]), "history_records_us": per(spent["history_records"]),
+        "history_encode_once_us": per(t_once), "history_encode_native_us": per(t_native),
+        "history_native_byte_identical": identical,
+        "records_per_event": {t: round(c / n, 3) for t, c in count.items()},
+        "bytes_per_event": {t: round(s / n) for t, s in size.items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--engineers", type=int, default=10_000)
+    ap.add_argument("--batch", type=int, default=5_000)
+    args = ap.parse_args()
+    print(json.dumps(run(args.events, args.engineers, args.batch)))
+
+
+if __name__ == "__main__":
+    main()
