@@ -23,10 +23,10 @@ def test_same_as_faust_without_repeats_and_every_number_once_in_order(numbers):
     numbers.sort()
     runs = list(runs_with_repeats(numbers))
     assert [n for run in runs for n in run] == numbers
-    for a, b in zip(runs, runs[1:]):
+    for a, b in zip(runs, runs[1:], strict=False):
         assert b[0] > a[-1] + 1
     for run in runs:
-        assert all(y - x in (0, 1) for x, y in zip(run, run[1:]))
+        assert all(y - x in (0, 1) for x, y in zip(run, run[1:], strict=False))
     distinct = sorted(set(numbers))
     assert list(runs_with_repeats(distinct)) == list(consecutive_numbers(distinct))
 

@@ -101,7 +101,7 @@ def test_idle_partition_below_high_water_is_sought_back_with_backoff():
         now_s += 1.0
         if stalled_seeks(expected, highwater, sought, now_s):
             retries.append(now_s)
-    gaps = [b - a for a, b in zip(retries, retries[1:])]
+    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
     assert gaps[:3] == [2 * STALL_RETRY_FIRST_S, 4 * STALL_RETRY_FIRST_S, 8 * STALL_RETRY_FIRST_S]
     assert max(gaps) == STALL_RETRY_MAX_S and gaps[-1] == STALL_RETRY_MAX_S
     assert sought[("u", 0)][4] == 1 + len(retries)  # attempts, for the log

@@ -78,7 +78,7 @@ def test_cached_books_give_the_same_results_as_deserializing(seed, lose_every):
         results, store, cache = _run(messages, cache_max, seed, lose_every)
         assert store == ref_store
         assert len(results) == len(reference)
-        for got, want in zip(results, reference):
+        for got, want in zip(results, reference, strict=True):
             assert got == want
         assert cache.hits > 0 and len(cache) <= cache_max
         if lose_every:

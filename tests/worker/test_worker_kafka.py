@@ -39,7 +39,8 @@ def test_balances_and_history_match_an_independent_replay(kafka_bootstrap, topic
         publish_events(events, kafka_bootstrap, topics)
         expected = _expected_counts(events)
         balances = worker.wait_until(
-            lambda: (lambda b: b if all(b.get(e, {}).get("events_applied") == n for e, n in expected.items()) else None)(
+            lambda: (lambda b: b if all(b.get(e, {}).get("events_applied") == n
+                                        for e, n in expected.items()) else None)(
                 latest_balances(kafka_bootstrap, topics.balances, timeout_s=2)),
             timeout_s=120, what="balances for every engineer")
         for engineer, record in balances.items():

@@ -19,7 +19,8 @@ class WorkerMetrics:
     def __init__(self, engine: str):
         self.registry = CollectorRegistry()
         r = self.registry
-        Gauge("compstream_engine_info", "The stream engine of this worker", ["engine"], registry=r).labels(engine).set(1)
+        info = Gauge("compstream_engine_info", "The stream engine of this worker", ["engine"], registry=r)
+        info.labels(engine).set(1)
         self.events = Counter("compstream_events_total", "Source events by outcome and event type",
                               ["outcome", "type"], registry=r)
         self.batch_events = Histogram("compstream_batch_events", "Messages per batch",

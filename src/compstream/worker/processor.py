@@ -407,7 +407,8 @@ class LedgerProcessor:
                                     watermarks=marks),
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
-            swept=batch.swept, swept_touched=batch.swept_touched, not_applied=frozenset(batch.not_applied), decoded=batch.decoded,
+            swept=batch.swept, swept_touched=batch.swept_touched, not_applied=frozenset(batch.not_applied),
+            decoded=batch.decoded,
         )
 
 

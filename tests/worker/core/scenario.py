@@ -22,7 +22,8 @@ def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int
     for n in range(engineers):
         eng = f"eng-{seed % 1000}-{n}"
         joined = START + timedelta(hours=rng.randint(0, 48))
-        out.append((joined - timedelta(hours=rng.randint(0, 72)), TeamAssigned(f"team-{eng}", eng, f"t{n % 3}", joined)))
+        team = TeamAssigned(f"team-{eng}", eng, f"t{n % 3}", joined)
+        out.append((joined - timedelta(hours=rng.randint(0, 72)), team))
         grant_ids = []
         for g in range(rng.randint(1, 3)):
             effective = START + timedelta(hours=rng.randint(0, 24 * 12))

@@ -18,7 +18,7 @@ from compstream.config import BOOK_BYTES_MAX, Topics
 from compstream.domain.events import LEDGER_EVENT_TYPES
 from compstream.domain.replay import replay, replay_detailed
 from compstream.history.wire import decode_batch
-from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, changelog_topic, history_topic
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
 from support.checks import sentinels

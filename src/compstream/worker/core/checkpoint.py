@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from compstream.config import Topics
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
@@ -116,7 +116,8 @@ class LedgerCore:
         if self.leaderboards is not None:
             self.leaderboards.forget_partition(partition)
 
-    def restore_merge(self, records: Iterable[tuple[bytes, bytes | None]], positions: dict[TopicPartition, int]) -> None:
+    def restore_merge(self, records: Iterable[tuple[bytes, bytes | None]],
+                      positions: dict[TopicPartition, int]) -> None:
         if self.leaderboards is None:
             raise RuntimeError("leaderboards are off: no merge to restore")
         self.leaderboards.restore_merge(records)
@@ -130,7 +131,7 @@ class LedgerCore:
     # -- the batch ----------------------------------------------------------
 
     def step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition] = (),
-             candidates: list[SourceMessage] = (), idle: dict[int, datetime] | None = None) -> Checkpoint:
+             candidates: Sequence[SourceMessage] = (), idle: dict[int, datetime] | None = None) -> Checkpoint:
         """`idle`: partition -> wall-clock time for quiet partitions (the
         idleness rule): their stream time moves there and they are swept."""
         if len(messages) > BATCH_MESSAGES_MAX:
@@ -191,14 +192,14 @@ class LedgerCore:
         partition each: a loader then sees each partition's rows in order."""
         n = self.config.partitions
         split: dict[int, dict[str, list]] = {}
-        for r in batch.events:
-            split.setdefault(r.kafka_partition, {}).setdefault("events", []).append(r)
-        for r in batch.dead_letters:
-            split.setdefault(r.kafka_partition, {}).setdefault("dead_letters", []).append(r)
-        for r in batch.postings:
-            split.setdefault(partition_of(r.engineer_id, n), {}).setdefault("postings", []).append(r)
-        for r in batch.watermarks:  # after the postings they vouch for, in the same record
-            split.setdefault(r.partition, {}).setdefault("watermarks", []).append(r)
+        for e in batch.events:
+            split.setdefault(e.kafka_partition, {}).setdefault("events", []).append(e)
+        for d in batch.dead_letters:
+            split.setdefault(d.kafka_partition, {}).setdefault("dead_letters", []).append(d)
+        for posting in batch.postings:
+            split.setdefault(partition_of(posting.engineer_id, n), {}).setdefault("postings", []).append(posting)
+        for w in batch.watermarks:  # after the postings they vouch for, in the same record
+            split.setdefault(w.partition, {}).setdefault("watermarks", []).append(w)
         out = []
         for p in sorted(split):
             piece = HistoryBatch(**{k: tuple(v) for k, v in split[p].items()})

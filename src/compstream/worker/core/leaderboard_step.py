@@ -96,11 +96,12 @@ class LeaderboardStep:
         if candidates:
             if not self.merge.loaded():
                 raise RuntimeError("candidates to merge before the merge state was restored")
-            out = self.merge.process([m.value for m in candidates])
-            records += [OutRecord(self.topics.leaderboards, key, value, MERGE_PARTITION) for key, value in out.publish]
+            merged = self.merge.process([m.value for m in candidates])
+            records += [OutRecord(self.topics.leaderboards, key, value, MERGE_PARTITION)
+                        for key, value in merged.publish]
             records += [OutRecord(self.merge_changelog, key.encode(), value, MERGE_PARTITION)
-                        for key, value in out.records.items()]
-            rows = tuple(row for _token, batch_rows in out.history for row in batch_rows)
+                        for key, value in merged.records.items()]
+            rows = tuple(row for _token, batch_rows in merged.history for row in batch_rows)
             if rows:
                 records += [OutRecord(self.history_topic, b"leaderboards", data, MERGE_PARTITION)
                             for data in encode_records(HistoryBatch(leaderboard_windows=rows))]

@@ -75,6 +75,8 @@ class CheckpointLoop:
         committed = self.source.committed(partitions)
         candidates = self.core.config.topics.leaderboard_candidates
         if (candidates, 0) in partitions:
+            if self.core.leaderboards is None:
+                raise RuntimeError("assigned the leaderboard candidates with leaderboards off")
             self.core.restore_merge(self.source.changelog(self.core.leaderboards.merge_changelog, 0),
                                     {tp: o for tp, o in committed.items() if tp[0] == candidates})
             log.info("leaderboard merge restored")
@@ -174,7 +176,7 @@ class CheckpointLoop:
         out = {}
         for p in sorted(self.core.owned):
             since = self.last_activity.setdefault(p, now)
-            if now - since >= self.idle_advance_s and self.inputs.at_rest(p):
+            if now - since >= self.idle_advance_s and self.inputs.at_rest(p) and self.wall_clock is not None:
                 out[p] = self.wall_clock()
                 self.last_activity[p] = now
         return out

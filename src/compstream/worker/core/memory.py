@@ -71,7 +71,7 @@ class MemoryInput:
         n = min(max_messages, self.rng.randint(0, 7), len(log) - start)
         for offset in range(start, start + n):
             key, value = log[offset]
-            out.append(SourceMessage(tp[0], tp[1], offset, key, value, self.timestamp))
+            out.append(SourceMessage(tp[0], tp[1], offset, key, value if value is not None else b"", self.timestamp))
         self.position[tp] = start + n
         if self.position[tp] >= len(log):
             if n or tp not in self._eof_sent:

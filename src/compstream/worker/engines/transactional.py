@@ -77,12 +77,12 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetr
         def do_GET(self) -> None:
             parts = [unquote(x) for x in self.path.split("?")[0].strip("/").split("/")]
             if parts == ["metrics"]:
-                data = metrics.render()
+                text = metrics.render()
                 self.send_response(200)
                 self.send_header("Content-Type", METRICS_CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(text)
                 return None
             if len(parts) == 3 and parts[0] == "leaderboards" and boards is not None:
                 status, body = boards(parts[1], parts[2], loop_ref[0].core.leaderboards)
@@ -176,7 +176,7 @@ def run(settings: Settings) -> None:
     faults = Faults()
     topics = settings.topics
     lb_config = pseudonyms = None
-    inputs = (topics.usage, topics.grants)
+    inputs: tuple[str, ...] = (topics.usage, topics.grants)
     if settings.leaderboards_enabled:
         from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
 
@@ -225,7 +225,8 @@ def run(settings: Settings) -> None:
                 st = checkpoint.stats
                 log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept, %d stale; "
                          "offsets %s", st.messages, st.applied, st.duplicates, st.dead_letters, st.swept, st.stale,
-                         " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}" for (t, p), o in sorted(checkpoint.offsets.items())))
+                         " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}"
+                                  for (t, p), o in sorted(checkpoint.offsets.items())))
                 _observe(metrics, loop, checkpoint, time.monotonic() - t0)
             if time.monotonic() - last_log >= LOG_EVERY_S:
                 last_log = time.monotonic()
@@ -243,7 +244,8 @@ def run(settings: Settings) -> None:
             while time.monotonic() < deadline and loader.lag() > 0:
                 time.sleep(0.1)
             loader.stop_event.set()
-            loader_thread.join(timeout=30)
+            if loader_thread is not None:
+                loader_thread.join(timeout=30)
             loader.consumer.close()
         try:
             source.close()

@@ -199,7 +199,8 @@ class MergeStage:
 
     def _boards(self, boards: WindowBoards) -> list[tuple[bytes, bytes]]:
         return [
-            (board_key(boards.window_key, b.scope, b.metric).encode(), dumps(public_board(boards, b, self.pseudonymize)))
+            (board_key(boards.window_key, b.scope, b.metric).encode(),
+             dumps(public_board(boards, b, self.pseudonymize)))
             for b in boards.boards
         ]
 

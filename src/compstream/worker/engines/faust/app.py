@@ -183,7 +183,8 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
                                    sweep=True, lagging=lagging,
                                    lagging_after=_lagging(app, source_names, expected_of, tails))  # screen moved `next`
         first, last = messages[0], messages[-1]
-        token = f"{first.topic}:{first.partition}:{first.offset}|{last.topic}:{last.partition}:{last.offset}|{len(messages)}"
+        token = (f"{first.topic}:{first.partition}:{first.offset}|"
+                 f"{last.topic}:{last.partition}:{last.offset}|{len(messages)}")
         # The store client is blocking: it writes on a thread (keeping the
         # event loop, heartbeats and web alive, also while it waits out an
         # outage) while the leaderboard feed runs here.

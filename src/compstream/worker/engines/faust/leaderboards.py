@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import faust
 from faust.types import TP
@@ -42,7 +42,6 @@ from compstream.worker.engines.faust.compat import (
     watch_stalls,
 )
 from compstream.config import Settings
-from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
 from compstream.worker.leaderboards.merge import DIMENSIONS, MergeStage
