@@ -44,15 +44,11 @@ def _default(value):
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _row_dict(row) -> dict:
-    return {f: getattr(row, f) for f in row.__dataclass_fields__}
-
-
 def encode_batch(batch: HistoryBatch) -> bytes:
     doc: dict = {"v": WIRE_VERSION}
     for name, rows in batch.by_table.items():
         if rows:
-            doc[name] = [_row_dict(r) for r in rows]
+            doc[name] = list(rows)  # orjson serializes the row dataclasses itself (no dict per row)
     return orjson.dumps(doc, default=_default, option=orjson.OPT_NAIVE_UTC)
 
 
@@ -93,7 +89,8 @@ def _decoded(table: str, raw: dict) -> dict:
 
 def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> Iterator[bytes]:
     """The batch as records of at most `bytes_max` bytes each, rows in order
-    (halved until each piece fits; a single row over the bound raises)."""
+    (split into even pieces, a piece still over the bound split again; a
+    single row over the bound raises)."""
     data = encode_batch(batch)
     if len(data) <= bytes_max:
         if batch.row_count():
@@ -102,8 +99,12 @@ def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> It
     rows = [(name, r) for name, table in batch.by_table.items() for r in table]
     if len(rows) == 1:
         raise HistoryError(f"one {rows[0][0]} row encodes to {len(data)} bytes, over {bytes_max}")
-    half = len(rows) // 2
-    for part in (rows[:half], rows[half:]):
+    # Even pieces sized from the first encoding (one more for slack), not
+    # halving: halving re-encoded every row log2(size/bound) times.
+    pieces = min(len(rows), -(-len(data) // bytes_max) + 1)
+    step = -(-len(rows) // pieces)
+    for start in range(0, len(rows), step):
+        part = rows[start:start + step]
         tables: dict[str, list] = {}
         for name, row in part:
             tables.setdefault(name, []).append(row)
