@@ -34,7 +34,10 @@ PRODUCER_CONFIG = {
     # A retried send is written once and in order: the broker drops a batch it
     # already has (producer id + sequence number) instead of appending it again.
     "enable_idempotence": True,
-    "retries": 5,
+    # A new topic's leaders, or a restarted broker's, can take seconds to be
+    # elected: keep retrying (NotLeaderForPartition) for ~10 s, not 0.5 s.
+    "retries": 20,
+    "retry_backoff_ms": 500,
     "max_in_flight_requests_per_connection": 1,  # keep per-partition order on retry
     "request_timeout_ms": 30_000,
     "linger_ms": 5,

@@ -53,10 +53,15 @@ def test_kill_minus_9_at_random_moments(kafka_bootstrap, topics, tmp_path, relia
 
     chunks = [events[i:i + 500] for i in range(0, len(events), 500)]
 
+    failures: list[BaseException] = []
+
     def produce():  # keep producing while the worker is being killed
-        for chunk in chunks:
-            publish_events(chunk, kafka_bootstrap, topics)
-            time.sleep(0.3)
+        try:
+            for chunk in chunks:
+                publish_events(chunk, kafka_bootstrap, topics)
+                time.sleep(0.3)
+        except BaseException as exc:  # surfaced below: a dead producer is not a lost event
+            failures.append(exc)
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
@@ -69,6 +74,7 @@ def test_kill_minus_9_at_random_moments(kafka_bootstrap, topics, tmp_path, relia
         kill_after_s.append(round(delay, 1))
     producer.join(timeout=120)
     assert not producer.is_alive()
+    assert not failures, f"the test's producer failed: {failures[0]!r}"
     worker.start()
     balances, ticks, recover_s = _finish(worker, kafka_bootstrap, topics, events)
     bad = balance_mismatches(balances, events)
