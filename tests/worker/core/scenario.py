@@ -15,6 +15,18 @@ START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 LATENESS_S = 6 * 3600
 
 
+class Clock:
+    """A monotonic clock for the batch loop that moves 50 ms per reading:
+    batches close by count or by this clock, never by the machine's speed."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 0.05
+        return self.t
+
+
 def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int = 3):
     """[(publish_time, event)] in publish order."""
     rng = random.Random(seed)

@@ -12,21 +12,13 @@ from compstream.domain.events import GrantIssued, Usage
 from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
+from worker.core.scenario import Clock
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
 
 TOPICS = Topics.with_prefix("idle")
 OCT = datetime(2026, 10, 1, tzinfo=timezone.utc)
 WALL = datetime(2026, 11, 15, tzinfo=timezone.utc)
 LATENESS_S = 6 * 3600
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        self.t += 0.05
-        return self.t
 
 
 def _setup(idle_advance_s: float):

@@ -22,20 +22,11 @@ from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_to
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
 from support.checks import sentinels
-from worker.core.scenario import LATENESS_S, START, scenario
+from worker.core.scenario import LATENESS_S, START, Clock, scenario
 
 PARTITIONS = 2
 TOPICS = Topics.with_prefix("t")
 TS = datetime(2026, 12, 1, tzinfo=timezone.utc)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        self.t += 0.05
-        return self.t
 
 
 def _loop(log: MemoryLog, output: MemoryOutput, rng: random.Random, events_max: int) -> CheckpointLoop:
@@ -43,7 +34,7 @@ def _loop(log: MemoryLog, output: MemoryOutput, rng: random.Random, events_max: 
     source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)
     source.assign([(t, p) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)])
     return CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=1e9,
-                          batch_events_max=events_max, clock=FakeClock())
+                          batch_events_max=events_max, clock=Clock())
 
 
 def _publish(log: MemoryLog, event) -> None:
