@@ -32,6 +32,10 @@ OFFSET_BEGINNING = -2
 TXN_TIMEOUT_S = 30.0
 RESTORE_IDLE_S_MAX = 30.0
 PRODUCE_QUEUE_WAIT_S = 0.05
+# Committed offsets may wait on another member's open transaction: up to
+# COMMITTED_ATTEMPTS x COMMITTED_TIMEOUT_S, well past TXN_TIMEOUT_S.
+COMMITTED_ATTEMPTS = 6
+COMMITTED_TIMEOUT_S = 15.0
 
 # librdkafka's defaults favour few large fetches: fetch.queue.backoff.ms
 # (1 s) makes a consumer that keeps up wait a second per refill. These keep
@@ -157,8 +161,23 @@ class KafkaInput:
         tps = [TopicPartition(t, p) for t, p in partitions]
         if not tps:
             return {}
-        found = self.consumer.committed(tps, timeout=30)
-        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        # read_committed asks for stable offsets (KIP-447): while a fenced or
+        # paused member's transaction on these partitions is still open, the
+        # coordinator answers only once it commits or times out
+        # (transaction.timeout.ms). Wait that out instead of dying.
+        for attempt in range(1, COMMITTED_ATTEMPTS + 1):
+            try:
+                found = self.consumer.committed(tps, timeout=COMMITTED_TIMEOUT_S)
+                return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                transient = isinstance(err, KafkaError) and (
+                    err.retriable() or err.code() == KafkaError._TIMED_OUT)
+                if not transient or attempt == COMMITTED_ATTEMPTS:
+                    raise
+                log.warning("committed offsets not available yet (%s); attempt %d of %d", err, attempt,
+                            COMMITTED_ATTEMPTS)
+        raise RuntimeError("unreachable")
 
     def changelog(self, topic: str, partition: int):
         """Every committed record of the changelog partition (read_committed,
@@ -263,4 +282,7 @@ class KafkaOutput:
             raise
 
     def close(self) -> None:
-        self.producer.flush(30)
+        try:
+            self.producer.flush(30)
+        except KafkaException as exc:  # a fenced producer has nothing left to deliver
+            log.warning("producer flush on close: %s", exc)

@@ -249,6 +249,8 @@ def run(settings: Settings) -> None:
             loader.consumer.close()
         try:
             source.close()
+        except KafkaException as exc:  # fenced or disconnected: still release the rest
+            log.warning("consumer close: %s", exc)
         finally:
             output.close()
             if store is not None:
