@@ -11,14 +11,30 @@ import sys
 
 import pytest
 
+import socket
+
 from support.kafka import free_port
 
 pytestmark = pytest.mark.kafka
 
 
+def _free_pair() -> int:
+    """A port whose next one is free too: the demo's broker takes port and
+    port + 1 (its controller)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
 def test_the_demo_closes_october_and_its_report_equals_the_replay(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPSTREAM_")}
-    env.update(COMPSTREAM_DATA_DIR=str(tmp_path / "demo"), COMPSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+    env.update(COMPSTREAM_DATA_DIR=str(tmp_path / "demo"), COMPSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_pair()}",
                COMPSTREAM_WEB_PORT=str(free_port()), COLUMNS="200")
     done = subprocess.run([sys.executable, "-m", "compstream.cli.main", "demo"], env=env, capture_output=True,
                           text=True, timeout=600)
