@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-yaml = pytest.importorskip("yaml")
+import yaml  # a dev dependency (pyproject): a missing one must fail, not skip
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 
