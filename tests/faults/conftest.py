@@ -60,8 +60,7 @@ ENGINES = ("faust", "transactional")
 def pytest_generate_tests(metafunc) -> None:
     """Every fault scenario runs against both engines, except those marked
     for one: `faust_only` (faults of Faust's own consumer: skipped records,
-    lost seeks; or Faust's behaviour, e.g. balances pausing in a history
-    outage) and `transactional_only`."""
+    lost seeks) and `transactional_only`."""
     if "engine" not in metafunc.fixturenames:
         return
     engines = ENGINES

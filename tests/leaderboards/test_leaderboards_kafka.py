@@ -75,7 +75,9 @@ def _wait_boards(bootstrap, topics, expected, workers, timeout_s, what):
     wait_for(check, timeout_s, what, workers)
 
 
-def test_two_workers_publish_exact_boards_history_and_view(kafka_bootstrap, topics, tmp_path):
+@pytest.mark.parametrize("engine", ["transactional", "faust"])
+def test_two_workers_publish_exact_boards_history_and_view(kafka_bootstrap, topics, tmp_path, engine, monkeypatch):
+    monkeypatch.setenv("COMPSTREAM_ENGINE", engine)  # both engines drive the same stages (core/leaderboard_step.py)
     hr, usage = _events(seed=21, engineers=40, usage_events=1200)
     group = f"g-{topics.prefix}"
     a = _worker(tmp_path, "a", kafka_bootstrap, topics, group).start()
@@ -177,7 +179,9 @@ def test_partition_of_matches_the_worker():
     assert [partition(e, PARTITIONS) for e in ids] == [partition_of(e, PARTITIONS) for e in ids]
 
 
-def test_crash_and_redelivery_do_not_double_count(kafka_bootstrap, topics, tmp_path):
+@pytest.mark.parametrize("engine", ["transactional", "faust"])
+def test_crash_and_redelivery_do_not_double_count(kafka_bootstrap, topics, tmp_path, engine, monkeypatch):
+    monkeypatch.setenv("COMPSTREAM_ENGINE", engine)
     hr, usage = _events(seed=8, engineers=40, usage_events=1200)
     group = f"g-{topics.prefix}"
     a = _worker(tmp_path, "a", kafka_bootstrap, topics, group).start()

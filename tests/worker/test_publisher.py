@@ -15,22 +15,15 @@ from kafka import KafkaConsumer
 import compstream.worker.engines.faust.publisher as publisher_module
 from compstream.broker.topics import TopicSpec, ensure_specs
 from compstream.worker.processor import partition_of
+from compstream.worker.core.ports import OutRecord
 from compstream.worker.engines.faust.publisher import Publisher
 
 pytestmark = pytest.mark.kafka
 
 
-class _Topic:
-    """What Publisher.send needs of a Faust topic: its name (created here)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    async def maybe_declare(self) -> None:
-        return None
-
-    def get_topic_name(self) -> str:
-        return self.name
+def _records(topic: str, pairs) -> list[OutRecord]:
+    """Records the way a checkpoint holds them: no partition, the key's is used."""
+    return [OutRecord(topic, key, value) for key, value in pairs]
 
 
 async def _publish(bootstrap: str, topic: str, partitions: int, batches: list[list[tuple[bytes, bytes]]],
@@ -42,7 +35,7 @@ async def _publish(bootstrap: str, topic: str, partitions: int, batches: list[li
         publisher = Publisher(lambda: producer, lambda name, key: partition_of(key.decode(), partitions))
         outcomes = []
         for records in batches:
-            await publisher.send(_Topic(topic), records)
+            await publisher.send_records(_records(topic, records))
             try:
                 outcomes.append(await publisher.delivered())
             except Exception as exc:  # the outcome under test
@@ -122,7 +115,7 @@ def test_a_topic_created_after_the_producer_started_gets_keyed_records(kafka_boo
             # What Faust's key_partition does (worker: Publisher.for_app).
             publisher = Publisher(lambda: producer,
                                   lambda name, key: producer._partition(name, None, None, None, key, None))
-            await publisher.send(_Topic(topic), [(f"k{i}".encode(), b"v") for i in range(50)])
+            await publisher.send_records(_records(topic, [(f"k{i}".encode(), b"v") for i in range(50)]))
             return await publisher.delivered()
         finally:
             await producer.stop()

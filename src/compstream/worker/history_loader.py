@@ -79,9 +79,11 @@ class HistoryLoader:
         meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise RuntimeError(f"history topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = self.consumer.committed(parts, timeout=30)
-        return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else -2) for tp in committed]
+        from compstream.worker.engines.kafka_sides import committed_offsets
+
+        committed = committed_offsets(self.consumer, [(topic, p) for p in sorted(meta.partitions)])
+        # -2: OFFSET_BEGINNING where nothing is committed yet
+        return [TopicPartition(topic, p, committed.get((topic, p), -2)) for p in sorted(meta.partitions)]
 
     def lag(self) -> int:
         """Records in the history topic not yet loaded (for the assigned partitions)."""

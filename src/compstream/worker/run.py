@@ -1,4 +1,4 @@
-"""Run the Faust worker in this process until SIGTERM/SIGINT.
+"""Run the worker (the engine of the settings) in this process until SIGTERM/SIGINT.
 
 Writes `<data dir>/worker.pid` while running, so `compstream rebuild` and
 operators can find (and stop) the worker of a data dir.
@@ -67,11 +67,10 @@ def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
 def _run_faust(settings: Settings, loglevel: str) -> None:
     import faust
 
-    from compstream.broker.topics import changelog_specs, ensure_specs, ensure_topics
     from compstream.worker.engines.faust.app import create_app
+    from compstream.worker.engines.topics import ensure_engine_topics
 
-    ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
-    ensure_specs(settings.kafka_bootstrap, changelog_specs(settings.worker_id, settings.source_partitions))
+    ensure_engine_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     # Named levels, not just the handler's: aiokafka and Faust log at debug
@@ -85,6 +84,6 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
     try:
         worker.execute_from_commandline()  # returns/exits on signal
     finally:
-        app.compstream["store"].close()
+        app.compstream.close()
         if running_pid(settings) == os.getpid():
             pid_path(settings).unlink(missing_ok=True)

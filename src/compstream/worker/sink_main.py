@@ -11,11 +11,11 @@ from compstream.worker.core.checkpoint import history_topic
 
 def run_sink(settings: Settings, group: str | None, loglevel: str) -> None:
     from compstream.history import open_history
-    from compstream.worker.engines.transactional import ensure_transactional_topics
+    from compstream.worker.engines.topics import ensure_engine_topics
     from compstream.worker.history_loader import HistoryLoader
 
     logging.basicConfig(level=loglevel, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    ensure_transactional_topics(settings)
+    ensure_engine_topics(settings)
     store = open_history(settings.clickhouse_dsn)
     store.migrate()
     loader = HistoryLoader(settings.kafka_bootstrap, history_topic(settings.topics),

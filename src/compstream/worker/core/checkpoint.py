@@ -7,10 +7,14 @@ source topic-partition. `step` runs the ordered batch protocol:
   -> ledger (LedgerProcessor: decode or dead-letter, apply, sweep quiet books)
   -> outputs: changelog records of the touched books and stream times,
      balances, alerts, dead letters, history rows (history topic)
-  -> the consumed offsets.
-The engine makes the checkpoint visible atomically (ports.OutputSide); if it
-cannot, it throws this core away and restores a new one from the changelog,
-so in-memory state never runs ahead of what is committed.
+  -> the consumed offsets, also as position records in the changelog after
+     the books (so positions live with the state they describe).
+The transactional engine makes the checkpoint visible atomically (the position
+records then equal the committed offsets); the Faust engine writes the
+changelog last and the positions after the books, so a restore never has a
+position ahead of its books. An engine that cannot commit throws this core
+away and restores a new one from the changelog, so in-memory state never runs
+ahead of what is committed.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.domain.book_codec import from_us, to_us
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
-from compstream.worker.core.leaderboard_step import LeaderboardStep
+from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition
 from compstream.worker.messages import SourceMessage, partition_of
-from compstream.worker.positions import is_position_key, stream_time_key
+from compstream.worker.positions import is_position_key, position_key, stream_time_key
 from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
 
 
@@ -62,6 +66,8 @@ class LedgerCore:
         self.changelog = changelog_topic(config.worker_id)
         self.history = history_topic(config.topics)
         self._stream_time_keys = {stream_time_key(p): p for p in range(config.partitions)}
+        sources = (config.topics.usage, config.topics.grants)
+        self._position_keys = {position_key(t, p): (t, p) for t in sources for p in range(config.partitions)}
         self.leaderboards = None if config.leaderboards is None else LeaderboardStep(
             config.leaderboards, config.topics, config.worker_id, config.partitions, self.history,
             config.pseudonymizer)
@@ -78,12 +84,15 @@ class LedgerCore:
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]],
                 positions: dict[TopicPartition, int],
                 leaderboard_records: Iterable[tuple[bytes, bytes | None]] = ()) -> int:
-        """Load a partition's books and stream time from its changelog (last
-        value per key wins, None deletes), its leaderboard records, and its
-        committed positions."""
+        """Load a partition's books, stream time and positions from its
+        changelog (last value per key wins, None deletes) and its leaderboard
+        records. `positions` (the group's committed offsets) count only where
+        the changelog holds none: a position record is written with the books
+        it describes, while a commit may run ahead of them (Faust commits
+        offsets it skipped). Returns the number of books."""
         if self.leaderboards is not None:
             self.leaderboards.restore_partition(partition, leaderboard_records)
-        count = 0
+        stored: dict[TopicPartition, int] = {}
         for raw_key, value in records:
             key = raw_key.decode("utf-8")
             p = self._stream_time_keys.get(key)
@@ -91,16 +100,20 @@ class LedgerCore:
                 if value is not None:
                     self.processor.restore_stream_time(p, from_us(int(value)))
                 continue
-            if is_position_key(key):  # the Faust engine's own positions: not ours
+            tp = self._position_keys.get(key)
+            if tp is not None:
+                if value is not None:
+                    stored[tp] = int(value)
                 continue
+            if is_position_key(key):
+                raise ValueError(f"changelog of partition {partition} holds an unknown position key {key!r}")
             if value is None:
                 self.books.pop(key, None)
             else:
                 self.books[key] = value
-            count += 1
-        self.positions.update(positions)
+        self.positions.update({**positions, **stored})
         self.owned.add(partition)
-        return count
+        return sum(1 for e in self.books if partition_of(e, self.config.partitions) == partition)
 
     def forget(self, partition: int) -> None:
         """A revoked partition: its books may move on under another worker."""
@@ -120,8 +133,13 @@ class LedgerCore:
                       positions: dict[TopicPartition, int]) -> None:
         if self.leaderboards is None:
             raise RuntimeError("leaderboards are off: no merge to restore")
+        records = list(records)
+        stored: dict[TopicPartition, int] = {}
+        for key, value in records:  # last one wins
+            if value is not None and key.decode("utf-8") == MERGE_POSITION_KEY:
+                stored[(self.config.topics.leaderboard_candidates, 0)] = int(value)
         self.leaderboards.restore_merge(records)
-        self.positions.update(positions)
+        self.positions.update({**positions, **stored})
 
     def forget_merge(self) -> None:
         if self.leaderboards is not None:
@@ -183,8 +201,43 @@ class LedgerCore:
                     stats.applied_by_type[event.type] = stats.applied_by_type.get(event.type, 0) + 1
         if self.leaderboards is not None:
             records += self.leaderboards.step(counted, decoded, candidates)
+        records += self._position_records(offsets)
         self.positions.update(offsets)
         return Checkpoint(records=records, offsets=offsets, stats=stats)
+
+    def waves(self, checkpoint: Checkpoint) -> tuple[list[OutRecord], list[OutRecord], list[OutRecord]]:
+        """For an engine without transactions: (outputs, state, positions),
+        each to be written only once the one before is delivered, so a crash
+        leaves positions behind the state and outputs they vouch for."""
+        changelogs = set(self.changelogs(0))
+        if self.leaderboards is not None:
+            changelogs.add(self.leaderboards.merge_changelog)
+        position_keys = {k.encode() for k in self._position_keys} | {MERGE_POSITION_KEY.encode()}
+        outputs, state, positions = [], [], []
+        for r in checkpoint.records:
+            if r.topic not in changelogs:
+                outputs.append(r)
+            elif r.key in position_keys:
+                positions.append(r)
+            else:
+                state.append(r)
+        return outputs, state, positions
+
+    def _position_records(self, offsets: dict[TopicPartition, int]) -> list[OutRecord]:
+        """The next offset per consumed topic-partition, after every other
+        record of the checkpoint: source positions in the books changelog
+        (the task's partition), the candidates position in the merge changelog."""
+        out = []
+        candidates = self.config.topics.leaderboard_candidates
+        for (topic, p), offset in sorted(offsets.items()):
+            if topic == candidates:
+                if self.leaderboards is None:
+                    raise RuntimeError("a candidates offset with leaderboards off")
+                out.append(OutRecord(self.leaderboards.merge_changelog, MERGE_POSITION_KEY.encode(),
+                                     str(offset).encode(), 0))
+            else:
+                out.append(OutRecord(self.changelog, position_key(topic, p).encode(), str(offset).encode(), p))
+        return out
 
     def _history_records(self, batch: HistoryBatch) -> list[OutRecord]:
         """Rows split by source partition (events and dead letters by their

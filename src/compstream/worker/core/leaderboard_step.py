@@ -7,9 +7,8 @@ all of it in the same checkpoint as the ledger's outputs.
     candidates topic (1 partition, read_committed) -> MergeStage
        -> leaderboards topic (compacted), its records (merge changelog),
           closed windows (history topic, leaderboard_windows)
-The stages are the Faust engine's (worker/leaderboards/partition.py,
-leaderboard_merge.py); only the wiring differs: no position records, the
-committed offsets of the transaction are the positions.
+The merge's position (the candidates offset) is a record of the merge
+changelog, written by LedgerCore with the checkpoint's other positions.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from compstream.worker.leaderboards.partition import PartitionStage, dumps
 from compstream.worker.messages import SourceMessage
 
 MERGE_PARTITION = 0
-MERGE_POSITION_KEY = "p|position"  # the Faust engine's own merge position: not ours
+MERGE_POSITION_KEY = "p|position"  # merge records are w|, c|, m|: no clash
 
 
 def partition_changelog(worker_id: str) -> str:

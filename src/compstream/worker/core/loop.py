@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Callable
 
 from compstream.worker.core.checkpoint import LedgerCore
+from compstream.worker.core.idle import IdleRule
 from compstream.worker.core.ports import (
     Assigned, Checkpoint, CommitFailed, InputSide, OutputSide, Revoked, TopicPartition,
 )
@@ -38,17 +39,8 @@ class CheckpointLoop:
                  *, idle_s: float, batch_events_max: int = BATCH_EVENTS_MAX,
                  batch_within_s: float = BATCH_WITHIN_S, clock: Callable[[], float] = time.monotonic,
                  idle_advance_s: float = 0.0, wall_clock: Callable[[], datetime] | None = None):
-        """`idle_advance_s` > 0 turns the idleness rule on: a task whose inputs
-        are read to their end and quiet that long moves its stream time to
-        `wall_clock()` (then every `idle_advance_s` while quiet), so a quiet
-        month end still becomes final. Off (0) for historical replays."""
-        if idle_advance_s < 0:
-            raise ValueError("idle_advance_s must be >= 0")
-        if idle_advance_s > 0 and wall_clock is None:
-            raise ValueError("the idleness rule needs a wall clock")
-        self.idle_advance_s = idle_advance_s
-        self.wall_clock = wall_clock
-        self.last_activity: dict[int, float] = {}  # partition -> clock() of its last message or advance
+        """`idle_advance_s`, `wall_clock`: the idleness rule (core/idle.py)."""
+        self.idle = IdleRule(idle_advance_s, clock, wall_clock)
         if not 1 <= batch_events_max <= 10_000:
             raise ValueError("batch_events_max must be 1..10000")
         self.make_core = make_core
@@ -90,6 +82,15 @@ class CheckpointLoop:
             n = self.core.restore(p, self.source.changelog(books_topic, p), mine,
                                   self.source.changelog(lb_topic[0], p) if lb_topic else ())
             log.info("partition %d restored: %d books", p, n)
+            # The changelog's positions differ from the group's commits only
+            # after another engine ran (Faust commits lazily, and may commit
+            # offsets it skipped): read from where the state says.
+            moved = {tp: o for tp, o in self.core.positions.items()
+                     if tp[1] == p and tp in partitions and o != committed.get(tp)}
+            if moved:
+                log.warning("partition %d: positions %s differ from the group's commits %s; seeking",
+                            p, moved, {tp: committed.get(tp) for tp in moved})
+                self.source.seek(dict(moved))
         self.restore_s_last = self.clock() - t0
 
     def _revoked(self, partitions: tuple[TopicPartition, ...]) -> None:
@@ -140,7 +141,7 @@ class CheckpointLoop:
                     else:
                         self.inputs.add(item)
                         if isinstance(item, SourceMessage):
-                            self.last_activity[item.partition] = self.clock()
+                            self.idle.touch(item.partition)
             grants = self.core.config.topics.grants
             for tp in self.source.backlog([tp for tp in self.assigned if tp[0] == grants]):
                 self.inputs.mark_backlog(*tp)
@@ -169,24 +170,12 @@ class CheckpointLoop:
             self.source.resume(self.paused - full)
         self.paused = full
 
-    def _idle_partitions(self) -> dict[int, datetime]:
-        if not self.idle_advance_s:
-            return {}
-        now = self.clock()
-        out = {}
-        for p in sorted(self.core.owned):
-            since = self.last_activity.setdefault(p, now)
-            if now - since >= self.idle_advance_s and self.inputs.at_rest(p) and self.wall_clock is not None:
-                out[p] = self.wall_clock()
-                self.last_activity[p] = now
-        return out
-
     def run_once(self) -> Checkpoint | None:
         self.fill()
         messages = self.inputs.take(self.batch_events_max, self.clock())
         candidates, self.candidates = self.candidates[:MERGE_MESSAGES_MAX], self.candidates[MERGE_MESSAGES_MAX:]
         resend = self.core.leaderboards is not None and self.core.leaderboards.resend
-        idle = self._idle_partitions()
+        idle = self.idle.due(self.core.owned, self.inputs)
         if not messages and not candidates and not resend and not idle:
             return None
         checkpoint = self.core.step(messages, lagging=self.inputs.lagging(), candidates=candidates, idle=idle)

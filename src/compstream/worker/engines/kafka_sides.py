@@ -87,6 +87,65 @@ def _ts(msg) -> datetime:
     return datetime.fromtimestamp(max(ms, 0) / 1000, tz=timezone.utc)
 
 
+def committed_offsets(consumer: Consumer, partitions: Iterable[TP]) -> dict[TP, int]:
+    """The group's committed next offset per partition (absent: none), waiting
+    out transient coordinator errors (a broker just started answers
+    NOT_COORDINATOR for a while)."""
+    tps = [TopicPartition(t, p) for t, p in partitions]
+    if not tps:
+        return {}
+    # read_committed asks for stable offsets (KIP-447): while a fenced or
+    # paused member's transaction on these partitions is still open, the
+    # coordinator answers only once it commits or times out
+    # (transaction.timeout.ms). Wait that out instead of dying.
+    for attempt in range(1, COMMITTED_ATTEMPTS + 1):
+        try:
+            found = consumer.committed(tps, timeout=COMMITTED_TIMEOUT_S)
+            return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            transient = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in (KafkaError._TIMED_OUT, KafkaError.NOT_COORDINATOR,
+                                                  KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                                  KafkaError.COORDINATOR_NOT_AVAILABLE))
+            if not transient or attempt == COMMITTED_ATTEMPTS:
+                raise
+            log.warning("committed offsets not available yet (%s); attempt %d of %d", err, attempt,
+                        COMMITTED_ATTEMPTS)
+            time.sleep(min(attempt, 5))
+    raise RuntimeError("unreachable")
+
+
+def read_changelog(bootstrap: str, topic: str, partition: int):
+    """Every committed record of the changelog partition (read_committed,
+    from the beginning to its end)."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "compstream-restore",
+                       "isolation.level": "read_committed", "enable.auto.commit": False,
+                       "enable.partition.eof": True, **CONSUMER_TUNING})
+    try:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        if high <= low:  # nothing was ever committed there
+            return
+        reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        quiet_since = time.monotonic()
+        while True:
+            batch = reader.consume(10_000, 0.5)
+            if not batch and time.monotonic() - quiet_since > RESTORE_IDLE_S_MAX:
+                raise RuntimeError(f"restore of {topic}:{partition} got no end signal "
+                                   f"within {RESTORE_IDLE_S_MAX} s")
+            for m in batch:
+                quiet_since = time.monotonic()
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise KafkaException(err)
+                if m.key() is not None:
+                    yield m.key(), m.value()
+    finally:
+        reader.close()
+
+
 class KafkaInput:
     def __init__(self, bootstrap: str, group: str, topics: tuple[str, ...], session_timeout_s: float):
         self.bootstrap = bootstrap
@@ -158,55 +217,12 @@ class KafkaInput:
         return out
 
     def committed(self, partitions: Iterable[TP]) -> dict[TP, int]:
-        tps = [TopicPartition(t, p) for t, p in partitions]
-        if not tps:
-            return {}
-        # read_committed asks for stable offsets (KIP-447): while a fenced or
-        # paused member's transaction on these partitions is still open, the
-        # coordinator answers only once it commits or times out
-        # (transaction.timeout.ms). Wait that out instead of dying.
-        for attempt in range(1, COMMITTED_ATTEMPTS + 1):
-            try:
-                found = self.consumer.committed(tps, timeout=COMMITTED_TIMEOUT_S)
-                return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                transient = isinstance(err, KafkaError) and (
-                    err.retriable() or err.code() == KafkaError._TIMED_OUT)
-                if not transient or attempt == COMMITTED_ATTEMPTS:
-                    raise
-                log.warning("committed offsets not available yet (%s); attempt %d of %d", err, attempt,
-                            COMMITTED_ATTEMPTS)
-        raise RuntimeError("unreachable")
+        return committed_offsets(self.consumer, partitions)
 
     def changelog(self, topic: str, partition: int):
         """Every committed record of the changelog partition (read_committed,
         from the beginning to its end)."""
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "compstream-restore",
-                           "isolation.level": "read_committed", "enable.auto.commit": False,
-                           "enable.partition.eof": True, **CONSUMER_TUNING})
-        try:
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-            if high <= low:  # nothing was ever committed there
-                return
-            reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-            quiet_since = time.monotonic()
-            while True:
-                batch = reader.consume(10_000, 0.5)
-                if not batch and time.monotonic() - quiet_since > RESTORE_IDLE_S_MAX:
-                    raise RuntimeError(f"restore of {topic}:{partition} got no end signal "
-                                       f"within {RESTORE_IDLE_S_MAX} s")
-                for m in batch:
-                    quiet_since = time.monotonic()
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            return
-                        raise KafkaException(err)
-                    if m.key() is not None:
-                        yield m.key(), m.value()
-        finally:
-            reader.close()
+        return read_changelog(self.bootstrap, topic, partition)
 
     def seek(self, offsets: dict[TP, int | None]) -> None:
         for (topic, p), offset in offsets.items():

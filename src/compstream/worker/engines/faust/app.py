@@ -1,17 +1,24 @@
-"""The Faust application: topics, the books table, the ledger agent, web views.
+"""The Faust engine: the checkpoint core (worker/core/) under Faust agents.
 
-`create_app` is the single wiring point of the worker: settings in, a Faust app
-out, with the history store, codec and ledger core plugged together here.
-
-Per batch (bounded by `noack_take`), in this order:
-  1. decode + apply to books in memory (processor.py, pure);
-  2. write history rows (sink.py, on a thread, retrying until it succeeds)
-     while the leaderboard feed runs; both finish before step 3;
-  3. write books to the table (changelog), publish balances, alerts, dead
-     letters (publisher.py) and wait until the broker has them all;
-  4. only then ack the batch's messages, so Faust may commit their offsets.
-A crash anywhere before 4 replays the batch; books drop duplicate event ids and
-the sink drops rows already written, so nothing is counted twice.
+Faust supplies the consumer group, the fetched messages and the producer; the
+core does the rest exactly as in the transactional engine: TaskInputs orders
+each task's usage and grants by event time, LedgerCore.step makes one
+checkpoint of a batch (books, balances, alerts, dead letters, leaderboard
+records, history rows, positions). Faust has no transactions, so a
+checkpoint is written in waves, each delivered before the next:
+  1. history rows, balances, alerts, dead letters, leaderboard candidates
+     and boards;
+  2. the changelogs: books, stream times, leaderboard stage records;
+  3. the positions (also changelog records, after the books they describe);
+then its messages are acked (Faust commits their offsets later). A crash
+before 3 finishes leaves the positions behind: the batch is read again, the
+books drop the event ids they hold, the history loader drops rows it stored,
+outputs are re-sent with the same values. Faust may commit offsets it never
+handed to an agent (flow control), so the changelog's positions, not the
+group's commits, say where to read from; the position guard seeks back over
+such gaps. A zombie (paused past the session timeout) is fenced by a commit
+check before it writes (`_still_owner`). After every rebalance the state is
+restored from the changelogs. Private-API glue: compat.py only.
 """
 
 from __future__ import annotations
@@ -24,35 +31,39 @@ from datetime import datetime, timezone
 
 import faust
 from faust.types import TP
-from faust.web import Request, Response, View
 
 from compstream.config import Settings
-from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
-from compstream.worker.faults import Faults, skip_consumer
-from compstream.domain.book_codec import from_us, to_us
-from compstream.worker.positions import PositionGuard, is_position_key, position_key, stream_time_key
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+from compstream.worker.core.idle import IdleRule
+from compstream.worker.core.ports import Checkpoint
+from compstream.worker.core.sync import TaskInputs
 from compstream.worker.engines.faust.compat import (
     Activity,
     check_private_api,
     commit_now,
     committed_offsets,
     exit_on_crash,
+    highwater_or_none,
     keep_commits_moving,
     seek,
-    stored_position,
     watch_stalls,
 )
-from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from compstream.worker.metrics import WorkerMetrics
-from compstream.worker.balance_view import balance_body
 from compstream.worker.engines.faust.publisher import Publisher
-from compstream.worker.sink import HistorySink
 from compstream.worker.engines.faust.tail_probe import TailProbe, tail_has_data
+from compstream.worker.engines.history_side import EmbeddedHistory
+from compstream.worker.engines.kafka_sides import read_changelog
+from compstream.worker.engines.serving import serve
+from compstream.worker.faults import Faults, skip_consumer
+from compstream.worker.messages import EndOfInput, SourceMessage
+from compstream.worker.metrics import WorkerMetrics
+from compstream.worker.positions import PositionGuard
 
 log = logging.getLogger(__name__)
 
-BATCH_EVENTS_MAX = 5_000  # per-batch sends (book, balance, leaderboard record per engineer) amortize over more events
 BATCH_WITHIN_S = 0.25  # 0.1 cut latency below saturation but shrank backlog batches (bench/profile_notes.md)
+TICK_S = 0.25  # buffered messages (usage waiting for its grants' end) and idle tasks move without new arrivals
+MERGE_BATCH_MAX = 500
+OBSERVE_EVERY_S = 5.0  # lag gauges (the loader's asks the broker)
 PRODUCER_BATCH_BYTES_MAX = 512 * 1024
 LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
@@ -64,11 +75,17 @@ def _message(event) -> SourceMessage:
     return SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
 
 
-def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
-    from compstream.history import open_history
+def core_config(settings: Settings) -> CoreConfig:
+    lb_config = pseudonyms = None
+    if settings.leaderboards_enabled:
+        from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
 
-    store = store if store is not None else open_history(settings.clickhouse_dsn)
-    store.migrate()
+        lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
+    return CoreConfig(settings.topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
+                      settings.book_bytes_max, lb_config, pseudonyms)
+
+
+def create_app(settings: Settings, **faust_options) -> faust.App:
     keep_commits_moving()
     topics = settings.topics
     app = faust.App(
@@ -80,17 +97,14 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        broker_commit_every=BATCH_EVENTS_MAX,
+        broker_commit_every=settings.batch_events_max,
         broker_commit_interval=1.0,
-        web_port=settings.web_port,
-        web_bind=settings.web_bind,
-        web_in_thread=False,
+        web_enabled=False,  # engines/serving.py serves the views of both engines
         producer_acks=-1,
         # Per partition aiokafka fills one batch and waits for it to be sent
         # before starting the next; 16 KiB batches made a 5,000-book batch
         # wait on hundreds of round trips. 512 KiB stays under the broker's
-        # default message.max.bytes (1 MiB); memory stays bounded by
-        # batch size x partitions written.
+        # default message.max.bytes (1 MiB).
         producer_max_batch_size=PRODUCER_BATCH_BYTES_MAX,
         producer_max_request_size=4 * PRODUCER_BATCH_BYTES_MAX,
         broker_session_timeout=settings.session_timeout_s,
@@ -99,173 +113,269 @@ def create_app(settings: Settings, store=None, **faust_options) -> faust.App:
     )
     check_private_api(app)
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    config = core_config(settings)
+    engine = FaustEngine(app, settings, config)
     source = app.topic(topics.usage, topics.grants, **raw)
-    balances_topic = app.topic(topics.balances, **raw)
-    alerts_topic = app.topic(topics.alerts, **raw)
-    dead_topic = app.topic(topics.dead_letters, **raw)
-    # value_type=bytes makes Faust use the "raw" codec for the changelog and for
-    # recovery (a Schema alone leaves the store decoding values as JSON, which
-    # fails on restore and silently loses the books).
-    source_names = (topics.usage, topics.grants)
-    books = app.Table("books", key_type=str, value_type=bytes, partitions=settings.source_partitions,
-                      default=None)
-    faults = Faults()
-    sink = HistorySink(store, faults)
-    publisher = Publisher.for_app(app)
-    processor = LedgerProcessor(settings.lateness_s, load_book=lambda e: books.get(e),
-                                partitions=settings.source_partitions, book_bytes_max=settings.book_bytes_max)
-    guard = PositionGuard(lambda topic, p: stored_position(books, position_key(topic, p)))
-    tails = TailProbe(lambda topic, p, start, end: tail_has_data(settings.kafka_bootstrap, topic, p, start, end))
-    seen_rebalance = [app.rebalancing_count]
-    stream_time_loaded: set[int] = set()  # partitions whose stored stream time was read
-    activity = Activity(time.monotonic)
-
-    def expected_of(topic: str, p: int) -> int:
-        return guard.expected(topic, p, current=seen_rebalance[0] == app.rebalancing_count)
-
-    watch_stalls(app, "ledger", activity, expected_of, set(source_names), lose_seek=faults.lose_stall_seek)
-    metrics = WorkerMetrics("faust")
-    app.compstream = {"store": store, "sink": sink, "processor": processor, "books": books, "metrics": metrics}
-    feed = None
-    if settings.leaderboards_enabled:
-        from compstream.worker.engines.faust import leaderboards
-
-        feed = leaderboards.install(app, settings, store, publisher)
 
     @app.agent(source, name="ledger")
     @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
     async def ledger(stream):
-        async for events in stream.noack_take(BATCH_EVENTS_MAX, within=BATCH_WITHIN_S):
-            t0 = time.monotonic()
-            with activity:
-                await _ledger_batch(stream, events)
-            metrics.batch_events.observe(len(events))
-            metrics.batch_seconds.observe(time.monotonic() - t0)
+        async for events in stream.noack_take(settings.batch_events_max, within=BATCH_WITHIN_S):
+            await engine.on_events(stream, events)
 
-    def stored_stream_time(partition: int) -> datetime | None:
-        stored = books.get(stream_time_key(partition))
-        return from_us(int(stored)) if stored is not None else None
+    if config.leaderboards is not None:
+        candidates = app.topic(topics.leaderboard_candidates, **raw)
 
-    async def _ledger_batch(stream, events) -> None:
-        """One batch, acked only at the end (see the module docstring)."""
+        # Its own agent: the candidates topic has one partition, the sources
+        # N, and Faust assigns an agent's topics as one co-partitioned group.
+        @app.agent(candidates, name="leaderboard-merge")
+        @exit_on_crash("leaderboard-merge", LEDGER_CRASH_EXIT_CODE)
+        async def merge(stream):
+            async for events in stream.noack_take(MERGE_BATCH_MAX, within=BATCH_WITHIN_S):
+                await engine.on_events(stream, events)
+
+    app.timer(TICK_S, name="checkpoint-tick")(engine.tick)
+    watch_stalls(app, "ledger", engine.activity, engine.expected, engine.watched,
+                 lose_seek=engine.faults.lose_stall_seek)
+    app.compstream = engine
+    return app
+
+
+class FaustEngine:
+    """The engine's state between Faust's callbacks; one asyncio lock keeps
+    the agents and the tick from interleaving inside a checkpoint."""
+
+    def __init__(self, app: faust.App, settings: Settings, config: CoreConfig):
+        self.app = app
+        self.settings = settings
+        self.config = config
+        topics = config.topics
+        self.sources = (topics.usage, topics.grants)
+        self.candidates_topic = topics.leaderboard_candidates
+        self.watched = set(self.sources) | ({self.candidates_topic} if config.leaderboards else set())
+        self.core = LedgerCore(config)
+        self.inputs = TaskInputs(topics.usage, topics.grants, idle_s=settings.task_idle_s)
+        self.idle = IdleRule(settings.idle_advance_s, time.monotonic, lambda: datetime.now(timezone.utc))
+        self.held: dict[tuple[str, int, int], tuple[object, object]] = {}  # coords -> (stream, event), unacked
+        self.candidates: list[SourceMessage] = []
+        self.fetched_next: dict[tuple[str, int], int] = {}
+        # No position: nothing of the partition was ever processed, read it from
+        # its start (a log start above 0, after retention, is a gap the guard accepts).
+        self.guard = PositionGuard(lambda topic, p: self.core.positions.get((topic, p), 0))
+        self.tails = TailProbe(lambda topic, p, start, end: tail_has_data(settings.kafka_bootstrap, topic, p,
+                                                                            start, end))
+        self.paused: set[TP] = set()
+        self.generation: int | None = None  # app.rebalancing_count the state was restored at
+        self.lock = asyncio.Lock()
+        self.activity = Activity(time.monotonic)
+        self.faults = Faults()
+        self.publisher = Publisher.for_app(app)
+        self.metrics = WorkerMetrics("faust")
+        self.history = EmbeddedHistory(settings, self.faults)
+        self.web = serve(settings, lambda: self.core, self.metrics)
+        self.restore_s_last = 0.0
+        self.observed_at = 0.0
+
+    def expected(self, topic: str, partition: int) -> int | None:
+        return self.guard.expected(topic, partition, current=self.generation == self.app.rebalancing_count)
+
+    def close(self) -> None:
+        self.web.shutdown()
+        self.history.stop()
+
+    # -- assignment ---------------------------------------------------------
+
+    async def _sync_assignment(self) -> None:
+        """After any rebalance: a fresh core restored from the changelogs of
+        every assigned partition (another worker may have moved any of them on
+        meanwhile), nothing buffered, nothing held."""
+        if self.generation == self.app.rebalancing_count:
+            return
+        t0 = time.monotonic()
+        self.generation = self.app.rebalancing_count
+        assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+        self.core = core = LedgerCore(self.config)
+        self.inputs.clear()
+        self.held.clear()
+        self.candidates.clear()
+        self.fetched_next.clear()
+        self.guard.forget()
+        self.tails.forget()
+        loop = asyncio.get_running_loop()
+        bootstrap = self.settings.kafka_bootstrap
+
+        def read(topic: str, p: int) -> list:
+            return list(read_changelog(bootstrap, topic, p))
+
+        for p in sorted({p for t, p in assigned if t in self.sources}):
+            books_topic, *lb_topic = core.changelogs(p)
+            books = await loop.run_in_executor(None, read, books_topic, p)
+            boards = await loop.run_in_executor(None, read, lb_topic[0], p) if lb_topic else []
+            n = core.restore(p, books, {}, boards)
+            log.info("partition %d restored: %d books", p, n)
+        if core.leaderboards is not None and (self.candidates_topic, 0) in assigned:
+            core.restore_merge(await loop.run_in_executor(None, read, core.leaderboards.merge_changelog, 0), {})
+            log.info("leaderboard merge restored")
+        self.restore_s_last = time.monotonic() - t0
+        self.metrics.restore_seconds.set(self.restore_s_last)
+
+    # -- arrivals -----------------------------------------------------------
+
+    async def on_events(self, stream, events) -> None:
+        async with self.lock:
+            with self.activity:
+                await self._arrivals(stream, events)
+                await self._checkpoint()
+
+    async def tick(self) -> None:
+        if self.lock.locked() or self.generation is None:
+            return
+        async with self.lock:
+            with self.activity:
+                if self.generation != self.app.rebalancing_count:
+                    await self._sync_assignment()
+                self._signal_ends()
+                await self._checkpoint()
+        if time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
+            self.observed_at = time.monotonic()
+            await self._observe_positions()
+
+    async def _observe_positions(self) -> None:
+        """Lag per source partition and the history loader's, for /metrics."""
+        metrics = self.metrics
+        for p in sorted(self.core.owned):
+            for topic in self.sources:
+                hw = highwater_or_none(self.app, TP(topic, p))
+                if hw is not None and hw >= 0:
+                    metrics.lag.labels(topic, str(p)).set(max(0, hw - self.core.positions.get((topic, p), 0)))
+        loader = self.history.loader
+        if loader is not None:
+            metrics.history_lag.set(await asyncio.get_running_loop().run_in_executor(None, loader.lag))
+            metrics.history_loaded.inc(loader.loaded_records - metrics.history_loaded_seen)
+            metrics.history_loaded_seen = loader.loaded_records
+
+    async def _arrivals(self, stream, events) -> None:
+        faults = self.faults
         if faults.drop_batch(len(events)):
             for event in events:
                 await stream.ack(event)
             return
         if faults.skip_ahead:  # fault injection (faults.py), in a usage partition: records follow
-            usage = next((e.message.tp for e in events if e.message.topic == topics.usage), None)
+            usage = next((e.message.tp for e in events if e.message.topic == self.sources[0]), None)
             if usage is not None:
-                skipped = await skip_consumer(app, usage, faults.take_skip_ahead())
+                skipped = await skip_consumer(self.app, usage, faults.take_skip_ahead())
                 log.error("fault injection: the consumer skipped %d records of %s", skipped, usage)
-        if seen_rebalance[0] != app.rebalancing_count:
-            seen_rebalance[0] = app.rebalancing_count
-            guard.forget()
-            tails.forget()
-            stream_time_loaded.clear()
-            if feed is not None:
-                feed.forget()
-        # Backlogs as they were before this batch: its own messages may still
-        # be behind the other topic's, so they must not count as caught up.
-        lagging = _lagging(app, source_names, expected_of, tails)
-        messages, seeks = guard.screen([_message(e) for e in events])
+        await self._sync_assignment()
+        owned = self.core.owned
+        merge_owned = self.core.leaderboards is not None and self.core.leaderboards.merge.loaded()
+        mine, by_coords = [], {}
+        for event in events:
+            m = _message(event)
+            if m.topic == self.candidates_topic and not merge_owned or (m.topic in self.sources
+                                                                         and m.partition not in owned):
+                continue  # fetched before the rebalance: the new owner reads it (not acked, not committed)
+            mine.append(m)
+            by_coords[(m.topic, m.partition, m.offset)] = event
+        kept, seeks = self.guard.screen(mine)
         for (topic, partition), offset in seeks.items():
-            await seek(app, TP(topic, partition), offset)
-        if not messages:  # all stale or waiting for a re-read
-            for event in events:
-                await stream.ack(event)
+            await seek(self.app, TP(topic, partition), offset)
+        for m in kept:
+            coords = (m.topic, m.partition, m.offset)
+            self.held[coords] = (stream, by_coords.pop(coords))
+            self.fetched_next[(m.topic, m.partition)] = m.offset + 1
+            if m.topic == self.candidates_topic:
+                self.candidates.append(m)
+            else:
+                self.inputs.add(m)
+                self.idle.touch(m.partition)
+        for event in by_coords.values():  # stale (in an earlier checkpoint) or before a gap being re-read
+            await stream.ack(event)
+        self._signal_ends()
+        self._flow_control()
+
+    def _signal_ends(self) -> None:
+        """End-of-input per source topic-partition, from the consumer's high
+        water (Faust has no EOF signal): at it, or only markers left (tail
+        probe), the task need not wait for that input."""
+        for p in sorted(self.core.owned):
+            for topic in self.sources:
+                key = (topic, p)
+                nxt = self.fetched_next.get(key, self.core.positions.get(key, 0))
+                hw = highwater_or_none(self.app, TP(topic, p))
+                if hw is not None and hw >= 0 and (nxt >= hw or self.tails.empty(key, nxt, hw)):
+                    self.inputs.add(EndOfInput(topic, p, hw))
+                else:
+                    self.inputs.mark_backlog(topic, p)
+
+    def _flow_control(self) -> None:
+        full = {TP(t, p) for t in self.sources for p in self.core.owned if self.inputs.over_bound(t, p)}
+        if full - self.paused:
+            self.app.consumer.pause_partitions(full - self.paused)
+        if self.paused - full:
+            self.app.consumer.resume_partitions(self.paused - full)
+        self.paused = full
+
+    # -- the checkpoint -----------------------------------------------------
+
+    async def _checkpoint(self) -> None:
+        core = self.core
+        messages = self.inputs.take(self.settings.batch_events_max, time.monotonic())
+        candidates, self.candidates = self.candidates[:MERGE_BATCH_MAX], self.candidates[MERGE_BATCH_MAX:]
+        idle = self.idle.due(core.owned, self.inputs)
+        resend = core.leaderboards is not None and bool(core.leaderboards.resend)
+        if not messages and not candidates and not idle and not resend:
             return
-        for p in {m.partition for m in messages} - stream_time_loaded:
-            stored = stored_stream_time(p)
-            if stored is not None:
-                processor.restore_stream_time(p, stored)
-            stream_time_loaded.add(p)
-        result = processor.process(messages, keys=lambda: [k for k in books.keys() if not is_position_key(k)],
-                                   sweep=True, lagging=lagging,
-                                   lagging_after=_lagging(app, source_names, expected_of, tails))  # screen moved `next`
-        first, last = messages[0], messages[-1]
-        token = (f"{first.topic}:{first.partition}:{first.offset}|"
-                 f"{last.topic}:{last.partition}:{last.offset}|{len(messages)}")
-        # The store client is blocking: it writes on a thread (keeping the
-        # event loop, heartbeats and web alive, also while it waits out an
-        # outage) while the leaderboard feed runs here.
-        written = asyncio.get_running_loop().run_in_executor(
-            None, sink.write_with_retry, result.history, token, lambda: stream.should_stop
-        )
-        first = _first_offsets(messages)
-        behind = _below_commits(app, first)  # before the fence commit lowers them
-        if not await _still_owner(app, first):
-            # A zombie (paused past the session timeout, its partitions
-            # reassigned) must not write tables or publish: the new owner
-            # replays this batch. Exit rather than drop it: Faust would
-            # wait forever for its acks, and acking could commit it.
-            log.error("lost partition ownership during a batch; exiting (code %d) without "
-                      "writing its tables or outputs", FENCED_EXIT_CODE)
+        t0 = time.monotonic()
+        consumed = [*messages, *candidates]
+        first = _first_offsets(consumed)
+        behind = _below_commits(self.app, first)  # before the fence commit lowers them
+        if first and not await _still_owner(self.app, first):
+            # A zombie must not write: the new owner replays this batch. Exit
+            # rather than drop it: Faust would wait forever for its acks.
+            log.error("lost partition ownership during a batch; exiting (code %d) without writing it",
+                      FENCED_EXIT_CODE)
             logging.shutdown()
             os._exit(FENCED_EXIT_CODE)
-        if feed is not None:  # delivered before the positions below are written
-            counted = [m for m in messages if (m.topic, m.partition, m.offset) not in result.not_applied]
-            await feed.apply(counted, result.decoded)
-        await written  # history before any book or position
-        for m in messages:
-            coords = (m.topic, m.partition, m.offset)
-            event = result.decoded.get(coords)
-            if event is not None and coords not in result.not_applied:
-                metrics.events.labels("applied", event.type).inc()
-        for outcome, n in (("duplicate", result.duplicates), ("dead_letter", len(result.dead_letters))):
-            if n:
-                metrics.events.labels(outcome, "any").inc(n)
-        for p in {m.partition for m in messages}:
-            stream_t = processor.stream_time.get(p)
-            metrics.partition_times(p, stream_t, processor.watermark(p) if stream_t is not None else None)
-        log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept; offsets %s",
-                 len(messages), result.applied, result.duplicates, len(result.dead_letters), result.swept,
-                 _ranges(messages))
-        # Changelog partition = the engineer's source partition. Positions
-        # after the books, in the same partition: restored together, a
-        # position never runs ahead of its books.
-        await publisher.write_table(books, [(e, data, p) for e, (data, p) in result.books.items()])
-        await publisher.write_table(books, [
-            (position_key(topic, p), str(guard.next[(topic, p)]).encode(), p)
-            for topic, p in sorted({(m.topic, m.partition) for m in messages})] + [
-            (stream_time_key(p), str(to_us(processor.stream_time[p])).encode(), p)
-            for p in sorted({m.partition for m in messages}) if p in processor.stream_time])
-        await publisher.send(balances_topic, [(e.encode(), v) for e, v in result.balances])
-        await publisher.send(alerts_topic, [(e.encode(), v) for e, v in result.alerts])
-        await publisher.send(dead_topic, result.dead_letters)
-        await publisher.delivered()
-        for event in events:
+        checkpoint = core.step(messages, lagging=self.inputs.lagging(), candidates=candidates, idle=idle)
+        await self._write(checkpoint)
+        for m in consumed:
+            stream, event = self.held.pop((m.topic, m.partition, m.offset))
             await stream.ack(event)
-        behind &= app.consumer.assignment()  # committing a revoked partition would crash the consumer
+        behind &= self.app.consumer.assignment()  # committing a revoked partition would crash the consumer
         if behind:
             # Faust had committed past these (records it saw skipped, re-read
             # since) and will not commit them again; the fence put the commit
             # back at the batch's start. Move it to what is now processed.
-            await commit_now(app, {tp: guard.next[(tp.topic, tp.partition)] for tp in behind})
+            await commit_now(self.app, {tp: core.positions[(tp.topic, tp.partition)] for tp in behind})
+        self._observe(checkpoint, time.monotonic() - t0)
+        self._flow_control()
 
-    class BalanceView(View):
-        async def get(self, request: Request, engineer_id: str) -> Response:
-            from compstream.domain.book import EngineerBook
+    async def _write(self, checkpoint: Checkpoint) -> None:
+        outputs, state, positions = self.core.waves(checkpoint)
+        for wave in (outputs, state, positions):
+            await self.publisher.send_records(wave)
+            await self.publisher.delivered()
+            if wave is outputs:
+                self.faults.before_commit()  # crash-after-history: outputs out, state and positions not
 
-            data = None if is_position_key(engineer_id) else books.get(engineer_id)
-            if data is None:
-                return self.json({"error": f"no balance for {engineer_id!r}"}, status=404)
-            book = EngineerBook.from_bytes(data)
-            # As published: as of the partition's stream time (see encode_balance).
-            # Before this process's first batch of the partition: the stored one.
-            partition = partition_of(engineer_id, settings.source_partitions)
-            until = processor.stream_time.get(partition) or stored_stream_time(partition)
-            final = processor.watermark(partition) if partition in processor.stream_time else book.watermark
-            return self.json(balance_body(book, until, final))
-
-    app.page("/balances/{engineer_id}")(BalanceView)
-
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(metrics.render(), content_type=METRICS_CONTENT_TYPE.split(";")[0])
-
-    app.page("/metrics")(MetricsView)
-
-    return app
+    def _observe(self, checkpoint: Checkpoint, seconds: float) -> None:
+        st, metrics = checkpoint.stats, self.metrics
+        metrics.transactions.labels("commit").inc()  # a checkpoint written (no transaction on this engine)
+        metrics.batch_events.observe(st.messages)
+        metrics.batch_seconds.observe(seconds)
+        for kind, n in st.applied_by_type.items():
+            metrics.events.labels("applied", kind).inc(n)
+        for outcome, n in (("duplicate", st.duplicates), ("dead_letter", st.dead_letters), ("stale", st.stale)):
+            if n:
+                metrics.events.labels(outcome, "any").inc(n)
+        metrics.buffered.set(self.inputs.buffered())
+        processor = self.core.processor
+        for p in sorted(self.core.owned):
+            stream_t = processor.stream_time.get(p)
+            metrics.partition_times(p, stream_t, processor.watermark(p) if stream_t is not None else None)
+        log.info("batch of %d: %d applied, %d duplicates, %d dead letters, %d books swept, %d stale; offsets %s",
+                 st.messages, st.applied, st.duplicates, st.dead_letters, st.swept, st.stale,
+                 " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}" for (t, p), o in sorted(checkpoint.offsets.items())))
 
 
 def _first_offsets(messages) -> dict[TP, int]:
@@ -291,35 +401,3 @@ async def _still_owner(app: faust.App, first: dict[TP, int]) -> bool:
     if any(tp not in app.consumer.assignment() for tp in first):
         return False
     return await commit_now(app, first)
-
-
-def _ranges(messages) -> str:
-    """'usage:0=10-20 …': the offset span per topic-partition, for the log."""
-    spans: dict[tuple[str, int], list[int]] = {}
-    for m in messages:
-        span = spans.setdefault((m.topic.rsplit(".", 1)[-1], m.partition), [m.offset, m.offset, 0])
-        span[0], span[1], span[2] = min(span[0], m.offset), max(span[1], m.offset), span[2] + 1
-    return " ".join(f"{t}:{p}={a}-{b}" + ("" if b - a + 1 == n else f"(n={n})")
-                    for (t, p), (a, b, n) in sorted(spans.items()))
-
-
-def _lagging(app: faust.App, source_names, expected_of, tails: TailProbe) -> set[tuple[str, int]]:
-    """Source topic-partitions with records not yet processed by this worker
-    (a tail of transaction markers only is not a backlog: tail_probe.py)."""
-    consumer = app.consumer
-    out = set()
-    for tp in consumer.assignment():
-        if tp.topic not in source_names:
-            continue
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # not fetched yet: unknown counts as behind
-            highwater = None
-        if highwater is None or highwater < 0:
-            out.add((tp.topic, tp.partition))
-            continue
-        expected = expected_of(tp.topic, tp.partition)
-        if expected is None or (expected < highwater
-                                and not tails.empty((tp.topic, tp.partition), expected, highwater)):
-            out.add((tp.topic, tp.partition))
-    return out

@@ -9,29 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
 
 from faust.types import TP
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def table_writes_for(stream):
-    """Let table writes target a chosen event's partition, then restore the
-    stream's own current event.
-
-    Faust sends a table's changelog record to the partition of the *current*
-    event. In a `noack_take` batch there is no natural current event, so we
-    set one per write; but Faust's take buffer reads `stream.current_event`
-    when it resumes after our batch, and left pointing at an old event it
-    would buffer that one again and never buffer (process, ack) the new one.
-    """
-    saved = stream.current_event
-    try:
-        yield stream._set_current_event
-    finally:
-        stream.current_event = saved
 
 
 def exit_on_crash(name: str, exit_code: int):
@@ -52,18 +33,6 @@ def exit_on_crash(name: str, exit_code: int):
         return agent
 
     return wrap
-
-
-def stored_position(table, key: str) -> int:
-    """Next offset to process: our record in `table`, else the log's start.
-
-    Not the group's committed offset: Faust commits messages it skipped while
-    its flow control was paused, so a commit can be ahead of any processing.
-    No record means nothing of the partition was ever processed here (the
-    record is written with every batch), so reading from the start is right;
-    a log start above 0 (retention) shows up as a gap the guard accepts."""
-    stored = table.get(key)
-    return int(stored) if stored is not None else 0
 
 
 async def seek(app, tp: TP, offset: int) -> None:
@@ -114,14 +83,13 @@ def keep_commits_moving() -> None:
     consumer_module.consecutive_numbers = runs_with_repeats
 
 
-# (where, attribute): what this module and worker/engines/faust/app.py, leaderboards.py and
+# (where, attribute): what this module and worker/engines/faust/app.py and
 # faults.py reach into. Checked on the classes, or on a consumer instance.
 PRIVATE_MODULE_ATTRS = (
     ("faust.transport.consumer", "consecutive_numbers"),  # keep_commits_moving
 )
 PRIVATE_CLASS_ATTRS = (
     ("faust.transport.consumer", "Consumer", "_new_offset"),  # keep_commits_moving's premise
-    ("faust", "Stream", "_set_current_event"),  # table_writes_for
 )
 PRIVATE_CONSUMER_ATTRS = ("_committed_offset", "_read_offset", "_thread", "seek_wait", "highwater")
 PRIVATE_THREAD_ATTRS = ("commit", "_ensure_consumer", "call_thread")

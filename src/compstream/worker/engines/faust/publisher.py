@@ -32,48 +32,30 @@ class Publisher:
         # (topic, partition count) -> key -> partition: a topic that gains
         # partitions gets a fresh memo, as the partitioner would see it.
         self._partitions: dict[tuple[str, int], dict[bytes, int]] = {}
-        self._table_keys: dict[str, dict[object, bytes]] = {}  # changelog topic -> key -> bytes
 
     @classmethod
     def for_app(cls, app) -> "Publisher":
         producer = app.producer  # Faust's wrapper; the aiokafka one exists once started
         return cls(producer._ensure_producer, lambda topic, key: producer.key_partition(topic, key).partition)
 
-    async def send(self, topic, records: Iterable[tuple[bytes, bytes]]) -> None:
-        """`topic`: a Faust topic; records go to the partition of their key."""
-        await topic.maybe_declare()  # cached by Faust: a no-op after the first
-        name, partition_for = topic.get_topic_name(), self._partition_for
-        # The partitioner needs the topic's metadata, which a producer started
-        # before the topic existed does not have yet (send() would wait for it).
-        partitions = await self._producer_of().partitions_for(name)
-        memo = _memo(self._partitions, (name, len(partitions)))
-        out = []
-        for key, value in records:
-            partition = memo.get(key)
-            if partition is None:
-                partition = memo[key] = partition_for(name, key)
-            out.append((key, value, partition))
-        await self._emit(name, out)
-
-    async def write_table(self, table, items: Iterable[tuple[str, bytes, int]]) -> None:
-        """`table[key] = value` as Faust does it (changelog record, store),
-        with the changelog partition given. Records of one partition keep
-        their order (batches of a partition are sent one after another), so a
-        position written after its books is never restored ahead of them."""
-        topic = table.changelog_topic
-        await topic.maybe_declare()
-        key_serializer, value_serializer = table.key_serializer, table.value_serializer
-        data, out = table.data, []
-        name = topic.get_topic_name()
-        memo = _memo(self._table_keys, name)
-        for key, value, partition in items:
-            key_bytes = memo.get(key)
-            if key_bytes is None:
-                key_bytes = memo[key] = topic.prepare_key(key, key_serializer)[0]
-            value_bytes, _ = topic.prepare_value(value, value_serializer)
-            out.append((key_bytes, value_bytes, partition))
-            data[key] = value
-        await self._emit(name, out)
+    async def send_records(self, records: Iterable) -> None:
+        """Checkpoint records (core.ports.OutRecord), in order per partition;
+        a record without a partition goes to its key's."""
+        by_topic: dict[str, list] = {}
+        for r in records:
+            by_topic.setdefault(r.topic, []).append(r)
+        for name, items in by_topic.items():
+            partitions = await self._producer_of().partitions_for(name)
+            memo = _memo(self._partitions, (name, len(partitions)))
+            out = []
+            for r in items:
+                partition = r.partition
+                if partition is None:
+                    partition = memo.get(r.key)
+                    if partition is None:
+                        partition = memo[r.key] = self._partition_for(name, r.key)
+                out.append((r.key, r.value, partition))
+            await self._emit(name, out)
 
     async def _emit(self, topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
         producer = self._producer_of()

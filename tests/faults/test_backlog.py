@@ -1,12 +1,10 @@
-"""The transactional engine against the real broker: the startup backlog with
-grants published days ahead and kills in the middle of it, a history store
-outage that must not stop balances, and history exactly once through the
-history topic. Expected values come from the offline replay."""
+"""Both engines against the real broker: the startup backlog with grants
+published days ahead and kills in the middle of it, history exactly once
+through the history topic. Expected values come from the offline replay."""
 
 from __future__ import annotations
 
 import time
-import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -16,14 +14,12 @@ from support.checks import (
     balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet,
 )
 from support.faults import SESSION_TIMEOUT_S
-from support.http import http_json
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario
 
-pytestmark = [pytest.mark.kafka, pytest.mark.transactional_only]
+pytestmark = pytest.mark.kafka
 PARTITIONS = 4
-ENGINE_ENV = {"COMPSTREAM_ENGINE": "transactional",
-              "COMPSTREAM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}
+ENGINE_ENV = {"COMPSTREAM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}  # the engine: the `engine` fixture
 
 
 def _worker(tmp_path, bootstrap, topics, group, **env) -> WorkerProcess:
@@ -51,16 +47,6 @@ def _history_exact(worker, events, ticks) -> dict:
     assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
     assert figures["engineers_with_wrong_postings"] == 0, figures
     return figures
-
-
-def _metrics(port: int) -> dict:
-    """`GET /metrics` as {(name, labels): value} (Prometheus text format)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_startup_backlog_with_grants_ahead_and_kills_equals_the_replay(kafka_bootstrap, topics, tmp_path,
@@ -91,25 +77,3 @@ def test_startup_backlog_with_grants_ahead_and_kills_equals_the_replay(kafka_boo
                        events=len(events), faults="2 crashes before commit (mid-backlog) + kill -9", lost=0,
                        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad),
                        recover_s=time.monotonic() - t0, notes=f"{figures['posting_rows']} postings")
-
-
-def test_a_history_outage_delays_history_but_not_balances(kafka_bootstrap, topics, tmp_path):
-    published = scenario(seed=7, engineers=30, usage_per_engineer=20)
-    events = [e for _, e in published]
-    down = tmp_path / "history-down"
-    down.write_text("down")
-    worker = _worker(tmp_path, kafka_bootstrap, topics, "outage", COMPSTREAM_FAULT_HISTORY_DOWN_FILE=str(down))
-    worker.start()
-    publish_events(events, kafka_bootstrap, topics)
-    balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker)
-    assert not balance_mismatches(balances, events)
-    assert "history write failed" in worker.log_path.read_text()  # the loader was held off meanwhile
-    metrics = _metrics(worker.web_port)
-    usage_ids = {e.event_id for e in events if e.type == "usage"}
-    assert metrics[('compstream_events_total', (('outcome', 'applied'), ('type', 'usage')))] == len(usage_ids)
-    assert metrics[('compstream_transactions_total', (('result', 'commit'),))] >= 1
-    status, body = http_json(worker.web_port, f"/balances/{events[-1].engineer_id}")
-    assert status == 200 and body["engineer_id"] == events[-1].engineer_id
-    down.unlink()
-    _, ticks = _settle(worker, kafka_bootstrap, topics, events)
-    _history_exact(worker, events, ticks)
