@@ -72,7 +72,7 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
 
     ensure_engine_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    app, engine = create_app(settings)
     # Named levels, not just the handler's: aiokafka and Faust log at debug
     # per message, and with only the handler filtering, building those records
     # cost ~9 % of the worker's main thread (py-spy, bench/profile_notes.md).
@@ -84,6 +84,6 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
     try:
         worker.execute_from_commandline()  # returns/exits on signal
     finally:
-        app.compstream.close()
+        engine.close()
         if running_pid(settings) == os.getpid():
             pid_path(settings).unlink(missing_ok=True)

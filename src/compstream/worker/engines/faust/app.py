@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -85,7 +86,9 @@ def core_config(settings: Settings) -> CoreConfig:
                       settings.book_bytes_max, lb_config, pseudonyms)
 
 
-def create_app(settings: Settings, **faust_options) -> faust.App:
+def create_app(settings: Settings, **faust_options: Any) -> tuple[faust.App, "FaustEngine"]:
+    """The single wiring point of the Faust engine: the app to run, and the
+    engine to close when it stops."""
     keep_commits_moving()
     topics = settings.topics
     app = faust.App(
@@ -112,7 +115,7 @@ def create_app(settings: Settings, **faust_options) -> faust.App:
         **faust_options,
     )
     check_private_api(app)
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     config = core_config(settings)
     engine = FaustEngine(app, settings, config)
     source = app.topic(topics.usage, topics.grants, **raw)
@@ -137,8 +140,7 @@ def create_app(settings: Settings, **faust_options) -> faust.App:
     app.timer(TICK_S, name="checkpoint-tick")(engine.tick)
     watch_stalls(app, "ledger", engine.activity, engine.expected, engine.watched,
                  lose_seek=engine.faults.lose_stall_seek)
-    app.compstream = engine
-    return app
+    return app, engine
 
 
 class FaustEngine:
@@ -156,7 +158,7 @@ class FaustEngine:
         self.core = LedgerCore(config)
         self.inputs = TaskInputs(topics.usage, topics.grants, idle_s=settings.task_idle_s)
         self.idle = IdleRule(settings.idle_advance_s, time.monotonic, lambda: datetime.now(timezone.utc))
-        self.held: dict[tuple[str, int, int], tuple[object, object]] = {}  # coords -> (stream, event), unacked
+        self.held: dict[tuple[str, int, int], tuple[Any, Any]] = {}  # coords -> (stream, event), unacked
         self.candidates: list[SourceMessage] = []
         self.fetched_next: dict[tuple[str, int], int] = {}
         # No position: nothing of the partition was ever processed, read it from

@@ -14,6 +14,7 @@ book being lost silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 # Engineer ids repeat every batch: their partitions and serialized table keys
 # are remembered (Faust's JSON key serializer and aiokafka's pure-Python
@@ -23,7 +24,7 @@ KEYS_REMEMBERED_MAX = 200_000
 
 
 class Publisher:
-    def __init__(self, producer_of: Callable[[], object], partition_for: Callable[[str, bytes], int]):
+    def __init__(self, producer_of: Callable[[], Any], partition_for: Callable[[str, bytes], int]):
         """`producer_of()`: the started AIOKafkaProducer; `partition_for(topic,
         key)`: the partition that producer's partitioner picks for `key`."""
         self._producer_of = producer_of
