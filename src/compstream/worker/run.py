@@ -68,12 +68,15 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
     import faust
 
     from compstream.broker.topics import changelog_specs, ensure_specs, ensure_topics
+    from compstream.history import open_history
     from compstream.worker.engines.faust.app import create_app
 
     ensure_topics(settings.kafka_bootstrap, settings.topics, settings.source_partitions)
     ensure_specs(settings.kafka_bootstrap, changelog_specs(settings.worker_id, settings.source_partitions))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    # Opened here, not by create_app, so this function holds the store it closes.
+    store = open_history(settings.clickhouse_dsn)
+    app = create_app(settings, store=store)
     # Named levels, not just the handler's: aiokafka and Faust log at debug
     # per message, and with only the handler filtering, building those records
     # cost ~9 % of the worker's main thread (py-spy, bench/profile_notes.md).
@@ -85,6 +88,6 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
     try:
         worker.execute_from_commandline()  # returns/exits on signal
     finally:
-        app.compstream["store"].close()
+        store.close()
         if running_pid(settings) == os.getpid():
             pid_path(settings).unlink(missing_ok=True)

@@ -259,9 +259,9 @@ class PartitionStage:
             if key in state.dirty or closing:
                 pw.version = max(pw.version + 1, now_us)
         for key in state.dirty:  # late adjustments of closed windows
-            pw = state.closed.get(key)
-            if pw is not None:
-                pw.version = max(pw.version + 1, now_us)
+            closed = state.closed.get(key)
+            if closed is not None:
+                closed.version = max(closed.version + 1, now_us)
         out: list[CandidateMessage | WatermarkMessage] = []
         if advancing:
             out.extend(state.advance_watermark(watermark))
