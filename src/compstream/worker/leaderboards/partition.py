@@ -48,7 +48,7 @@ from compstream.domain.leaderboard import (
 )
 from compstream.domain.leaderboard import _codec as c
 from compstream.json_bytes import orjson_if_same
-from compstream.worker.processor import SourceMessage
+from compstream.worker.messages import SourceMessage
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
