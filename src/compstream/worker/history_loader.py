@@ -20,7 +20,9 @@ import threading
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from compstream.history.rows import BATCH_ROWS_MAX, TABLE_ROW_TYPES, HistoryBatch, HistoryError
+from compstream.history.store import HistoryStore
 from compstream.history.wire import decode_batch
+from compstream.worker.faults import Faults
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,8 @@ POLL_TIMEOUT_S = 0.5
 
 
 class HistoryLoader:
-    def __init__(self, bootstrap: str, topic: str, group: str, store, faults=None):
+    def __init__(self, bootstrap: str, topic: str, group: str, store: HistoryStore,
+                 faults: Faults | None = None) -> None:
         self.topic = topic
         self.sink = HistorySink(store, faults)
         self.consumer = Consumer({

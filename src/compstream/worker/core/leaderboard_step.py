@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterable
 
 from compstream.config import Topics
-from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
+from compstream.domain.leaderboard import CandidateMessage, LeaderboardConfig, Pseudonymizer, WatermarkMessage
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.ports import OutRecord
@@ -80,7 +80,7 @@ class LeaderboardStep:
 
     # -- the batch ----------------------------------------------------------
 
-    def _candidate(self, partition: int, message) -> OutRecord:
+    def _candidate(self, partition: int, message: CandidateMessage | WatermarkMessage) -> OutRecord:
         return OutRecord(self.topics.leaderboard_candidates, str(partition).encode(), dumps(message.to_dict()),
                          MERGE_PARTITION)
 

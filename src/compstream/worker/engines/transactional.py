@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote
 
 from confluent_kafka import KafkaException
@@ -31,6 +32,16 @@ from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
 from compstream.worker.faults import Faults
 from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from compstream.worker.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from compstream.worker.core.leaderboard_step import LeaderboardStep
+    from compstream.worker.core.ports import Checkpoint
+    from compstream.worker.history_loader import HistoryLoader
+    from compstream.worker.leaderboards.merge import MergeStage
+    from compstream.worker.leaderboards.view import TopicBoards
+
+# (window, dimension, the loop's leaderboard step or None) -> (HTTP status, JSON body)
+BoardView = Callable[[str, str, "LeaderboardStep | None"], tuple[int, dict[str, Any]]]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +74,7 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetr
     boards = _board_view(settings) if settings.leaderboards_enabled else None
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep request lines out of the worker log
+        def log_message(self, format: str, *args: Any) -> None:  # keep request lines out of the worker log
             pass
 
         def _json(self, status: int, body: dict) -> None:
@@ -107,7 +118,7 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetr
     return server
 
 
-def _board_view(settings: Settings):
+def _board_view(settings: Settings) -> BoardView:
     """GET /leaderboards/{window}/{dimension}: from the merge state where this
     worker owns it, else from the leaderboards topic (as the Faust engine)."""
     from compstream.worker.leaderboards.merge import DIMENSIONS
@@ -116,12 +127,13 @@ def _board_view(settings: Settings):
     reader = TopicBoards(settings.kafka_bootstrap, settings.topics.leaderboards)
     lock = threading.Lock()
 
-    def view(window: str, dimension: str, step) -> tuple[int, dict]:
+    def view(window: str, dimension: str, step: LeaderboardStep | None) -> tuple[int, dict[str, Any]]:
         if dimension not in DIMENSIONS:
             return 400, {"error": f"unknown dimension {dimension!r}", "dimensions": sorted(DIMENSIONS)}
         scope, metric = DIMENSIONS[dimension]
         with lock:
             board, served_by = None, "leaderboards-topic"
+            source: MergeStage | TopicBoards
             for _attempt in range(3):
                 if step is not None and step.merge.loaded():
                     source, served_by = step.merge, "merge-state"
@@ -143,7 +155,7 @@ def _board_view(settings: Settings):
     return view
 
 
-def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint, seconds: float) -> None:
+def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoint, seconds: float) -> None:
     st = checkpoint.stats
     metrics.transactions.labels("commit").inc()
     metrics.batch_events.observe(st.messages)
@@ -157,7 +169,8 @@ def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint, seconds: 
     metrics.restore_seconds.set(loop.restore_s_last)
 
 
-def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput, loader) -> None:
+def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput,
+                       loader: HistoryLoader | None) -> None:
     processor = loop.core.processor
     for p in sorted(loop.core.owned):
         stream = processor.stream_time.get(p)

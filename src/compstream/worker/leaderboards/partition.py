@@ -32,7 +32,7 @@ from typing import Iterable
 import orjson
 
 from compstream.codec import DecodeError, decode_event
-from compstream.domain.events import EngineerOffboarded, EventError, LeaderboardPrivacy, TeamAssigned, Usage
+from compstream.domain.events import EngineerOffboarded, Event, EventError, LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import (
     CandidateMessage,
     LeaderboardConfig,
@@ -55,7 +55,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TOTALS_FIELDS = tuple(Totals().to_dict())
 
 
-def dumps(obj) -> bytes:
+def dumps(obj: object) -> bytes:
     """`json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()`,
     by orjson (~5x faster) where that is byte-identical (json_bytes.py).
     Leaderboard documents hold no floats: every amount and count is an int."""
@@ -63,7 +63,7 @@ def dumps(obj) -> bytes:
     return data if data is not None else _dumps_reference(obj)
 
 
-def _dumps_reference(obj) -> bytes:
+def _dumps_reference(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -181,7 +181,7 @@ class PartitionStage:
             out.records[partition] = self._records(partition, changed[partition])
         return out
 
-    def _apply(self, msg: SourceMessage, out: StageOutput, changed: set[str], event=None) -> None:
+    def _apply(self, msg: SourceMessage, out: StageOutput, changed: set[str], event: Event | None = None) -> None:
         if event is None:
             try:
                 event = decode_event(msg.value)
