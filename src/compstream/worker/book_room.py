@@ -26,7 +26,7 @@ from typing import Callable
 
 import orjson
 
-from compstream.domain.book import EngineerBook, Finalized
+from compstream.domain.book import EngineerBook, Finalized, PendingKey
 from compstream.domain.book_codec import RECORD, event_to_compact, to_us
 from compstream.domain.events import Event
 
@@ -118,7 +118,7 @@ class BookRoom:
         return sum(pending_bytes(e) for _, e in pending[:n])
 
 
-def _time(item: tuple) -> datetime:
+def _time(item: tuple[PendingKey, Event]) -> datetime:
     return item[0][0]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -132,7 +133,7 @@ def merge(batches: list[HistoryBatch]) -> list[HistoryBatch]:
     """Consecutive records' rows as few batches as the row bound allows (one
     insert per table each), in record order."""
     out: list[HistoryBatch] = []
-    tables: dict[str, list] = {name: [] for name in TABLE_ROW_TYPES}
+    tables: dict[str, list[Any]] = {name: [] for name in TABLE_ROW_TYPES}
     count = 0
     for batch in batches:
         if count and count + batch.row_count() > BATCH_ROWS_MAX:

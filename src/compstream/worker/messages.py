@@ -8,6 +8,9 @@ from datetime import datetime
 
 from kafka.partitioner.default import murmur2
 
+# A message's Kafka coordinates: (topic, partition, offset).
+Coord = tuple[str, int, int]
+
 
 def partition_of(engineer_id: str, partitions: int) -> int:
     """The source partition of an engineer: Kafka's default (murmur2) partitioner,

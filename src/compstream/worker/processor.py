@@ -26,7 +26,7 @@ from compstream.history.rows import (
 )
 from compstream.worker.book_cache import BookCache
 from compstream.worker.book_room import REFUSE, BookRoom
-from compstream.worker.messages import SourceMessage, partition_of
+from compstream.worker.messages import Coord, SourceMessage, partition_of
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -47,8 +47,6 @@ BOOK_BYTES_LIMITS = (1024, 960 * 1024)  # what a setting may choose: under the b
 DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
 # Stage of usage refused because its engineer's book is at book_bytes_max.
 BOOK_FULL = "book_full"
-# A message's Kafka coordinates: (topic, partition, offset).
-Coord = tuple[str, int, int]
 
 
 @dataclass

@@ -18,13 +18,14 @@ import time
 from typing import Callable, Iterable
 
 from compstream.config import Topics
+from compstream.domain.events import Event
 from compstream.domain.leaderboard import CandidateMessage, LeaderboardConfig, Pseudonymizer, WatermarkMessage
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.ports import OutRecord
 from compstream.worker.leaderboards.merge import MergeStage
 from compstream.worker.leaderboards.partition import PartitionStage, dumps
-from compstream.worker.messages import SourceMessage
+from compstream.worker.messages import Coord, SourceMessage
 
 MERGE_PARTITION = 0
 MERGE_POSITION_KEY = "p|position"  # the Faust engine's own merge position: not ours
@@ -84,7 +85,8 @@ class LeaderboardStep:
         return OutRecord(self.topics.leaderboard_candidates, str(partition).encode(), dumps(message.to_dict()),
                          MERGE_PARTITION)
 
-    def step(self, counted: list[SourceMessage], decoded: dict, candidates: list[SourceMessage]) -> list[OutRecord]:
+    def step(self, counted: list[SourceMessage], decoded: dict[Coord, Event],
+             candidates: list[SourceMessage]) -> list[OutRecord]:
         """`counted`: the batch's messages the ledger applied; `candidates`:
         messages of the candidates topic (empty unless this worker owns it)."""
         records, self.resend = self.resend, []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -49,7 +49,7 @@ CONSUMER_TUNING = {
 }
 
 
-def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dict:
+def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group,
@@ -66,7 +66,7 @@ def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dic
     }
 
 
-def producer_config(bootstrap: str, transactional_id: str) -> dict:
+def producer_config(bootstrap: str, transactional_id: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "transactional.id": transactional_id,

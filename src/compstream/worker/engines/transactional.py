@@ -77,7 +77,7 @@ def _web(settings: Settings, loop_ref: list[CheckpointLoop], metrics: WorkerMetr
         def log_message(self, format: str, *args: Any) -> None:  # keep request lines out of the worker log
             pass
 
-        def _json(self, status: int, body: dict) -> None:
+        def _json(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body, default=str).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

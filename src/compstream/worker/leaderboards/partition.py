@@ -27,7 +27,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 import orjson
 
@@ -48,7 +48,7 @@ from compstream.domain.leaderboard import (
 )
 from compstream.domain.leaderboard import _codec as c
 from compstream.json_bytes import orjson_if_same
-from compstream.worker.messages import SourceMessage
+from compstream.worker.messages import Coord, SourceMessage
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -126,7 +126,7 @@ class PartitionStage:
         state = PartitionState(partition, self.config)
         offsets: dict[str, dict[str, int]] = {}
         versions: dict[str, int] = {}
-        engineers: list[dict] = []
+        engineers: list[dict[str, Any]] = []
         prefix, meta = f"e|{partition}|", meta_key(partition)
         for key, value in items:
             if key == meta:
@@ -164,7 +164,8 @@ class PartitionStage:
 
     # -- process ---------------------------------------------------------
 
-    def process(self, messages: list[SourceMessage], now_us: int, decoded: dict | None = None) -> StageOutput:
+    def process(self, messages: list[SourceMessage], now_us: int,
+                decoded: dict[Coord, Event] | None = None) -> StageOutput:
         """`decoded`: (topic, partition, offset) -> event, decoded already by
         the ledger from these very bytes; messages not in it are decoded here."""
         decoded = decoded or {}
