@@ -102,12 +102,14 @@ async def skip_consumer(app: faust.App, tp: TP, records: int) -> int:
     consumer = thread._ensure_consumer()
 
     async def _skip() -> int:
-        start = await consumer.position(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
+        # aiokafka is untyped: its offsets are ints.
+        start: int = await consumer.position(tp)
+        end: int = (await consumer.end_offsets([tp]))[tp]
         target = min(start + records, end - 1)
         if target <= start:
             return 0
         consumer.seek(tp, target)
         return target - start
 
-    return await thread.call_thread(_skip)
+    skipped: int = await thread.call_thread(_skip)
+    return skipped
