@@ -49,7 +49,8 @@ def make_producer(bootstrap: str) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_CONFIG)
 
 
-def publish_events(events: Iterable[Event], bootstrap: str, topics: Topics, producer=None) -> int:
+def publish_events(events: Iterable[Event], bootstrap: str, topics: Topics,
+                   producer: KafkaProducer | None = None) -> int:
     own = producer is None
     producer = producer or make_producer(bootstrap)
     pending = []

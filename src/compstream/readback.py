@@ -40,13 +40,13 @@ def latest_balances(bootstrap: str, topic: str, expected_events: dict[str, int] 
     """Latest BalanceUpdate per engineer. With `expected_events`, waits until each
     engineer's balance reports that many applied events."""
 
-    def latest(records) -> dict[str, dict]:
+    def latest(records: list[tuple[bytes | None, str, dict]]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for _, _, record in records:
             out[record["engineer_id"]] = record
         return out
 
-    def done(records) -> bool:
+    def done(records: list[tuple[bytes | None, str, dict]]) -> bool:
         if expected_events is None:
             return True
         got = latest(records)

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from compstream.config import Settings
-from compstream.history import HistoryError, open_history, period_bounds
+from compstream.history import HistoryError, HistoryStore, open_history, period_bounds
+from compstream.history.rows import DigestRow
 from compstream.history.verify import period_digest, store_digest, verify_store
 
 console = Console()
@@ -84,7 +85,7 @@ def verify(
     raise typer.Exit(1)
 
 
-def _engineers_in(store, period: str) -> list[str]:
+def _engineers_in(store: HistoryStore, period: str) -> list[str]:
     return sorted({p.engineer_id for p in store.postings_by_period(period)})
 
 
@@ -129,7 +130,7 @@ def digest(
         console.print(f"published to {settings.topics.digests}")
 
 
-def publish_digest(row, bootstrap: str, topic: str) -> None:
+def publish_digest(row: DigestRow, bootstrap: str, topic: str) -> None:
     """Key = period; every computation is a new record (a changed digest for
     the same period is itself evidence)."""
     from compstream.codec import encode_record

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Optional, TextIO
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 from compstream.config import Settings
@@ -50,11 +50,12 @@ ingest_app = typer.Typer(
 )
 
 
-def _items(source: str, files: list[str], progress: Progress | None, task) -> Iterator[AdapterItem]:
+def _items(source: str, files: list[str], bar: tuple[Progress, TaskID] | None) -> Iterator[AdapterItem]:
     adapter = ADAPTERS[source]
     for path in files:
         name = display_name(path)
-        if progress is not None:
+        if bar is not None:
+            progress, task = bar
             progress.update(task, description=f"[cyan]{name}")
         try:
             text = read_text(path)
@@ -62,7 +63,7 @@ def _items(source: str, files: list[str], progress: Progress | None, task) -> It
             yield Rejection(Location(name), str(exc).removeprefix(f"{name}: "))
         else:
             yield from adapter(text, name)
-        if progress is not None:
+        if bar is not None:
             progress.advance(task)
 
 
@@ -189,7 +190,7 @@ def run_ingest(
         if "-" in files:
             err.print("[red]--strict needs a second pass and cannot read stdin[/red]")
             return EXIT_FAILED
-        bad = [item for item in _items(source, files, None, None) if isinstance(item, Rejection)]
+        bad = [item for item in _items(source, files, None) if isinstance(item, Rejection)]
         if bad:
             for rejection in bad[:SHOWN_REJECTIONS_MAX]:
                 err.print(f"[red]rejected[/red] {rejection}", highlight=False)
@@ -213,7 +214,7 @@ def run_ingest(
         task = progress.add_task("ingest", total=len(files), rows=0, events=0)
         try:
             with progress:
-                events = converter.convert(_items(source, files, progress, task))
+                events = converter.convert(_items(source, files, (progress, task)))
                 delivered_iter, stack, where = _deliver(events, dry_run, output, settings, topic, journal)
                 with stack:
                     for _ in delivered_iter:
@@ -231,7 +232,7 @@ def run_ingest(
     return EXIT_REJECTED if converter.summary.rejected else 0
 
 
-def _make_source_command(source: str, help_text: str):
+def _make_source_command(source: str, help_text: str) -> None:
     def command(
         files: list[str] = typer.Argument(..., help="Export files ('-' = stdin)."),
         identity: Optional[Path] = typer.Option(None, "--identity", help="Identity map (TOML or JSON, versioned)."),

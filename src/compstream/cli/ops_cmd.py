@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from compstream.config import Settings
+
+if TYPE_CHECKING:
+    from kafka import TopicPartition
+
+    from compstream.ops.diff import DiffResult
+    from compstream.ops.dlq import DeadLetterEntry
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 EXIT_DIFF = 1
 EXIT_CANNOT = 2
@@ -35,7 +44,7 @@ def _fail(message: str, code: int = EXIT_CANNOT) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _print_diff(result, as_json: bool) -> None:
+def _print_diff(result: DiffResult, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps({
             "equal": result.equal, "engineers_live": result.engineers_live,
@@ -66,7 +75,7 @@ def _print_diff(result, as_json: bool) -> None:
               f"from {result.events} events, {result.conflicts} conflicts: {verdict}", markup=False)
 
 
-def _diff_until_equal(settings: Settings, as_of_latest: bool, settle_s: float):
+def _diff_until_equal(settings: Settings, as_of_latest: bool, settle_s: float) -> DiffResult:
     """Balances trail committed offsets by a moment (producer buffers): retry
     a differing result until `settle_s` has passed."""
     from compstream.ops.diff import run_diff
@@ -155,7 +164,8 @@ def rebuild_command(
         raise typer.Exit(EXIT_DIFF)
 
 
-def _follow(settings: Settings, target, started: int | None, timeout_s: float) -> None:
+def _follow(settings: Settings, target: dict[TopicPartition, tuple[int, int]], started: int | None,
+            timeout_s: float) -> None:
     from compstream.ops import rebuild as rb
 
     deadline = time.monotonic() + timeout_s
@@ -177,7 +187,7 @@ def _follow(settings: Settings, target, started: int | None, timeout_s: float) -
     err.print(f"caught up: {state.total} source records", markup=False)
 
 
-def _dead_letters(settings: Settings):
+def _dead_letters(settings: Settings) -> tuple[list[DeadLetterEntry], dict[str, dict]]:
     from compstream.ops.dlq import marker_topic, read_dead_letters, read_markers
     from compstream.replay.kafka_source import open_consumer
 
@@ -189,12 +199,12 @@ def _dead_letters(settings: Settings):
         consumer.close()
 
 
-def _guarded(fn):
+def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
     """dlq commands: a known failure is a message and exit 2, not a traceback."""
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from compstream.ops.dlq import DlqError
         from compstream.replay.kafka_source import SourceError
         try:

@@ -10,8 +10,9 @@ import os
 import stat
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -26,12 +27,21 @@ from compstream.replay.file import (
     SourceMap, balances_document, document_text, read_jsonl, replay_events,
 )
 
+if TYPE_CHECKING:
+    from compstream.domain.replay import ReplayResult
+    from compstream.replay.sources import HistoryReplaySource, KafkaReplaySource
+
 PROGRESS_MIN_BYTES = 8 << 20  # show a bar from 8 MiB of input
 PROGRESS_MIN_RECORDS = 50_000  # ... or from this many Kafka/history records
 SHOWN_PROBLEMS_MAX = 1000  # printed to stderr; --errors gets all of them
 EXIT_STRICT = 1
 EXIT_IO = 2
 EXIT_WORKER = 3  # a --jobs worker died or failed; nothing written
+
+# (kind, one-line text, JSON detail) of a bad line/message or conflict.
+OnBad = Callable[[str, str, dict[str, Any]], None]
+# A replay position -> (where, as text; where, as JSON fields).
+Locate = Callable[[int], tuple[str, dict[str, Any]]]
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -60,14 +70,15 @@ def _write_atomic(path: str, text: str) -> None:
         raise
 
 
-def _time_option(value: Optional[str], name: str):
+def _time_option(value: Optional[str], name: str) -> datetime | None:
     try:
         return None if value is None else parse_time(value, name)
     except EventError as exc:
         raise typer.BadParameter(str(exc), param_hint=name) from exc
 
 
-def _replay_files(inputs, cutoff, on_bad, progress, err, jobs):
+def _replay_files(inputs: list[Path], cutoff: datetime | None, on_bad: OnBad, progress: bool | None, err: Console,
+                  jobs: int | None) -> tuple[ReplayResult, Locate]:
     try:
         total = sum(os.path.getsize(p) for p in inputs)
     except OSError as exc:
@@ -108,7 +119,8 @@ def _replay_files(inputs, cutoff, on_bad, progress, err, jobs):
     return result, locate
 
 
-def _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs):
+def _replay_files_parallel(inputs: list[Path], cutoff: datetime | None, on_bad: OnBad, bar: Progress, total: int,
+                           err: Console, jobs: int) -> tuple[ReplayResult, Locate]:
     """Same result and reports as the one-process path (replay_parallel)."""
     paths = [os.fspath(p) for p in inputs]
     try:
@@ -131,7 +143,8 @@ def _replay_files_parallel(inputs, cutoff, on_bad, bar, total, err, jobs):
     return merged.result, locate
 
 
-def _replay_source(open_source: Callable, cutoff, on_bad, progress, err):
+def _replay_source(open_source: Callable[[], KafkaReplaySource | HistoryReplaySource], cutoff: datetime | None,
+                   on_bad: OnBad, progress: bool | None, err: Console) -> tuple[ReplayResult, Locate]:
     """Kafka or history: both yield events with Kafka coordinates."""
     from compstream.replay.history_source import HistorySourceError
     from compstream.replay.kafka_source import SourceError

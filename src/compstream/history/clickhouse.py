@@ -63,7 +63,7 @@ class _SerializedClient:
         if not callable(attr):
             return attr
 
-        def locked(*args, **kwargs):
+        def locked(*args: Any, **kwargs: Any) -> Any:
             with self._call_lock:
                 return attr(*args, **kwargs)
 

@@ -38,7 +38,7 @@ def _field_kinds(row_type: type) -> tuple[tuple[str, str], ...]:
 _KINDS = {name: _field_kinds(row_type) for name, row_type in TABLE_ROW_TYPES.items()}
 
 
-def _default(value):
+def _default(value: object) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     raise TypeError(f"cannot encode {type(value).__name__}")

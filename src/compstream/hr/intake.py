@@ -24,7 +24,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from compstream.domain.events import (
     HR_EVENT_TYPES, Event, EventError, GrantIssued, GrantRevoked, event_from_dict, format_time, parse_time,
@@ -157,7 +157,7 @@ def row_event(raw: dict) -> Event:
     return event_from_dict(out)
 
 
-def _records(text: str, name: str, result: FileResult):
+def _records(text: str, name: str, result: FileResult) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line, dict) per row; format from the name (.csv / .jsonl), else sniffed."""
     lower = name.lower()
     is_csv = lower.endswith(".csv") or not (lower.endswith((".jsonl", ".ndjson", ".json"))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 from compstream.domain.events import EventError, parse_time
 from compstream.ingest import jsonio
@@ -46,7 +46,7 @@ def _time(value: Any, name: str) -> datetime:
         raise RowError(str(exc)) from exc
 
 
-def _pages(text: str, name: str):
+def _pages(text: str, name: str) -> Iterator[Rejection | tuple[Any, Location]]:
     for item in jsonio.json_documents(text, name):
         if item[0] is None:
             yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple

@@ -11,18 +11,21 @@ producer and the in-flight bound are the project's one configuration
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from compstream.domain.events import Event, Usage, event_to_json
 from compstream.publish import IN_FLIGHT_MAX, SEND_TIMEOUT_S
 from compstream.publish import make_producer as _make_producer
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
 
 
 class PublishError(RuntimeError):
     pass
 
 
-def make_producer(bootstrap: str):
+def make_producer(bootstrap: str) -> KafkaProducer:
     """compstream.publish.make_producer, with a failure to connect as PublishError."""
     from kafka.errors import KafkaError
 
@@ -37,7 +40,7 @@ Headers = Callable[[Usage], list[tuple[str, bytes]]]
 E = TypeVar("E", bound=Event)
 
 
-def publish(events: Iterable[E], bootstrap: str, topic: str, producer=None,
+def publish(events: Iterable[E], bootstrap: str, topic: str, producer: KafkaProducer | None = None,
             headers: Callable[[E], list[tuple[str, bytes]]] | None = None) -> Iterator[E]:
     """Send each event (key = engineer_id) and yield it once its send is confirmed.
 
@@ -50,7 +53,7 @@ def publish(events: Iterable[E], bootstrap: str, topic: str, producer=None,
     from compstream.codec import encode_event
 
     own = producer is None
-    if own:
+    if producer is None:
         producer = make_producer(bootstrap)
     pending: list[tuple[E, Any]] = []
     try:
@@ -69,7 +72,7 @@ def publish(events: Iterable[E], bootstrap: str, topic: str, producer=None,
             producer.close(timeout=SEND_TIMEOUT_S)
 
 
-def _confirm(producer, pending: list[tuple[E, Any]]) -> Iterator[E]:
+def _confirm(producer: KafkaProducer, pending: list[tuple[E, Any]]) -> Iterator[E]:
     from kafka.errors import KafkaError
 
     try:

@@ -16,13 +16,16 @@ engineer) and non-usage events are counted, not folded in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from compstream.domain.events import Usage
 from compstream.ingest.journal import REVISION_MARKER_HEADER, Journal, RebuildStats
 from compstream.replay.kafka_source import (
     BadMessageError, SourceError, decode_source, open_consumer, read_ranges, resolve_ranges,
 )
+
+if TYPE_CHECKING:
+    from kafka.consumer.fetcher import ConsumerRecord
 
 __all__ = ["SourceError", "TopicRebuild", "marker_headers", "rebuild_from_topic", "topic_has_records"]
 
@@ -35,7 +38,7 @@ class TopicRebuild:
     not_usage: int = 0
 
 
-def marker_headers(journal: Journal):
+def marker_headers(journal: Journal) -> Callable[[Usage], list[tuple[str, bytes]]]:
     """`publish(headers=...)` for an ingest run: the row's revision marker as
     the journal holds it after the run's conversion (same transaction)."""
 
@@ -64,7 +67,7 @@ def topic_has_records(bootstrap: str, topic: str) -> bool:
         consumer.close()
 
 
-def _marker(record) -> str | None:
+def _marker(record: ConsumerRecord) -> str | None:
     for name, value in record.headers or ():
         if name == REVISION_MARKER_HEADER and value:
             return value.decode("utf-8", "replace")

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from compstream.codec import DecodeError, decode_record
 from compstream.config import Settings
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
+from compstream.domain.events import Event
 from compstream.worker.processor import BOOK_FULL
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
 from compstream.replay.kafka_source import (
     BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
 )
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer
 
 COMPARED_FIELDS = BALANCE_FIELDS + ("events_applied",)
 PRESENCE = "(presence)"
@@ -71,7 +75,7 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def read_live_balances(consumer, topic: str) -> tuple[dict[str, dict], list[Difference]]:
+def read_live_balances(consumer: KafkaConsumer, topic: str) -> tuple[dict[str, dict], list[Difference]]:
     """Latest BalanceUpdate per engineer; an unreadable record is a difference
     (a consumer of the topic would choke on it too). Tombstones delete."""
     live: dict[str, dict] = {}
@@ -94,7 +98,7 @@ def read_live_balances(consumer, topic: str) -> tuple[dict[str, dict], list[Diff
     return live, broken
 
 
-def refused_sources(consumer, topic: str) -> dict[tuple[str, int, int], str]:
+def refused_sources(consumer: KafkaConsumer, topic: str) -> dict[tuple[str, int, int], str]:
     """(topic, partition, offset) -> stage of every source record the worker
     dead-lettered as refused (REFUSED_STAGES). Unreadable dead letters are
     `dlq list`'s business, not ours."""
@@ -113,7 +117,7 @@ def refused_sources(consumer, topic: str) -> dict[tuple[str, int, int], str]:
     return out
 
 
-def expected(engineer: str, events, as_of: datetime | None) -> dict[str, Any]:
+def expected(engineer: str, events: list[Event], as_of: datetime | None) -> dict[str, Any]:
     """What a correct worker reports for `engineer` as of `as_of`."""
     want = fold_engineer(engineer, events, as_of).balance().to_dict()
     # Every event taken in counts, also one dated after as_of (a grant

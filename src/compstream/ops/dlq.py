@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compstream.codec import DecodeError, decode_event, decode_record, encode_event
 from compstream.codec.avro_codec import json_default
@@ -28,6 +29,9 @@ from compstream.config import Topics
 from compstream.domain.events import Event, EventError, event_from_dict, event_to_dict
 from compstream.replay.kafka_source import SourceError, read_ranges, resolve_ranges
 from compstream.publish import SEND_TIMEOUT_S, make_producer, topic_for
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer
 
 ENTRIES_MAX = 100_000  # dead letters held in memory by one command
 PREVIEW_BYTES = 512
@@ -60,7 +64,7 @@ def marker_topic(topics: Topics) -> str:
     return f"{topics.dead_letters}.redriven"
 
 
-def read_dead_letters(consumer, topic: str) -> list[DeadLetterEntry]:
+def read_dead_letters(consumer: KafkaConsumer, topic: str) -> list[DeadLetterEntry]:
     entries: list[DeadLetterEntry] = []
     for rec in read_ranges(consumer, resolve_ranges(consumer, [topic])):
         if len(entries) >= ENTRIES_MAX:
@@ -93,7 +97,7 @@ def find(entries: list[DeadLetterEntry], ident: str | int) -> DeadLetterEntry:
     return hits[0]
 
 
-def read_markers(consumer, topic: str) -> dict[str, dict]:
+def read_markers(consumer: KafkaConsumer, topic: str) -> dict[str, dict]:
     """source id -> marker (latest wins); no marker topic yet = nothing redriven."""
     if not consumer.partitions_for_topic(topic):
         return {}

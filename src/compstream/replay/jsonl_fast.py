@@ -34,7 +34,7 @@ from compstream.domain.events import (
 _Tokens = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]
 
 
-def _text(length_max: int):
+def _text(length_max: int) -> object:  # a type for msgspec: Annotated[str, Meta]
     return Annotated[str, msgspec.Meta(min_length=1, max_length=length_max)]
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Container, Iterable, Iterator
 
 import kafka.errors as kerr
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from compstream.codec import DecodeError, decode_event
 from compstream.domain.events import Event, EventError
@@ -172,7 +173,7 @@ def read_ranges(consumer: KafkaConsumer, ranges: Iterable[PartitionRange],
             raise SourceError(f"no progress for {idle_timeout_s:.0f}s reading {left}")
 
 
-def decode_source(record) -> Event:
+def decode_source(record: ConsumerRecord) -> Event:
     """A source record -> event; raises BadMessageError like the worker dead-letters."""
     try:
         event = decode_event(record.value)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from compstream.domain.book import EngineerBook
 
 
-def balance_body(book: EngineerBook, until: datetime | None, final_through: datetime | None) -> dict:
+def balance_body(book: EngineerBook, until: datetime | None, final_through: datetime | None) -> dict[str, Any]:
     """GET /balances/{engineer}: the balance as of the partition's stream
     time, how many events it counts, and through when its postings are final
     (the book's watermark); the same fields on both engines."""

@@ -26,15 +26,16 @@ from typing import Callable
 
 import orjson
 
-from compstream.domain.book import EngineerBook, Finalized
+from compstream.domain.book import EngineerBook, Finalized, PendingKey
 from compstream.domain.book_codec import RECORD, event_to_compact, to_us
+from compstream.domain.events import Event
 
 _DAY_US = 86_400_000_000
 # Returned by admit() for an event to refuse.
 REFUSE = None
 
 
-def pending_bytes(event) -> int:
+def pending_bytes(event: Event) -> int:
     """What one pending event adds to a packed book: its compact form and a comma."""
     try:
         return len(orjson.dumps(event_to_compact(event))) + 1
@@ -58,12 +59,12 @@ class BookRoom:
         """Measured near its limit in this batch: tracked event by event."""
         return engineer in self.tight
 
-    def would_be_tight(self, book: EngineerBook, event, text: str) -> bool:
+    def would_be_tight(self, book: EngineerBook, event: Event, text: str) -> bool:
         """Whether `admit` would have to measure the book for this event."""
         growth = RECORD + len(text) + 1 if event.type == "usage" else 0
         return self.size[book.engineer_id] + growth > self.bytes_max
 
-    def admit(self, book: EngineerBook, event, text: str, watermark: datetime) -> tuple[int, int] | None:
+    def admit(self, book: EngineerBook, event: Event, text: str, watermark: datetime) -> tuple[int, int] | None:
         """Before `book.ingest(event, watermark)`: REFUSE, or (growth, freed)
         to pass to `taken` afterwards."""
         engineer = book.engineer_id
@@ -99,7 +100,7 @@ class BookRoom:
         return [size, _day(watermark), size <= self.target]
 
     @staticmethod
-    def _growth(book: EngineerBook, event, watermark: datetime) -> int:
+    def _growth(book: EngineerBook, event: Event, watermark: datetime) -> int:
         if event.type != "usage":
             return 0  # HR events are never refused (and are few)
         t = event.event_time
@@ -117,7 +118,7 @@ class BookRoom:
         return sum(pending_bytes(e) for _, e in pending[:n])
 
 
-def _time(item: tuple) -> datetime:
+def _time(item: tuple[PendingKey, Event]) -> datetime:
     return item[0][0]
 
 

@@ -20,6 +20,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, cast
+
+if TYPE_CHECKING:
+    import faust
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
 
 log = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 99
@@ -30,7 +37,7 @@ class InjectedOutage(ConnectionError):
 
 
 class Faults:
-    def __init__(self, environ=os.environ):
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         raw = environ.get("COMPSTREAM_FAULT_CRASH_AFTER_HISTORY", "")
         self.crash_after_history = int(raw) if raw else None
         down = environ.get("COMPSTREAM_FAULT_HISTORY_DOWN_FILE", "")
@@ -83,21 +90,26 @@ class Faults:
             os._exit(CRASH_EXIT_CODE)
 
 
-async def skip_consumer(app, tp, records: int) -> int:
+async def skip_consumer(app: faust.App, tp: TP, records: int) -> int:
     """Skip up to `records` records past aiokafka's position (the next record
     it would hand Faust; short of the end): the fetch position moves on the
     consumer thread while Faust's read offset stays (unlike
     faust_compat.seek). Returns how many it skipped."""
-    thread = app.consumer._thread
+    # Faust's aiokafka driver and its private attributes: checked at start-up
+    # (engines/faust/compat.check_private_api).
+    delegate = cast("ThreadDelegateConsumer", app.consumer)
+    thread = cast("AIOKafkaConsumerThread", delegate._thread)
     consumer = thread._ensure_consumer()
 
     async def _skip() -> int:
-        start = await consumer.position(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
+        # aiokafka is untyped: its offsets are ints.
+        start: int = await consumer.position(tp)
+        end: int = (await consumer.end_offsets([tp]))[tp]
         target = min(start + records, end - 1)
         if target <= start:
             return 0
         consumer.seek(tp, target)
         return target - start
 
-    return await thread.call_thread(_skip)
+    skipped: int = await thread.call_thread(_skip)
+    return skipped

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from compstream.history.rows import BATCH_ROWS_MAX, TABLE_ROW_TYPES, HistoryBatch, HistoryError
+from compstream.history.store import HistoryStore
 from compstream.history.wire import decode_batch
+from compstream.worker.faults import Faults
 from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,8 @@ POLL_TIMEOUT_S = 0.5
 
 
 class HistoryLoader:
-    def __init__(self, bootstrap: str, topic: str, group: str, store, faults=None):
+    def __init__(self, bootstrap: str, topic: str, group: str, store: HistoryStore,
+                 faults: Faults | None = None) -> None:
         self.topic = topic
         self.sink = HistorySink(store, faults)
         self.consumer = Consumer({
@@ -131,7 +135,7 @@ def merge(batches: list[HistoryBatch]) -> list[HistoryBatch]:
     """Consecutive records' rows as few batches as the row bound allows (one
     insert per table each), in record order."""
     out: list[HistoryBatch] = []
-    tables: dict[str, list] = {name: [] for name in TABLE_ROW_TYPES}
+    tables: dict[str, list[Any]] = {name: [] for name in TABLE_ROW_TYPES}
     count = 0
     for batch in batches:
         if count and count + batch.row_count() > BATCH_ROWS_MAX:

@@ -8,12 +8,16 @@ from datetime import datetime
 
 from kafka.partitioner.default import murmur2
 
+# A message's Kafka coordinates: (topic, partition, offset).
+Coord = tuple[str, int, int]
+
 
 def partition_of(engineer_id: str, partitions: int) -> int:
     """The source partition of an engineer: Kafka's default (murmur2) partitioner,
     which every producer of the source topics uses (kafka-python, aiokafka, and
     confluent-kafka configured with `partitioner=murmur2_random`)."""
-    return (murmur2(engineer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(engineer_id.encode("utf-8"))  # kafka-python is untyped
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@ partition, so restored together), and screens every batch against it:
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Hashable, TypeVar
+
+from compstream.worker.messages import SourceMessage
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class PositionGuard:
             return self.next[(topic, partition)]
         return self.load(topic, partition)
 
-    def screen(self, messages: list) -> tuple[list, dict[tuple[str, int], int]]:
+    def screen(self, messages: list[SourceMessage]) -> tuple[list[SourceMessage], dict[tuple[str, int], int]]:
         """-> (messages to process in order, {(topic, partition): offset to seek to})."""
         keep, seeks = [], {}
         for m in messages:
@@ -114,7 +116,14 @@ STALL_RETRY_FIRST_S = 5.0
 STALL_RETRY_MAX_S = 60.0
 
 
-def stalled_seeks(expected: dict, highwater: dict, sought: dict, now_s: float) -> dict:
+# A partition's key as the caller names it: (topic, partition) or Faust's TP.
+K = TypeVar("K", bound=Hashable)
+# sought[key]: (expected, highwater, retry_at_s, interval_s, attempt)
+Sought = tuple[int, int, float, float, int]
+
+
+def stalled_seeks(expected: dict[K, int], highwater: dict[K, int | None], sought: dict[K, Sought],
+                  now_s: float) -> dict[K, int]:
     """Partitions to send back to where we must process from, when nothing arrives.
 
     The position guard only notices a gap when a later message arrives. When the

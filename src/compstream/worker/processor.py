@@ -12,20 +12,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.config import BOOK_BYTES_MAX
+from compstream.domain.alerts import Alert
 from compstream.domain.balance import Balance, Report
-from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, EngineerBook
+from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, EngineerBook, Finalized, IngestResult
 from compstream.domain.book_codec import fingerprint_text
-from compstream.domain.events import LEDGER_EVENT_TYPES, EventError
+from compstream.domain.events import LEDGER_EVENT_TYPES, Event, EventError
 from compstream.history.rows import (
     BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, WatermarkRow, history_batches,
 )
 from compstream.worker.book_cache import BookCache
 from compstream.worker.book_room import REFUSE, BookRoom
-from compstream.worker.messages import SourceMessage, partition_of
+from compstream.worker.messages import Coord, SourceMessage, partition_of
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -57,7 +58,7 @@ class BatchResult:
     balances: list[tuple[str, bytes]]  # (engineer, encoded BalanceUpdate)
     alerts: list[tuple[str, bytes]]
     dead_letters: list[tuple[bytes | None, bytes]]  # (key, encoded DeadLetter)
-    hr_events: list = field(default_factory=list)
+    hr_events: list[tuple[SourceMessage, Event]] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     swept: int = 0  # stored books the sweep advanced
@@ -65,11 +66,11 @@ class BatchResult:
     # (topic, partition, offset) of messages the ledger did not apply: event-id
     # duplicates, conflicts, dead letters. Downstream stages (leaderboards)
     # skip them, so a republished event is counted nowhere twice.
-    not_applied: frozenset = frozenset()
+    not_applied: frozenset[Coord] = frozenset()
     # (topic, partition, offset) -> the decoded event, for every message that
     # decoded and was on its engineer's key: the leaderboard stage reuses
     # them instead of decoding the batch a second time.
-    decoded: dict = field(default_factory=dict)
+    decoded: dict[Coord, Event] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,9 +85,9 @@ class _Batch:
     dead_rows: list[DeadLetterRow] = field(default_factory=list)
     dead_out: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     alerts: list[tuple[str, bytes]] = field(default_factory=list)
-    hr_events: list = field(default_factory=list)
-    not_applied: set = field(default_factory=set)
-    decoded: dict = field(default_factory=dict)
+    hr_events: list[tuple[SourceMessage, Event]] = field(default_factory=list)
+    not_applied: set[Coord] = field(default_factory=set)
+    decoded: dict[Coord, Event] = field(default_factory=dict)
     room: BookRoom | None = None  # set by the processor (it knows the limit)
     reported_full: set[str] = field(default_factory=set)  # engineers with a book_full alert
     start_marks: dict[int, datetime] = field(default_factory=dict)  # partition -> watermark at batch start
@@ -105,12 +106,18 @@ class _Batch:
             "stage": stage, "reason": reason, "received_at": msg.timestamp,
         })))
 
-    def advanced(self, engineer: str, result, when: datetime) -> None:
+    def live_room(self) -> BookRoom:
+        """The room, which exists only while `process` runs."""
+        if self.room is None:
+            raise RuntimeError("batch has no BookRoom: messages are applied only inside process()")
+        return self.room
+
+    def advanced(self, engineer: str, result: Finalized, when: datetime) -> None:
         """A book advanced outside ingest (BookRoom measuring it)."""
         self.outcome(engineer, result, when)
         self.changed.add(engineer)
 
-    def outcome(self, engineer: str, result, when: datetime) -> None:
+    def outcome(self, engineer: str, result: IngestResult | Finalized, when: datetime) -> None:
         """Collect what a book handed out (postings, alerts, reports)."""
         self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
         for alert in result.alerts:
@@ -194,7 +201,7 @@ class LedgerProcessor:
                 book = EngineerBook.from_bytes(data) if data else EngineerBook.empty(engineer)
             batch.books[engineer] = book
             batch.book_partition[engineer] = partition
-            batch.room.loaded(engineer, len(data) if data else 0)
+            batch.live_room().loaded(engineer, len(data) if data else 0)
         return book
 
     def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
@@ -274,6 +281,7 @@ class LedgerProcessor:
             return None
         engineer = event.engineer_id
         try:
+            room = batch.live_room()
             book = self._book(batch, engineer, msg.partition)
             # The watermark as the batch found it: events of one batch are
             # applied order-independently (pending, sorted in their books), so
@@ -285,15 +293,15 @@ class LedgerProcessor:
             # event by event, which needs the live watermark (to forget ids
             # and finalize pending events as far as the batch has got).
             watermark = batch.start_marks[msg.partition]
-            if batch.room.is_tight(engineer) or batch.room.would_be_tight(book, event, text):
+            if room.is_tight(engineer) or room.would_be_tight(book, event, text):
                 watermark = self.watermark(msg.partition)
-            admitted = batch.room.admit(book, event, text, watermark)
+            admitted = room.admit(book, event, text, watermark)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
             applied_under = book.watermark  # what the late verdict is taken against
             # No per-event balance: _result encodes one per changed book.
             result = book.ingest(event, watermark, fingerprint=text, want_balance=False)
-            batch.room.taken(engineer, admitted, result.status == APPLIED)
+            room.taken(engineer, admitted, result.status == APPLIED)
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
@@ -312,7 +320,7 @@ class LedgerProcessor:
             ingest_time=msg.timestamp, late=result.late, payload=text, applied_watermark=applied_under))
         return None
 
-    def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event) -> None:
+    def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event: Event) -> None:
         """Usage its engineer's book has no room for: a dead letter (raw bytes
         kept for a redrive once there is room) and, once per book and batch, a
         report on the alerts topic (downstream must know usage went uncounted)."""
@@ -433,7 +441,7 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
     events dated after it (scheduled HR events) are not counted yet.
     `events_applied` counts every event taken in, those included."""
     balance = book.balance(until).to_dict()
-    record = {k: balance[k] for k in BALANCE_FIELDS}
+    record: dict[str, Any] = {k: balance[k] for k in BALANCE_FIELDS}
     cause = book.last_included(until)
     record.update(
         engineer_id=engineer,
@@ -445,7 +453,7 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
     return encode_record("BalanceUpdate", record)
 
 
-def encode_alert(alert) -> bytes:
+def encode_alert(alert: Alert) -> bytes:
     detail = (f"used {alert.used_nanos} of {alert.open_amount_nanos} nanos open; "
               f"overdraft {alert.overdraft_nanos}; available {alert.available_nanos}")
     return encode_record("Alert", {
@@ -454,7 +462,7 @@ def encode_alert(alert) -> bytes:
     })
 
 
-def encode_report(report, when: datetime) -> bytes:
+def encode_report(report: Report, when: datetime) -> bytes:
     """Ledger reports (revoke of an unknown grant, late event, …) ride the alerts
     topic so they are visible downstream; they are not balance changes."""
     return encode_record("Alert", {

@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from compstream.history.rows import HistoryBatch
+from compstream.history.store import HistoryStore
+from compstream.worker.faults import Faults
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ RETRY_DELAY_S_MAX = 10.0
 
 
 class HistorySink:
-    def __init__(self, store, faults=None):
+    def __init__(self, store: HistoryStore, faults: Faults | None = None) -> None:
         self.store = store
         self.faults = faults
         # Cached high-water marks; refreshed after any failed write, since a
@@ -79,9 +81,9 @@ class HistorySink:
         for r in todo.events:
             key = ("events", r.kafka_topic, r.kafka_partition)
             self._offset_max[key] = max(self._offset_max.get(key, -1), r.kafka_offset)
-        for r in todo.dead_letters:
-            key = ("dead_letters", r.kafka_topic, r.kafka_partition)
-            self._offset_max[key] = max(self._offset_max.get(key, -1), r.kafka_offset)
+        for d in todo.dead_letters:
+            key = ("dead_letters", d.kafka_topic, d.kafka_partition)
+            self._offset_max[key] = max(self._offset_max.get(key, -1), d.kafka_offset)
         for p in todo.postings:
             self._seq_max[p.engineer_id] = max(self._seq_max.get(p.engineer_id, 0), p.seq)
         self.rows_written += todo.row_count()
@@ -97,7 +99,8 @@ class HistorySink:
             return self.write(batches[0], token)
         return sum(self.write(b, f"{token}#{i}") for i, b in enumerate(batches))
 
-    def write_with_retry(self, batches: Sequence[HistoryBatch], token: str, should_stop=lambda: False) -> int:
+    def write_with_retry(self, batches: Sequence[HistoryBatch], token: str,
+                         should_stop: Callable[[], bool] = lambda: False) -> int:
         """Blocking retry loop with capped exponential backoff (runs in a thread)."""
         delay_s = 0.2
         while True:

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from compstream.config import Topics
+from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.domain.book_codec import from_us, to_us
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition
-from compstream.worker.messages import SourceMessage, partition_of
+from compstream.worker.messages import Coord, SourceMessage, partition_of
 from compstream.worker.positions import is_position_key, position_key, stream_time_key
 from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
 
@@ -169,7 +170,7 @@ class LedgerCore:
             offsets[(m.topic, m.partition)] = m.offset + 1
         records: list[OutRecord] = []
         counted: list[SourceMessage] = []
-        decoded: dict = {}
+        decoded: dict[Coord, Event] = {}
         advanced = [p for p, t in sorted((idle or {}).items())
                     if p in self.owned and self.processor.advance_stream_time(p, t)]
         if fresh or advanced:
@@ -244,7 +245,7 @@ class LedgerCore:
         Kafka partition, postings by their engineer's), one history topic
         partition each: a loader then sees each partition's rows in order."""
         n = self.config.partitions
-        split: dict[int, dict[str, list]] = {}
+        split: dict[int, dict[str, list[Any]]] = {}
         for e in batch.events:
             split.setdefault(e.kafka_partition, {}).setdefault("events", []).append(e)
         for d in batch.dead_letters:

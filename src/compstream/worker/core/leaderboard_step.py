@@ -17,13 +17,14 @@ import time
 from typing import Callable, Iterable
 
 from compstream.config import Topics
-from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
+from compstream.domain.events import Event
+from compstream.domain.leaderboard import CandidateMessage, LeaderboardConfig, Pseudonymizer, WatermarkMessage
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.ports import OutRecord
 from compstream.worker.leaderboards.merge import MergeStage
 from compstream.worker.leaderboards.partition import PartitionStage, dumps
-from compstream.worker.messages import SourceMessage
+from compstream.worker.messages import Coord, SourceMessage
 
 MERGE_PARTITION = 0
 MERGE_POSITION_KEY = "p|position"  # merge records are w|, c|, m|: no clash
@@ -79,11 +80,12 @@ class LeaderboardStep:
 
     # -- the batch ----------------------------------------------------------
 
-    def _candidate(self, partition: int, message) -> OutRecord:
+    def _candidate(self, partition: int, message: CandidateMessage | WatermarkMessage) -> OutRecord:
         return OutRecord(self.topics.leaderboard_candidates, str(partition).encode(), dumps(message.to_dict()),
                          MERGE_PARTITION)
 
-    def step(self, counted: list[SourceMessage], decoded: dict, candidates: list[SourceMessage]) -> list[OutRecord]:
+    def step(self, counted: list[SourceMessage], decoded: dict[Coord, Event],
+             candidates: list[SourceMessage]) -> list[OutRecord]:
         """`counted`: the batch's messages the ledger applied; `candidates`:
         messages of the candidates topic (empty unless this worker owns it)."""
         records, self.resend = self.resend, []

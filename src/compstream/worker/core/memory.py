@@ -6,6 +6,7 @@ interleave and how much each one returns (Hypothesis drives it)."""
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from typing import Iterable
 
 from compstream.worker.core.ports import (
@@ -43,7 +44,7 @@ class MemoryLog:
 
 
 class MemoryInput:
-    def __init__(self, log: MemoryLog, topics: tuple[str, ...], rng: random.Random, timestamp):
+    def __init__(self, log: MemoryLog, topics: tuple[str, ...], rng: random.Random, timestamp: datetime) -> None:
         self.log = log
         self.topics = topics
         self.rng = rng
@@ -87,7 +88,7 @@ class MemoryInput:
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.log.offsets[tp] for tp in partitions if tp in self.log.offsets}
 
-    def changelog(self, topic: str, partition: int):
+    def changelog(self, topic: str, partition: int) -> list[tuple[bytes, bytes | None]]:
         return [(k, v) for k, v in self.log.read(topic, partition) if k is not None]
 
     def seek(self, offsets: dict[TopicPartition, int | None]) -> None:

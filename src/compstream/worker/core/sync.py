@@ -40,7 +40,7 @@ IDLE_S_DEFAULT = 5.0
 
 @dataclass
 class _Input:
-    queue: deque = field(default_factory=deque)
+    queue: deque[SourceMessage] = field(default_factory=deque)
     at_end: bool = False  # end-of-partition seen after the last fetched message
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from compstream.worker.core.ports import (
     Assigned, Checkpoint, CommitFailed, Polled, Revoked, TopicPartition as TP,
 )
+from compstream.worker.faults import Faults
 from compstream.worker.messages import EndOfInput, SourceMessage
 from datetime import datetime, timezone
 
@@ -48,7 +49,7 @@ CONSUMER_TUNING = {
 }
 
 
-def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dict:
+def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group,
@@ -65,7 +66,7 @@ def consumer_config(bootstrap: str, group: str, session_timeout_s: float) -> dic
     }
 
 
-def producer_config(bootstrap: str, transactional_id: str) -> dict:
+def producer_config(bootstrap: str, transactional_id: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "transactional.id": transactional_id,
@@ -82,7 +83,7 @@ def producer_config(bootstrap: str, transactional_id: str) -> dict:
     }
 
 
-def _ts(msg) -> datetime:
+def _ts(msg: Message) -> datetime:
     _, ms = msg.timestamp()
     return datetime.fromtimestamp(max(ms, 0) / 1000, tz=timezone.utc)
 
@@ -116,7 +117,7 @@ def committed_offsets(consumer: Consumer, partitions: Iterable[TP]) -> dict[TP, 
     raise RuntimeError("unreachable")
 
 
-def read_changelog(bootstrap: str, topic: str, partition: int):
+def read_changelog(bootstrap: str, topic: str, partition: int) -> Iterator[tuple[bytes, bytes | None]]:
     """Every committed record of the changelog partition (read_committed,
     from the beginning to its end)."""
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "compstream-restore",
@@ -155,12 +156,12 @@ class KafkaInput:
                                 on_lost=self._on_revoke)
         self.consumed: dict[TP, int] = {}  # next offset after what poll returned
 
-    def _on_assign(self, consumer, partitions) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = tuple(sorted((tp.topic, tp.partition) for tp in partitions))
         log.info("assigned %s", parts)
         self._events.append(Assigned(parts))
 
-    def _on_revoke(self, consumer, partitions) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = tuple(sorted((tp.topic, tp.partition) for tp in partitions))
         log.info("revoked %s", parts)
         for tp in parts:
@@ -219,7 +220,7 @@ class KafkaInput:
     def committed(self, partitions: Iterable[TP]) -> dict[TP, int]:
         return committed_offsets(self.consumer, partitions)
 
-    def changelog(self, topic: str, partition: int):
+    def changelog(self, topic: str, partition: int) -> Iterator[tuple[bytes, bytes | None]]:
         """Every committed record of the changelog partition (read_committed,
         from the beginning to its end)."""
         return read_changelog(self.bootstrap, topic, partition)
@@ -241,7 +242,7 @@ class KafkaInput:
 
 
 class KafkaOutput:
-    def __init__(self, bootstrap: str, transactional_id: str, consumer: Consumer, faults=None):
+    def __init__(self, bootstrap: str, transactional_id: str, consumer: Consumer, faults: Faults | None = None) -> None:
         self.producer = Producer(producer_config(bootstrap, transactional_id))
         self.consumer = consumer
         self.faults = faults
@@ -249,7 +250,7 @@ class KafkaOutput:
         # read_committed readers are not held at it until its timeout.
         self.producer.init_transactions(60)
 
-    def _produce(self, topic: str, key, value, partition: int | None) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:
         while True:
             try:
                 if partition is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote
 
 from compstream.config import Settings
@@ -23,6 +23,13 @@ from compstream.worker.messages import partition_of
 from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from compstream.worker.metrics import WorkerMetrics
 
+if TYPE_CHECKING:
+    from compstream.worker.core.leaderboard_step import LeaderboardStep
+    from compstream.worker.leaderboards.merge import MergeStage
+    from compstream.worker.leaderboards.view import TopicBoards
+
+# (window, dimension, the core's leaderboard step or None) -> (HTTP status, JSON body)
+BoardView = Callable[[str, str, "LeaderboardStep | None"], tuple[int, dict[str, Any]]]
 
 def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: WorkerMetrics) -> ThreadingHTTPServer:
     """Start the web views on a daemon thread; `core_of()` is the engine's current core."""
@@ -31,10 +38,10 @@ def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: Worker
     boards = _board_view(settings) if settings.leaderboards_enabled else None
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep request lines out of the worker log
+        def log_message(self, format: str, *args: Any) -> None:  # keep request lines out of the worker log
             pass
 
-        def _json(self, status: int, body: dict) -> None:
+        def _json(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body, default=str).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -73,7 +80,7 @@ def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: Worker
     return server
 
 
-def _board_view(settings: Settings):
+def _board_view(settings: Settings) -> BoardView:
     """GET /leaderboards/{window}/{dimension}: from the merge state where this
     worker owns it, else from the leaderboards topic (as the Faust engine)."""
     from compstream.worker.leaderboards.merge import DIMENSIONS
@@ -82,12 +89,13 @@ def _board_view(settings: Settings):
     reader = TopicBoards(settings.kafka_bootstrap, settings.topics.leaderboards)
     lock = threading.Lock()
 
-    def view(window: str, dimension: str, step) -> tuple[int, dict]:
+    def view(window: str, dimension: str, step: LeaderboardStep | None) -> tuple[int, dict[str, Any]]:
         if dimension not in DIMENSIONS:
             return 400, {"error": f"unknown dimension {dimension!r}", "dimensions": sorted(DIMENSIONS)}
         scope, metric = DIMENSIONS[dimension]
         with lock:
             board, served_by = None, "leaderboards-topic"
+            source: MergeStage | TopicBoards
             for _attempt in range(3):
                 if step is not None and step.merge.loaded():
                     source, served_by = step.merge, "merge-state"

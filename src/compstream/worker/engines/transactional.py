@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 
@@ -29,13 +30,17 @@ from compstream.worker.engines.topics import ensure_engine_topics
 from compstream.worker.faults import Faults
 from compstream.worker.metrics import WorkerMetrics
 
+if TYPE_CHECKING:
+    from compstream.worker.core.ports import Checkpoint
+    from compstream.worker.history_loader import HistoryLoader
+
 log = logging.getLogger(__name__)
 
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 LOG_EVERY_S = 5.0
 
 
-def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint, seconds: float) -> None:
+def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoint, seconds: float) -> None:
     st = checkpoint.stats
     metrics.transactions.labels("commit").inc()
     metrics.batch_events.observe(st.messages)
@@ -49,7 +54,8 @@ def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint, seconds: 
     metrics.restore_seconds.set(loop.restore_s_last)
 
 
-def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput, loader) -> None:
+def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput,
+                       loader: HistoryLoader | None) -> None:
     processor = loop.core.processor
     for p in sorted(loop.core.owned):
         stream = processor.stream_time.get(p)

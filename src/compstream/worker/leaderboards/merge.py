@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from compstream.domain.leaderboard import (
     Board,
@@ -65,7 +65,7 @@ def history_token(window_key: str, revision: int = 0) -> str:
     return f"leaderboard:{window_key}" if revision == 0 else f"leaderboard:{window_key}:r{revision}"
 
 
-def public_board(boards: WindowBoards, board: Board, pseudonymize: Callable[[str], str] | None) -> dict:
+def public_board(boards: WindowBoards, board: Board, pseudonymize: Callable[[str], str] | None) -> dict[str, Any]:
     """The published JSON of one board (also what the web view returns)."""
     return {
         **board.to_public_dict(pseudonymize),
@@ -211,7 +211,7 @@ class MergeStage:
 
     # -- queries (web view) ------------------------------------------------
 
-    def lookup(self, window_key: str, scope: Scope, metric: Metric) -> dict | None:
+    def lookup(self, window_key: str, scope: Scope, metric: Metric) -> dict[str, Any] | None:
         state = self._state()
         if window_key not in state.windows and window_key not in state.closed:
             return None

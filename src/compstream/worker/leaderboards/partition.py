@@ -27,12 +27,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 import orjson
 
 from compstream.codec import DecodeError, decode_event
-from compstream.domain.events import EngineerOffboarded, EventError, LeaderboardPrivacy, TeamAssigned, Usage
+from compstream.domain.events import EngineerOffboarded, Event, EventError, LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import (
     CandidateMessage,
     LeaderboardConfig,
@@ -48,14 +48,14 @@ from compstream.domain.leaderboard import (
 )
 from compstream.domain.leaderboard import _codec as c
 from compstream.json_bytes import orjson_if_same
-from compstream.worker.processor import SourceMessage
+from compstream.worker.messages import Coord, SourceMessage
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TOTALS_FIELDS = tuple(Totals().to_dict())
 
 
-def dumps(obj) -> bytes:
+def dumps(obj: object) -> bytes:
     """`json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()`,
     by orjson (~5x faster) where that is byte-identical (json_bytes.py).
     Leaderboard documents hold no floats: every amount and count is an int."""
@@ -63,7 +63,7 @@ def dumps(obj) -> bytes:
     return data if data is not None else _dumps_reference(obj)
 
 
-def _dumps_reference(obj) -> bytes:
+def _dumps_reference(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -126,7 +126,7 @@ class PartitionStage:
         state = PartitionState(partition, self.config)
         offsets: dict[str, dict[str, int]] = {}
         versions: dict[str, int] = {}
-        engineers: list[dict] = []
+        engineers: list[dict[str, Any]] = []
         prefix, meta = f"e|{partition}|", meta_key(partition)
         for key, value in items:
             if key == meta:
@@ -164,7 +164,8 @@ class PartitionStage:
 
     # -- process ---------------------------------------------------------
 
-    def process(self, messages: list[SourceMessage], now_us: int, decoded: dict | None = None) -> StageOutput:
+    def process(self, messages: list[SourceMessage], now_us: int,
+                decoded: dict[Coord, Event] | None = None) -> StageOutput:
         """`decoded`: (topic, partition, offset) -> event, decoded already by
         the ledger from these very bytes; messages not in it are decoded here."""
         decoded = decoded or {}
@@ -181,7 +182,7 @@ class PartitionStage:
             out.records[partition] = self._records(partition, changed[partition])
         return out
 
-    def _apply(self, msg: SourceMessage, out: StageOutput, changed: set[str], event=None) -> None:
+    def _apply(self, msg: SourceMessage, out: StageOutput, changed: set[str], event: Event | None = None) -> None:
         if event is None:
             try:
                 event = decode_event(msg.value)
@@ -259,9 +260,9 @@ class PartitionStage:
             if key in state.dirty or closing:
                 pw.version = max(pw.version + 1, now_us)
         for key in state.dirty:  # late adjustments of closed windows
-            pw = state.closed.get(key)
-            if pw is not None:
-                pw.version = max(pw.version + 1, now_us)
+            closed = state.closed.get(key)
+            if closed is not None:
+                closed.version = max(closed.version + 1, now_us)
         out: list[CandidateMessage | WatermarkMessage] = []
         if advancing:
             out.extend(state.advance_watermark(watermark))

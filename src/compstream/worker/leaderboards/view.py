@@ -22,11 +22,15 @@ import json
 import logging
 import threading
 import time
-from typing import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterable
 
 from compstream.domain.leaderboard import LeaderboardError, Metric, Scope, window_from_key
-from compstream.domain.leaderboard.windows import WindowKind
+from compstream.domain.leaderboard.windows import Window, WindowKind
 from compstream.worker.leaderboards.merge import board_key
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer  # untyped: Any to mypy
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
@@ -44,11 +48,18 @@ def resolve_window(spec: str, known: Iterable[tuple[str, bool]]) -> str | None:
     """A window key for `spec`; None if `spec` is a kind with no open window."""
     if spec in LATEST_KINDS:
         opened = [window_from_key(k) for k, final in known if not final and k.startswith(spec + ":")]
-        return max(opened, key=lambda w: w.start).key if opened else None
+        return max(opened, key=_start).key if opened else None
     try:
         return window_from_key(spec).key
     except LeaderboardError as exc:
         raise BadRequest(str(exc)) from exc
+
+
+def _start(window: Window) -> datetime:
+    # Only all-time has no start, and LATEST_KINDS leaves it out.
+    if window.start is None:
+        raise LeaderboardError(f"window {window.key!r} has no start")
+    return window.start
 
 
 class TopicBoards:
@@ -61,8 +72,8 @@ class TopicBoards:
     def __init__(self, bootstrap: str, topic: str):
         self.bootstrap = bootstrap
         self.topic = topic
-        self.boards: dict[str, dict] = {}
-        self._consumer = None
+        self.boards: dict[str, dict[str, Any]] = {}
+        self._consumer: KafkaConsumer | None = None
         self._lock = threading.Lock()
         self._refreshed = 0.0
 
@@ -97,7 +108,7 @@ class TopicBoards:
     def known_windows(self) -> list[tuple[str, bool]]:
         return [(b["window_key"], bool(b["final"])) for b in self.boards.values()]
 
-    def lookup(self, window_key: str, scope: Scope, metric: Metric) -> dict | None:
+    def lookup(self, window_key: str, scope: Scope, metric: Metric) -> dict[str, Any] | None:
         return self.boards.get(board_key(window_key, scope, metric))
 
     def close(self) -> None:
