@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import faust
 from faust.types import TP
@@ -70,7 +70,7 @@ LEDGER_CRASH_EXIT_CODE = 70
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 
 
-def _message(event) -> SourceMessage:
+def _message(event: Any) -> SourceMessage:
     m = event.message
     ts = datetime.fromtimestamp((m.timestamp or 0), tz=timezone.utc)
     return SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
@@ -122,7 +122,7 @@ def create_app(settings: Settings, **faust_options: Any) -> tuple[faust.App, "Fa
 
     @app.agent(source, name="ledger")
     @exit_on_crash("ledger", LEDGER_CRASH_EXIT_CODE)
-    async def ledger(stream):
+    async def ledger(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_events_max, within=BATCH_WITHIN_S):
             await engine.on_events(stream, events)
 
@@ -133,7 +133,7 @@ def create_app(settings: Settings, **faust_options: Any) -> tuple[faust.App, "Fa
         # N, and Faust assigns an agent's topics as one co-partitioned group.
         @app.agent(candidates, name="leaderboard-merge")
         @exit_on_crash("leaderboard-merge", LEDGER_CRASH_EXIT_CODE)
-        async def merge(stream):
+        async def merge(stream: Any) -> None:
             async for events in stream.noack_take(MERGE_BATCH_MAX, within=BATCH_WITHIN_S):
                 await engine.on_events(stream, events)
 
@@ -206,7 +206,7 @@ class FaustEngine:
         loop = asyncio.get_running_loop()
         bootstrap = self.settings.kafka_bootstrap
 
-        def read(topic: str, p: int) -> list:
+        def read(topic: str, p: int) -> list[tuple[bytes, bytes | None]]:
             return list(read_changelog(bootstrap, topic, p))
 
         for p in sorted({p for t, p in assigned if t in self.sources}):
@@ -223,7 +223,7 @@ class FaustEngine:
 
     # -- arrivals -----------------------------------------------------------
 
-    async def on_events(self, stream, events) -> None:
+    async def on_events(self, stream: Any, events: Sequence[Any]) -> None:
         async with self.lock:
             with self.activity:
                 await self._arrivals(stream, events)
@@ -256,7 +256,7 @@ class FaustEngine:
             metrics.history_loaded.inc(loader.loaded_records - metrics.history_loaded_seen)
             metrics.history_loaded_seen = loader.loaded_records
 
-    async def _arrivals(self, stream, events) -> None:
+    async def _arrivals(self, stream: Any, events: Sequence[Any]) -> None:
         faults = self.faults
         if faults.drop_batch(len(events)):
             for event in events:
@@ -380,7 +380,7 @@ class FaustEngine:
                  " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}" for (t, p), o in sorted(checkpoint.offsets.items())))
 
 
-def _first_offsets(messages) -> dict[TP, int]:
+def _first_offsets(messages: Sequence[SourceMessage]) -> dict[TP, int]:
     """The offset of each partition's first message in the batch."""
     first: dict[TP, int] = {}
     for m in messages:

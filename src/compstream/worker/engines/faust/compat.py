@@ -9,19 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from faust.types import TP
+
+# The app and its consumer are typed Any here: everything this module touches
+# is private API that Faust's own types do not declare (checked at start-up).
+AgentFn = Callable[[Any], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
 
-def exit_on_crash(name: str, exit_code: int):
+def exit_on_crash(name: str, exit_code: int) -> Callable[[AgentFn], AgentFn]:
     """Decorate an agent: Faust keeps a crashed agent's process alive but idle,
     which would also stall every commit of the shared source topics. Exit
     instead: nothing unacked was committed, so a restarted worker replays it."""
 
-    def wrap(fn):
-        async def agent(stream):
+    def wrap(fn: AgentFn) -> AgentFn:
+        async def agent(stream: Any) -> None:
             try:
                 await fn(stream)
             except Exception:
@@ -35,7 +40,7 @@ def exit_on_crash(name: str, exit_code: int):
     return wrap
 
 
-async def seek(app, tp: TP, offset: int) -> None:
+async def seek(app: Any, tp: TP, offset: int) -> None:
     """Seek on the consumer's own thread. Faust's `consumer.seek` calls
     aiokafka's seek from the event loop's thread, while the consumer thread
     may be inside `fetched_records`; that then fails with a KeyError and the
@@ -56,7 +61,7 @@ async def seek(app, tp: TP, offset: int) -> None:
         read[tp] = offset
 
 
-def runs_with_repeats(numbers):
+def runs_with_repeats(numbers: Iterable[int]) -> Iterator[list[int]]:
     """Runs of consecutive numbers in sorted `numbers`, a repeat staying in
     its run: [4, 5, 5, 6, 9] -> [4, 5, 5, 6], [9]."""
     run: list[int] = []
@@ -80,7 +85,7 @@ def keep_commits_moving() -> None:
     repeated offset is acked all the same: keep it in its run."""
     import faust.transport.consumer as consumer_module
 
-    consumer_module.consecutive_numbers = runs_with_repeats
+    setattr(consumer_module, "consecutive_numbers", runs_with_repeats)  # noqa: B010 (a private module attribute)
 
 
 # (where, attribute): what this module and worker/engines/faust/app.py and
@@ -99,7 +104,7 @@ class FaustApiChanged(RuntimeError):
     """A private attribute the Faust engine relies on is gone."""
 
 
-def check_private_api(app) -> None:
+def check_private_api(app: Any) -> None:
     """Raise FaustApiChanged naming every missing private attribute."""
     import importlib
 
@@ -120,20 +125,22 @@ def check_private_api(app) -> None:
                               "or run COMPSTREAM_ENGINE=transactional")
 
 
-def committed_offsets(app) -> dict:
+def committed_offsets(app: Any) -> dict[TP, int | None]:
     """Faust's last committed offset per partition (it commits offsets it saw skipped)."""
-    return app.consumer._committed_offset
+    committed: dict[TP, int | None] = app.consumer._committed_offset
+    return committed
 
 
-async def commit_now(app, offsets: dict) -> bool:
+async def commit_now(app: Any, offsets: dict[TP, int]) -> bool:
     """Commit on the consumer's thread, bypassing Faust's acked-offset runs;
     False if the group coordinator rejects it (a rebalance took a partition)."""
-    return await app.consumer._thread.commit(offsets)
+    return bool(await app.consumer._thread.commit(offsets))
 
 
-def highwater_or_none(app, tp: TP) -> int | None:
+def highwater_or_none(app: Any, tp: TP) -> int | None:
     try:
-        return app.consumer.highwater(tp)
+        hw = app.consumer.highwater(tp)
+        return None if hw is None else int(hw)
     except Exception:  # not fetched yet
         return None
 
@@ -142,14 +149,15 @@ STALL_CHECK_EVERY_S = 1.0
 STALL_IDLE_S = 3.0  # idle this long with a backlog below the high-water mark: seek back
 
 
-def watch_stalls(app, name: str, busy: "Activity", expected_of, topics, clock=time.monotonic,
-                 lose_seek=lambda: False) -> None:
+def watch_stalls(app: Any, name: str, busy: "Activity", expected_of: Callable[[str, int], int | None],
+                 topics: set[str], clock: Callable[[], float] = time.monotonic,
+                 lose_seek: Callable[[], bool] = lambda: False) -> None:
     """Add a Faust timer that seeks back assigned partitions of `topics` whose
     expected offset is below the high-water mark while the agent has been idle
     for STALL_IDLE_S (see positions.stalled_seeks)."""
     from compstream.worker.positions import stalled_seeks
 
-    sought: dict = {}
+    sought: dict[tuple[str, int], tuple[int, int, float, float, int]] = {}
     generation = [app.rebalancing_count]
 
     async def check() -> None:
@@ -167,7 +175,11 @@ def watch_stalls(app, name: str, busy: "Activity", expected_of, topics, clock=ti
             assigned = [tp for tp in app.consumer.assignment() if tp.topic in topics]
         except Exception:  # consumer not started yet
             return
-        expected = {(tp.topic, tp.partition): expected_of(tp.topic, tp.partition) for tp in assigned}
+        expected = {}
+        for tp in assigned:
+            nxt = expected_of(tp.topic, tp.partition)
+            if nxt is not None:  # nothing known yet: no stall to judge
+                expected[(tp.topic, tp.partition)] = nxt
         highwater = {(tp.topic, tp.partition): highwater_or_none(app, tp) for tp in assigned}
         for (topic, partition), offset in stalled_seeks(expected, highwater, sought, clock()).items():
             attempt = sought[(topic, partition)][4]
@@ -183,7 +195,7 @@ def watch_stalls(app, name: str, busy: "Activity", expected_of, topics, clock=ti
 class Activity:
     """Whether an agent is inside a batch, and since when it has been idle."""
 
-    def __init__(self, clock):
+    def __init__(self, clock: Callable[[], float]):
         self.clock = clock
         self.busy = False
         self.since_s = clock()
@@ -201,5 +213,5 @@ class Activity:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

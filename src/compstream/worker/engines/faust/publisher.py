@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from compstream.worker.core.ports import OutRecord
+
 # Engineer ids repeat every batch: their partitions and serialized table keys
 # are remembered (Faust's JSON key serializer and aiokafka's pure-Python
 # murmur2 were ~5 % of the worker's main thread). A memo that reaches this
@@ -24,25 +26,25 @@ KEYS_REMEMBERED_MAX = 200_000
 
 
 class Publisher:
-    def __init__(self, producer_of: Callable[[], Any], partition_for: Callable[[str, bytes], int]):
+    def __init__(self, producer_of: Callable[[], Any], partition_for: Callable[[str, bytes | None], int]):
         """`producer_of()`: the started AIOKafkaProducer; `partition_for(topic,
         key)`: the partition that producer's partitioner picks for `key`."""
         self._producer_of = producer_of
         self._partition_for = partition_for
-        self.pending: list = []  # delivery futures since the last delivered()
+        self.pending: list[Any] = []  # delivery futures since the last delivered()
         # (topic, partition count) -> key -> partition: a topic that gains
         # partitions gets a fresh memo, as the partitioner would see it.
-        self._partitions: dict[tuple[str, int], dict[bytes, int]] = {}
+        self._partitions: dict[tuple[str, int], dict[bytes | None, int]] = {}
 
     @classmethod
-    def for_app(cls, app) -> "Publisher":
+    def for_app(cls, app: Any) -> "Publisher":
         producer = app.producer  # Faust's wrapper; the aiokafka one exists once started
         return cls(producer._ensure_producer, lambda topic, key: producer.key_partition(topic, key).partition)
 
-    async def send_records(self, records: Iterable) -> None:
+    async def send_records(self, records: Iterable[OutRecord]) -> None:
         """Checkpoint records (core.ports.OutRecord), in order per partition;
         a record without a partition goes to its key's."""
-        by_topic: dict[str, list] = {}
+        by_topic: dict[str, list[OutRecord]] = {}
         for r in records:
             by_topic.setdefault(r.topic, []).append(r)
         for name, items in by_topic.items():
@@ -58,9 +60,9 @@ class Publisher:
                 out.append((r.key, r.value, partition))
             await self._emit(name, out)
 
-    async def _emit(self, topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
+    async def _emit(self, topic: str, records: list[tuple[bytes | None, bytes | None, int]]) -> None:
         producer = self._producer_of()
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
         for key, value, partition in records:
             by_partition.setdefault(partition, []).append((key, value))
         pending = self.pending
@@ -90,7 +92,7 @@ class Publisher:
         return len(pending)
 
 
-def _memo(memos: dict, name) -> dict:
+def _memo(memos: dict[Any, dict[bytes | None, int]], name: object) -> dict[bytes | None, int]:
     """memos[name], emptied first when it holds KEYS_REMEMBERED_MAX keys (a
     call adds at most one batch's keys past the bound)."""
     memo = memos.get(name)

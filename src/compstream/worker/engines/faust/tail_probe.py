@@ -57,14 +57,15 @@ class TailProbe:
     on the executor, one at a time; results hold only while the partition's
     (expected, high water) stay exactly as probed."""
 
-    def __init__(self, has_data: Callable[[str, int, int, int], bool | None], clock=time.monotonic,
+    def __init__(self, has_data: Callable[[str, int, int, int], bool | None],
+                 clock: Callable[[], float] = time.monotonic,
                  after_s: float = PROBE_AFTER_S):
         self._has_data = has_data
         self._clock = clock
         self.after_s = after_s
         self._since: dict[Key, tuple[int, int, float]] = {}  # bounded by the assigned partitions
         self._empty: dict[Key, tuple[int, int]] = {}
-        self._running: asyncio.Future | None = None
+        self._running: asyncio.Future[None] | None = None
         self.probes = 0
 
     def forget(self) -> None:
