@@ -20,8 +20,8 @@ from compstream.replay import jsonl_fast
 from compstream.domain import book_codec
 from compstream.domain.event_fast import build_event, fast_time
 from compstream.domain.events import (
-    EVENT_FIELDS, INT_RANGE, TEXT_LENGTH_MAX, EngineerOffboarded, EventError, GrantIssued, GrantRevoked, Usage, event_from_dict,
-    event_to_dict, format_time, parse_time, payload_fingerprint,
+    EVENT_FIELDS, INT_RANGE, TEXT_LENGTH_MAX, EngineerOffboarded, EventError, GrantIssued, GrantRevoked,
+    Usage, event_from_dict, event_to_dict, format_time, parse_time, payload_fingerprint,
 )
 from compstream.replay.file import (
     BadLine, document_text, parse_line, parse_line_reference, read_jsonl,

@@ -138,7 +138,7 @@ def test_a_new_field_reaches_the_line_parser(usage_with_region):
     assert msgspec.json.decode(line, type=struct).region == "eu"
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(line.replace('"eu"', '"' + "x" * 33 + '"'), type=struct)
-    assert "u.region" in jsonl_fast.line_event_source(usage_with_region)
+    assert "_u.region" in jsonl_fast.line_event_source(usage_with_region)
 
 
 def test_a_new_field_is_refused_by_the_old_avsc(usage_with_region, monkeypatch):

@@ -118,11 +118,12 @@ def _range(spec: FieldSpec) -> tuple[int, int]:
 
 def builder_source(cls: Any) -> str:
     """Source of the fast builder of `cls`, generated from its fields:
-    `_build(raw, event_id, engineer_id) -> event | None` (build_event has
+    `_build(_raw, event_id, engineer_id) -> event | None` (build_event has
     checked the two ids). The same checks a hand-written builder would
-    inline (a call per field costs as much as the check)."""
+    inline (a call per field costs as much as the check). Its own names
+    start with `_`, which no event field does (events._field_specs)."""
     specs = [s for s in EVENT_FIELDS[cls] if s.name not in ("event_id", "engineer_id")]
-    lines = ["def _build(raw, event_id, engineer_id):", "    get = raw.get"]
+    lines = ["def _build(_raw, event_id, engineer_id):", "    _get = _raw.get"]
     minimums: dict[str, str] = {}
     names = {s.name for s in specs}
     if CORRECTION_FIELD in names:
@@ -130,10 +131,10 @@ def builder_source(cls: Any) -> str:
         # chosen once, before the checks.
         signed = [s for s in specs if s.name in SIGNED_IN_CORRECTION]
         ranges = dict.fromkeys(_range(s) for s in signed)
-        lows = {r: f"lo{i}" for i, r in enumerate(ranges)}
+        lows = {r: f"_lo{i}" for i, r in enumerate(ranges)}
         minimums = {s.name: lows[_range(s)] for s in signed}
         limit = TEXT_LENGTH_MAX[CORRECTION_FIELD]
-        lines += [f"    {CORRECTION_FIELD} = get({CORRECTION_FIELD!r})",
+        lines += [f"    {CORRECTION_FIELD} = _get({CORRECTION_FIELD!r})",
                   f"    if {CORRECTION_FIELD} is None:"]
         lines += [f"        {var} = {low}" for (low, _), var in lows.items()]
         lines += [f"    elif type({CORRECTION_FIELD}) is str and 0 < len({CORRECTION_FIELD}) <= {limit}:"]
@@ -141,20 +142,20 @@ def builder_source(cls: Any) -> str:
         lines += ["    else:", "        return None"]
     values = [s for s in specs if s.kind is not datetime and s.name != CORRECTION_FIELD]
     times = [s for s in specs if s.kind is datetime]
-    lines += [f"    {s.name} = get({s.name!r})" for s in values]
+    lines += [f"    {s.name} = _get({s.name!r})" for s in values]
     if values:
         checks = "\n            and ".join(value_check(s, s.name, minimums.get(s.name)) for s in values)
         lines += [f"    if not ({checks}):", "        return None"]
     for s in times:
         if s.optional:
-            lines += [f"    {s.name}_raw = get({s.name!r})",
-                      f"    {s.name} = None if {s.name}_raw is None else fast_time({s.name}_raw)",
-                      f"    if {s.name} is None and {s.name}_raw is not None:", "        return None"]
+            lines += [f"    _{s.name} = _get({s.name!r})",
+                      f"    {s.name} = None if _{s.name} is None else _fast_time(_{s.name})",
+                      f"    if {s.name} is None and _{s.name} is not None:", "        return None"]
         else:
-            lines += [f"    {s.name} = fast_time(get({s.name!r}))", f"    if {s.name} is None:",
+            lines += [f"    {s.name} = _fast_time(_get({s.name!r}))", f"    if {s.name} is None:",
                       "        return None"]
     for later, earlier in LATER_THAN.items():
-        if later in names:
+        if later in names and earlier in names:
             lines += [f"    if {later} is not None and {later} <= {earlier}:", "        return None"]
     args = []
     for s in EVENT_FIELDS[cls]:
@@ -169,7 +170,7 @@ def builder_source(cls: Any) -> str:
 
 
 def _builder(cls: Any) -> Callable[[dict[str, Any], str, str], Event | None]:
-    namespace: dict[str, Any] = {"_new": _twin(cls), "fast_time": fast_time, "_intern": _intern}
+    namespace: dict[str, Any] = {"_new": _twin(cls), "_fast_time": fast_time, "_intern": _intern}
     exec(builder_source(cls), namespace)  # noqa: S102 - generated from EVENT_FIELDS
     build: Callable[[dict[str, Any], str, str], Event | None] = namespace["_build"]
     return build

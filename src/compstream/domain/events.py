@@ -292,6 +292,8 @@ def _field_specs(cls: type[Event]) -> tuple[FieldSpec, ...]:
     for f in dataclasses.fields(cls):
         if f.name == "type":
             continue
+        if f.name.startswith("_"):  # the generated parsers keep `_` names for their own
+            raise TypeError(f"{cls.__name__}.{f.name}: an event field name cannot start with _")
         hint = hints[f.name]
         args = get_args(hint)
         optional = type(None) in args

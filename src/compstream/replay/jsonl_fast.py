@@ -30,7 +30,9 @@ import msgspec
 import orjson
 
 from compstream.domain.event_fast import INTERNED, absent_as, build_event, fast_time, new_usage
-from compstream.domain.events import CORRECTION_FIELD, EVENT_FIELDS, Event, FieldSpec, Usage, event_type_of
+from compstream.domain.events import (
+    CORRECTION_FIELD, EVENT_FIELDS, LATER_THAN, Event, FieldSpec, Usage, event_type_of,
+)
 
 
 def _line_type(spec: FieldSpec) -> tuple[str, Any] | tuple[str, Any, None]:
@@ -81,39 +83,43 @@ def _utf8(raw: bytes) -> bool:
 # (generated from Usage's fields below: written out, as a call per line would
 # cost a few percent of the parse).
 _LINE_EVENT = """
-def line_event(raw):
-    u = None
+def line_event(_raw):
+    _u = None
     # msgspec does not check the UTF-8 of keys it skips; Python's codec does
     # (ASCII, nearly every line, is valid UTF-8 as it stands).
-    if raw.isascii() or _utf8(raw):
+    if _raw.isascii() or _utf8(_raw):
         try:
-            u = _decode(raw)
+            _u = _decode(_raw)
         except _DecodeError:
             pass
-    if u is not None:
+    if _u is not None:
 {build}
     try:
-        return build_event(_loads(raw))
+        return _build_event(_loads(_raw))
     except _JSONDecodeError:
         return None
 """
 
 
 def line_event_source(cls: Any = Usage) -> str:
-    """Source of line_event for plain lines of event `cls` (Usage)."""
+    """Source of line_event for plain lines of event `cls` (Usage); its own
+    names start with `_`, which no event field does."""
     specs = EVENT_FIELDS[cls]
     times = [s for s in specs if s.kind is datetime]
-    lines = [f"        {s.name} = fast_time(u.{s.name})" if not s.optional else
-             f"        {s.name} = None if u.{s.name} is None else fast_time(u.{s.name})"
+    lines = [f"        {s.name} = _fast_time(_u.{s.name})" if not s.optional else
+             f"        {s.name} = None if _u.{s.name} is None else _fast_time(_u.{s.name})"
              for s in times]
-    lines.append("        engineer_id = u.engineer_id")
+    lines.append("        engineer_id = _u.engineer_id")
     # isprintable(): as event_fast, any control character declines.
     checks = [f"{s.name} is not None" if not s.optional else
-              f"({s.name} is not None or u.{s.name} is None)" for s in times]
+              f"({s.name} is not None or _u.{s.name} is None)" for s in times]
+    names = {s.name for s in specs}
+    checks += [f"({later} is None or {later} > {earlier})" for later, earlier in LATER_THAN.items()
+               if later in names and earlier in names]
     checks.append("engineer_id.isprintable()")
     args = []
     for s in specs:
-        arg = s.name if s.kind is datetime or s.name == "engineer_id" else f"u.{s.name}"
+        arg = s.name if s.kind is datetime or s.name == "engineer_id" else f"_u.{s.name}"
         if s.name == CORRECTION_FIELD:
             arg = "None"  # the struct only admits None there
         elif s.absent_as is not None:
@@ -127,8 +133,8 @@ def line_event_source(cls: Any = Usage) -> str:
 
 def _line_event() -> Callable[[bytes], Event | None]:
     namespace: dict[str, Any] = {
-        "_utf8": _utf8, "_decode": _decode, "_DecodeError": _DecodeError, "fast_time": fast_time,
-        "_intern": _intern, "_new": new_usage, "build_event": build_event, "_loads": _loads,
+        "_utf8": _utf8, "_decode": _decode, "_DecodeError": _DecodeError, "_fast_time": fast_time,
+        "_intern": _intern, "_new": new_usage, "_build_event": build_event, "_loads": _loads,
         "_JSONDecodeError": _JSONDecodeError}
     exec(line_event_source(), namespace)  # noqa: S102 - generated from EVENT_FIELDS[Usage]
     fn: Callable[[bytes], Event | None] = namespace["line_event"]
