@@ -20,8 +20,8 @@ from compstream.replay import jsonl_fast
 from compstream.domain import book_codec
 from compstream.domain.event_fast import build_event, fast_time
 from compstream.domain.events import (
-    EngineerOffboarded, EventError, GrantIssued, GrantRevoked, Usage, event_from_dict,
-    event_to_dict, format_time, parse_time, payload_fingerprint,
+    EVENT_FIELDS, INT_RANGE, TEXT_LENGTH_MAX, EngineerOffboarded, EventError, GrantIssued, GrantRevoked,
+    Usage, event_from_dict, event_to_dict, format_time, parse_time, payload_fingerprint,
 )
 from compstream.replay.file import (
     BadLine, document_text, parse_line, parse_line_reference, read_jsonl,
@@ -36,12 +36,15 @@ _times = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9998, 1
                       timezones=st.just(UTC))
 _plain = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=12)
 _any_text = st.text(max_size=12)  # control characters, non-ASCII, empty
-# Lengths at every limit event_from_dict checks (64, 128, 256, 512).
-_at_limits = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513]).map(
-    lambda n: "x" * n)
+# Lengths at every limit of the vocabulary (the fast parsers are built from
+# it; event_from_dict must check the same).
+_LENGTHS = sorted({0, 1} | {n + d for n in TEXT_LENGTH_MAX.values() for d in (-1, 0, 1)})
+_at_limits = st.sampled_from(_LENGTHS).map(lambda n: "x" * n)
+# Integers at every range bound, and at the signed bounds of a correction.
+_BOUNDS = sorted({b + d for lo, hi in INT_RANGE.values() for b in (lo, hi, -hi) for d in (-1, 0, 1)})
 _ids = st.one_of(_plain, _plain, _any_text, _at_limits)
-_tokens = st.integers(-10, 10**6) | st.sampled_from([10**15, 10**15 + 1, -10**15, -10**15 - 1])
-_nanos = st.integers(-5, 10**12) | st.sampled_from([10**18, 10**18 + 1, -10**18, -10**18 - 1])
+_tokens = st.integers(-10, 10**6) | st.sampled_from(_BOUNDS)
+_nanos = st.integers(-5, 10**12) | st.sampled_from(_BOUNDS)
 
 
 @st.composite
@@ -79,10 +82,8 @@ _nasty = st.one_of(
     _times, st.datetimes(timezones=st.none() | st.just(timezone(timedelta(hours=-3)))),
     st.lists(st.integers(), max_size=2), st.dictionaries(_plain, st.integers(), max_size=2),
 )
-_FIELDS = ["type", "event_id", "engineer_id", "grant_id", "amount_nanos", "effective_at",
-           "expires_at", "kind", "provider", "model", "occurred_at", "input_tokens",
-           "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos",
-           "unpriced_reason", "price_version", "corrects_event_id", "team_id", "opted_out"]
+# Every field of every event: a field added to the definition is broken here too.
+_FIELDS = sorted({"type"} | {s.name for specs in EVENT_FIELDS.values() for s in specs})
 
 
 @st.composite
@@ -156,10 +157,8 @@ _BASES = [
     GrantRevoked("r1", "e1", "G1", T0), EngineerOffboarded("o1", "e1", T0),
 ]
 _EDGES = [
-    None, True, False, 0, 1, -1, 1.0, 1.5, float("nan"), 2**64, 2**70, -2**70,
-    10**15, 10**15 + 1, -10**15, -10**15 - 1, 10**18, 10**18 + 1, -10**18, -10**18 - 1,
-    "", "x", "e\x1f", "e\x7f", "e\u0085", "é", " ", [], {}, ["x"],
-    *("x" * n for n in (63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513)),
+    None, True, False, 1.0, 1.5, float("nan"), 2**64, 2**70, -2**70, *_BOUNDS,
+    "e\x1f", "e\x7f", "e\u0085", "é", " ", [], {}, ["x"], *("x" * n for n in _LENGTHS),
     T0, T0.replace(tzinfo=None), T0.astimezone(timezone(timedelta(hours=5))),
     "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:00.000001Z", "2025-12-31T23:59:59.999999Z",
     "2026-01-01T00:00:00.000000z", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000000+00:00",
@@ -325,6 +324,20 @@ def _usage_line(ascii: bool = True, **changes) -> bytes:
 
 
 _DROP = object()
+_USAGE_SPECS = [s for s in EVENT_FIELDS[Usage] if s.name != "corrects_event_id"]
+
+
+def _limit_lines():
+    """A plain usage line with one field at, or just past, each limit."""
+    for s in _USAGE_SPECS:
+        if s.kind is str:
+            values = ["x" * s.length_max, "x" * (s.length_max + 1), ""]
+        elif s.kind is int:
+            values = [s.minimum, s.minimum - 1, s.maximum, s.maximum + 1, True, 1.0]
+        else:
+            values = []
+        for value in [*values, None, _DROP]:
+            yield _usage_line(**{s.name: value})
 
 
 @pytest.mark.parametrize("line", [
@@ -332,7 +345,8 @@ _DROP = object()
     _usage_line(cache_read_tokens=None, cache_write_tokens=_DROP, price_version="v1"),
     _usage_line(corrects_event_id=None, extra={"ignored": [1, 2]}),
     _usage_line(input_tokens=10**15, output_tokens=0, cost_nanos=10**18),
-    _usage_line(provider="p" * 64, model="m" * 256, unpriced_reason="r" * 512, price_version="v" * 128),
+    _usage_line(**{s.name: "x" * s.length_max for s in _USAGE_SPECS if s.kind is str and s.name != "engineer_id"}),
+    _usage_line(**{s.name: s.maximum for s in _USAGE_SPECS if s.kind is int}),
     _usage_line(event_id="i" * 256, engineer_id="é" * 256),
     _usage_line(False, event_id="i" * 256, engineer_id="é" * 256, model="模型"),  # UTF-8 as it stands
 ])
@@ -344,12 +358,7 @@ def test_line_event_takes_msgspec_on_plain_usage_lines(line):
 
 @pytest.mark.parametrize("line", [
     _usage_line(corrects_event_id="u0", input_tokens=-5, cost_nanos=-7),  # corrections: orjson path
-    _usage_line(input_tokens=10**15 + 1), _usage_line(output_tokens=-1), _usage_line(cost_nanos=10**18 + 1),
-    _usage_line(cost_nanos=-1), _usage_line(cache_read_tokens=True), _usage_line(cache_write_tokens=1.0),
-    _usage_line(provider="p" * 65), _usage_line(model="m" * 257), _usage_line(unpriced_reason="r" * 513),
-    _usage_line(price_version="v" * 129), _usage_line(price_version=""), _usage_line(event_id="i" * 257),
-    _usage_line(engineer_id="e" * 257), _usage_line(engineer_id="e\u0001"), _usage_line(engineer_id="e\u0085"),
-    _usage_line(engineer_id=""), _usage_line(provider=None), _usage_line(model=_DROP),
+    *_limit_lines(), _usage_line(engineer_id="e\u0001"), _usage_line(engineer_id="e\u0085"),
     _usage_line(occurred_at="2026-01-01T00:00:00Z"), _usage_line(occurred_at="2026-01-01T05:00:00.000000+05:00"),
     _usage_line(occurred_at=1767225600), _usage_line(type="grant_issued"), _usage_line(type="Usage"),
     _usage_line()[:-1], b"[" + _usage_line() + b"]", _usage_line().replace(b'"m"', b'"m" "x"'),

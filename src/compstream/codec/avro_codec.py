@@ -22,6 +22,7 @@ from typing import Any, cast
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from compstream.codec.event_schemas import EVENT_RECORDS, check_event_schema
 from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError, event_from_dict
 
@@ -30,16 +31,6 @@ HEADER_LENGTH = 10
 # A usage event is ~200 bytes; anything this large is not ours.
 MESSAGE_BYTES_MAX = 1_000_000
 
-# Record name (without namespace) -> canonical event `type`.
-EVENT_RECORDS = {
-    "GrantIssued": "grant_issued",
-    "GrantRevoked": "grant_revoked",
-    "EngineerOffboarded": "engineer_offboarded",
-    "Usage": "usage",
-    "TeamAssigned": "team_assigned",
-    "LeaderboardPrivacy": "leaderboard_privacy",
-    "CashCompensation": "cash_compensation",
-}
 RECORD_BY_EVENT_TYPE = {v: k for k, v in EVENT_RECORDS.items()}
 
 
@@ -77,6 +68,10 @@ def _load_registry() -> tuple[dict[str, SchemaEntry], dict[bytes, SchemaEntry]]:
         raise RuntimeError(f"no Avro schemas found in {directory}")
     for path in paths:
         raw = json.loads(path.read_text())
+        try:
+            check_event_schema(raw, str(path))
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from exc
         parsed = fastavro.parse_schema(raw)
         canonical = to_parsing_canonical_form(parsed)
         fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))

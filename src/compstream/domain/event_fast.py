@@ -8,6 +8,13 @@ checks in a few type tests: exact built-in types, in-range integers, UTC
 datetimes and canonical `YYYY-MM-DDTHH:MM:SS.ffffffZ` strings; HR events
 always take the reference path (rare). tests/domain/test_event_fast.py checks
 the equivalence on generated and malformed input.
+
+The per-type builders are generated at import from `events.EVENT_FIELDS`
+(the event dataclasses and the field vocabulary), so a new field is checked
+and built here without an edit; `builder_source(cls)` shows the code.
+Generated rather than looping over the specs per event: the written-out
+checks are the ones the hand-written builders had (same speed, measured in
+bench/profile_notes.md, 2026-12-06 "event shapes").
 """
 
 from __future__ import annotations
@@ -18,10 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from compstream.domain.events import (
-    AMOUNT_NANOS_MAX, ENGINEER_ID_LENGTH_MAX, EVENT_ID_LENGTH_MAX, GRANT_ID_LENGTH_MAX,
-    GRANT_KIND_LENGTH_MAX, MODEL_LENGTH_MAX, PRICE_VERSION_LENGTH_MAX, PROVIDER_LENGTH_MAX,
-    TOKENS_MAX, UNPRICED_REASON_LENGTH_MAX,
-    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage,
+    CORRECTION_FIELD, ENGINEER_ID_LENGTH_MAX, EVENT_FIELDS, EVENT_ID_LENGTH_MAX,
+    LATER_THAN, LEDGER_EVENT_CLASSES, SIGNED_IN_CORRECTION, TEXT_LENGTH_MAX, Event, FieldSpec,
+    Usage, event_type_of,
 )
 
 _UTC = timezone.utc
@@ -53,25 +59,17 @@ def fast_time(value: Any) -> datetime | None:
     return None
 
 
-def _text(value: Any, length_max: int) -> bool:
-    return type(value) is str and 0 < len(value) <= length_max
-
-
-def _count(value: Any, minimum: int, maximum: int) -> bool:
-    # `type is int` also rules out bool, as events._int does.
-    return type(value) is int and minimum <= value <= maximum
-
-
-def _twin(cls: Any, fields: tuple[str, ...], type_name: str) -> Callable[..., Event]:
+def _twin(cls: Any) -> Callable[..., Event]:
     """A constructor for the frozen dataclass `cls` that skips its
     object.__setattr__ per field (most of the cost of building an event).
     It fills a mutable class with the same slot layout, then retypes the
     object as `cls`: the result is an ordinary, frozen `cls` instance."""
+    fields = tuple(spec.name for spec in EVENT_FIELDS[cls])
     if tuple(cls.__slots__) != fields + ("type",):
-        raise TypeError(f"{cls.__name__} slots changed; update event_fast")
+        raise TypeError(f"{cls.__name__}: slots are not its fields and `type`")
     args = ", ".join(fields)
     body = "".join(f"    self.{name} = {name}\n" for name in fields)
-    src = (f"def __init__(self, {args}):\n{body}    self.type = {type_name!r}\n"
+    src = (f"def __init__(self, {args}):\n{body}    self.type = {event_type_of(cls)!r}\n"
            f"    self.__class__ = _cls\n")
     namespace: dict[str, Any] = {"_cls": cls}
     exec(src, namespace)  # noqa: S102 - generated from the slot names above
@@ -80,85 +78,106 @@ def _twin(cls: Any, fields: tuple[str, ...], type_name: str) -> Callable[..., Ev
     return twin
 
 
-_NewUsage = _twin(Usage, (
-    "event_id", "engineer_id", "provider", "model", "occurred_at", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "cost_nanos", "unpriced_reason", "price_version",
-    "corrects_event_id"), "usage")
-_NewGrant = _twin(GrantIssued, (
-    "event_id", "engineer_id", "grant_id", "amount_nanos", "effective_at", "expires_at", "kind"),
-    "grant_issued")
-_NewRevoke = _twin(GrantRevoked, ("event_id", "engineer_id", "grant_id", "effective_at"),
-                   "grant_revoked")
-_NewOffboard = _twin(EngineerOffboarded, ("event_id", "engineer_id", "effective_at"),
-                     "engineer_offboarded")
 # For callers that checked every field themselves (compstream.replay.jsonl_fast):
 # the same positional fields as Usage, no validation here.
-new_usage = _NewUsage
+new_usage = _twin(Usage)
+
+# Strings a log repeats across millions of events (see _intern above).
+INTERNED = frozenset({"engineer_id", "provider", "model"})
 
 
-def _usage(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
-    # The hottest builder: checks written out inline (a call per field costs
-    # as much as the check).
-    get = raw.get
-    corrects = get("corrects_event_id")
-    if corrects is None:
-        lo = lo_cost = 0
-    elif type(corrects) is str and 0 < len(corrects) <= EVENT_ID_LENGTH_MAX:
-        lo, lo_cost = -TOKENS_MAX, -AMOUNT_NANOS_MAX  # a correction may be negative
+def value_check(spec: FieldSpec, var: str, minimum: str | None = None) -> str:
+    """Python source that is true when `var` is a valid value of `spec`
+    (exact built-in types only: anything else declines); `minimum` replaces
+    the vocabulary's minimum (a correction's signed range). Times are
+    checked apart (fast_time)."""
+    if spec.kind is str:
+        check = f"type({var}) is str and 0 < len({var}) <= {spec.length_max}"
+    elif spec.kind is int:
+        # `type is int` also rules out bool, as events._int does.
+        check = f"type({var}) is int and {minimum or spec.minimum} <= {var} <= {spec.maximum}"
+    elif spec.kind is bool:
+        check = f"type({var}) is bool"
     else:
-        return None
-    provider, model = get("provider"), get("model")
-    input_tokens, output_tokens = get("input_tokens"), get("output_tokens")
-    cache_read, cache_write = get("cache_read_tokens"), get("cache_write_tokens")
-    cost, unpriced, version = get("cost_nanos"), get("unpriced_reason"), get("price_version")
-    if not (type(provider) is str and 0 < len(provider) <= PROVIDER_LENGTH_MAX
-            and type(model) is str and 0 < len(model) <= MODEL_LENGTH_MAX
-            and type(input_tokens) is int and lo <= input_tokens <= TOKENS_MAX
-            and type(output_tokens) is int and lo <= output_tokens <= TOKENS_MAX
-            and (cache_read is None or (type(cache_read) is int and lo <= cache_read <= TOKENS_MAX))
-            and (cache_write is None or (type(cache_write) is int and lo <= cache_write <= TOKENS_MAX))
-            and (cost is None or (type(cost) is int and lo_cost <= cost <= AMOUNT_NANOS_MAX))
-            and (unpriced is None or _text(unpriced, UNPRICED_REASON_LENGTH_MAX))
-            and (version is None or _text(version, PRICE_VERSION_LENGTH_MAX))):
-        return None
-    occurred_at = fast_time(get("occurred_at"))
-    if occurred_at is None:
-        return None
-    return _NewUsage(event_id, engineer_id, _intern(provider), _intern(model), occurred_at,
-                     input_tokens, output_tokens, cache_read or 0, cache_write or 0, cost,
-                     unpriced, version, corrects)
+        raise TypeError(f"{spec.name}: no value check for {spec.kind.__name__}")
+    if spec.optional or spec.absent_as is not None:
+        check = f"({var} is None or ({check}))"
+    return check
 
 
-def _grant(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
-    get = raw.get
-    grant_id, amount, kind = get("grant_id"), get("amount_nanos"), get("kind")
-    if not (_text(grant_id, GRANT_ID_LENGTH_MAX) and _count(amount, 1, AMOUNT_NANOS_MAX)
-            and _text(kind, GRANT_KIND_LENGTH_MAX)):
-        return None
-    effective_at = fast_time(get("effective_at"))
-    expires_raw = get("expires_at")
-    expires_at = None if expires_raw is None else fast_time(expires_raw)
-    if effective_at is None or (expires_raw is not None and (
-            expires_at is None or expires_at <= effective_at)):
-        return None
-    return _NewGrant(event_id, engineer_id, grant_id, amount, effective_at, expires_at, kind)
+def absent_as(var: str, value: int) -> str:
+    """Source of `var`, or `value` when it is None (`var` was checked)."""
+    return f"({var} or {value!r})" if not value else f"({value!r} if {var} is None else {var})"
 
 
-def _revoke(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
-    grant_id = raw.get("grant_id")
-    effective_at = fast_time(raw.get("effective_at"))
-    if not _text(grant_id, GRANT_ID_LENGTH_MAX) or effective_at is None:
-        return None
-    return _NewRevoke(event_id, engineer_id, grant_id, effective_at)
+def _range(spec: FieldSpec) -> tuple[int, int]:
+    if spec.minimum is None or spec.maximum is None:
+        raise TypeError(f"{spec.name} is signed in a correction but has no range")
+    return spec.minimum, spec.maximum
 
 
-def _offboard(raw: dict[str, Any], event_id: str, engineer_id: str) -> Event | None:
-    effective_at = fast_time(raw.get("effective_at"))
-    return None if effective_at is None else _NewOffboard(event_id, engineer_id, effective_at)
+def builder_source(cls: Any) -> str:
+    """Source of the fast builder of `cls`, generated from its fields:
+    `_build(_raw, event_id, engineer_id) -> event | None` (build_event has
+    checked the two ids). The same checks a hand-written builder would
+    inline (a call per field costs as much as the check). Its own names
+    start with `_`, which no event field does (events._field_specs)."""
+    specs = [s for s in EVENT_FIELDS[cls] if s.name not in ("event_id", "engineer_id")]
+    lines = ["def _build(_raw, event_id, engineer_id):", "    _get = _raw.get"]
+    minimums: dict[str, str] = {}
+    names = {s.name for s in specs}
+    if CORRECTION_FIELD in names:
+        # A correction may be negative: the minimum of each signed range is
+        # chosen once, before the checks.
+        signed = [s for s in specs if s.name in SIGNED_IN_CORRECTION]
+        ranges = dict.fromkeys(_range(s) for s in signed)
+        lows = {r: f"_lo{i}" for i, r in enumerate(ranges)}
+        minimums = {s.name: lows[_range(s)] for s in signed}
+        limit = TEXT_LENGTH_MAX[CORRECTION_FIELD]
+        lines += [f"    {CORRECTION_FIELD} = _get({CORRECTION_FIELD!r})",
+                  f"    if {CORRECTION_FIELD} is None:"]
+        lines += [f"        {var} = {low}" for (low, _), var in lows.items()]
+        lines += [f"    elif type({CORRECTION_FIELD}) is str and 0 < len({CORRECTION_FIELD}) <= {limit}:"]
+        lines += [f"        {var} = {-top}" for (_, top), var in lows.items()]
+        lines += ["    else:", "        return None"]
+    values = [s for s in specs if s.kind is not datetime and s.name != CORRECTION_FIELD]
+    times = [s for s in specs if s.kind is datetime]
+    lines += [f"    {s.name} = _get({s.name!r})" for s in values]
+    if values:
+        checks = "\n            and ".join(value_check(s, s.name, minimums.get(s.name)) for s in values)
+        lines += [f"    if not ({checks}):", "        return None"]
+    for s in times:
+        if s.optional:
+            lines += [f"    _{s.name} = _get({s.name!r})",
+                      f"    {s.name} = None if _{s.name} is None else _fast_time(_{s.name})",
+                      f"    if {s.name} is None and _{s.name} is not None:", "        return None"]
+        else:
+            lines += [f"    {s.name} = _fast_time(_get({s.name!r}))", f"    if {s.name} is None:",
+                      "        return None"]
+    for later, earlier in LATER_THAN.items():
+        if later in names and earlier in names:
+            lines += [f"    if {later} is not None and {later} <= {earlier}:", "        return None"]
+    args = []
+    for s in EVENT_FIELDS[cls]:
+        arg = s.name
+        if s.absent_as is not None:
+            arg = absent_as(arg, s.absent_as)
+        if s.name in INTERNED and s.name != "engineer_id":  # build_event interns the id
+            arg = f"_intern({arg})"
+        args.append(arg)
+    lines.append(f"    return _new({', '.join(args)})")
+    return "\n".join(lines) + "\n"
 
 
-_BUILDERS = {"usage": _usage, "grant_issued": _grant, "grant_revoked": _revoke,
-             "engineer_offboarded": _offboard}
+def _builder(cls: Any) -> Callable[[dict[str, Any], str, str], Event | None]:
+    namespace: dict[str, Any] = {"_new": _twin(cls), "_fast_time": fast_time, "_intern": _intern}
+    exec(builder_source(cls), namespace)  # noqa: S102 - generated from EVENT_FIELDS
+    build: Callable[[dict[str, Any], str, str], Event | None] = namespace["_build"]
+    return build
+
+
+# HR events always take the reference path (rare).
+_BUILDERS = {event_type_of(cls): _builder(cls) for cls in LEDGER_EVENT_CLASSES}
 
 
 def build_event(raw: Any) -> Event | None:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Union, overload
+from typing import Any, Literal, Union, get_args, get_type_hints, overload
 
 EVENT_ID_LENGTH_MAX = 256
 ENGINEER_ID_LENGTH_MAX = 256
@@ -27,6 +27,45 @@ TEAM_ID_LENGTH_MAX = 128
 # A single event above a billion dollars is a unit error, not a real grant.
 AMOUNT_NANOS_MAX = 10**18
 TOKENS_MAX = 10**15
+
+# --- The field vocabulary: a field name means the same thing, with the same
+# limits, in every event. Together with the event dataclasses below (names,
+# order, types, optionality) this is the one definition of an event's shape:
+# `event_fields` joins the two, and the fast parsers (event_fast, jsonl_fast)
+# and the history row columns are built from it at import; the Avro schemas
+# and the history DDL are checked against it (tests/domain/test_event_shapes.py).
+# event_from_dict stays written out (the reference, and the wording of every
+# error); the equivalence tests hold it to the same limits.
+TEXT_LENGTH_MAX: dict[str, int] = {
+    "event_id": EVENT_ID_LENGTH_MAX,
+    "engineer_id": ENGINEER_ID_LENGTH_MAX,
+    "grant_id": GRANT_ID_LENGTH_MAX,
+    "kind": GRANT_KIND_LENGTH_MAX,
+    "provider": PROVIDER_LENGTH_MAX,
+    "model": MODEL_LENGTH_MAX,
+    "unpriced_reason": UNPRICED_REASON_LENGTH_MAX,
+    "price_version": PRICE_VERSION_LENGTH_MAX,
+    "corrects_event_id": EVENT_ID_LENGTH_MAX,
+    "team_id": TEAM_ID_LENGTH_MAX,
+}
+INT_RANGE: dict[str, tuple[int, int]] = {
+    "amount_nanos": (1, AMOUNT_NANOS_MAX),
+    "input_tokens": (0, TOKENS_MAX),
+    "output_tokens": (0, TOKENS_MAX),
+    "cache_read_tokens": (0, TOKENS_MAX),
+    "cache_write_tokens": (0, TOKENS_MAX),
+    "cost_nanos": (0, AMOUNT_NANOS_MAX),
+    "annual_cash_nanos": (0, AMOUNT_NANOS_MAX),
+}
+# Input fields that may be absent (or null) and then read as this value.
+ABSENT_AS: dict[str, int] = {"cache_read_tokens": 0, "cache_write_tokens": 0}
+# A usage correction (this field set) is a restatement delta: in it the
+# SIGNED_IN_CORRECTION fields may be negative, down to minus their maximum.
+CORRECTION_FIELD = "corrects_event_id"
+SIGNED_IN_CORRECTION = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_nanos"})
+# A time field that must be later than another one of the same event.
+LATER_THAN: dict[str, str] = {"expires_at": "effective_at"}
 
 
 class EventError(ValueError):
@@ -220,6 +259,65 @@ Event = Union[LedgerEvent, HrEvent]
 LEDGER_EVENT_TYPES = ("grant_issued", "grant_revoked", "engineer_offboarded", "usage")
 HR_EVENT_TYPES = ("team_assigned", "leaderboard_privacy", "cash_compensation")
 EVENT_TYPES = LEDGER_EVENT_TYPES + HR_EVENT_TYPES
+LEDGER_EVENT_CLASSES: tuple[type[LedgerEvent], ...] = (GrantIssued, GrantRevoked, EngineerOffboarded, Usage)
+HR_EVENT_CLASSES: tuple[type[HrEvent], ...] = (TeamAssigned, LeaderboardPrivacy, CashCompensation)
+EVENT_CLASSES: tuple[type[Event], ...] = LEDGER_EVENT_CLASSES + HR_EVENT_CLASSES
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One payload field of an event: its dataclass field joined with the
+    vocabulary above."""
+
+    name: str
+    kind: type  # str, int, bool or datetime
+    optional: bool  # null is a valid value (and absent reads as null)
+    length_max: int | None = None  # str: 1..length_max characters
+    minimum: int | None = None  # int: minimum..maximum
+    maximum: int | None = None
+    absent_as: int | None = None  # absent or null on input reads as this
+
+
+def event_type_of(cls: type[Event]) -> str:
+    """The `type` discriminator of an event class ("usage", ...)."""
+    default = cls.__dataclass_fields__["type"].default
+    if not isinstance(default, str):
+        raise TypeError(f"{cls.__name__}.type has no string default")
+    return default
+
+
+def _field_specs(cls: type[Event]) -> tuple[FieldSpec, ...]:
+    hints = get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        if f.name == "type":
+            continue
+        if f.name.startswith("_"):  # the generated parsers keep `_` names for their own
+            raise TypeError(f"{cls.__name__}.{f.name}: an event field name cannot start with _")
+        hint = hints[f.name]
+        args = get_args(hint)
+        optional = type(None) in args
+        kinds = [a for a in args if a is not type(None)] if args else [hint]
+        if len(kinds) != 1 or kinds[0] not in (str, int, bool, datetime):
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported type {hint!r}")
+        kind = kinds[0]
+        spec = FieldSpec(f.name, kind, optional, absent_as=ABSENT_AS.get(f.name))
+        if kind is str:
+            if f.name not in TEXT_LENGTH_MAX:
+                raise TypeError(f"{cls.__name__}.{f.name}: add its limit to TEXT_LENGTH_MAX")
+            spec = dataclasses.replace(spec, length_max=TEXT_LENGTH_MAX[f.name])
+        elif kind is int:
+            if f.name not in INT_RANGE:
+                raise TypeError(f"{cls.__name__}.{f.name}: add its range to INT_RANGE")
+            minimum, maximum = INT_RANGE[f.name]
+            spec = dataclasses.replace(spec, minimum=minimum, maximum=maximum)
+        specs.append(spec)
+    return tuple(specs)
+
+
+# Every event's payload fields in dataclass order (what each shape is built
+# from); computed at import, so a field without a limit fails every import.
+EVENT_FIELDS: dict[type[Event], tuple[FieldSpec, ...]] = {cls: _field_specs(cls) for cls in EVENT_CLASSES}
 
 
 def event_from_dict(raw: Any) -> Event:

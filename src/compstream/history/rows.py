@@ -7,14 +7,13 @@ Money is always integer nano-dollars; times are aware UTC datetimes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence, get_args, get_type_hints
 
 from compstream.domain.balance import Posting
-from compstream.domain.events import Event, event_to_json
+from compstream.domain.events import EVENT_CLASSES, EVENT_FIELDS, Event, event_to_json
 
 # One batch is one ClickHouse insert per table; bounding it keeps a retry cheap
 # and keeps the whole batch inside one insert block (one dedup hash).
@@ -168,16 +167,48 @@ class EventRow:
 
 
 # Per event type: (event field, EventRow column) of the flattened fields,
-# computed once (dataclasses.fields per row was a hot spot); one entry per
-# event class, so bounded by the number of event types.
+# computed once at import from the event definitions (dataclasses.fields per
+# row was a hot spot); one entry per event class, so bounded.
 _EVENT_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
+# EventRow columns that are not an event field: the envelope every row has.
+# Each event's time field is the `event_time` column.
+ENVELOPE_COLUMNS = frozenset({
+    "type", "event_id", "engineer_id", "event_time", "kafka_topic", "kafka_partition", "kafka_offset",
+    "ingest_time", "payload", "schema_version", "late", "applied_watermark"})
+_EVENT_TIME_FIELDS = ("effective_at", "occurred_at")
+# The grant's `kind` would be confused with a posting kind.
+_COLUMN_OF_FIELD = {"kind": "grant_kind"}
 
 
-def _event_columns(event: Event) -> tuple[tuple[str, str], ...]:
-    # The grant's `kind` would be confused with a posting kind.
-    return tuple((f.name, "grant_kind" if f.name == "kind" else f.name)
-                 for f in dataclasses.fields(event)
-                 if f.name not in ("type", "event_id", "engineer_id", "effective_at", "occurred_at"))
+def _event_columns(event: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((spec.name, _COLUMN_OF_FIELD.get(spec.name, spec.name))
+                 for spec in EVENT_FIELDS[event if isinstance(event, type) else type(event)]
+                 if spec.name not in ENVELOPE_COLUMNS and spec.name not in _EVENT_TIME_FIELDS)
+
+
+def _check_event_columns() -> None:
+    """EventRow is written out, not generated: its field order is the order of
+    the history wire JSON (orjson writes a dataclass's fields in order) and of
+    the table's columns, which only grow by migrations; and type checkers need
+    the written class. So each event field must have its nullable column, and
+    each column an event field; a new field fails here, at import."""
+    hints = get_type_hints(EventRow)
+    flattened = set()
+    for cls in EVENT_CLASSES:
+        columns = _EVENT_COLUMNS[cls] = _event_columns(cls)
+        for name, column in columns:
+            kind = next(s.kind for s in EVENT_FIELDS[cls] if s.name == name)
+            if get_args(hints.get(column)) not in ((kind, type(None)), (type(None), kind)):
+                raise TypeError(f"{cls.__name__}.{name} needs the column `{column}: "
+                                f"{kind.__name__} | None = None` in EventRow (history/rows.py) "
+                                f"and a migration adding it (history/schema.py)")
+            flattened.add(column)
+    extra = set(hints) - ENVELOPE_COLUMNS - flattened
+    if extra:
+        raise TypeError(f"EventRow columns {sorted(extra)} are no event's field")
+
+
+_check_event_columns()
 
 
 @dataclass(frozen=True, slots=True)

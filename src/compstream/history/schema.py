@@ -16,6 +16,10 @@ collapses rows of a differently cut re-batch that the token cannot recognise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import get_args, get_type_hints
+
+from compstream.history.rows import EventRow
 
 # Hashes of the last N insert blocks kept per table. A retry older than this
 # many later inserts is no longer recognised by the token (FINAL still is).
@@ -126,17 +130,40 @@ PARTITION BY toYYYYMM(computed_at)
 ORDER BY (period, computed_at, digest)
 {_TABLE_SETTINGS}"""
 
+# The ClickHouse type of a row field, from its Python type; the columns
+# whose type is narrower than the rule are named here.
+_COLUMN_TYPES = {str: "String", int: "Int64", bool: "Bool", datetime: _UTC}
+_EVENT_COLUMN_TYPES = {
+    "type": "LowCardinality(String)",
+    "kafka_topic": "LowCardinality(String)",
+    "kafka_partition": "Int32",
+    "schema_version": "UInt16",
+}
+
+
+def event_column_type(name: str) -> str:
+    """The events table's type of EventRow field `name` (the DDL below is
+    checked against it: tests/domain/test_event_shapes.py)."""
+    if name in _EVENT_COLUMN_TYPES:
+        return _EVENT_COLUMN_TYPES[name]
+    hint = get_type_hints(EventRow)[name]
+    kinds = [k for k in get_args(hint) if k is not type(None)] or [hint]
+    column = _COLUMN_TYPES[kinds[0]]
+    return f"Nullable({column})" if len(kinds) < len(get_args(hint)) else column
+
+
+def add_event_columns(*names: str) -> tuple[str, ...]:
+    """Statements adding EventRow fields `names` to the events table (how a
+    new event field reaches the table: a migration of these)."""
+    return tuple(f"ALTER TABLE {{db}}.events ADD COLUMN IF NOT EXISTS {name} {event_column_type(name)}"
+                 for name in names)
+
+
 # HR events (team membership, leaderboard privacy, cash pay) arrived after v1.
-_HR_COLUMNS = (
-    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS team_id Nullable(String)",
-    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS opted_out Nullable(Bool)",
-    "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS annual_cash_nanos Nullable(Int64)",
-)
+_HR_COLUMNS = add_event_columns("team_id", "opted_out", "annual_cash_nanos")
 
 # The watermark each event was applied under (audit verify replays late events).
-_APPLIED_WATERMARK = (
-    f"ALTER TABLE {{db}}.events ADD COLUMN IF NOT EXISTS applied_watermark Nullable({_UTC})",
-)
+_APPLIED_WATERMARK = add_event_columns("applied_watermark")
 
 # Finality per source partition (rows.WatermarkRow): what statements call final.
 _WATERMARKS = (f"""CREATE TABLE IF NOT EXISTS {{db}}.watermarks (

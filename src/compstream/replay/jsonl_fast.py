@@ -3,7 +3,9 @@
 Nearly every line of a usage log is a plain usage event (no correction).
 msgspec decodes such a line and checks its types, lengths and ranges in one
 C call; `line_event` then checks what msgspec cannot (canonical UTC time,
-printable engineer id) and builds the Usage. Any line it declines (other
+printable engineer id) and builds the Usage. The msgspec struct and the
+Usage construction are generated at import from Usage's fields
+(events.EVENT_FIELDS): a new field needs no edit here. Any line it declines (other
 event types, corrections, odd JSON or values) takes the orjson +
 event_fast path, and what that declines goes to the caller's reference
 parser, so every result and error message stays the reference one
@@ -20,43 +22,47 @@ checks.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Literal
+from datetime import datetime
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional
 
 import msgspec
 import orjson
 
-from compstream.domain.event_fast import build_event, fast_time, new_usage
+from compstream.domain.event_fast import INTERNED, absent_as, build_event, fast_time, new_usage
 from compstream.domain.events import (
-    AMOUNT_NANOS_MAX, ENGINEER_ID_LENGTH_MAX, EVENT_ID_LENGTH_MAX, MODEL_LENGTH_MAX,
-    PRICE_VERSION_LENGTH_MAX, PROVIDER_LENGTH_MAX, TOKENS_MAX, UNPRICED_REASON_LENGTH_MAX, Event,
+    CORRECTION_FIELD, EVENT_FIELDS, LATER_THAN, Event, FieldSpec, Usage, event_type_of,
 )
 
-_Tokens = Annotated[int, msgspec.Meta(ge=0, le=TOKENS_MAX)]
+
+def _line_type(spec: FieldSpec) -> tuple[str, Any] | tuple[str, Any, None]:
+    """The msgspec field of `spec` in a plain usage line: msgspec checks the
+    type and the limits; a time stays a string (fast_time reads it)."""
+    if spec.name == CORRECTION_FIELD:
+        # A correction declines here: only there may tokens and cost be negative.
+        return (spec.name, None, None)
+    tp: Any
+    if spec.kind is str:
+        tp = Annotated[str, msgspec.Meta(min_length=1, max_length=spec.length_max)]
+    elif spec.kind is int:
+        tp = Annotated[int, msgspec.Meta(ge=spec.minimum, le=spec.maximum)]
+    elif spec.kind is bool:
+        tp = bool
+    else:
+        tp = str
+    if spec.optional or spec.absent_as is not None:
+        return (spec.name, Optional[tp], None)
+    return (spec.name, tp)
 
 
-def _text(length_max: int) -> object:  # a type for msgspec: Annotated[str, Meta]
-    return Annotated[str, msgspec.Meta(min_length=1, max_length=length_max)]
+def line_struct(cls: Any = Usage) -> Any:
+    """The msgspec struct of a plain (not correcting) line of event `cls`."""
+    fields: list[Any] = [("type", Literal[event_type_of(cls)])]
+    return msgspec.defstruct(f"_{cls.__name__}Line", fields + [_line_type(s) for s in EVENT_FIELDS[cls]],
+                             gc=False, kw_only=True)
 
 
-class _UsageLine(msgspec.Struct, gc=False):
-    """A usage event that is not a correction (a correction declines here:
-    only there may tokens and cost be negative)."""
-
-    type: Literal["usage"]
-    event_id: _text(EVENT_ID_LENGTH_MAX)  # type: ignore[valid-type]
-    engineer_id: _text(ENGINEER_ID_LENGTH_MAX)  # type: ignore[valid-type]
-    provider: _text(PROVIDER_LENGTH_MAX)  # type: ignore[valid-type]
-    model: _text(MODEL_LENGTH_MAX)  # type: ignore[valid-type]
-    occurred_at: str
-    input_tokens: _Tokens
-    output_tokens: _Tokens
-    cache_read_tokens: _Tokens | None = None
-    cache_write_tokens: _Tokens | None = None
-    cost_nanos: Annotated[int, msgspec.Meta(ge=0, le=AMOUNT_NANOS_MAX)] | None = None
-    unpriced_reason: _text(UNPRICED_REASON_LENGTH_MAX) | None = None  # type: ignore[valid-type]
-    price_version: _text(PRICE_VERSION_LENGTH_MAX) | None = None  # type: ignore[valid-type]
-    corrects_event_id: None = None
-
+_UsageLine = line_struct(Usage)
 
 _decode = msgspec.json.Decoder(_UsageLine).decode
 _DecodeError = msgspec.DecodeError  # ValidationError is a subclass
@@ -73,27 +79,68 @@ def _utf8(raw: bytes) -> bool:
     return True
 
 
-def line_event(raw: bytes) -> Event | None:
-    """The event of one JSON Lines record, or None: then the caller's
-    reference parser decides (and words the error)."""
-    u = None
+# line_event, with the Usage built from the decoded line where {build} stands
+# (generated from Usage's fields below: written out, as a call per line would
+# cost a few percent of the parse).
+_LINE_EVENT = """
+def line_event(_raw):
+    _u = None
     # msgspec does not check the UTF-8 of keys it skips; Python's codec does
     # (ASCII, nearly every line, is valid UTF-8 as it stands).
-    if raw.isascii() or _utf8(raw):
+    if _raw.isascii() or _utf8(_raw):
         try:
-            u = _decode(raw)
+            _u = _decode(_raw)
         except _DecodeError:
             pass
-    if u is not None:
-        occurred_at = fast_time(u.occurred_at)
-        engineer_id = u.engineer_id
-        # isprintable(): as event_fast, any control character declines.
-        if occurred_at is not None and engineer_id.isprintable():
-            return new_usage(u.event_id, _intern(engineer_id), _intern(u.provider),
-                             _intern(u.model), occurred_at, u.input_tokens, u.output_tokens,
-                             u.cache_read_tokens or 0, u.cache_write_tokens or 0, u.cost_nanos,
-                             u.unpriced_reason, u.price_version, None)
+    if _u is not None:
+{build}
     try:
-        return build_event(_loads(raw))
+        return _build_event(_loads(_raw))
     except _JSONDecodeError:
         return None
+"""
+
+
+def line_event_source(cls: Any = Usage) -> str:
+    """Source of line_event for plain lines of event `cls` (Usage); its own
+    names start with `_`, which no event field does."""
+    specs = EVENT_FIELDS[cls]
+    times = [s for s in specs if s.kind is datetime]
+    lines = [f"        {s.name} = _fast_time(_u.{s.name})" if not s.optional else
+             f"        {s.name} = None if _u.{s.name} is None else _fast_time(_u.{s.name})"
+             for s in times]
+    lines.append("        engineer_id = _u.engineer_id")
+    # isprintable(): as event_fast, any control character declines.
+    checks = [f"{s.name} is not None" if not s.optional else
+              f"({s.name} is not None or _u.{s.name} is None)" for s in times]
+    names = {s.name for s in specs}
+    checks += [f"({later} is None or {later} > {earlier})" for later, earlier in LATER_THAN.items()
+               if later in names and earlier in names]
+    checks.append("engineer_id.isprintable()")
+    args = []
+    for s in specs:
+        arg = s.name if s.kind is datetime or s.name == "engineer_id" else f"_u.{s.name}"
+        if s.name == CORRECTION_FIELD:
+            arg = "None"  # the struct only admits None there
+        elif s.absent_as is not None:
+            arg = absent_as(arg, s.absent_as)
+        if s.name in INTERNED:
+            arg = f"_intern({arg})"
+        args.append(arg)
+    lines += [f"        if {' and '.join(checks)}:", f"            return _new({', '.join(args)})"]
+    return _LINE_EVENT.replace("{build}", "\n".join(lines))
+
+
+def _line_event() -> Callable[[bytes], Event | None]:
+    namespace: dict[str, Any] = {
+        "_utf8": _utf8, "_decode": _decode, "_DecodeError": _DecodeError, "_fast_time": fast_time,
+        "_intern": _intern, "_new": new_usage, "_build_event": build_event, "_loads": _loads,
+        "_JSONDecodeError": _JSONDecodeError}
+    exec(line_event_source(), namespace)  # noqa: S102 - generated from EVENT_FIELDS[Usage]
+    fn: Callable[[bytes], Event | None] = namespace["line_event"]
+    fn.__doc__ = ("The event of one JSON Lines record, or None: then the caller's "
+                  "reference parser decides (and words the error).")
+    return fn
+
+
+line_event = _line_event()
