@@ -77,14 +77,16 @@ class LedgerCore:
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]],
                 positions: dict[TopicPartition, int],
-                leaderboard_records: Iterable[tuple[bytes, bytes | None]] = ()) -> int:
+                leaderboard_records: Iterable[tuple[bytes, bytes | None]] = ()) -> tuple[int, int]:
         """Load a partition's books and stream time from its changelog (last
         value per key wins, None deletes), its leaderboard records, and its
-        committed positions."""
+        committed positions. Returns (books now held, changelog records read):
+        the second is about the first when the changelog is compacted."""
         if self.leaderboards is not None:
             self.leaderboards.restore_partition(partition, leaderboard_records)
         count = 0
         for raw_key, value in records:
+            count += 1
             key = raw_key.decode("utf-8")
             p = self._stream_time_keys.get(key)
             if p is not None:
@@ -97,10 +99,10 @@ class LedgerCore:
                 self.books.pop(key, None)
             else:
                 self.books[key] = value
-            count += 1
         self.positions.update(positions)
         self.owned.add(partition)
-        return count
+        n = self.config.partitions
+        return sum(1 for e in self.books if partition_of(e, n) == partition), count
 
     def forget(self, partition: int) -> None:
         """A revoked partition: its books may move on under another worker."""
