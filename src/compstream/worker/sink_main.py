@@ -12,6 +12,7 @@ from compstream.worker.core.checkpoint import history_topic
 def run_sink(settings: Settings, group: str | None, loglevel: str) -> None:
     from compstream.history import open_history
     from compstream.worker.engines.transactional import ensure_transactional_topics
+    from compstream.worker.faults import Faults
     from compstream.worker.history_loader import HistoryLoader
 
     logging.basicConfig(level=loglevel, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
@@ -19,7 +20,8 @@ def run_sink(settings: Settings, group: str | None, loglevel: str) -> None:
     store = open_history(settings.clickhouse_dsn)
     store.migrate()
     loader = HistoryLoader(settings.kafka_bootstrap, history_topic(settings.topics),
-                           group or f"{settings.worker_id}-history-sink", store)
+                           group or f"{settings.worker_id}-history-sink", store,
+                           Faults())  # inert unless COMPSTREAM_FAULT_* is set (the reliability tests)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: loader.stop_event.set())
     try:
