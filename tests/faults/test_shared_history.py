@@ -3,14 +3,17 @@ data dirs, the source partitions split between them) publish history rows on
 the history topic, and ONE `compstream sink` loads it into one store, while a
 worker and then the sink are killed with -9 mid-backlog and restarted.
 
-One sink per store: the embedded store (chdb) can be opened by one process at
-a time, and the loader takes every history partition (docs/engines.md). The
-expected side is the offline replay of the published events."""
+The embedded store (chdb) opens in one process at a time, so these real
+processes use one sink; sinks on one group split the history partitions,
+which the second test shows with two loaders on one shared store
+(docs/engines.md). The expected side is the offline replay of the published
+events."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -134,3 +137,69 @@ def test_two_workers_one_sink_with_kills_load_every_row_once(kafka_bootstrap, to
     audit = subprocess.run([sys.executable, "-m", "compstream.cli.main", "audit", "verify", "--replay", "--json",
                             "--dsn", dsn], env=sink.env, capture_output=True, text=True, timeout=300)
     assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr[-2000:]
+
+
+def test_two_sinks_on_one_group_split_the_history_and_load_each_row_once(kafka_bootstrap, topics, tmp_path):
+    """N sinks need a store they can share (a ClickHouse server; chdb opens in
+    one process only), so the two loaders here run in this process on one
+    in-memory store. They split the history partitions; when one leaves, the
+    other takes its partitions over from the committed offsets."""
+    from compstream.history.memory import MemoryHistoryStore
+    from compstream.worker.history_loader import HistoryLoader
+
+    published = scenario(seed=26, engineers=60, usage_per_engineer=20, duplicates=20)
+    events = [e for _, e in published]
+    group = f"split-{topics.prefix}"
+    env = {"COMPSTREAM_ENGINE": "transactional", "COMPSTREAM_HISTORY_SINK": "external",
+           "COMPSTREAM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S), "COMPSTREAM_BATCH_EVENTS_MAX": "100"}
+    a, b = (WorkerProcess(tmp_path / name, kafka_bootstrap, topics, group=group, lateness_s=LATENESS_S,
+                          partitions=PARTITIONS, extra_env=env).start() for name in ("a", "b"))
+    a.wait_until(lambda: _log_count(a, "transactional engine ready") >= 1, 120, "worker a")  # topics made
+    store = MemoryHistoryStore()
+    store.migrate()
+    sink_group = f"{group}-history-sink"
+    loaders = [HistoryLoader(kafka_bootstrap, history_topic(topics), sink_group, store, shared=True,
+                             session_timeout_s=SESSION_TIMEOUT_S) for _ in range(2)]
+    threads = [threading.Thread(target=loader.run, daemon=True) for loader in loaders]
+    try:
+        for thread in threads:
+            thread.start()
+        a.wait_until(lambda: all(loader.partitions_assigned for loader in loaders), 120, "both sinks assigned")
+        assert sorted(p for loader in loaders for p in loader.partitions_assigned) == list(range(PARTITIONS))
+        for n in range(0, len(events), 300):  # the backlog arrives while both sinks own partitions
+            publish_events(events[n:n + 300], kafka_bootstrap, topics)
+        a.wait_until(lambda: all(loader.loaded_records > 0 for loader in loaders), 180, "both sinks loading")
+        loaders[1].stop_event.set()  # one leaves mid-backlog: the other takes its partitions over
+        threads[1].join(timeout=60)
+        loaders[1].consumer.close()
+        a.wait_until(lambda: len(loaders[0].partitions_assigned) == PARTITIONS, 60, "the takeover")
+
+        balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 300, a)
+        ticks = sentinels(START + timedelta(days=90), PARTITIONS)
+        publish_events(ticks, kafka_bootstrap, topics)
+        wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, a)
+        wait_quiet(kafka_bootstrap, topics.balances, quiet_s=2, timeout_s=60)
+        assert a.stop() == 0, a.diagnosis()
+        assert b.stop() == 0, b.diagnosis()
+        deadline = time.monotonic() + 120
+        while not _loaded_through_end(kafka_bootstrap, history_topic(topics), sink_group):
+            assert time.monotonic() < deadline and threads[0].is_alive(), "the sink did not load the whole topic"
+            time.sleep(0.5)
+    finally:
+        for loader, thread in zip(loaders, threads, strict=True):
+            loader.stop_event.set()
+            thread.join(timeout=60)
+            try:
+                loader.consumer.close()
+            except RuntimeError:  # closed already (the one that left)
+                pass
+
+    assert balance_mismatches(balances, events) == []
+    counts = {table: (len(store.tables[table]), len({row.key() for row in store.tables[table]}))
+              for table in TABLE_KEYS}
+    doubled = {table: c for table, c in counts.items() if c[0] != c[1]}
+    assert not doubled, f"rows loaded twice (rows, distinct keys): {doubled}; all: {counts}"
+    figures = history_figures(store, events + ticks, ticks[0].occurred_at - timedelta(seconds=LATENESS_S))
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
+    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
+    assert figures["engineers_with_wrong_postings"] == 0, figures

@@ -30,20 +30,41 @@ POLL_TIMEOUT_S = 0.5
 
 
 class HistoryLoader:
-    def __init__(self, bootstrap: str, topic: str, group: str, store, faults=None):
+    """`shared=False` (a worker's embedded loader): assigned, not subscribed;
+    the loader owns its store, so it takes every partition at once, and a
+    restart after kill -9 does not wait out the dead member's session in a
+    group rebalance. Offsets are still kept under `group` (commit without
+    membership). Two such loaders on one store would both load every row.
+
+    `shared=True` (`compstream sink`): a member of `group`, so N sinks on one
+    store (a ClickHouse server) split the history partitions. A partition's
+    rows (its source partition's events, dead letters, watermarks, its
+    engineers' postings) only ever come through that partition, and the
+    eager rebalance protocol revokes a partition from a sink only inside its
+    poll, after it committed what it wrote; the new owner starts from those
+    offsets with its high-water caches dropped (read again from the store)."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, store, faults=None, *, shared: bool = False,
+                 session_timeout_s: float = 30.0):
         self.topic = topic
         self.sink = HistorySink(store, faults)
-        self.consumer = Consumer({
+        config = {
             "bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 10,
-        })
-        # Assigned, not subscribed: a loader owns its store, so it takes every
-        # partition at once, and a restart after kill -9 does not wait out the
-        # dead member's session in a group rebalance. Offsets are still kept
-        # under `group` (commit without membership).
-        self.consumer.assign(self._start_positions(topic))
+        }
+        if shared:
+            # Eager (not cooperative) assignors: every member stops before any takes over.
+            config.update({"partition.assignment.strategy": "range",
+                           "session.timeout.ms": int(session_timeout_s * 1000)})
+        self.consumer = Consumer(config)
+        if shared:
+            self._check_topic(topic)
+            self.consumer.subscribe([topic], on_assign=self._on_assign)
+        else:
+            self.consumer.assign(self._start_positions(topic))
         self.stop_event = threading.Event()
+        self.partitions_assigned: tuple[int, ...] = ()  # shared: this member's, after each rebalance
         self.loaded_records = 0
         self.poison_records = 0
 
@@ -75,11 +96,20 @@ class HistoryLoader:
         log.info("history loaded: %d records (%d in total)", len(data), self.loaded_records)
         return len(data)
 
-    def _start_positions(self, topic: str) -> list[TopicPartition]:
+    def _check_topic(self, topic: str) -> list[int]:
         meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise RuntimeError(f"history topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        return sorted(meta.partitions)
+
+    def _on_assign(self, _consumer, partitions) -> None:
+        # Another sink may have written these partitions' rows meanwhile.
+        self.sink.forget_known()
+        self.partitions_assigned = tuple(tp.partition for tp in partitions)
+        log.info("history partitions assigned: %s", ",".join(str(tp.partition) for tp in partitions) or "none")
+
+    def _start_positions(self, topic: str) -> list[TopicPartition]:
+        parts = [TopicPartition(topic, p) for p in self._check_topic(topic)]
         committed = self.consumer.committed(parts, timeout=30)
         return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else -2) for tp in committed]
 

@@ -46,6 +46,14 @@ class HistorySink:
         self.failures = 0
         self.rows_written = 0
 
+    def forget_known(self) -> None:
+        """Drop the cached high-water marks (after a failed write, which may
+        have left a partial write behind, or when another writer may have
+        written meanwhile): the next write reads them from the store."""
+        self._offset_max.clear()
+        self._seq_max.clear()
+        self._final_max.clear()
+
     def _known_offset(self, table: str, topic: str, partition: int) -> int:
         key = (table, topic, partition)
         if key not in self._offset_max:
@@ -112,9 +120,7 @@ class HistorySink:
                 self.store.append_batch(todo, token)
         except Exception:
             self.failures += 1
-            self._offset_max.clear()
-            self._seq_max.clear()
-            self._final_max.clear()
+            self.forget_known()
             raise
         for r in todo.events:
             key = ("events", r.kafka_topic, r.kafka_partition)

@@ -1,4 +1,7 @@
-"""`compstream sink` as a process: one HistoryLoader until SIGTERM/SIGINT."""
+"""`compstream sink` as a process: one HistoryLoader until SIGTERM/SIGINT.
+
+Sinks on the same group split the history partitions (a ClickHouse server
+store; the embedded chdb store opens in one process only)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ def run_sink(settings: Settings, group: str | None, loglevel: str) -> None:
     store.migrate()
     loader = HistoryLoader(settings.kafka_bootstrap, history_topic(settings.topics),
                            group or f"{settings.worker_id}-history-sink", store,
-                           Faults())  # inert unless COMPSTREAM_FAULT_* is set (the reliability tests)
+                           Faults(),  # inert unless COMPSTREAM_FAULT_* is set (the reliability tests)
+                           shared=True, session_timeout_s=settings.session_timeout_s)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: loader.stop_event.set())
     try:
