@@ -479,15 +479,16 @@ def restore_time(bootstrap: str, topics: Topics, data_dir: Path, group: str, par
                 text = (data_dir / "worker.log").read_text(errors="replace")
             except OSError:
                 text = ""
-            books = [int(m) for m in re.findall(r"partition \d+ restored: (\d+) books", text)]
+            books = [int(m) for m in re.findall(r"partition \d+ restored: \d+ books from (\d+) changelog records",
+                                                text)]
             if len(books) >= partitions:
                 break
             time.sleep(0.1)
         else:
             raise TimeoutError(f"books not restored within {timeout_s}s:\n{w.log_tail()}")
         out["spawn_to_restored_s"] = round(time.monotonic() - t0, 2)
-        # The engine logs "restored: N books", N counting changelog records
-        # read (a key repeats until the topic is compacted).
+        # The engine logs "restored: B books from N changelog records" (a key
+        # repeats in the records until the cleaner compacts the topic).
         out["changelog_records"] = sum(books)
         w.sample()
         out["peak_rss_mib"] = w.hwm_mib

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from datetime import timedelta
 
 import pytest
 
-from compstream.codec import encode_event, encode_record
-from compstream.publish import make_producer, publish_events
+from compstream.publish import publish_events
 from compstream.readback import read_records
 from compstream.synth import START, generate
 from support.checks import (
     LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels,
     wait_balances, wait_quiet,
 )
-from support.faults import ledger_only, worker_for
+from support.faults import ledger_only, poison_records, publish_poison, worker_for
 
 pytestmark = pytest.mark.kafka
 PARTITIONS = 4
@@ -66,36 +64,13 @@ def read_latest(bootstrap: str, topic: str) -> dict:
     return out
 
 
-def _poison(events) -> list[tuple[str, bytes | None, bytes, str]]:
-    """(which topic, key, raw bytes, expected stage) for each kind of bad input."""
-    grant = next(e for e in events if e.type == "grant_issued")
-    usage = next(e for e in events if e.type == "usage")
-    negative = {f.name: getattr(grant, f.name) for f in dataclasses.fields(grant) if f.name != "type"}
-    negative.update(event_id="poison-negative", amount_nanos=-5)
-    conflicting = dataclasses.replace(usage, cost_nanos=(usage.cost_nanos or 0) + 1)  # same id, new payload
-    rng = random.Random(4)
-    return [
-        ("usage", b"eng-00001", bytes(rng.randrange(256) for _ in range(64)), "decode:framing"),
-        ("usage", b"eng-00002", b"\xc3\x01" + bytes(8) + b"\x02\x04", "decode:schema"),
-        ("grants", b"eng-00003", encode_record("DeadLetter", {  # valid Avro, not an event schema
-            "source_topic": "x", "source_partition": 0, "source_offset": 0, "key": None,
-            "raw": b"", "stage": "s", "reason": "r", "received_at": grant.effective_at}), "decode:schema"),
-        ("grants", grant.engineer_id.encode(), encode_record("GrantIssued", negative), "validate"),
-        ("usage", usage.engineer_id.encode(), encode_event(conflicting), "conflict"),
-        ("usage", b"someone-else", encode_event(usage), "route"),
-    ]
-
-
 def test_poison_messages_become_dead_letters(kafka_bootstrap, topics, tmp_path, reliability):
     events = ledger_only(generate(engineers=20, usage_events=600, seed=94))
-    poison = _poison(events)
+    poison = poison_records(events)
     worker = worker_for(tmp_path, kafka_bootstrap, topics, "poison", PARTITIONS).start()
     publish_events(events[:300], kafka_bootstrap, topics)
     wait_balances(kafka_bootstrap, topics.balances, expected_counts(events[:300]), 120, worker)
-    producer = make_producer(kafka_bootstrap)
-    for which, key, raw, _ in poison:
-        producer.send(getattr(topics, which), key=key, value=raw).get(timeout=30)
-    producer.close()
+    publish_poison(kafka_bootstrap, topics, poison)
     publish_events(events[300:], kafka_bootstrap, topics)
     t0 = time.monotonic()
     balances = wait_balances(kafka_bootstrap, topics.balances, expected_counts(events), 120, worker)

@@ -148,9 +148,10 @@ def wait_quiet(bootstrap: str, topic: str, quiet_s: float, timeout_s: float) -> 
     raise AssertionError(f"{topic} never went quiet")
 
 
-def history_figures(dsn: str, events, finalized_before: datetime | None) -> dict:
-    """Exactly-once and correctness figures of a worker's history."""
-    store = open_history(dsn)
+def history_figures(dsn, events, finalized_before: datetime | None) -> dict:
+    """Exactly-once and correctness figures of a worker's history (`dsn`: a
+    DSN, or an open store, which is left open)."""
+    store = open_history(dsn) if isinstance(dsn, str) else dsn
     try:
         ids = store.event_id_counts()
         postings = store.posting_counts(collapsed=False)
@@ -173,4 +174,5 @@ def history_figures(dsn: str, events, finalized_before: datetime | None) -> dict
             figures["engineers_with_wrong_postings"] = wrong
         return figures
     finally:
-        store.close()
+        if isinstance(dsn, str):
+            store.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 
+from compstream.codec import encode_event, encode_record
 from compstream.domain.events import LEDGER_EVENT_TYPES
 from support.checks import LONG_LATENESS_S
 from support.worker import WorkerProcess
@@ -24,3 +27,34 @@ def worker_for(tmp_path, bootstrap, topics, name: str, partitions: int, data_dir
         lateness_s=LONG_LATENESS_S, partitions=partitions,
         extra_env={"COMPSTREAM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S), **env},
     )
+
+
+def poison_records(events) -> list[tuple[str, bytes | None, bytes, str]]:
+    """(which topic, key, raw bytes, expected dead-letter stage) for each kind
+    of bad input; publish them after `events` (the conflict needs its original
+    applied first)."""
+    grant = next(e for e in events if e.type == "grant_issued")
+    usage = next(e for e in events if e.type == "usage")
+    negative = {f.name: getattr(grant, f.name) for f in dataclasses.fields(grant) if f.name != "type"}
+    negative.update(event_id="poison-negative", amount_nanos=-5)
+    conflicting = dataclasses.replace(usage, cost_nanos=(usage.cost_nanos or 0) + 1)  # same id, new payload
+    rng = random.Random(4)
+    return [
+        ("usage", b"eng-00001", bytes(rng.randrange(256) for _ in range(64)), "decode:framing"),
+        ("usage", b"eng-00002", b"\xc3\x01" + bytes(8) + b"\x02\x04", "decode:schema"),
+        ("grants", b"eng-00003", encode_record("DeadLetter", {  # valid Avro, not an event schema
+            "source_topic": "x", "source_partition": 0, "source_offset": 0, "key": None,
+            "raw": b"", "stage": "s", "reason": "r", "received_at": grant.effective_at}), "decode:schema"),
+        ("grants", grant.engineer_id.encode(), encode_record("GrantIssued", negative), "validate"),
+        ("usage", usage.engineer_id.encode(), encode_event(conflicting), "conflict"),
+        ("usage", b"someone-else", encode_event(usage), "route"),
+    ]
+
+
+def publish_poison(bootstrap: str, topics, poison) -> None:
+    from compstream.publish import make_producer
+
+    producer = make_producer(bootstrap)
+    for which, key, raw, _ in poison:
+        producer.send(getattr(topics, which), key=key, value=raw).get(timeout=30)
+    producer.close()

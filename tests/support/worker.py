@@ -31,8 +31,9 @@ def kill_leftovers() -> None:
 class WorkerProcess:
     def __init__(self, data_dir: Path, bootstrap: str, topics: Topics, *, group: str,
                  lateness_s: int = 0, partitions: int = 4, dsn: str | None = None,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, command: tuple[str, ...] = ("worker",)):
         self.data_dir = data_dir
+        self.command = command  # ("sink",): `compstream sink`, the external history loader
         self.web_port = free_port()
         self.env = dict(
             os.environ,
@@ -53,7 +54,7 @@ class WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "compstream.cli.main", "worker", "--loglevel", "INFO"],
+            [sys.executable, "-m", "compstream.cli.main", *self.command, "--loglevel", "INFO"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
         STARTED.append(self)

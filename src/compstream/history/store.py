@@ -24,6 +24,7 @@ from compstream.history.rows import (
     EventRow,
     HistoryBatch,
     HistoryError,
+    LeaderboardWindowRow,
     PostingRow,
     StoredPayload,
 )
@@ -72,6 +73,9 @@ class HistoryStore(Protocol):
     def final_through(self, partition: int, at: datetime | None = None) -> WatermarkRow | None:
         """The partition's latest watermark row (with `at`: the latest whose
         final_through is at or before `at`); None if none was written."""
+
+    def leaderboard_windows(self, window_kind: str, window_start: datetime) -> list[LeaderboardWindowRow]:
+        """Every stored row (all dimensions and revisions) of one closed window."""
 
     def table_counts(self) -> dict[str, int]:
         """Distinct rows per history table (after retry collapse)."""

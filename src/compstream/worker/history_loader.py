@@ -33,23 +33,47 @@ POLL_TIMEOUT_S = 0.5
 
 
 class HistoryLoader:
+    """`shared=False` (a worker's embedded loader): assigned, not subscribed;
+    the loader owns its store, so it takes every partition at once, and a
+    restart after kill -9 does not wait out the dead member's session in a
+    group rebalance. Offsets are still kept under `group` (commit without
+    membership). Two such loaders on one store would both load every row.
+
+    `shared=True` (`compstream sink`): a member of `group`, so N sinks on one
+    store (a ClickHouse server) split the history partitions. A partition's
+    rows (its source partition's events, dead letters, watermarks, its
+    engineers' postings) only ever come through that partition, and the
+    eager rebalance protocol revokes a partition from a sink only inside its
+    poll, after it committed what it wrote; the new owner starts from those
+    offsets with its high-water caches dropped (read again from the store)."""
+
     def __init__(self, bootstrap: str, topic: str, group: str, store: HistoryStore,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, *, shared: bool = False,
+                 session_timeout_s: float = 30.0):
         self.topic = topic
         self.sink = HistorySink(store, faults)
-        self.consumer = Consumer({
+        config = {
             "bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 10,
-        })
-        # Assigned, not subscribed: a loader owns its store, so it takes every
-        # partition at once, and a restart after kill -9 does not wait out the
-        # dead member's session in a group rebalance. Offsets are still kept
-        # under `group` (commit without membership).
-        self.consumer.assign(self._start_positions(topic))
+        }
+        if shared:
+            # Eager (not cooperative) assignors: every member stops before any takes over.
+            config.update({"partition.assignment.strategy": "range",
+                           "session.timeout.ms": int(session_timeout_s * 1000)})
+        self.consumer = Consumer(config)
+        if shared:
+            self._check_topic(topic)
+            self.consumer.subscribe([topic], on_assign=self._on_assign)
+        else:
+            self.consumer.assign(self._start_positions(topic))
         self.stop_event = threading.Event()
+        self.partitions_assigned: tuple[int, ...] = ()  # shared: this member's, after each rebalance
         self.loaded_records = 0
         self.poison_records = 0
+        # Read but not yet stored and committed (a store outage holds them):
+        # lag counts them, the consumer's position alone would not.
+        self.in_flight = 0
 
     def run_once(self) -> int:
         msgs = self.consumer.consume(POLL_RECORDS_MAX, POLL_TIMEOUT_S)
@@ -59,6 +83,7 @@ class HistoryLoader:
                 log.warning("history loader: %s", m.error())
         if not data:
             return 0
+        self.in_flight = len(data)
         batches = []
         for m in data:
             try:
@@ -75,23 +100,34 @@ class HistoryLoader:
             next_offsets[(m.topic(), m.partition())] = m.offset() + 1
         self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
                              asynchronous=False)
+        self.in_flight = 0
         self.loaded_records += len(data)
         log.info("history loaded: %d records (%d in total)", len(data), self.loaded_records)
         return len(data)
 
-    def _start_positions(self, topic: str) -> list[TopicPartition]:
+    def _check_topic(self, topic: str) -> list[int]:
         meta = self.consumer.list_topics(topic, timeout=30).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             raise RuntimeError(f"history topic {topic!r} not found: {meta.error if meta else 'no metadata'}")
+        return sorted(meta.partitions)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another sink may have written these partitions' rows meanwhile.
+        self.sink.forget_known()
+        self.partitions_assigned = tuple(tp.partition for tp in partitions)
+        log.info("history partitions assigned: %s", ",".join(str(tp.partition) for tp in partitions) or "none")
+
+    def _start_positions(self, topic: str) -> list[TopicPartition]:
         from compstream.worker.engines.kafka_sides import committed_offsets
 
-        committed = committed_offsets(self.consumer, [(topic, p) for p in sorted(meta.partitions)])
+        parts = self._check_topic(topic)
+        committed = committed_offsets(self.consumer, [(topic, p) for p in parts])
         # -2: OFFSET_BEGINNING where nothing is committed yet
-        return [TopicPartition(topic, p, committed.get((topic, p), -2)) for p in sorted(meta.partitions)]
+        return [TopicPartition(topic, p, committed.get((topic, p), -2)) for p in parts]
 
     def lag(self) -> int:
         """Records in the history topic not yet loaded (for the assigned partitions)."""
-        total = 0
+        total = self.in_flight
         for tp in self.consumer.assignment():
             try:
                 _low, high = self.consumer.get_watermark_offsets(tp, timeout=5)

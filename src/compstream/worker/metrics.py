@@ -38,6 +38,10 @@ class WorkerMetrics:
                                  ["partition"], registry=r)
         self.restore_seconds = Gauge("compstream_restore_seconds", "Time of the last state restore after an assignment",
                                      registry=r)
+        self.restore_records = Counter("compstream_restore_changelog_records_total",
+                                       "Books changelog records read by restores (about one per book when compacted)",
+                                       registry=r)
+        self.restore_records_seen = 0
         self.buffered = Gauge("compstream_buffered_messages", "Fetched messages waiting for their task's inputs",
                               registry=r)
         self.history_lag = Gauge("compstream_history_sink_lag_records", "History topic records not yet loaded",

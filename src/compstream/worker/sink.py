@@ -1,13 +1,20 @@
 """History sink: write a batch's rows to the history store exactly once,
 before the batch's offsets may be committed.
 
-Exactly once rests on two checks, both keyed by data that is the same on every
-retry no matter how a retried batch is cut:
+Exactly once rests on checks keyed by data that is the same on every retry no
+matter how a retried batch is cut (the history topic's loader re-reads what it
+wrote but did not commit, cut differently):
 - events and dead letters carry their Kafka coordinates; rows at or below the
   partition's stored high-water offset are already written and are dropped;
 - postings carry a per-engineer sequence number; rows at or below the stored
-  maximum seq are dropped.
-The store's own per-insert deduplication token is a third line for the
+  maximum seq are dropped;
+- watermark rows only move forward per source partition: rows at or below the
+  stored latest final_through are dropped (a new owner of a partition re-records
+  the watermark it restored: the first row stays);
+- closed leaderboard windows: rows whose key (window, dimension, rank,
+  revision) is already stored are dropped (windows close rarely: one lookup
+  per window in the batch).
+The store's own per-insert deduplication token is a further line for the
 byte-identical retry. A failing store raises; the agent retries with backoff
 and never acks (so never commits) the batch meanwhile.
 """
@@ -17,9 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from datetime import datetime
 from typing import Callable, Sequence
 
-from compstream.history.rows import HistoryBatch
+from compstream.history.rows import HistoryBatch, LeaderboardWindowRow, WatermarkRow
 from compstream.history.store import HistoryStore
 from compstream.worker.faults import Faults
 
@@ -36,8 +44,17 @@ class HistorySink:
         # failure may have left a partial write behind.
         self._offset_max: dict[tuple[str, str, int], int] = {}
         self._seq_max: dict[str, int] = {}
+        self._final_max: dict[int, datetime | None] = {}
         self.failures = 0
         self.rows_written = 0
+
+    def forget_known(self) -> None:
+        """Drop the cached high-water marks (after a failed write, which may
+        have left a partial write behind, or when another writer may have
+        written meanwhile): the next write reads them from the store."""
+        self._offset_max.clear()
+        self._seq_max.clear()
+        self._final_max.clear()
 
     def _known_offset(self, table: str, topic: str, partition: int) -> int:
         key = (table, topic, partition)
@@ -63,7 +80,37 @@ class HistorySink:
         )
         self._known_seqs({p.engineer_id for p in batch.postings})
         postings = tuple(p for p in batch.postings if p.seq > self._seq_max[p.engineer_id])
-        return replace(batch, events=events, postings=postings, dead_letters=dead)
+        return replace(batch, events=events, postings=postings, dead_letters=dead,
+                       watermarks=self._new_watermarks(batch.watermarks),
+                       leaderboard_windows=self._new_windows(batch.leaderboard_windows))
+
+    def _new_watermarks(self, rows: Sequence[WatermarkRow]) -> tuple[WatermarkRow, ...]:
+        latest: dict[int, datetime | None] = {}
+        out = []
+        for row in rows:
+            if row.partition not in latest:
+                if row.partition not in self._final_max:
+                    stored = self.store.final_through(row.partition)
+                    self._final_max[row.partition] = stored.final_through if stored is not None else None
+                latest[row.partition] = self._final_max[row.partition]
+            known = latest[row.partition]
+            if known is None or row.final_through > known:
+                out.append(row)
+                latest[row.partition] = row.final_through
+        return tuple(out)
+
+    def _new_windows(self, rows: Sequence[LeaderboardWindowRow]) -> tuple[LeaderboardWindowRow, ...]:
+        if not rows:
+            return ()
+        seen: set[tuple[object, ...]] = set()
+        for kind, start in {(r.window_kind, r.window_start) for r in rows}:
+            seen.update(r.key() for r in self.store.leaderboard_windows(kind, start))
+        out = []
+        for row in rows:
+            if row.key() not in seen:
+                out.append(row)
+                seen.add(row.key())
+        return tuple(out)
 
     def write(self, batch: HistoryBatch, token: str) -> int:
         """Write what is not yet written. Raises on store failure."""
@@ -75,8 +122,7 @@ class HistorySink:
                 self.store.append_batch(todo, token)
         except Exception:
             self.failures += 1
-            self._offset_max.clear()
-            self._seq_max.clear()
+            self.forget_known()
             raise
         for r in todo.events:
             key = ("events", r.kafka_topic, r.kafka_partition)
@@ -86,6 +132,8 @@ class HistorySink:
             self._offset_max[key] = max(self._offset_max.get(key, -1), d.kafka_offset)
         for p in todo.postings:
             self._seq_max[p.engineer_id] = max(self._seq_max.get(p.engineer_id, 0), p.seq)
+        for w in todo.watermarks:  # filtered above: each is past the partition's known one
+            self._final_max[w.partition] = w.final_through
         self.rows_written += todo.row_count()
         if self.faults is not None:
             self.faults.after_history_write()

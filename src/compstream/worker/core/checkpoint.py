@@ -84,17 +84,20 @@ class LedgerCore:
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]],
                 positions: dict[TopicPartition, int],
-                leaderboard_records: Iterable[tuple[bytes, bytes | None]] = ()) -> int:
+                leaderboard_records: Iterable[tuple[bytes, bytes | None]] = ()) -> tuple[int, int]:
         """Load a partition's books, stream time and positions from its
         changelog (last value per key wins, None deletes) and its leaderboard
         records. `positions` (the group's committed offsets) count only where
         the changelog holds none: a position record is written with the books
         it describes, while a commit may run ahead of them (Faust commits
-        offsets it skipped). Returns the number of books."""
+        offsets it skipped). Returns (books now held, changelog records read):
+        the second is about the first when the changelog is compacted."""
         if self.leaderboards is not None:
             self.leaderboards.restore_partition(partition, leaderboard_records)
         stored: dict[TopicPartition, int] = {}
+        count = 0
         for raw_key, value in records:
+            count += 1
             key = raw_key.decode("utf-8")
             p = self._stream_time_keys.get(key)
             if p is not None:
@@ -114,7 +117,8 @@ class LedgerCore:
                 self.books[key] = value
         self.positions.update({**positions, **stored})
         self.owned.add(partition)
-        return sum(1 for e in self.books if partition_of(e, self.config.partitions) == partition)
+        n = self.config.partitions
+        return sum(1 for e in self.books if partition_of(e, n) == partition), count
 
     def forget(self, partition: int) -> None:
         """A revoked partition: its books may move on under another worker."""

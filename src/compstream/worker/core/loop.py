@@ -57,6 +57,7 @@ class CheckpointLoop:
         self.commits = 0
         self.aborts = 0
         self.restore_s_last = 0.0
+        self.restore_records_total = 0  # books changelog records read by every restore (compaction keeps it small)
         self.candidates: list[SourceMessage] = []  # leaderboard candidates (the merge's input)
 
     # -- assignment ---------------------------------------------------------
@@ -79,9 +80,10 @@ class CheckpointLoop:
                 self.core.positions.update(mine)
                 continue
             books_topic, *lb_topic = self.core.changelogs(p)
-            n = self.core.restore(p, self.source.changelog(books_topic, p), mine,
-                                  self.source.changelog(lb_topic[0], p) if lb_topic else ())
-            log.info("partition %d restored: %d books", p, n)
+            books, records = self.core.restore(p, self.source.changelog(books_topic, p), mine,
+                                               self.source.changelog(lb_topic[0], p) if lb_topic else ())
+            self.restore_records_total += records
+            log.info("partition %d restored: %d books from %d changelog records", p, books, records)
             # The changelog's positions differ from the group's commits only
             # after another engine ran (Faust commits lazily, and may commit
             # offsets it skipped): read from where the state says.

@@ -37,6 +37,11 @@ PRODUCE_QUEUE_WAIT_S = 0.05
 # COMMITTED_ATTEMPTS x COMMITTED_TIMEOUT_S, well past TXN_TIMEOUT_S.
 COMMITTED_ATTEMPTS = 6
 COMMITTED_TIMEOUT_S = 15.0
+# A changelog just created by another worker of the group may have no leader
+# for a moment (that worker waited for it, this one found it existing).
+LEADER_ATTEMPTS = 10
+_NO_LEADER_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT})
 
 # librdkafka's defaults favour few large fetches: fetch.queue.backoff.ms
 # (1 s) makes a consumer that keeps up wait a second per refill. These keep
@@ -124,7 +129,7 @@ def read_changelog(bootstrap: str, topic: str, partition: int) -> Iterator[tuple
                        "isolation.level": "read_committed", "enable.auto.commit": False,
                        "enable.partition.eof": True, **CONSUMER_TUNING})
     try:
-        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        low, high = _watermarks(reader, TopicPartition(topic, partition))
         if high <= low:  # nothing was ever committed there
             return
         reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
@@ -239,6 +244,21 @@ class KafkaInput:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _watermarks(reader: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    for attempt in range(1, LEADER_ATTEMPTS + 1):
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=30)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError) or err.code() not in _NO_LEADER_YET or attempt == LEADER_ATTEMPTS:
+                raise
+            log.warning("%s:%d has no leader yet (%s); attempt %d of %d", tp.topic, tp.partition, err.str(),
+                        attempt, LEADER_ATTEMPTS)
+            time.sleep(0.5 * attempt)
+    raise RuntimeError("unreachable")
 
 
 class KafkaOutput:

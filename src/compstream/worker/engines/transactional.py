@@ -57,6 +57,8 @@ def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoin
 def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput,
                        loader: HistoryLoader | None) -> None:
     processor = loop.core.processor
+    metrics.restore_records.inc(loop.restore_records_total - metrics.restore_records_seen)
+    metrics.restore_records_seen = loop.restore_records_total
     for p in sorted(loop.core.owned):
         stream = processor.stream_time.get(p)
         metrics.partition_times(p, stream, processor.watermark(p) if stream is not None else None)
