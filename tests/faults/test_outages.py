@@ -107,7 +107,9 @@ def test_history_outage_delays_history_but_not_balances(kafka_bootstrap, topics,
     usage_ids = {e.event_id for e in events if e.type == "usage"}
     assert metrics[("compstream_events_total", (("outcome", "applied"), ("type", "usage")))] == len(usage_ids)
     assert metrics[("compstream_transactions_total", (("result", "commit"),))] >= 1
-    assert metrics[("compstream_history_sink_lag_records", ())] > 0  # rows wait in the topic
+    # Rows wait in the topic (the gauge is refreshed every few seconds).
+    worker.wait_until(lambda: _metrics(worker.web_port)[("compstream_history_sink_lag_records", ())] > 0, 30,
+                      "the history sink lag gauge to show the rows held back")
     status, body = http_json(worker.web_port, f"/balances/{events[-1].engineer_id}")
     assert status == 200 and body["engineer_id"] == events[-1].engineer_id
     time.sleep(max(0.0, OUTAGE_S - balances_s))
