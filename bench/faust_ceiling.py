@@ -26,7 +26,8 @@ def main() -> None:
     expected = int(expected_text)
     import faust
 
-    from compstream.worker.engines.faust.app import BATCH_EVENTS_MAX, BATCH_WITHIN_S
+    from compstream.config import BATCH_EVENTS_MAX
+    from compstream.worker.engines.faust.app import BATCH_WITHIN_S
 
     app = faust.App(
         f"bench-faust-ceil-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", store="memory://",

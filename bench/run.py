@@ -541,7 +541,7 @@ def render(res: dict) -> str:
     row("Ceiling: confluent-kafka `consume(10000)` count-only, tuned (`fetch.queue.backoff.ms=10`, "
         "`queued.min.messages=1000000`)", _g(r, "ceiling_confluent_tuned", "msgs_per_s"), " msg/s", aio, "aiokafka")
     faust_ceiling = _g(r, "ceiling_faust", "msgs_per_s")
-    row("Ceiling: Faust agent, `noack_take(5000)` + ack, no work (the framework alone)", faust_ceiling,
+    row("Ceiling: Faust agent, `noack_take(20000)` + ack, no work (the framework alone)", faust_ceiling,
         " msg/s", aio, "aiokafka")
     quix_ceiling = _g(r, "ceiling_quix", "msgs_per_s")
     row("Ceiling: Quix Streams app, count-only `update`, no work (the peer framework alone)", quix_ceiling,
@@ -694,7 +694,7 @@ HOW = """\
   its history to chdb, the books changelog, and balances/alerts.
 - **Transactional engine**: the same worker command with `COMPSTREAM_ENGINE=transactional`
   and `COMPSTREAM_LEADERBOARDS=off` (it runs no leaderboards yet), default batch size
-  (`COMPSTREAM_BATCH_EVENTS_MAX`, 5,000) and history sink (`embedded`: a thread of the worker
+  (`COMPSTREAM_BATCH_EVENTS_MAX`, 20,000) and history sink (`embedded`: a thread of the worker
   loads the history topic `<prefix>.history` into its chdb store). Every run uses a fresh
   group and data dir, so "from spawn" is the time to rebuild state from the backlog. Done
   when the group's committed offsets (written by the transactions) reach the end; then the

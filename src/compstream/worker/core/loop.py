@@ -16,7 +16,9 @@ import time
 from datetime import datetime
 from typing import Callable
 
+from compstream.config import BATCH_EVENTS_MAX
 from compstream.worker.core.checkpoint import LedgerCore
+from compstream.worker.processor import BATCH_MESSAGES_MAX
 from compstream.worker.core.idle import IdleRule
 from compstream.worker.core.ports import (
     Assigned, Checkpoint, CommitFailed, InputSide, OutputSide, Revoked, TopicPartition,
@@ -26,7 +28,6 @@ from compstream.worker.messages import EndOfInput, SourceMessage
 
 log = logging.getLogger(__name__)
 
-BATCH_EVENTS_MAX = 5_000
 BATCH_WITHIN_S = 0.15
 POLL_MESSAGES_MAX = 2_000
 MERGE_MESSAGES_MAX = 5_000  # candidates merged per checkpoint
@@ -41,8 +42,8 @@ class CheckpointLoop:
                  idle_advance_s: float = 0.0, wall_clock: Callable[[], datetime] | None = None):
         """`idle_advance_s`, `wall_clock`: the idleness rule (core/idle.py)."""
         self.idle = IdleRule(idle_advance_s, clock, wall_clock)
-        if not 1 <= batch_events_max <= 10_000:
-            raise ValueError("batch_events_max must be 1..10000")
+        if not 1 <= batch_events_max <= BATCH_MESSAGES_MAX:
+            raise ValueError(f"batch_events_max must be 1..{BATCH_MESSAGES_MAX}")
         self.make_core = make_core
         self.core = make_core()
         self.source = source
