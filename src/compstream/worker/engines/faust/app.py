@@ -187,12 +187,15 @@ class FaustEngine:
 
     # -- assignment ---------------------------------------------------------
 
-    async def _sync_assignment(self) -> None:
+    async def _sync_assignment(self) -> bool:
         """After any rebalance: a fresh core restored from the changelogs of
         every assigned partition (another worker may have moved any of them on
-        meanwhile), nothing buffered, nothing held."""
+        meanwhile), nothing buffered, nothing held. False while a rebalance is
+        under way: the assignment is not final, nothing may be processed."""
+        if self.app.rebalancing:
+            return False
         if self.generation == self.app.rebalancing_count:
-            return
+            return True
         t0 = time.monotonic()
         self.generation = self.app.rebalancing_count
         assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
@@ -220,6 +223,7 @@ class FaustEngine:
             log.info("leaderboard merge restored")
         self.restore_s_last = time.monotonic() - t0
         self.metrics.restore_seconds.set(self.restore_s_last)
+        return True
 
     # -- arrivals -----------------------------------------------------------
 
@@ -234,8 +238,8 @@ class FaustEngine:
             return
         async with self.lock:
             with self.activity:
-                if self.generation != self.app.rebalancing_count:
-                    await self._sync_assignment()
+                if not await self._sync_assignment():
+                    return
                 self._signal_ends()
                 await self._checkpoint()
         if time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
@@ -267,7 +271,8 @@ class FaustEngine:
             if usage is not None:
                 skipped = await skip_consumer(self.app, usage, faults.take_skip_ahead())
                 log.error("fault injection: the consumer skipped %d records of %s", skipped, usage)
-        await self._sync_assignment()
+        if not await self._sync_assignment():
+            return  # not acked: read again once the assignment is final (positions screen it)
         owned = self.core.owned
         merge_owned = self.core.leaderboards is not None and self.core.leaderboards.merge.loaded()
         mine, by_coords = [], {}
