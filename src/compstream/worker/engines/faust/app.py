@@ -103,6 +103,10 @@ def create_app(settings: Settings, **faust_options: Any) -> tuple[faust.App, "Fa
         broker_commit_every=settings.batch_events_max,
         broker_commit_interval=1.0,
         web_enabled=False,  # engines/serving.py serves the views of both engines
+        # Messages fetched before a rebalance or held in a task buffer are
+        # dropped unacked (the changelog's positions say where to read from);
+        # Faust's default would wait for their acks at shutdown forever.
+        stream_wait_empty=False,
         producer_acks=-1,
         # Per partition aiokafka fills one batch and waits for it to be sent
         # before starting the next; 16 KiB batches made a 5,000-book batch
@@ -196,6 +200,11 @@ class FaustEngine:
             return False
         if self.generation == self.app.rebalancing_count:
             return True
+        with self.activity:  # no stall seeks while positions are being restored
+            await self._restore()
+        return True
+
+    async def _restore(self) -> None:
         t0 = time.monotonic()
         self.generation = self.app.rebalancing_count
         assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
@@ -216,20 +225,19 @@ class FaustEngine:
             books_topic, *lb_topic = core.changelogs(p)
             books = await loop.run_in_executor(None, read, books_topic, p)
             boards = await loop.run_in_executor(None, read, lb_topic[0], p) if lb_topic else []
-            n = core.restore(p, books, {}, boards)
-            log.info("partition %d restored: %d books", p, n)
+            n, records = core.restore(p, books, {}, boards)
+            log.info("partition %d restored: %d books from %d changelog records", p, n, records)
         if core.leaderboards is not None and (self.candidates_topic, 0) in assigned:
             core.restore_merge(await loop.run_in_executor(None, read, core.leaderboards.merge_changelog, 0), {})
             log.info("leaderboard merge restored")
         self.restore_s_last = time.monotonic() - t0
         self.metrics.restore_seconds.set(self.restore_s_last)
-        return True
 
     # -- arrivals -----------------------------------------------------------
 
     async def on_events(self, stream: Any, events: Sequence[Any]) -> None:
         async with self.lock:
-            with self.activity:
+            with self.activity:  # arrivals: not stalled
                 await self._arrivals(stream, events)
                 await self._checkpoint()
 
@@ -237,11 +245,12 @@ class FaustEngine:
         if self.lock.locked() or self.generation is None:
             return
         async with self.lock:
-            with self.activity:
-                if not await self._sync_assignment():
-                    return
-                self._signal_ends()
-                await self._checkpoint()
+            # Not activity unless it checkpoints: the stall watch judges a
+            # partition stalled only while nothing arrives or is processed.
+            if not await self._sync_assignment():
+                return
+            self._signal_ends()
+            await self._checkpoint(activity=True)
         if time.monotonic() - self.observed_at >= OBSERVE_EVERY_S:
             self.observed_at = time.monotonic()
             await self._observe_positions()
@@ -324,7 +333,7 @@ class FaustEngine:
 
     # -- the checkpoint -----------------------------------------------------
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, activity: bool = False) -> None:
         core = self.core
         messages = self.inputs.take(self.settings.batch_events_max, time.monotonic())
         candidates, self.candidates = self.candidates[:MERGE_BATCH_MAX], self.candidates[MERGE_BATCH_MAX:]
@@ -332,6 +341,15 @@ class FaustEngine:
         resend = core.leaderboards is not None and bool(core.leaderboards.resend)
         if not messages and not candidates and not idle and not resend:
             return
+        if activity:
+            with self.activity:
+                await self._write_checkpoint(messages, candidates, idle)
+        else:
+            await self._write_checkpoint(messages, candidates, idle)
+
+    async def _write_checkpoint(self, messages: list[SourceMessage], candidates: list[SourceMessage],
+                                idle: dict[int, datetime]) -> None:
+        core = self.core
         t0 = time.monotonic()
         consumed = [*messages, *candidates]
         first = _first_offsets(consumed)

@@ -197,14 +197,21 @@ class Activity:
 
     def __init__(self, clock: Callable[[], float]):
         self.clock = clock
-        self.busy = False
+        self.depth = 0  # nested: a restore inside a batch
         self.since_s = clock()
 
+    @property
+    def busy(self) -> bool:
+        return self.depth > 0
+
     def start(self) -> None:
-        self.busy = True
+        self.depth += 1
 
     def stop(self) -> None:
-        self.busy, self.since_s = False, self.clock()
+        self.depth -= 1
+        if self.depth < 0:
+            raise RuntimeError("Activity stopped more often than started")
+        self.since_s = self.clock()
 
     def idle_for_s(self) -> float | None:
         return None if self.busy else self.clock() - self.since_s
