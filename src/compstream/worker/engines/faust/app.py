@@ -226,6 +226,7 @@ class FaustEngine:
             books = await loop.run_in_executor(None, read, books_topic, p)
             boards = await loop.run_in_executor(None, read, lb_topic[0], p) if lb_topic else []
             n, records = core.restore(p, books, {}, boards)
+            self.metrics.restore_records.inc(records)
             log.info("partition %d restored: %d books from %d changelog records", p, n, records)
         if core.leaderboards is not None and (self.candidates_topic, 0) in assigned:
             core.restore_merge(await loop.run_in_executor(None, read, core.leaderboards.merge_changelog, 0), {})
