@@ -60,6 +60,7 @@ class CheckpointLoop:
         self.restore_s_last = 0.0
         self.restore_records_total = 0  # books changelog records read by every restore (compaction keeps it small)
         self.candidates: list[SourceMessage] = []  # leaderboard candidates (the merge's input)
+        self.sought: dict[TopicPartition, int] = {}  # re-positioned during the current poll's results
 
     # -- assignment ---------------------------------------------------------
 
@@ -94,11 +95,16 @@ class CheckpointLoop:
                 log.warning("partition %d: positions %s differ from the group's commits %s; seeking",
                             p, moved, {tp: committed.get(tp) for tp in moved})
                 self.source.seek(dict(moved))
+                # Messages fetched from the commits before the seek may still
+                # come in the rest of this poll's results: dropped (the seek
+                # discards what is fetched and not yet returned).
+                self.sought.update(moved)
         self.restore_s_last = self.clock() - t0
 
     def _revoked(self, partitions: tuple[TopicPartition, ...]) -> None:
         self.assigned -= set(partitions)
         self.paused -= set(partitions)
+
         candidates = self.core.config.topics.leaderboard_candidates
         if (candidates, 0) in partitions:
             self.candidates.clear()
@@ -130,14 +136,18 @@ class CheckpointLoop:
         topics = self.core.config.topics
         while True:
             left = deadline - self.clock()
+            self.sought.clear()
             for item in self.source.poll(POLL_MESSAGES_MAX, max(0.0, min(left, 0.1))):
                 if isinstance(item, Assigned):
                     self._assigned(item.partitions)
                 elif isinstance(item, Revoked):
                     self._revoked(item.partitions)
                 elif isinstance(item, (SourceMessage, EndOfInput)):
-                    if (item.topic, item.partition) not in self.assigned:
+                    tp = (item.topic, item.partition)
+                    if tp not in self.assigned:
                         continue
+                    if tp in self.sought:
+                        continue  # fetched before the seek
                     if item.topic == topics.leaderboard_candidates:
                         if isinstance(item, SourceMessage):
                             self.candidates.append(item)
