@@ -50,7 +50,7 @@ class Balance:
     refund_unapplied_nanos: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return dict(zip(BALANCE_FIELDS, _values(self)))
+        return dict(zip(BALANCE_FIELDS, _values(self), strict=True))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Balance":

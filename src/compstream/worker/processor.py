@@ -435,7 +435,7 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
     """The balance as of `until` (the partition's stream time): pending
     events dated after it (scheduled HR events) are not counted yet.
     `events_applied` counts every event taken in, those included."""
-    record = dict(zip(BALANCE_FIELDS, _balance_values(book.balance(until))))
+    record = dict(zip(BALANCE_FIELDS, _balance_values(book.balance(until)), strict=True))
     cause = book.last_included(until)
     record.update(
         engineer_id=engineer,
