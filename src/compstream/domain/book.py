@@ -167,9 +167,9 @@ class EngineerBook:
             else:
                 insort(pending, (key, event), key=_first)
                 self._prov = None
-        fin = self.advance(watermark)
-        return IngestResult(APPLIED, late, self.balance() if want_balance else None,
-                            fin.postings, fin.alerts, fin.reports)
+        self._advance(watermark)
+        postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
+        return IngestResult(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
 
     def note(self, event: Event, *, fingerprint: str | None = None) -> str:
         """An event the ledger does not apply (team moves, privacy choices,
@@ -199,6 +199,10 @@ class EngineerBook:
         """Make everything with event time < watermark final (monotonic: a
         lower watermark than the book's changes nothing). Returns the newly
         final postings, alerts and reports."""
+        self._advance(watermark)
+        return Finalized(*self.ledger.drain())
+
+    def _advance(self, watermark: datetime | None) -> None:
         ledger = self.ledger
         if watermark is not None and (self.watermark is None or watermark > self.watermark):
             pending = self.pending
@@ -215,7 +219,6 @@ class EngineerBook:
             if self._prov is not None:
                 # Same item sequence as finalized + remaining pending: stays valid.
                 self._prov.expire_through(watermark, inclusive=False)
-        return Finalized(*ledger.drain())
 
     def _forget_old_ids(self, watermark: datetime) -> None:
         if watermark == END_OF_TIME:

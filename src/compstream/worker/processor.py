@@ -113,7 +113,8 @@ class _Batch:
 
     def outcome(self, engineer: str, result, when: datetime) -> None:
         """Collect what a book handed out (postings, alerts, reports)."""
-        self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
+        if result.postings:  # often none (a book advanced with nothing due): no generator then
+            self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
         for alert in result.alerts:
             self.alerts.append((engineer, encode_alert(alert)))
         for report in result.reports:
