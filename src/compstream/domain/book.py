@@ -35,6 +35,7 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from heapq import heapify
+from operator import attrgetter
 from typing import Any
 
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
@@ -62,6 +63,9 @@ _COUNTERS = (
     "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "unpriced",
 )
+
+
+_counters = attrgetter(*_COUNTERS)
 
 
 class BookError(ValueError):
@@ -341,7 +345,7 @@ class EngineerBook:
             "o": int(led.od_flag),
             "s": led.seq,
             "h": led.head,
-            "c": [getattr(led, name) for name in _COUNTERS],
+            "c": _counters(led),  # a tuple: orjson writes it as the same list
             "l": [[lot.grant_id, lot.amount, lot.remaining, lot.consumed, to_us(lot.effective_at),
                    None if lot.expires_at is None else to_us(lot.expires_at)]
                   for lot in led.lots],
