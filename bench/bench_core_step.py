@@ -1,6 +1,8 @@
 """The transactional engine's CPU per event without Kafka: `LedgerCore.step`
 (the checkpoint core both engines share) over the bench dataset, cut into
-batches of the engine's size, with the time of its two big parts and what a
+batches of the engine's size, under the engine's collector settings
+(worker.run.tune_gc), with the time of its two big parts (wall; the whole
+step also as process CPU time, steadier on a shared machine) and what a
 checkpoint writes per event (records and bytes per topic). Also times the
 history topic's encoding against orjson's native dataclass encoding and
 checks that the two are byte-identical. In-process, single thread:
@@ -13,7 +15,6 @@ Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from compstream.config import Topics
 from compstream.history import wire
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.messages import SourceMessage, partition_of
+from compstream.worker.run import tune_gc
 
 PARTITIONS = 4
 LATENESS_S = 6 * 3600
@@ -82,7 +84,11 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     core._history_records = timed_history
     count: Counter = Counter()
     size: Counter = Counter()
-    gc.collect()
+    # The engine's collector settings (run_worker calls tune_gc): with
+    # CPython's defaults this loop spends ~15-20 % more in full collections
+    # over the live books than the engine does (bench/profile_notes.md, 12-06).
+    tune_gc()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(msgs), batch_size):
         checkpoint = core.step(msgs[i:i + batch_size])
@@ -90,6 +96,7 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
             count[r.topic] += 1
             size[r.topic] += len(r.value or b"")
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     n = len(msgs)
     per = lambda s: round(s / n * 1e6, 1)  # noqa: E731 - µs per event
     identical = all(_native(b) == wire.encode_batch(b) for b in history_batches)
@@ -103,7 +110,7 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     t_native = time.perf_counter() - t0
     return {
         "events": n, "engineers": engineers, "batch": batch_size,
-        "step_events_per_s": round(n / dt), "step_us": per(dt),
+        "step_events_per_s": round(n / dt), "step_us": per(dt), "step_cpu_us": per(cpu),
         "process_us": per(spent["process"]), "history_records_us": per(spent["history_records"]),
         "history_encode_once_us": per(t_once), "history_encode_native_us": per(t_native),
         "history_native_byte_identical": identical,

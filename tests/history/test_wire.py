@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compstream.history.rows import HistoryBatch, HistoryError
-from compstream.history.wire import decode_batch, encode_records
+from compstream.history.wire import decode_batch, encode_batch, encode_records
 from history import data
 
 
@@ -32,6 +32,42 @@ def test_records_stay_under_the_bound_and_keep_row_order(bytes_max):
                 for name, rows in batch.by_table.items() if rows}
     assert {name: tuple(rows) for name, rows in by_table.items()} == {
         name: rows for name, rows in batch.by_table.items() if rows}
+
+
+def _split_by_encoding(batch: HistoryBatch, bytes_max: int) -> list[bytes]:
+    """The split as first written (every piece encoded with encode_batch):
+    the reference encode_records must match byte for byte."""
+    data = encode_batch(batch)
+    if len(data) <= bytes_max:
+        return [data] if batch.row_count() else []
+    rows = [(name, r) for name, table in batch.by_table.items() for r in table]
+    pieces = min(len(rows), -(-len(data) // bytes_max) + 1)
+    step = -(-len(rows) // pieces)
+    out = []
+    for start in range(0, len(rows), step):
+        tables: dict[str, list] = {}
+        for name, row in rows[start:start + step]:
+            tables.setdefault(name, []).append(row)
+        out += _split_by_encoding(HistoryBatch(**{k: tuple(v) for k, v in tables.items()}), bytes_max)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(bytes_max=st.integers(1_500, 40_000))
+def test_records_are_encode_batch_of_their_rows_byte_for_byte(bytes_max):
+    batch = data.full_batch()
+    assert list(encode_records(batch, bytes_max)) == _split_by_encoding(batch, bytes_max)
+
+
+def test_a_batch_exactly_at_the_bound_is_one_record():
+    batch = data.full_batch()
+    whole = encode_batch(batch)
+    assert list(encode_records(batch, len(whole))) == [whole]
+    assert len(list(encode_records(batch, len(whole) - 1))) > 1
+
+
+def test_an_empty_batch_writes_no_record():
+    assert list(encode_records(HistoryBatch())) == []
 
 
 def test_a_single_row_over_the_bound_is_named():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,7 +50,7 @@ class Balance:
     refund_unapplied_nanos: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in BALANCE_FIELDS}
+        return dict(zip(BALANCE_FIELDS, _values(self), strict=True))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Balance":
@@ -63,6 +64,7 @@ class Balance:
 
 
 BALANCE_FIELDS = tuple(f.name for f in dataclasses.fields(Balance))
+_values = operator.attrgetter(*BALANCE_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

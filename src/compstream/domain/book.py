@@ -35,6 +35,7 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from heapq import heapify
+from operator import attrgetter
 from typing import Any
 
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
@@ -62,6 +63,9 @@ _COUNTERS = (
     "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "unpriced",
 )
+
+
+_counters = attrgetter(*_COUNTERS)
 
 
 class BookError(ValueError):
@@ -167,9 +171,9 @@ class EngineerBook:
             else:
                 insort(pending, (key, event), key=_first)
                 self._prov = None
-        fin = self.advance(watermark)
-        return IngestResult(APPLIED, late, self.balance() if want_balance else None,
-                            fin.postings, fin.alerts, fin.reports)
+        self._advance(watermark)
+        postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
+        return IngestResult(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
 
     def note(self, event: Event, *, fingerprint: str | None = None) -> str:
         """An event the ledger does not apply (team moves, privacy choices,
@@ -199,6 +203,10 @@ class EngineerBook:
         """Make everything with event time < watermark final (monotonic: a
         lower watermark than the book's changes nothing). Returns the newly
         final postings, alerts and reports."""
+        self._advance(watermark)
+        return Finalized(*self.ledger.drain())
+
+    def _advance(self, watermark: datetime | None) -> None:
         ledger = self.ledger
         if watermark is not None and (self.watermark is None or watermark > self.watermark):
             pending = self.pending
@@ -215,7 +223,6 @@ class EngineerBook:
             if self._prov is not None:
                 # Same item sequence as finalized + remaining pending: stays valid.
                 self._prov.expire_through(watermark, inclusive=False)
-        return Finalized(*ledger.drain())
 
     def _forget_old_ids(self, watermark: datetime) -> None:
         if watermark == END_OF_TIME:
@@ -338,7 +345,7 @@ class EngineerBook:
             "o": int(led.od_flag),
             "s": led.seq,
             "h": led.head,
-            "c": [getattr(led, name) for name in _COUNTERS],
+            "c": _counters(led),  # a tuple: orjson writes it as the same list
             "l": [[lot.grant_id, lot.amount, lot.remaining, lot.consumed, to_us(lot.effective_at),
                    None if lot.expires_at is None else to_us(lot.expires_at)]
                   for lot in led.lots],

@@ -207,7 +207,7 @@ def pack(state: dict[str, Any], seen: SeenIds) -> bytes:
         body = orjson.dumps(state)
     except orjson.JSONEncodeError:
         body = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return _HEADER.pack(MAGIC, VERSION, len(body)) + body + bytes(seen.blob)
+    return b"".join((_HEADER.pack(MAGIC, VERSION, len(body)), body, seen.blob))  # one copy of each part
 
 
 def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:

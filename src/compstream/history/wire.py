@@ -90,22 +90,63 @@ def _decoded(table: str, raw: dict) -> dict:
 def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> Iterator[bytes]:
     """The batch as records of at most `bytes_max` bytes each, rows in order
     (split into even pieces, a piece still over the bound split again; a
-    single row over the bound raises)."""
-    data = encode_batch(batch)
-    if len(data) <= bytes_max:
-        if batch.row_count():
-            yield data
+    single row over the bound raises). Each record is byte for byte
+    `encode_batch` of its rows."""
+    names = [name for name, table in batch.by_table.items() for _ in table]
+    if not names:
         return
-    rows = [(name, r) for name, table in batch.by_table.items() for r in table]
-    if len(rows) == 1:
-        raise HistoryError(f"one {rows[0][0]} row encodes to {len(data)} bytes, over {bytes_max}")
-    # Even pieces sized from the first encoding (one more for slack), not
-    # halving: halving re-encoded every row log2(size/bound) times.
-    pieces = min(len(rows), -(-len(data) // bytes_max) + 1)
-    step = -(-len(rows) // pieces)
-    for start in range(0, len(rows), step):
-        part = rows[start:start + step]
-        tables: dict[str, list] = {}
-        for name, row in part:
-            tables.setdefault(name, []).append(row)
-        yield from encode_records(HistoryBatch(**{k: tuple(v) for k, v in tables.items()}), bytes_max)
+    # Each row encoded once: orjson writes a document as compact JSON, so a
+    # record is its rows' JSON joined (what encode_batch would write for
+    # them), and a piece's size is known without encoding it again.
+    encoded = [orjson.dumps(r, default=_default, option=orjson.OPT_NAIVE_UTC)
+               for table in batch.by_table.values() for r in table]
+    yield from _pieces(names, encoded, 0, len(names), bytes_max)
+
+
+_HEAD = b'{"v":' + str(WIRE_VERSION).encode()
+
+
+def _document(names: list[str], encoded: list[bytes], lo: int, hi: int) -> bytes:
+    """encode_batch's bytes for rows lo..hi (one list per table, tables in
+    HistoryBatch order: the rows come in that order)."""
+    parts = [_HEAD]
+    start = lo
+    while start < hi:
+        name = names[start]
+        end = start + 1
+        while end < hi and names[end] == name:
+            end += 1
+        parts.append(b',"' + name.encode() + b'":[' + b",".join(encoded[start:end]) + b"]")
+        start = end
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def _size(names: list[str], encoded: list[bytes], lo: int, hi: int) -> int:
+    """len(_document(names, encoded, lo, hi)) without building it."""
+    # Per table: n rows, n - 1 commas, one "]": n bytes besides the rows.
+    size = len(_HEAD) + 1 + sum(len(e) for e in encoded[lo:hi]) + (hi - lo)
+    start = lo
+    while start < hi:
+        name = names[start]
+        end = start + 1
+        while end < hi and names[end] == name:
+            end += 1
+        size += len(name) + 5  # ,"name":[
+        start = end
+    return size
+
+
+def _pieces(names: list[str], encoded: list[bytes], lo: int, hi: int, bytes_max: int) -> Iterator[bytes]:
+    size = _size(names, encoded, lo, hi)
+    if size <= bytes_max:
+        yield _document(names, encoded, lo, hi)
+        return
+    if hi - lo == 1:
+        raise HistoryError(f"one {names[lo]} row encodes to {size} bytes, over {bytes_max}")
+    # Even pieces sized from the whole (one more for slack), not halving:
+    # halving re-encoded every row log2(size/bound) times.
+    pieces = min(hi - lo, -(-size // bytes_max) + 1)
+    step = -(-(hi - lo) // pieces)
+    for start in range(lo, hi, step):
+        yield from _pieces(names, encoded, start, min(start + step, hi), bytes_max)

@@ -10,6 +10,7 @@ final too. The Faust agent only moves bytes in and out (see `app.py`).
 from __future__ import annotations
 
 import logging
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
@@ -119,7 +120,8 @@ class _Batch:
 
     def outcome(self, engineer: str, result: IngestResult | Finalized, when: datetime) -> None:
         """Collect what a book handed out (postings, alerts, reports)."""
-        self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
+        if result.postings:  # often none (a book advanced with nothing due): no generator then
+            self.postings.extend(PostingRow.from_posting(p) for p in result.postings)
         for alert in result.alerts:
             self.alerts.append((engineer, encode_alert(alert)))
         for report in result.reports:
@@ -434,14 +436,15 @@ BALANCE_FIELDS = tuple(
     f["name"] for f in SCHEMAS["BalanceUpdate"].parsed["fields"] if f["name"] in Balance.__dataclass_fields__
 )
 
+_balance_values = operator.attrgetter(*BALANCE_FIELDS)  # one call, not a dict and a dictcomp per balance
+
 
 def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
                    until: datetime | None = None) -> bytes:
     """The balance as of `until` (the partition's stream time): pending
     events dated after it (scheduled HR events) are not counted yet.
     `events_applied` counts every event taken in, those included."""
-    balance = book.balance(until).to_dict()
-    record: dict[str, Any] = {k: balance[k] for k in BALANCE_FIELDS}
+    record: dict[str, Any] = dict(zip(BALANCE_FIELDS, _balance_values(book.balance(until)), strict=True))
     cause = book.last_included(until)
     record.update(
         engineer_id=engineer,
