@@ -45,12 +45,9 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from bench.common import committed, end_offsets, expected_counts, percentile, produce, vm_hwm_mib
 from compstream.codec import decode_record
 from compstream.config import Topics
-
-from bench.common import (
-    committed, end_offsets, expected_counts, percentile, produce, vm_hwm_mib,
-)
 
 
 def _free_port() -> int:

@@ -27,10 +27,9 @@ import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from bench import common, e2e
 from compstream.broker.topics import delete_topics, ensure_topics
 from compstream.synth import generate
-
-from bench import common, e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_LINK = "../bench/profile_notes.md"  # from docs/benchmarks.md

@@ -27,11 +27,10 @@ import time
 from collections import Counter
 from datetime import timezone
 
-from compstream.codec import decode_event, decode_record, encode_event
-from compstream.codec.avro_codec import HEADER_LENGTH, _BY_FINGERPRINT, schema_dir
-from compstream.synth import generate
-
 from bench.common import LATENESS_S
+from compstream.codec import decode_event, decode_record, encode_event
+from compstream.codec.avro_codec import _BY_FINGERPRINT, HEADER_LENGTH, schema_dir
+from compstream.synth import generate
 
 
 def _rate(n: int, dt: float) -> int:
@@ -83,10 +82,11 @@ def bench_decode(n: int) -> dict:
 
 
 def bench_ledger(n: int, engineers: int) -> dict:
+    from datetime import timedelta
+
     from compstream.domain.book import EngineerBook
     from compstream.domain.replay import replay
     from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
-    from datetime import timedelta
 
     events = sample_events(n, engineers)
     out: dict = {"events": len(events), "engineers": engineers,

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 
-
-
 def test_fingerprint_fast_path_matches_payload_fingerprint():
     """The book's hot-path fingerprint must stay byte-equal to the canonical
     payload_fingerprint (seen-sets store digests of that text)."""

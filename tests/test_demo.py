@@ -6,12 +6,11 @@ replay for every engineer and field."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
-
-import socket
 
 from support.kafka import free_port
 

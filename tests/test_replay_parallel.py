@@ -4,10 +4,10 @@ and bad lines alike), and the automatic job count."""
 from __future__ import annotations
 
 import pytest
+from test_replay_cli import _mixed_lines, _two_files
 
 from compstream.replay import parallel as replay_parallel
 from compstream.replay.file import SourceMap, read_jsonl
-from test_replay_cli import _mixed_lines, _two_files
 
 
 @pytest.mark.parametrize("jobs", [2, 3, 5])

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from compstream.config import Settings
+from compstream.domain.events import Usage
 from compstream.domain.leaderboard import LeaderboardConfig, MergeState, PartitionState
 from compstream.domain.leaderboard.config import DEFAULT_RETENTION
-from compstream.domain.events import Usage
 
 UTC = timezone.utc
 

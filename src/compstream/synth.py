@@ -11,9 +11,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from compstream.domain.events import (
-    EngineerOffboarded, Event, GrantIssued, GrantRevoked, TeamAssigned, Usage,
-)
+from compstream.domain.events import EngineerOffboarded, Event, GrantIssued, GrantRevoked, TeamAssigned, Usage
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 MODELS = (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compstream.codec import DecodeError, SCHEMAS, decode_event, decode_record, encode_event, encode_record
+from compstream.codec import SCHEMAS, DecodeError, decode_event, decode_record, encode_event, encode_record
 from compstream.codec.avro_codec import schema_dir
 from compstream.domain.events import EventError, GrantIssued, TeamAssigned, Usage
 

@@ -8,9 +8,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from compstream.domain.events import (
-    EngineerOffboarded, GrantIssued, GrantRevoked, Usage, event_sort_key,
-)
+from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevoked, Usage, event_sort_key
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 US = timedelta(microseconds=1)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from ledger_support import at, grant, offboard, revoke, usage
 
 from compstream.domain.book import BookError, EngineerBook
 from compstream.domain.book_codec import BookCodecError, SeenIds, id_digest
-from compstream.domain.chain import (
-    ChainError, canonical_posting, canonical_posting_reference, verify_chain,
-)
+from compstream.domain.chain import ChainError, canonical_posting, canonical_posting_reference, verify_chain
 from compstream.domain.replay import replay_detailed
-from ledger_support import at, grant, offboard, revoke, usage
 
 
 def test_statuses_duplicate_and_conflict():

@@ -15,18 +15,27 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from ledger_support import PROPS
 
-from compstream.replay import jsonl_fast
 from compstream.domain import book_codec
 from compstream.domain.event_fast import build_event, fast_time
 from compstream.domain.events import (
-    EVENT_FIELDS, INT_RANGE, TEXT_LENGTH_MAX, EngineerOffboarded, EventError, GrantIssued, GrantRevoked,
-    Usage, event_from_dict, event_to_dict, format_time, parse_time, payload_fingerprint,
+    EVENT_FIELDS,
+    INT_RANGE,
+    TEXT_LENGTH_MAX,
+    EngineerOffboarded,
+    EventError,
+    GrantIssued,
+    GrantRevoked,
+    Usage,
+    event_from_dict,
+    event_to_dict,
+    format_time,
+    parse_time,
+    payload_fingerprint,
 )
-from compstream.replay.file import (
-    BadLine, document_text, parse_line, parse_line_reference, read_jsonl,
-)
-from ledger_support import PROPS
+from compstream.replay import jsonl_fast
+from compstream.replay.file import BadLine, document_text, parse_line, parse_line_reference, read_jsonl
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

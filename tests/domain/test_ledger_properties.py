@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from ledger_support import PROPS, STATEFUL, US, at, event_lists, event_time
 
 from compstream.domain.book import EngineerBook
 from compstream.domain.chain import verify_chain
 from compstream.domain.replay import replay, replay_detailed
-from ledger_support import PROPS, STATEFUL, US, at, event_lists, event_time
 
 
 def _summary(r):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from ledger_support import at, grant, offboard, revoke, usage
 
 from compstream.domain.chain import GENESIS_HASH, verify_chain
 from compstream.domain.events import EventError, event_from_dict, event_to_dict
 from compstream.domain.replay import replay, replay_detailed
-from ledger_support import at, grant, offboard, revoke, usage
 
 
 def bal(events, as_of=None, eng="e1"):

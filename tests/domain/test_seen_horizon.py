@@ -11,10 +11,10 @@ from datetime import timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
+from ledger_support import PROPS, at, grant, usage
 
 from compstream.domain.book import SEEN_USAGE_DAYS, EngineerBook
 from compstream.domain.book_codec import KEEP_DAY, MAGIC, SeenIds, id_digest, to_us
-from ledger_support import PROPS, at, grant, usage
 
 DAY_H = 24
 LATENESS_H = 6

@@ -10,9 +10,7 @@ from datetime import timedelta
 import pytest
 
 from compstream.publish import publish_events
-from support.checks import (
-    balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet,
-)
+from support.checks import balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet
 from support.faults import SESSION_TIMEOUT_S
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario

@@ -10,13 +10,20 @@ from datetime import timedelta
 import pytest
 
 from compstream.publish import publish_events
-from compstream.synth import START, generate
-from support.faults import SESSION_TIMEOUT_S, SOAK, ledger_only, worker_for
 from compstream.readback import latest_balances
+from compstream.synth import START, generate
 from support.checks import (
-    LONG_LATENESS_S, balance_mismatches, complete, expected_counts, history_figures, lost_events, sentinels,
-    wait_balances, wait_quiet,
+    LONG_LATENESS_S,
+    balance_mismatches,
+    complete,
+    expected_counts,
+    history_figures,
+    lost_events,
+    sentinels,
+    wait_balances,
+    wait_quiet,
 )
+from support.faults import SESSION_TIMEOUT_S, SOAK, ledger_only, worker_for
 
 pytestmark = pytest.mark.kafka
 PARTITIONS = 4

@@ -12,8 +12,14 @@ from compstream.publish import publish_events
 from compstream.readback import read_records
 from compstream.synth import START, generate
 from support.checks import (
-    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels,
-    wait_balances, wait_quiet,
+    LONG_LATENESS_S,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    lost_events,
+    sentinels,
+    wait_balances,
+    wait_quiet,
 )
 from support.faults import ledger_only, poison_records, publish_poison, worker_for
 

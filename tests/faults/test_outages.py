@@ -16,8 +16,14 @@ from compstream.config import Topics
 from compstream.publish import publish_events
 from compstream.synth import START, generate
 from support.checks import (
-    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels,
-    wait_balances, wait_quiet,
+    LONG_LATENESS_S,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    lost_events,
+    sentinels,
+    wait_balances,
+    wait_quiet,
 )
 from support.faults import SOAK, ledger_only, worker_for
 from support.http import http_json

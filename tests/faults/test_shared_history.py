@@ -23,9 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from compstream.history import open_history
 from compstream.publish import publish_events
 from compstream.worker.core.checkpoint import history_topic
-from support.checks import (
-    balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet,
-)
+from support.checks import balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet
 from support.faults import SESSION_TIMEOUT_S, poison_records, publish_poison
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario

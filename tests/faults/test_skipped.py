@@ -16,7 +16,13 @@ import pytest
 from compstream.publish import publish_events
 from compstream.synth import START, generate
 from support.checks import (
-    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, lost_events, sentinels, wait_balances,
+    LONG_LATENESS_S,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    lost_events,
+    sentinels,
+    wait_balances,
 )
 from support.faults import ledger_only, worker_for
 

@@ -18,10 +18,8 @@ import pytest
 
 from compstream.publish import publish_events
 from compstream.synth import generate
-from support.checks import (
-    BalanceTail, balance_mismatches, expected_counts, history_figures, lost_events, wait_balances,
-)
 from compstream.worker.engines.faust.app import FENCED_EXIT_CODE
+from support.checks import BalanceTail, balance_mismatches, expected_counts, history_figures, lost_events, wait_balances
 from support.faults import SESSION_TIMEOUT_S, ledger_only, worker_for
 
 pytestmark = pytest.mark.kafka

@@ -12,8 +12,16 @@ import pytest
 from compstream.history import HistoryBatch, HistoryError, kafka_batch_token
 from compstream.history.rows import BATCH_ROWS_MAX, EVENT_COORD_START, DigestRow
 from compstream.history.verify import (
-    DELETED, DIGEST_MISMATCH, EDITED, INSERTED, REORDERED, period_digest, store_digest, verify_store,
+    DELETED,
+    DIGEST_MISMATCH,
+    EDITED,
+    INSERTED,
+    REORDERED,
+    period_digest,
+    store_digest,
+    verify_store,
 )
+
 from . import data
 
 

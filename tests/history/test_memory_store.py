@@ -6,6 +6,7 @@ import pytest
 
 from compstream.history import open_history
 from compstream.history.memory import MemoryHistoryStore
+
 from .contract import HistoryStoreContract
 
 

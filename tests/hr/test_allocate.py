@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compstream.domain.events import Usage
+from compstream.domain.grant_labels import parse_grant_id, parse_kind
 from compstream.domain.replay import replay
 from compstream.hr.allocate import HistoryState, plan_period, prorate, rollover_unused
-from compstream.domain.grant_labels import parse_grant_id, parse_kind
 from compstream.hr.periods import parse_month
 from compstream.hr.policy import PolicyError
 

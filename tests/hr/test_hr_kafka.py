@@ -19,7 +19,13 @@ from compstream.hr.history import from_kafka
 from compstream.publish import publish_events
 from compstream.reports.statement import build_statement
 from support.checks import (
-    LONG_LATENESS_S, balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet,
+    LONG_LATENESS_S,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    sentinels,
+    wait_balances,
+    wait_quiet,
 )
 from support.worker import WorkerProcess
 

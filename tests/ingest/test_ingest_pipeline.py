@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from compstream.domain.events import Usage
-from compstream.ingest.identity import IdentityConfigError, IdentityMap, UNATTRIBUTED
+from compstream.ingest.identity import UNATTRIBUTED, IdentityConfigError, IdentityMap
 from compstream.ingest.journal import Journal
 from compstream.ingest.pipeline import Converter, reprice, reprice_events
 from compstream.ingest.pricing import Price

@@ -6,13 +6,13 @@ import json
 import time
 from datetime import datetime
 
+from domain.leaderboard.lb_support import direct_board
 from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 
 from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
 from compstream.domain.leaderboard import Metric, Scope, windows_for
 from compstream.domain.leaderboard.boards import BOARD_KINDS
-from domain.leaderboard.lb_support import direct_board
 
 POLL_IDLE_MS = 1000
 

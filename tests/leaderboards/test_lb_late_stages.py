@@ -8,7 +8,6 @@ import json
 import random
 from datetime import timedelta
 
-from lb_kafka import expected_boards
 from test_lb_stages import LABELS, P, _board_rows, _messages
 
 from compstream.domain.events import Usage
@@ -17,6 +16,7 @@ from compstream.synth import generate
 from compstream.worker.leaderboards.merge import MergeStage
 from compstream.worker.leaderboards.partition import PartitionStage
 from compstream.worker.processor import partition_of
+from lb_kafka import expected_boards
 
 CFG = LeaderboardConfig(k=5, lateness=timedelta(hours=6), min_team_size=2)
 

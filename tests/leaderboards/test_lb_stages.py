@@ -8,8 +8,6 @@ import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
-from lb_kafka import expected_boards
-
 from compstream.codec import encode_event
 from compstream.domain.events import Usage
 from compstream.domain.leaderboard import LeaderboardConfig
@@ -17,6 +15,7 @@ from compstream.synth import generate
 from compstream.worker.leaderboards.merge import MergeStage
 from compstream.worker.leaderboards.partition import PartitionStage, engineer_key
 from compstream.worker.processor import SourceMessage, partition_of
+from lb_kafka import expected_boards
 
 P = 4
 CFG = LeaderboardConfig(k=5, lateness=timedelta(days=40))  # nothing late

@@ -9,6 +9,12 @@ import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
+from compstream.domain.leaderboard import Pseudonymizer, window_from_key
+from compstream.history import open_history
+from compstream.publish import publish_events
+from compstream.synth import START, generate
 from lb_kafka import (
     expected_boards,
     latest_boards,
@@ -20,12 +26,6 @@ from lb_kafka import (
     watermark_partitions,
 )
 from support.http import http_json
-
-from compstream.domain.events import LeaderboardPrivacy, TeamAssigned, Usage
-from compstream.domain.leaderboard import Pseudonymizer, window_from_key
-from compstream.history import open_history
-from compstream.publish import publish_events
-from compstream.synth import START, generate
 from support.worker import WorkerProcess
 
 pytestmark = pytest.mark.kafka

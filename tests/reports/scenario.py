@@ -10,7 +10,13 @@ from compstream import synth
 from compstream.codec import encode_event
 from compstream.domain.book import EngineerBook
 from compstream.domain.events import (
-    CashCompensation, GrantIssued, GrantRevoked, LeaderboardPrivacy, TeamAssigned, Usage, event_sort_key,
+    CashCompensation,
+    GrantIssued,
+    GrantRevoked,
+    LeaderboardPrivacy,
+    TeamAssigned,
+    Usage,
+    event_sort_key,
 )
 from compstream.history.rows import HistoryBatch, PostingRow
 from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of

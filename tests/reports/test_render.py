@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from compstream.cli.main import app
 from compstream.reports.export import flatten, write_report
-from compstream.reports.org import build_org
 from compstream.reports.html_parts import FORMATS, value_at
+from compstream.reports.org import build_org
 from compstream.reports.render_html import render_html
 from compstream.reports.statement import build_statement
 

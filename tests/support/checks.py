@@ -13,7 +13,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from compstream.codec import decode_record
-
 from compstream.domain.chain import verify_chain
 from compstream.domain.events import LEDGER_EVENT_TYPES, Usage
 from compstream.domain.replay import replay, replay_detailed

@@ -12,7 +12,6 @@ from pathlib import Path
 from compstream.config import Topics
 from support.kafka import free_port
 
-
 # Every worker a test started, so a failing test cannot leave one running.
 STARTED: list["WorkerProcess"] = []
 

@@ -3,10 +3,9 @@ keep_commits_moving() is installed (a repeated acked offset stays in its run).""
 
 from __future__ import annotations
 
+from faust.utils.functional import consecutive_numbers
 from hypothesis import given
 from hypothesis import strategies as st
-
-from faust.utils.functional import consecutive_numbers
 
 from compstream.worker.engines.faust.compat import keep_commits_moving, runs_with_repeats
 

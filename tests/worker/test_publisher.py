@@ -14,9 +14,9 @@ from kafka import KafkaConsumer
 
 import compstream.worker.engines.faust.publisher as publisher_module
 from compstream.broker.topics import TopicSpec, ensure_specs
-from compstream.worker.processor import partition_of
 from compstream.worker.core.ports import OutRecord
 from compstream.worker.engines.faust.publisher import Publisher
+from compstream.worker.processor import partition_of
 
 pytestmark = pytest.mark.kafka
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compstream.history.memory import MemoryHistoryStore
 from compstream.history.rows import HistoryBatch, LeaderboardWindowRow, WatermarkRow

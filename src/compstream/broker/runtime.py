@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compstream.broker.jars import KAFKA_VERSION, BrokerError, ensure_jars
-from compstream.broker.storage import (
-    LOG4J, format_storage, new_cluster_id, read_cluster_id, server_properties,
-)
+from compstream.broker.storage import LOG4J, format_storage, new_cluster_id, read_cluster_id, server_properties
 from compstream.config import Settings
 
 __all__ = [

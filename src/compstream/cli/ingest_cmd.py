@@ -36,7 +36,11 @@ from compstream.ingest.pipeline import Converter, Summary, reprice
 from compstream.ingest.pricing import format_nanos
 from compstream.ingest.publish import PublishError, publish, write_jsonl
 from compstream.ingest.topic_journal import (
-    SourceError, TopicRebuild, marker_headers, rebuild_from_topic, topic_has_records,
+    SourceError,
+    TopicRebuild,
+    marker_headers,
+    rebuild_from_topic,
+    topic_has_records,
 )
 
 EXIT_REJECTED = 1

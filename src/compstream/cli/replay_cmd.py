@@ -17,15 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn,
-)
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from compstream.replay import parallel as replay_parallel
 from compstream.domain.events import EventError, parse_time
-from compstream.replay.file import (
-    SourceMap, balances_document, document_text, read_jsonl, replay_events,
-)
+from compstream.replay import parallel as replay_parallel
+from compstream.replay.file import SourceMap, balances_document, document_text, read_jsonl, replay_events
 
 if TYPE_CHECKING:
     from compstream.domain.replay import ReplayResult

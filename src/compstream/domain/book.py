@@ -41,8 +41,17 @@ from typing import Any
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert, check_thresholds
 from compstream.domain.balance import Balance, Posting, Report
 from compstream.domain.book_codec import (
-    KEEP_DAY, RECORD, SeenIds, event_from_compact, event_to_compact, fingerprint_digest, from_us, id_digest,
-    pack, to_us, unpack,
+    KEEP_DAY,
+    RECORD,
+    SeenIds,
+    event_from_compact,
+    event_to_compact,
+    fingerprint_digest,
+    from_us,
+    id_digest,
+    pack,
+    to_us,
+    unpack,
 )
 from compstream.domain.events import Event, EventError, event_sort_key
 from compstream.domain.ledger import Ledger, Lot, check_event

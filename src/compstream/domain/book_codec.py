@@ -21,9 +21,7 @@ from typing import Any
 
 import orjson
 
-from compstream.domain.events import (
-    EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, format_time,
-)
+from compstream.domain.events import EngineerOffboarded, Event, GrantIssued, GrantRevoked, Usage, format_time
 
 MAGIC = b"CB"
 VERSION = 2

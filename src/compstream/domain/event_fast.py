@@ -20,14 +20,23 @@ bench/profile_notes.md, 2026-12-06 "event shapes").
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from compstream.domain.events import (
-    CORRECTION_FIELD, ENGINEER_ID_LENGTH_MAX, EVENT_FIELDS, EVENT_ID_LENGTH_MAX,
-    LATER_THAN, LEDGER_EVENT_CLASSES, SIGNED_IN_CORRECTION, TEXT_LENGTH_MAX, Event, FieldSpec,
-    Usage, event_type_of,
+    CORRECTION_FIELD,
+    ENGINEER_ID_LENGTH_MAX,
+    EVENT_FIELDS,
+    EVENT_ID_LENGTH_MAX,
+    LATER_THAN,
+    LEDGER_EVENT_CLASSES,
+    SIGNED_IN_CORRECTION,
+    TEXT_LENGTH_MAX,
+    Event,
+    FieldSpec,
+    Usage,
+    event_type_of,
 )
 
 _UTC = timezone.utc

@@ -31,12 +31,29 @@ from typing import Any
 
 from compstream.domain import alerts as _alerts
 from compstream.domain.balance import (
-    BALANCE_FIELDS, CONSUME, EXPIRE, FORFEIT, ISSUE, OVERDRAFT, OVERDRAFT_REFUND, REFUND, REFUND_UNAPPLIED,
-    REVOKE, Balance, Posting, Report,
+    BALANCE_FIELDS,
+    CONSUME,
+    EXPIRE,
+    FORFEIT,
+    ISSUE,
+    OVERDRAFT,
+    OVERDRAFT_REFUND,
+    REFUND,
+    REFUND_UNAPPLIED,
+    REVOKE,
+    Balance,
+    Posting,
+    Report,
 )
 from compstream.domain.chain import GENESIS_HASH, canonical_posting, chain_hash
 from compstream.domain.events import (
-    EngineerOffboarded, Event, EventError, GrantIssued, GrantRevoked, Usage, expiry_cause_id,
+    EngineerOffboarded,
+    Event,
+    EventError,
+    GrantIssued,
+    GrantRevoked,
+    Usage,
+    expiry_cause_id,
 )
 
 # The order Ledger.balance passes Balance's fields in.

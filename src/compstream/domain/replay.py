@@ -20,8 +20,16 @@ from typing import Any, Iterable
 from compstream.domain.alerts import DEFAULT_THRESHOLDS, Alert
 from compstream.domain.balance import Balance, Posting, Report
 from compstream.domain.events import (
-    RANK_USAGE, CashCompensation, Event, GrantIssued, GrantRevoked, EngineerOffboarded,
-    LeaderboardPrivacy, TeamAssigned, Usage, _RANKS,
+    _RANKS,
+    RANK_USAGE,
+    CashCompensation,
+    EngineerOffboarded,
+    Event,
+    GrantIssued,
+    GrantRevoked,
+    LeaderboardPrivacy,
+    TeamAssigned,
+    Usage,
 )
 from compstream.domain.ledger import Ledger
 

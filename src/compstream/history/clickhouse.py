@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from operator import attrgetter
 from datetime import datetime, timezone
+from operator import attrgetter
 from typing import Any
 
 import clickhouse_connect
 
 from compstream.history import schema
 from compstream.history.rows import (
-    WatermarkRow,
     QUERY_ROWS_MAX,
     TABLE_ROW_TYPES,
     ChainHead,
     DeadLetterRow,
     DigestRow,
+    EventCoord,
     EventRow,
     HistoryBatch,
     HistoryError,
     LeaderboardWindowRow,
-    EventCoord,
     PostingRow,
     RowCounts,
     StoredPayload,
+    WatermarkRow,
     period_bounds,
     table_token,
     utc,

@@ -13,20 +13,20 @@ from typing import Any
 
 from compstream.history import schema
 from compstream.history.rows import (
-    WatermarkRow,
     QUERY_ROWS_MAX,
     TABLE_ROW_TYPES,
     ChainHead,
     DeadLetterRow,
     DigestRow,
+    EventCoord,
     EventRow,
     HistoryBatch,
     HistoryError,
     LeaderboardWindowRow,
-    EventCoord,
     PostingRow,
     RowCounts,
     StoredPayload,
+    WatermarkRow,
     period_bounds,
     table_token,
 )

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from compstream.history.rows import (
-    WatermarkRow,
     ChainHead,
     DigestRow,
     EventCoord,
@@ -27,6 +26,7 @@ from compstream.history.rows import (
     LeaderboardWindowRow,
     PostingRow,
     StoredPayload,
+    WatermarkRow,
 )
 
 

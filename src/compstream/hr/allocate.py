@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Iterable
 
-from compstream.domain.events import Event, GrantIssued, GrantRevoked
 from compstream.domain import grant_labels as labels
+from compstream.domain.events import Event, GrantIssued, GrantRevoked
 from compstream.hr.periods import Period, day_start, of_kind, previous
 from compstream.hr.policy import Bonus, Expiry, Policies, PolicyError, Rule
 from compstream.hr.roster import RosterRow, by_engineer, employment_end

@@ -27,7 +27,14 @@ from datetime import date, datetime, time, timezone
 from typing import Any, Callable, Iterator
 
 from compstream.domain.events import (
-    HR_EVENT_TYPES, Event, EventError, GrantIssued, GrantRevoked, event_from_dict, format_time, parse_time,
+    HR_EVENT_TYPES,
+    Event,
+    EventError,
+    GrantIssued,
+    GrantRevoked,
+    event_from_dict,
+    format_time,
+    parse_time,
 )
 from compstream.hr.money import AmountError, nanos_field
 

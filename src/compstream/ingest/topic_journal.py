@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from compstream.domain.events import Usage
 from compstream.ingest.journal import REVISION_MARKER_HEADER, Journal, RebuildStats
 from compstream.replay.kafka_source import (
-    BadMessageError, SourceError, decode_source, open_consumer, read_ranges, resolve_ranges,
+    BadMessageError,
+    SourceError,
+    decode_source,
+    open_consumer,
+    read_ranges,
+    resolve_ranges,
 )
 
 if TYPE_CHECKING:

@@ -24,11 +24,16 @@ from compstream.config import Settings
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
 from compstream.domain.events import Event
-from compstream.worker.processor import BOOK_FULL
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
 from compstream.replay.kafka_source import (
-    BadMessage, SourceError, open_consumer, read_ranges, resolve_ranges, source_events,
+    BadMessage,
+    SourceError,
+    open_consumer,
+    read_ranges,
+    resolve_ranges,
+    source_events,
 )
+from compstream.worker.processor import BOOK_FULL
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer

@@ -27,8 +27,8 @@ from compstream.codec import DecodeError, decode_event, decode_record, encode_ev
 from compstream.codec.avro_codec import json_default
 from compstream.config import Topics
 from compstream.domain.events import Event, EventError, event_from_dict, event_to_dict
-from compstream.replay.kafka_source import SourceError, read_ranges, resolve_ranges
 from compstream.publish import SEND_TIMEOUT_S, make_producer, topic_for
+from compstream.replay.kafka_source import SourceError, read_ranges, resolve_ranges
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer

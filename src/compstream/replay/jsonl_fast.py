@@ -22,17 +22,15 @@ checks.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
 import msgspec
 import orjson
 
 from compstream.domain.event_fast import INTERNED, absent_as, build_event, fast_time, new_usage
-from compstream.domain.events import (
-    CORRECTION_FIELD, EVENT_FIELDS, LATER_THAN, Event, FieldSpec, Usage, event_type_of,
-)
+from compstream.domain.events import CORRECTION_FIELD, EVENT_FIELDS, LATER_THAN, Event, FieldSpec, Usage, event_type_of
 
 
 def _line_type(spec: FieldSpec) -> tuple[str, Any] | tuple[str, Any, None]:

@@ -30,8 +30,8 @@ from zlib import crc32
 
 from compstream.domain.events import Event, EventError
 from compstream.domain.replay import ReplayResult
-from compstream.replay.jsonl_fast import line_event
 from compstream.replay.file import BadLine, SourceMap, parse_line_reference, replay_events
+from compstream.replay.jsonl_fast import line_event
 
 JOBS_MAX = 8
 AUTO_MIN_BYTES = 64 << 20  # auto mode forks only for inputs this large

@@ -11,9 +11,7 @@ from typing import Callable, Iterator
 from compstream.config import Settings
 from compstream.domain.events import Event
 from compstream.replay.history_source import HistorySourceError, history_event_total, history_events
-from compstream.replay.kafka_source import (
-    BadMessage, CoordMap, open_consumer, resolve_ranges, source_events,
-)
+from compstream.replay.kafka_source import BadMessage, CoordMap, open_consumer, resolve_ranges, source_events
 
 TICK_EVERY = 500  # progress-bar updates are batched; one per record is slow
 

@@ -23,7 +23,13 @@ from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, Engine
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, Event, EventError
 from compstream.history.rows import (
-    BATCH_ROWS_MAX, DeadLetterRow, EventRow, HistoryBatch, PostingRow, WatermarkRow, history_batches,
+    BATCH_ROWS_MAX,
+    DeadLetterRow,
+    EventRow,
+    HistoryBatch,
+    PostingRow,
+    WatermarkRow,
+    history_batches,
 )
 from compstream.worker.book_cache import BookCache
 from compstream.worker.book_room import REFUSE, BookRoom

@@ -19,14 +19,13 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lb_support import assign, at, privacy, usage
 
 from compstream.domain.leaderboard import LeaderboardConfig, PartitionState, PartitionWindow, window_from_key
 from compstream.domain.leaderboard.boards import rank_order, top_n
 from compstream.domain.leaderboard.messages import CandidateMessage, EngineerEntry, TeamPartial
 from compstream.domain.leaderboard.totals import METRICS, Metric, Totals, sum_totals
 from compstream.domain.leaderboard.window_totals import NO_TEAM
-
-from lb_support import assign, at, privacy, usage
 
 ENGINEERS = [f"e{i}" for i in range(9)]
 TEAMS = ["t-a", "t-b", "t-c"]

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lb_support import assign, at, board_rows, direct_board, partition_of, privacy, usage
 
 from compstream.domain.events import Usage
 from compstream.domain.leaderboard import (
@@ -28,8 +29,6 @@ from compstream.domain.leaderboard import (
     window_from_key,
     windows_for,
 )
-
-from lb_support import assign, at, board_rows, direct_board, partition_of, privacy, usage
 
 ENGINEERS = [f"e{i:02d}" for i in range(9)]
 TEAMS = ["t-a", "t-b"]

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from lb_support import at, board_rows, usage
 
 from compstream.domain.leaderboard import (
     CandidateMessage,
@@ -12,8 +13,6 @@ from compstream.domain.leaderboard import (
     Scope,
     WatermarkMessage,
 )
-
-from lb_support import at, board_rows, usage
 
 CFG = LeaderboardConfig(k=10, lateness=timedelta(hours=6), min_team_size=1)
 DAY0 = "day:2026-11-02"  # ends 2026-11-03T00:00, closes at 06:00

@@ -7,14 +7,19 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lb_support import assign, at, partition_of, usage
 
 from compstream.domain.events import EngineerOffboarded
 from compstream.domain.leaderboard import (
-    LeaderboardConfig, LeaderboardError, MergeState, Metric, PartitionState, Scope, window_from_key,
+    LeaderboardConfig,
+    LeaderboardError,
+    MergeState,
+    Metric,
+    PartitionState,
+    Scope,
+    window_from_key,
 )
 from compstream.domain.leaderboard.offboarding import offboarding_hides
-
-from lb_support import assign, at, partition_of, usage
 
 CFG = LeaderboardConfig(k=10, min_team_size=1, lateness=timedelta(hours=1))
 WEEK1, WEEK2 = "week:2026-W45", "week:2026-W46"  # Mon 2026-11-02.., Mon 2026-11-09..

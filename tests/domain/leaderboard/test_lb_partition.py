@@ -1,6 +1,6 @@
-from compstream.domain.leaderboard import LeaderboardConfig, MergeState, Metric, PartitionState, Scope
-
 from lb_support import assign, at, board_rows, usage
+
+from compstream.domain.leaderboard import LeaderboardConfig, MergeState, Metric, PartitionState, Scope
 
 CFG = LeaderboardConfig(k=2, min_team_size=1)
 DAY0 = "day:2026-11-02"

@@ -1,4 +1,5 @@
 import pytest
+from lb_support import assign, at, board_rows, privacy, run_two_stage, usage
 
 from compstream.domain.leaderboard import (
     LeaderboardConfig,
@@ -11,8 +12,6 @@ from compstream.domain.leaderboard import (
     window_from_key,
 )
 from compstream.domain.leaderboard.privacy import PrivacyTimeline
-
-from lb_support import assign, at, board_rows, privacy, run_two_stage, usage
 
 CFG = LeaderboardConfig(k=10, min_team_size=1)
 WEEK = "week:2026-W45"  # Mon 2026-11-02 .. Mon 2026-11-09

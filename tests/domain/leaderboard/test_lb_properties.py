@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lb_support import assign, at, direct_board, partition_of, privacy, run_two_stage, usage
 
+from compstream.domain.events import Usage
 from compstream.domain.leaderboard import (
     LeaderboardConfig,
     MergeState,
@@ -22,17 +24,6 @@ from compstream.domain.leaderboard import (
 )
 from compstream.domain.leaderboard.boards import top_n
 from compstream.domain.leaderboard.totals import Totals
-from compstream.domain.events import Usage
-
-from lb_support import (
-    assign,
-    at,
-    direct_board,
-    partition_of,
-    privacy,
-    run_two_stage,
-    usage,
-)
 
 ENGINEERS = [f"e{i:02d}" for i in range(14)]
 TEAMS = ["t-a", "t-b", "t-c"]

@@ -1,6 +1,6 @@
-from compstream.domain.leaderboard import LeaderboardConfig, Metric, Scope
-
 from lb_support import assign, at, board_rows, run_two_stage, usage
+
+from compstream.domain.leaderboard import LeaderboardConfig, Metric, Scope
 
 CFG = LeaderboardConfig(k=10, min_team_size=1)
 DAY0 = "day:2026-11-02"

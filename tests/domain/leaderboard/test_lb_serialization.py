@@ -4,6 +4,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lb_support import assign, at, privacy, usage
 
 from compstream.domain.leaderboard import (
     CandidateMessage,
@@ -19,8 +20,6 @@ from compstream.domain.leaderboard import (
 )
 from compstream.domain.leaderboard.privacy import PrivacyTimeline
 from compstream.domain.leaderboard.teams import TeamTimeline
-
-from lb_support import assign, at, privacy, usage
 
 CFG = LeaderboardConfig(k=3, lateness=timedelta(hours=6), min_team_size=1)
 

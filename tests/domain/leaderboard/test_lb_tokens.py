@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from lb_support import at, run_two_stage, usage
 
 from compstream.domain.leaderboard import LeaderboardConfig, Metric, Scope
 from compstream.domain.leaderboard.totals import Totals, metric_value
 from compstream.domain.leaderboard.window_totals import PartitionWindow
 from compstream.domain.tokens import TOKENS_SQL, tokens
-
-from lb_support import at, run_two_stage, usage
 
 
 def test_cache_tokens_inside_input_are_counted_once():

@@ -12,8 +12,8 @@ from compstream.domain.events import GrantIssued, Usage
 from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
-from worker.core.scenario import Clock
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
+from worker.core.scenario import Clock
 
 TOPICS = Topics.with_prefix("idle")
 OCT = datetime(2026, 10, 1, tzinfo=timezone.utc)

@@ -18,8 +18,8 @@ from compstream.history.verify import verify_store
 from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
-from worker.core.scenario import Clock
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
+from worker.core.scenario import Clock
 
 TOPICS = Topics.with_prefix("late")
 DAY = datetime(2026, 10, 10, tzinfo=timezone.utc)

@@ -32,13 +32,7 @@ from compstream.domain.leaderboard.partition_state import PartitionState, Partit
 from compstream.domain.leaderboard.privacy import PrivacyTimeline, Pseudonymizer, team_visible
 from compstream.domain.leaderboard.teams import TeamTimeline
 from compstream.domain.leaderboard.totals import Metric, Totals
-from compstream.domain.leaderboard.windows import (
-    Window,
-    WindowKind,
-    window_for,
-    window_from_key,
-    windows_for,
-)
+from compstream.domain.leaderboard.windows import Window, WindowKind, window_for, window_from_key, windows_for
 
 __all__ = [
     "Board",

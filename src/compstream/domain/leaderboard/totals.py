@@ -13,9 +13,9 @@ from enum import Enum
 from typing import Any
 
 from compstream.domain.events import Usage
-from compstream.domain.tokens import tokens as usage_tokens
 from compstream.domain.leaderboard import _codec as c
 from compstream.domain.leaderboard.errors import LeaderboardError
+from compstream.domain.tokens import tokens as usage_tokens
 
 
 class Metric(str, Enum):

@@ -9,10 +9,10 @@ The all-time window has neither and never closes.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from enum import Enum
+from functools import lru_cache
 
 from compstream.domain.leaderboard.errors import LeaderboardError
 

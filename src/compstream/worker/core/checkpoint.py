@@ -24,9 +24,9 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from compstream.config import Topics
+from compstream.domain.book_codec import from_us, to_us
 from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
-from compstream.domain.book_codec import from_us, to_us
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep

@@ -18,13 +18,19 @@ from typing import Callable
 
 from compstream.config import BATCH_EVENTS_MAX
 from compstream.worker.core.checkpoint import LedgerCore
-from compstream.worker.processor import BATCH_MESSAGES_MAX
 from compstream.worker.core.idle import IdleRule
 from compstream.worker.core.ports import (
-    Assigned, Checkpoint, CommitFailed, InputSide, OutputSide, Revoked, TopicPartition,
+    Assigned,
+    Checkpoint,
+    CommitFailed,
+    InputSide,
+    OutputSide,
+    Revoked,
+    TopicPartition,
 )
 from compstream.worker.core.sync import TaskInputs
 from compstream.worker.messages import EndOfInput, SourceMessage
+from compstream.worker.processor import BATCH_MESSAGES_MAX
 
 log = logging.getLogger(__name__)
 

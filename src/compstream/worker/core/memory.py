@@ -9,9 +9,7 @@ import random
 from datetime import datetime
 from typing import Iterable
 
-from compstream.worker.core.ports import (
-    Assigned, Checkpoint, CommitFailed, OutRecord, Polled, TopicPartition,
-)
+from compstream.worker.core.ports import Assigned, Checkpoint, CommitFailed, OutRecord, Polled, TopicPartition
 from compstream.worker.messages import EndOfInput, SourceMessage, partition_of
 
 

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from compstream.worker.core.ports import (
-    Assigned, Checkpoint, CommitFailed, Polled, Revoked, TopicPartition as TP,
-)
+from compstream.worker.core.ports import Assigned, Checkpoint, CommitFailed, Polled, Revoked
+from compstream.worker.core.ports import TopicPartition as TP
 from compstream.worker.faults import Faults
 from compstream.worker.messages import EndOfInput, SourceMessage
-from datetime import datetime, timezone
 
 log = logging.getLogger(__name__)
 
