@@ -12,6 +12,8 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from compstream.worker.core.ports import BatchStats
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -24,7 +26,7 @@ class WorkerMetrics:
         self.events = Counter("compstream_events_total", "Source events by outcome and event type",
                               ["outcome", "type"], registry=r)
         self.batch_events = Histogram("compstream_batch_events", "Messages per batch",
-                                      buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
+                                      buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000), registry=r)
         self.batch_seconds = Histogram("compstream_batch_seconds", "Wall time of one batch, fetch to commit",
                                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.transactions = Counter("compstream_transactions_total", "Checkpoints by result (commit, abort)",
@@ -49,6 +51,25 @@ class WorkerMetrics:
         self.history_loaded = Counter("compstream_history_loaded_records_total", "History topic records loaded",
                                       registry=r)
         self.history_loaded_seen = 0
+
+    def checkpoint(self, stats: BatchStats, seconds: float, buffered: int) -> None:
+        """One checkpoint made durable (a transaction on that engine)."""
+        self.transactions.labels("commit").inc()
+        self.batch_events.observe(stats.messages)
+        self.batch_seconds.observe(seconds)
+        for kind, n in stats.applied_by_type.items():
+            self.events.labels("applied", kind).inc(n)
+        for outcome, n in (("duplicate", stats.duplicates), ("dead_letter", stats.dead_letters),
+                           ("stale", stats.stale)):
+            if n:
+                self.events.labels(outcome, "any").inc(n)
+        self.buffered.set(buffered)
+
+    def history_progress(self, lag: int, loaded_records: int) -> None:
+        """The embedded loader's lag and its running count of loaded records."""
+        self.history_lag.set(lag)
+        self.history_loaded.inc(loaded_records - self.history_loaded_seen)
+        self.history_loaded_seen = loaded_records
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

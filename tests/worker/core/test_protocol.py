@@ -73,6 +73,20 @@ def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, 
     raise AssertionError("the loop did not drain the source topics")
 
 
+def assert_balances_equal_replay(log: MemoryLog, events: list, ticks: list) -> None:
+    """The last balance record of every engineer equals the offline replay of
+    that engineer's events as of the record's own time."""
+    got = balances(log)
+    by_engineer: dict[str, list] = {}
+    for e in events + ticks:
+        by_engineer.setdefault(e.engineer_id, []).append(e)
+    ledger_engineers = {e.engineer_id for e in events if e.type in LEDGER_EVENT_TYPES}
+    assert ledger_engineers <= set(got), sorted(ledger_engineers - set(got))
+    for engineer, record in got.items():
+        want = replay(by_engineer[engineer], as_of=record["as_of"])[engineer].to_dict()
+        assert {k: record[k] for k in want if k in record} == {k: v for k, v in want.items() if k in record}, engineer
+
+
 def balances(log: MemoryLog) -> dict[str, dict]:
     latest = {}
     for _, value in log.topic_records(TOPICS.balances):
@@ -101,15 +115,7 @@ def test_any_interleaving_cut_and_crash_equals_the_replay(seed, backlog_pct, chu
     published = published + [(None, t) for t in ticks]
     log = run(published, len(published) * backlog_pct // 100, chunk, faults, seed, events_max)
 
-    got = balances(log)
-    by_engineer: dict[str, list] = {}
-    for e in events + ticks:
-        by_engineer.setdefault(e.engineer_id, []).append(e)
-    ledger_engineers = {e.engineer_id for e in events if e.type in LEDGER_EVENT_TYPES}
-    assert ledger_engineers <= set(got), sorted(ledger_engineers - set(got))
-    for engineer, record in got.items():
-        want = replay(by_engineer[engineer], as_of=record["as_of"])[engineer].to_dict()
-        assert {k: record[k] for k in want if k in record} == {k: v for k, v in want.items() if k in record}, engineer
+    assert_balances_equal_replay(log, events, ticks)
 
     rows = history(log)
     ids = Counter(r.event_id for r in rows["events"])

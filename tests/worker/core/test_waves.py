@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 
 from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.events import LEDGER_EVENT_TYPES
-from compstream.domain.replay import replay, replay_detailed
+from compstream.domain.replay import replay_detailed
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog
 from compstream.worker.core.ports import Checkpoint
 from support.checks import sentinels
 from worker.core.scenario import LATENESS_S, START, Clock, scenario
-from worker.core.test_protocol import PARTITIONS, TOPICS, TS, _drained, _publish, balances, history
+from worker.core.test_protocol import PARTITIONS, TOPICS, TS, _drained, _publish, assert_balances_equal_replay, history
 
 CONFIG = CoreConfig(TOPICS, "w", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX)
 
@@ -121,15 +121,7 @@ def test_a_crash_inside_any_wave_equals_the_replay(seed, backlog_pct, chunk, eve
     published = published + [(None, t) for t in ticks]
     log = run(published, len(published) * backlog_pct // 100, chunk, crash, seed, events_max)
 
-    got = balances(log)
-    by_engineer: dict[str, list] = {}
-    for e in events + ticks:
-        by_engineer.setdefault(e.engineer_id, []).append(e)
-    ledger_engineers = {e.engineer_id for e in events if e.type in LEDGER_EVENT_TYPES}
-    assert ledger_engineers <= set(got), sorted(ledger_engineers - set(got))
-    for engineer, record in got.items():
-        want = replay(by_engineer[engineer], as_of=record["as_of"])[engineer].to_dict()
-        assert {k: record[k] for k in want if k in record} == {k: v for k, v in want.items() if k in record}, engineer
+    assert_balances_equal_replay(log, events, ticks)
 
     rows = history(log)
     by_id: dict[str, list] = {}

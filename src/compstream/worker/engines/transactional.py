@@ -41,16 +41,7 @@ LOG_EVERY_S = 5.0
 
 
 def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoint, seconds: float) -> None:
-    st = checkpoint.stats
-    metrics.transactions.labels("commit").inc()
-    metrics.batch_events.observe(st.messages)
-    metrics.batch_seconds.observe(seconds)
-    for kind, n in st.applied_by_type.items():
-        metrics.events.labels("applied", kind).inc(n)
-    for outcome, n in (("duplicate", st.duplicates), ("dead_letter", st.dead_letters), ("stale", st.stale)):
-        if n:
-            metrics.events.labels(outcome, "any").inc(n)
-    metrics.buffered.set(loop.inputs.buffered())
+    metrics.checkpoint(checkpoint.stats, seconds, loop.inputs.buffered())
     metrics.restore_seconds.set(loop.restore_s_last)
 
 
@@ -65,9 +56,7 @@ def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: Kaf
     for (topic, p), lag in source.lag(loop.assigned, loop.core.positions).items():
         metrics.lag.labels(topic, str(p)).set(lag)
     if loader is not None:
-        metrics.history_lag.set(loader.lag())
-        metrics.history_loaded.inc(loader.loaded_records - metrics.history_loaded_seen)
-        metrics.history_loaded_seen = loader.loaded_records
+        metrics.history_progress(loader.lag(), loader.loaded_records)
 
 
 def run(settings: Settings) -> None:

@@ -266,9 +266,8 @@ class FaustEngine:
                     metrics.lag.labels(topic, str(p)).set(max(0, hw - self.core.positions.get((topic, p), 0)))
         loader = self.history.loader
         if loader is not None:
-            metrics.history_lag.set(await asyncio.get_running_loop().run_in_executor(None, loader.lag))
-            metrics.history_loaded.inc(loader.loaded_records - metrics.history_loaded_seen)
-            metrics.history_loaded_seen = loader.loaded_records
+            lag = await asyncio.get_running_loop().run_in_executor(None, loader.lag)
+            metrics.history_progress(lag, loader.loaded_records)
 
     async def _arrivals(self, stream: Any, events: Sequence[Any]) -> None:
         faults = self.faults
@@ -386,15 +385,7 @@ class FaustEngine:
 
     def _observe(self, checkpoint: Checkpoint, seconds: float) -> None:
         st, metrics = checkpoint.stats, self.metrics
-        metrics.transactions.labels("commit").inc()  # a checkpoint written (no transaction on this engine)
-        metrics.batch_events.observe(st.messages)
-        metrics.batch_seconds.observe(seconds)
-        for kind, n in st.applied_by_type.items():
-            metrics.events.labels("applied", kind).inc(n)
-        for outcome, n in (("duplicate", st.duplicates), ("dead_letter", st.dead_letters), ("stale", st.stale)):
-            if n:
-                metrics.events.labels(outcome, "any").inc(n)
-        metrics.buffered.set(self.inputs.buffered())
+        metrics.checkpoint(st, seconds, self.inputs.buffered())
         processor = self.core.processor
         for p in sorted(self.core.owned):
             stream_t = processor.stream_time.get(p)
