@@ -24,12 +24,13 @@ test: install
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-# The fast tier: everything that needs no broker, no Docker and no soak time.
+# The fast tier: everything that needs no broker, no Docker and no soak time,
+# on every core (pytest-xdist). The broker suite (make test) stays serial.
 test-fast: install
-	@$(BIN)/pytest -m "not kafka and not docker and not soak"; rc=$$?; \
+	@$(BIN)/pytest -n auto -m "not kafka and not docker and not soak"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-# ruff (pyflakes, pycodestyle, bugbear) and mypy (strict on domain/); config in pyproject.toml.
+# ruff (pyflakes, pycodestyle, bugbear, import order) and mypy (all of src, strict on domain/); config in pyproject.toml.
 lint: install
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy
