@@ -10,7 +10,15 @@ from datetime import timedelta
 import pytest
 
 from compstream.publish import publish_events
-from support.checks import balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet
+from support.checks import (
+    assert_history_exact,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    sentinels,
+    wait_balances,
+    wait_quiet,
+)
 from support.faults import SESSION_TIMEOUT_S
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario
@@ -41,9 +49,7 @@ def _settle(worker, bootstrap, topics, events):
 def _history_exact(worker, events, ticks) -> dict:
     figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
                               ticks[0].occurred_at - timedelta(seconds=LATENESS_S))
-    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
-    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
-    assert figures["engineers_with_wrong_postings"] == 0, figures
+    assert_history_exact(figures)
     return figures
 
 

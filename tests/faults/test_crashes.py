@@ -14,6 +14,7 @@ from compstream.readback import latest_balances
 from compstream.synth import START, generate
 from support.checks import (
     LONG_LATENESS_S,
+    assert_history_exact,
     balance_mismatches,
     complete,
     expected_counts,
@@ -46,9 +47,7 @@ def _finish(worker, bootstrap, topics, events, timeout_s=240):
 def _history_ok(worker, events, ticks) -> dict:
     figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
                               ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
-    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
-    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
-    assert figures["engineers_with_wrong_postings"] == 0, figures
+    assert_history_exact(figures)
     return figures
 
 

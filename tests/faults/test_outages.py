@@ -17,6 +17,7 @@ from compstream.publish import publish_events
 from compstream.synth import START, generate
 from support.checks import (
     LONG_LATENESS_S,
+    assert_history_exact,
     balance_mismatches,
     expected_counts,
     history_figures,
@@ -74,9 +75,7 @@ def _finalize_and_stop(worker, bootstrap, topics, events) -> dict:
     assert worker.stop() == 0, worker.log_tail()
     figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
                               ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
-    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
-    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
-    assert figures["engineers_with_wrong_postings"] == 0, figures
+    assert_history_exact(figures)
     return figures
 
 

@@ -23,7 +23,15 @@ from kafka import KafkaConsumer, TopicPartition
 from compstream.history import open_history
 from compstream.publish import publish_events
 from compstream.worker.core.checkpoint import history_topic
-from support.checks import balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet
+from support.checks import (
+    assert_history_exact,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    sentinels,
+    wait_balances,
+    wait_quiet,
+)
 from support.faults import SESSION_TIMEOUT_S, poison_records, publish_poison
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario
@@ -129,9 +137,7 @@ def test_two_workers_one_sink_with_kills_load_every_row_once(kafka_bootstrap, to
     assert counts["leaderboard_windows"][0] > 0 and counts["watermarks"][0] > 0, counts
     assert stored_dead == sorted((raw, stage) for _, _, raw, stage in poison)
     figures = history_figures(dsn, events + ticks, ticks[0].occurred_at - timedelta(seconds=LATENESS_S))
-    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
-    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
-    assert figures["engineers_with_wrong_postings"] == 0, figures
+    assert_history_exact(figures)
     audit = subprocess.run([sys.executable, "-m", "compstream.cli.main", "audit", "verify", "--replay", "--json",
                             "--dsn", dsn], env=sink.env, capture_output=True, text=True, timeout=300)
     assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr[-2000:]
@@ -198,6 +204,4 @@ def test_two_sinks_on_one_group_split_the_history_and_load_each_row_once(kafka_b
     doubled = {table: c for table, c in counts.items() if c[0] != c[1]}
     assert not doubled, f"rows loaded twice (rows, distinct keys): {doubled}; all: {counts}"
     figures = history_figures(store, events + ticks, ticks[0].occurred_at - timedelta(seconds=LATENESS_S))
-    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
-    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
-    assert figures["engineers_with_wrong_postings"] == 0, figures
+    assert_history_exact(figures)

@@ -147,6 +147,14 @@ def wait_quiet(bootstrap: str, topic: str, quiet_s: float, timeout_s: float) -> 
     raise AssertionError(f"{topic} never went quiet")
 
 
+def assert_history_exact(figures: dict) -> None:
+    """Every event and every final posting in history exactly once, and every
+    engineer's postings as the replay's (figures: `history_figures`)."""
+    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
+    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
+    assert figures["engineers_with_wrong_postings"] == 0, figures
+
+
 def history_figures(dsn, events, finalized_before: datetime | None) -> dict:
     """Exactly-once and correctness figures of a worker's history (`dsn`: a
     DSN, or an open store, which is left open)."""

@@ -11,7 +11,15 @@ from datetime import timedelta
 import pytest
 
 from compstream.publish import publish_events
-from support.checks import balance_mismatches, expected_counts, history_figures, sentinels, wait_balances, wait_quiet
+from support.checks import (
+    assert_history_exact,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    sentinels,
+    wait_balances,
+    wait_quiet,
+)
 from support.faults import SESSION_TIMEOUT_S
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario
@@ -51,6 +59,4 @@ def test_faust_then_transactional_then_faust_equals_the_replay(kafka_bootstrap, 
     # One history, loaded by whichever engine ran (the loader's group is the data dir's).
     figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
                               ticks[0].occurred_at - timedelta(seconds=LATENESS_S))
-    assert figures["event_rows"] == figures["event_ids"] == figures["expected_events"], figures
-    assert figures["posting_rows"] == figures["posting_keys"] == figures["expected_postings"], figures
-    assert figures["engineers_with_wrong_postings"] == 0, figures
+    assert_history_exact(figures)

@@ -106,18 +106,24 @@ def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> It
 _HEAD = b'{"v":' + str(WIRE_VERSION).encode()
 
 
-def _document(names: list[str], encoded: list[bytes], lo: int, hi: int) -> bytes:
-    """encode_batch's bytes for rows lo..hi (one list per table, tables in
-    HistoryBatch order: the rows come in that order)."""
-    parts = [_HEAD]
+def _runs(names: list[str], lo: int, hi: int) -> Iterator[tuple[str, int, int]]:
+    """(table, start, end) of each run of one table's rows in lo..hi (the rows
+    come in HistoryBatch's table order)."""
     start = lo
     while start < hi:
         name = names[start]
         end = start + 1
         while end < hi and names[end] == name:
             end += 1
-        parts.append(b',"' + name.encode() + b'":[' + b",".join(encoded[start:end]) + b"]")
+        yield name, start, end
         start = end
+
+
+def _document(names: list[str], encoded: list[bytes], lo: int, hi: int) -> bytes:
+    """encode_batch's bytes for rows lo..hi (one list per table)."""
+    parts = [_HEAD]
+    for name, start, end in _runs(names, lo, hi):
+        parts.append(b',"' + name.encode() + b'":[' + b",".join(encoded[start:end]) + b"]")
     parts.append(b"}")
     return b"".join(parts)
 
@@ -126,14 +132,8 @@ def _size(names: list[str], encoded: list[bytes], lo: int, hi: int) -> int:
     """len(_document(names, encoded, lo, hi)) without building it."""
     # Per table: n rows, n - 1 commas, one "]": n bytes besides the rows.
     size = len(_HEAD) + 1 + sum(len(e) for e in encoded[lo:hi]) + (hi - lo)
-    start = lo
-    while start < hi:
-        name = names[start]
-        end = start + 1
-        while end < hi and names[end] == name:
-            end += 1
+    for name, _start, _end in _runs(names, lo, hi):
         size += len(name) + 5  # ,"name":[
-        start = end
     return size
 
 

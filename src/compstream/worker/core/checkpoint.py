@@ -69,6 +69,7 @@ class LedgerCore:
         self._stream_time_keys = {stream_time_key(p): p for p in range(config.partitions)}
         sources = (config.topics.usage, config.topics.grants)
         self._position_keys = {position_key(t, p): (t, p) for t in sources for p in range(config.partitions)}
+        self._position_keys_raw = {k.encode() for k in self._position_keys} | {MERGE_POSITION_KEY.encode()}
         self.leaderboards = None if config.leaderboards is None else LeaderboardStep(
             config.leaderboards, config.topics, config.worker_id, config.partitions, self.history,
             config.pseudonymizer)
@@ -96,6 +97,7 @@ class LedgerCore:
             self.leaderboards.restore_partition(partition, leaderboard_records)
         stored: dict[TopicPartition, int] = {}
         count = 0
+        keys: set[str] = set()  # the changelog partition holds exactly this partition's books
         for raw_key, value in records:
             count += 1
             key = raw_key.decode("utf-8")
@@ -111,14 +113,14 @@ class LedgerCore:
                 continue
             if is_position_key(key):
                 raise ValueError(f"changelog of partition {partition} holds an unknown position key {key!r}")
+            keys.add(key)
             if value is None:
                 self.books.pop(key, None)
             else:
                 self.books[key] = value
         self.positions.update({**positions, **stored})
         self.owned.add(partition)
-        n = self.config.partitions
-        return sum(1 for e in self.books if partition_of(e, n) == partition), count
+        return sum(1 for k in keys if k in self.books), count
 
     def forget(self, partition: int) -> None:
         """A revoked partition: its books may move on under another worker."""
@@ -217,12 +219,11 @@ class LedgerCore:
         changelogs = set(self.changelogs(0))
         if self.leaderboards is not None:
             changelogs.add(self.leaderboards.merge_changelog)
-        position_keys = {k.encode() for k in self._position_keys} | {MERGE_POSITION_KEY.encode()}
         outputs, state, positions = [], [], []
         for r in checkpoint.records:
             if r.topic not in changelogs:
                 outputs.append(r)
-            elif r.key in position_keys:
+            elif r.key in self._position_keys_raw:
                 positions.append(r)
             else:
                 state.append(r)

@@ -24,6 +24,7 @@ restored from the changelogs. Private-API glue: compat.py only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -341,10 +342,7 @@ class FaustEngine:
         resend = core.leaderboards is not None and bool(core.leaderboards.resend)
         if not messages and not candidates and not idle and not resend:
             return
-        if activity:
-            with self.activity:
-                await self._write_checkpoint(messages, candidates, idle)
-        else:
+        with self.activity if activity else contextlib.nullcontext():
             await self._write_checkpoint(messages, candidates, idle)
 
     async def _write_checkpoint(self, messages: list[SourceMessage], candidates: list[SourceMessage],
