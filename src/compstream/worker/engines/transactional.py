@@ -32,7 +32,7 @@ from compstream.worker.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from compstream.worker.core.ports import Checkpoint
-    from compstream.worker.history_loader import HistoryLoader
+    from compstream.worker.engines.history_side import LoaderChild
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoin
 
 
 def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: KafkaInput,
-                       loader: HistoryLoader | None) -> None:
+                       loader: LoaderChild | None) -> None:
     processor = loop.core.processor
     metrics.restore_records.inc(loop.restore_records_total - metrics.restore_records_seen)
     metrics.restore_records_seen = loop.restore_records_total
@@ -82,7 +82,7 @@ def run(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    history = EmbeddedHistory(settings, faults)
+    history = EmbeddedHistory(settings)
     loader = history.loader
     metrics = WorkerMetrics("transactional")
     web = serve(settings, lambda: loop.core, metrics)

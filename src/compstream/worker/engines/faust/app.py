@@ -178,7 +178,7 @@ class FaustEngine:
         self.faults = Faults()
         self.publisher = Publisher.for_app(app)
         self.metrics = WorkerMetrics("faust")
-        self.history = EmbeddedHistory(settings, self.faults)
+        self.history = EmbeddedHistory(settings)
         self.web = serve(settings, lambda: self.core, self.metrics)
         self.restore_s_last = 0.0
         self.observed_at = 0.0

@@ -1,0 +1,104 @@
+"""The embedded history loader runs in a child process of the worker
+(engines/history_side.py, worker/history_child.py). It dies alone (kill -9,
+OOM): the worker restarts it and history is still exact. The worker dies
+alone: the orphaned loader stops by itself, so the restarted worker's loader
+can open the embedded store (chdb opens a data dir in one process at a time)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from compstream.publish import publish_events
+from compstream.synth import START, generate
+from support.checks import (
+    LONG_LATENESS_S,
+    assert_history_exact,
+    balance_mismatches,
+    expected_counts,
+    history_figures,
+    sentinels,
+    wait_balances,
+    wait_quiet,
+)
+from support.faults import ledger_only, worker_for
+
+pytestmark = pytest.mark.kafka
+PARTITIONS = 4
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _loader_pid(worker) -> int:
+    """The worker's history loader process (waits for it to be spawned)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in _children(worker.proc.pid):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"compstream.worker.history_child" in cmdline:
+                return child
+        time.sleep(0.2)
+    raise AssertionError(f"no history loader process under the worker\n{worker.log_tail()}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _finish(worker, bootstrap, topics, events) -> dict:
+    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
+    publish_events(ticks, bootstrap, topics)
+    balances = wait_balances(bootstrap, topics.balances, expected_counts(events + ticks), 120, worker)
+    assert balance_mismatches(balances, events + ticks) == []
+    wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
+    assert worker.stop() == 0, worker.log_tail()
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
+                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
+    assert_history_exact(figures)
+    return figures
+
+
+def test_a_killed_loader_process_is_restarted_and_history_stays_exact(kafka_bootstrap, topics, tmp_path):
+    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=96))
+    first, rest = events[:700], events[700:]
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "loader-killed", PARTITIONS).start()
+    publish_events(first, kafka_bootstrap, topics)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker)
+    loader = _loader_pid(worker)
+    os.kill(loader, signal.SIGKILL)
+    publish_events(rest, kafka_bootstrap, topics)
+    worker.wait_until(lambda: "the history loader process exited" in worker.log_path.read_text(), 30,
+                      "the worker to notice its loader died")
+    assert worker.alive(), worker.log_tail()
+    assert _loader_pid(worker) != loader  # a new one
+    _finish(worker, kafka_bootstrap, topics, events)
+
+
+def test_an_orphaned_loader_stops_and_the_restarted_worker_loads_everything(kafka_bootstrap, topics, tmp_path):
+    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=97))
+    first, rest = events[:700], events[700:]
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "worker-killed", PARTITIONS).start()
+    publish_events(first, kafka_bootstrap, topics)
+    wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker)
+    loader = _loader_pid(worker)
+    os.kill(worker.proc.pid, signal.SIGKILL)  # the worker only, not its process group
+    worker.proc.wait(timeout=10)
+    worker.start()  # at once: its loader may have to wait for the orphan to release the store
+    publish_events(rest, kafka_bootstrap, topics)
+    worker.wait_until(lambda: not _running(loader), 30, "the orphaned loader to stop by itself")
+    assert "the worker is gone (stdin closed)" in worker.log_path.read_text()
+    _finish(worker, kafka_bootstrap, topics, events)
