@@ -1,5 +1,6 @@
-"""One transactional worker with its history loader in-process
-(COMPSTREAM_HISTORY_SINK=embedded, a thread sharing the worker's GIL) against
+"""One transactional worker with its embedded history loader
+(COMPSTREAM_HISTORY_SINK=embedded: a child process since 2026-12-06 06:10,
+a thread sharing the worker's GIL before) against
 none (external: a `compstream sink` elsewhere loads the topic), alternated on
 one broker this script starts:
 
@@ -45,6 +46,7 @@ def main() -> None:
                                env={**e2e.TRANSACTIONAL, "COMPSTREAM_HISTORY_SINK": sink})
             print(json.dumps({"history_sink": sink, "sustained_events_per_s": r.get("sustained_events_per_s"),
                               "from_spawn_s": r.get("wall_from_spawn_s"), "peak_rss_mib": r.get("worker_peak_rss_mib"),
+                              "loader_peak_rss_mib": r.get("loader_peak_rss_mib"),
                               "engineers_wrong": r.get("engineers_wrong_count")}), flush=True)
     finally:
         runtime.stop(broker_dir)

@@ -236,3 +236,14 @@ def vm_hwm_mib(pid: int) -> float | None:
         return round(int(m.group(1)) / 1024, 1) if m else None
     except OSError:
         return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of `pid` (a worker's history loader process)."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found

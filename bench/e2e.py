@@ -45,7 +45,7 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.common import committed, end_offsets, expected_counts, percentile, produce, vm_hwm_mib
+from bench.common import child_pids, committed, end_offsets, expected_counts, percentile, produce, vm_hwm_mib
 from compstream.codec import decode_record
 from compstream.config import Topics
 
@@ -73,6 +73,7 @@ class Worker:
         self.loglevel = loglevel
         self.proc: subprocess.Popen | None = None
         self.hwm_mib: float | None = None
+        self.loader_hwm_mib: float | None = None  # its history loader process (embedded sink)
         self.profile = profile
         self.spy: subprocess.Popen | None = None
         self.spy_path = data_dir / "py-spy.txt"
@@ -92,6 +93,10 @@ class Worker:
             v = vm_hwm_mib(self.proc.pid)
             if v is not None:
                 self.hwm_mib = max(self.hwm_mib or 0, v)
+            for child in child_pids(self.proc.pid):
+                v = vm_hwm_mib(child)
+                if v is not None:
+                    self.loader_hwm_mib = max(self.loader_hwm_mib or 0, v)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -429,6 +434,7 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
         for w in procs:
             w.sample()
         out["worker_peak_rss_mib"] = max((w.hwm_mib or 0) for w in procs) or None
+        out["loader_peak_rss_mib"] = max((w.loader_hwm_mib or 0) for w in procs) or None
     finally:
         rcs = [w.stop() for w in procs]
     out["worker_exit"] = rcs[0] if workers == 1 else rcs
@@ -568,6 +574,7 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
             out["stalled"] = str(exc)
         worker.sample()
         out["worker_peak_rss_mib"] = worker.hwm_mib
+        out["loader_peak_rss_mib"] = worker.loader_hwm_mib
         time.sleep(1)  # the observer's last fetch
     finally:
         if observer is not None:

@@ -599,6 +599,9 @@ def render(res: dict) -> str:
         f"{_fmt(_g(r, 'latency', 'cause_p99_ms'), ' ms')} | {_fmt(_g(r, 'latency', 'cause_matched'))} events |")
     add(f"| Worker peak RSS (VmHWM): throughput run / latency run | {_fmt(_g(r, 'e2e', 'worker_peak_rss_mib'), ' MiB')}"
         f" / {_fmt(_g(r, 'latency', 'worker_peak_rss_mib'), ' MiB')} | |")
+    add(f"| Its history loader process's peak RSS: throughput run / latency run | "
+        f"{_fmt(_g(r, 'e2e', 'loader_peak_rss_mib'), ' MiB')} / {_fmt(_g(r, 'latency', 'loader_peak_rss_mib'), ' MiB')}"
+        " | embedded sink |")
     add(f"| Quix twin peak RSS | {_fmt(_g(r, 'quix', 'peak_rss_mib'), ' MiB')} | |")
     add(f"| State per engineer: worker changelog (last value per key) avg / max | "
         f"{_fmt(_g(r, 'e2e', 'state_from_changelog', 'avg_bytes'), ' B')} / "
