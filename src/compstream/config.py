@@ -110,8 +110,8 @@ class Settings:
     # Transactional engine: how long a task's usage waits for its HR input to
     # report its end before going on (worker/core/sync.py).
     task_idle_s: float = 5.0
-    # Transactional engine: "embedded" loads the history topic into this
-    # worker's store in-process; "external" leaves it to `compstream sink`.
+    # "embedded" loads the history topic into this worker's store from a child
+    # process of the worker; "external" leaves it to `compstream sink`.
     history_sink: str = "embedded"
     # Transactional engine, the idleness rule: a partition whose inputs are
     # read to their end and quiet this long moves its stream time to the
