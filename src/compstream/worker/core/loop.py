@@ -3,8 +3,11 @@
     poll (assignment changes first) -> buffer per task (sync.TaskInputs)
     -> take what may be applied -> LedgerCore.step -> OutputSide.commit
 
-A batch closes at `batch_events_max` applicable messages or after
-`batch_within_s`, whichever comes first. Assignment: a revoked partition's
+A batch closes at `batch_events_max` applicable messages, after
+`batch_within_s`, or as soon as the sources are read to their ends (no
+backlog) and `batch_drained_s` has passed, whichever comes first: below
+saturation a batch does not wait for messages that are not there, while a
+backlog still fills whole batches. Assignment: a revoked partition's
 books and buffers are dropped; an assigned one is restored from the changelog
 and its committed positions before any of its messages is applied.
 """
@@ -35,6 +38,7 @@ from compstream.worker.processor import BATCH_MESSAGES_MAX
 log = logging.getLogger(__name__)
 
 BATCH_WITHIN_S = 0.15
+BATCH_DRAINED_S = 0.02  # the least a drained batch waits (each batch costs a transaction)
 POLL_MESSAGES_MAX = 2_000
 MERGE_MESSAGES_MAX = 5_000  # candidates merged per checkpoint
 BACKLOG_WITHIN_S = 2.0  # how much longer a batch may wait for a backlog to arrive
@@ -44,12 +48,15 @@ CANDIDATES_BUFFERED_MAX = 20_000  # past it the candidates partition is paused
 class CheckpointLoop:
     def __init__(self, make_core: Callable[[], LedgerCore], source: InputSide, output: OutputSide,
                  *, idle_s: float, batch_events_max: int = BATCH_EVENTS_MAX,
-                 batch_within_s: float = BATCH_WITHIN_S, clock: Callable[[], float] = time.monotonic,
+                 batch_within_s: float = BATCH_WITHIN_S, batch_drained_s: float = BATCH_DRAINED_S,
+                 clock: Callable[[], float] = time.monotonic,
                  idle_advance_s: float = 0.0, wall_clock: Callable[[], datetime] | None = None):
         """`idle_advance_s`, `wall_clock`: the idleness rule (core/idle.py)."""
         self.idle = IdleRule(idle_advance_s, clock, wall_clock)
         if not 1 <= batch_events_max <= BATCH_MESSAGES_MAX:
             raise ValueError(f"batch_events_max must be 1..{BATCH_MESSAGES_MAX}")
+        if not 0 < batch_drained_s <= batch_within_s:
+            raise ValueError("batch_drained_s must be > 0 and <= batch_within_s")
         self.make_core = make_core
         self.core = make_core()
         self.source = source
@@ -57,6 +64,7 @@ class CheckpointLoop:
         self.clock = clock
         self.batch_events_max = batch_events_max
         self.batch_within_s = batch_within_s
+        self.batch_drained_s = batch_drained_s
         topics = self.core.config.topics
         self.inputs = TaskInputs(topics.usage, topics.grants, idle_s=idle_s)
         self.assigned: set[TopicPartition] = set()
@@ -138,12 +146,16 @@ class CheckpointLoop:
 
     def fill(self) -> None:
         """Poll until a batch's worth is buffered or the batch time is up."""
-        deadline = self.clock() + self.batch_within_s
+        started = self.clock()
+        deadline = started + self.batch_within_s
         topics = self.core.config.topics
         while True:
-            left = deadline - self.clock()
+            now = self.clock()
+            # consume() returns at POLL_MESSAGES_MAX or its timeout, not when
+            # the fetched messages run out: short slices, or a light load waits.
+            wait_s = max(0.0, min(deadline - now, self.batch_drained_s))
             self.sought.clear()
-            for item in self.source.poll(POLL_MESSAGES_MAX, max(0.0, min(left, 0.1))):
+            for item in self.source.poll(POLL_MESSAGES_MAX, wait_s):
                 if isinstance(item, Assigned):
                     self._assigned(item.partitions)
                 elif isinstance(item, Revoked):
@@ -172,6 +184,8 @@ class CheckpointLoop:
             # the watermark it starts with): while the sources still hold a
             # backlog, keep reading it into this batch, up to its bound.
             if now >= deadline and (now >= deadline + BACKLOG_WITHIN_S or not self._backlog()):
+                return
+            if now >= started + self.batch_drained_s and self.inputs.buffered() and not self._backlog():
                 return
 
     def _backlog(self) -> bool:
