@@ -2,7 +2,7 @@
 
 Run by the worker (engines/history_side.py) as
 
-    python -m compstream.worker.history_child BOOTSTRAP TOPIC GROUP DSN
+    python -m compstream.worker.history_child BOOTSTRAP TOPIC GROUP DSN LOGLEVEL
 
 so that decoding ~1.4 KB of history JSON per event and building the store's
 rows happens on another core and off the worker's GIL (one worker: 7.9k ev/s
@@ -80,11 +80,11 @@ def _report(loader: HistoryLoader, stop: threading.Event) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print("usage: python -m compstream.worker.history_child BOOTSTRAP TOPIC GROUP DSN", file=sys.stderr)
+    if len(argv) != 5:
+        print("usage: python -m compstream.worker.history_child BOOTSTRAP TOPIC GROUP DSN LOGLEVEL", file=sys.stderr)
         return 2
-    bootstrap, topic, group, dsn = argv
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    bootstrap, topic, group, dsn, loglevel = argv
+    logging.basicConfig(level=loglevel, stream=sys.stderr,
                         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from compstream.worker.faults import Faults

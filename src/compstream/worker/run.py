@@ -72,12 +72,13 @@ def _run_faust(settings: Settings, loglevel: str) -> None:
 
     ensure_engine_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app, engine = create_app(settings)
     # Named levels, not just the handler's: aiokafka and Faust log at debug
     # per message, and with only the handler filtering, building those records
     # cost ~9 % of the worker's main thread (py-spy, bench/profile_notes.md).
+    # Set before the app: its history loader process takes the level at start.
     for name in ("compstream", "faust", "mode", "aiokafka", "kafka"):
         logging.getLogger(name).setLevel(loglevel)
+    app, engine = create_app(settings)
     pid_path(settings).write_text(f"{os.getpid()}\n")
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     tune_gc()

@@ -120,8 +120,9 @@ class EmbeddedHistory:
         if settings.history_sink != "embedded":
             return
         group = f"{settings.worker_id}-history-{instance_id(settings)}"
+        loglevel = logging.getLevelName(logging.getLogger("compstream").getEffectiveLevel())  # --loglevel
         self.loader = LoaderChild([settings.kafka_bootstrap, history_topic(settings.topics), group,
-                                   settings.clickhouse_dsn])
+                                   settings.clickhouse_dsn, loglevel])
 
     def stop(self) -> None:
         if self.loader is not None:
