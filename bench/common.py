@@ -106,13 +106,16 @@ def confluent_producer(bootstrap: str, linger_ms: int = 20):
 
 
 def produce(bootstrap: str, topics: Topics, events: Iterable[Event], rate: float | None = None,
-            on_delivered=None) -> dict:
+            on_delivered=None, producer=None) -> dict:
     """Encode (project codec) and produce every event keyed by engineer_id;
     optionally paced at `rate` events/s. Returns counts and timing. Every
     delivery is confirmed (flush + error check). `on_delivered(event, ts_ms)`
-    gets the record's Kafka timestamp (CreateTime, set at produce())."""
+    gets the record's Kafka timestamp (CreateTime, set at produce()).
+    `producer`: one already connected (a latency run's: a new producer's
+    first deliveries wait ~0.1-0.7 s for its connection and idempotent
+    producer id, which a paced run would count as the worker's latency)."""
     # paced: linger like compstream.publish (5 ms); bulk: bigger batches
-    p = confluent_producer(bootstrap, linger_ms=5 if rate else 20)
+    p = producer or confluent_producer(bootstrap, linger_ms=5 if rate else 20)
     errors: list = []
 
     def cb(err, _msg):

@@ -45,7 +45,16 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.common import child_pids, committed, end_offsets, expected_counts, percentile, produce, vm_hwm_mib
+from bench.common import (
+    child_pids,
+    committed,
+    confluent_producer,
+    end_offsets,
+    expected_counts,
+    percentile,
+    produce,
+    vm_hwm_mib,
+)
 from compstream.codec import decode_record
 from compstream.config import Topics
 
@@ -559,14 +568,18 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
     visible: list = []
     try:
         worker.start()
-        produce(bootstrap, topics, pre)
+        # One producer for both phases: the grants warm it up (connection,
+        # metadata, idempotent producer id), so the paced phase times the worker.
+        producer = confluent_producer(bootstrap, linger_ms=5)
+        producer.list_topics(timeout=30)
+        produce(bootstrap, topics, pre, producer=producer)
         wait_committed(bootstrap, worker, [topics.usage, topics.grants], 300)
         time.sleep(2)  # let the sweep settle
         observer = Observer(bootstrap, topics.balances)
         observer.start()
 
         res = produce(bootstrap, topics, paced, rate=rate,
-                      on_delivered=lambda e, ts: sent.__setitem__(e.event_id, ts))
+                      on_delivered=lambda e, ts: sent.__setitem__(e.event_id, ts), producer=producer)
         out["achieved_offered_events_per_s"] = res["events_per_s"]
         try:
             wait_committed(bootstrap, worker, [topics.usage, topics.grants], 900)
