@@ -1,0 +1,264 @@
+"""Avro binary bodies written and read by code generated once per schema.
+
+fastavro walks the schema for every record (type dispatch per field, union
+resolution by trial, a BytesIO per call); our schemas are flat records of a
+few shapes, so `compile_codec` turns each into two straight-line functions at
+import. The bytes and values are exactly fastavro's
+(tests/codec/test_avro_fast.py compares them on generated records of every
+schema); anything a generated function does not handle raises `Decline`, and
+the caller (avro_codec) then runs fastavro on the same input, so odd values,
+schema defaults and corrupt bodies keep fastavro's behaviour and errors.
+
+Handled: records of string, bytes, int, long, boolean, timestamp-micros and
+two-branch unions of null and one of those. A schema with anything else gets
+no generated codec (None) and stays on fastavro.
+
+Writing: an Avro long is a zig-zag varint, the same bytes as a protobuf
+sint64, so a run of consecutive numbers (a string's length, union indices,
+longs, timestamps) is written in one call as a packed repeated sint64 with
+its 2-3 byte field header cut off: upb does the varints in C. Short runs are
+written in Python (the message costs more than it saves there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MICROSECOND = timedelta(microseconds=1)
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+# A run this long or longer goes through protobuf (measured: bench/bench_codec_ab.py).
+PACKED_RUN_MIN = 4
+
+Decoder = Callable[[bytes, int], dict[str, Any]]
+Encoder = Callable[[dict[str, Any], bytes], bytes]
+
+
+class Decline(Exception):
+    """Input the generated code leaves to fastavro."""
+
+
+def varint_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The unsigned varint whose first byte `first` (continuation bit set) was
+    read before `pos`, and the position after it. fastavro reads into 64 bits:
+    anything wider (or longer than 10 bytes) is declined."""
+    n = first & 127
+    shift = 7
+    while True:
+        byte = data[pos]
+        pos += 1
+        n |= (byte & 127) << shift
+        if byte < 128:
+            if n >> 64:
+                raise Decline("varint beyond 64 bits")
+            return n, pos
+        shift += 7
+        if shift > 63:
+            raise Decline("varint longer than 10 bytes")
+
+
+def varints_py(values: list[int]) -> bytes:
+    """Zig-zag varints of `values` (Avro longs) in Python."""
+    out = bytearray()
+    for v in values:
+        if not -(2**63) <= v < 2**63:
+            raise Decline("long out of range")
+        u = (v << 1) ^ (v >> 63)
+        while u > 127:
+            out.append((u & 127) | 128)
+            u >>= 7
+        out.append(u)
+    return bytes(out)
+
+
+def _packed_writer() -> Callable[[list[int]], bytes] | None:
+    """protobuf's packed sint64 writer, when its C implementation is there."""
+    try:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf.internal import api_implementation
+    except ImportError:
+        return None
+    if api_implementation.Type() != "upb":  # the pure-Python one is slower than varints_py
+        return None
+    proto = descriptor_pb2.FileDescriptorProto(name="compstream_avro_longs.proto",
+                                               package="compstream_avro", syntax="proto3")
+    message = proto.message_type.add(name="Longs")
+    message.field.add(name="v", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_SINT64,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)  # packed in proto3
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    longs = message_factory.GetMessageClass(pool.FindMessageTypeByName("compstream_avro.Longs"))
+
+    def packed(values: list[int]) -> bytes:
+        try:
+            out: bytes = longs(v=values).SerializeToString()
+        except (TypeError, ValueError) as exc:  # not an int, or out of int64
+            raise Decline(str(exc)) from exc
+        # Tag byte 0x0A, then the payload length as a varint: skip both.
+        start = 2
+        while out[start - 1] & 128:
+            start += 1
+        return out[start:]
+
+    return packed
+
+
+_PACKED = _packed_writer()
+
+
+def varints(values: list[int]) -> bytes:
+    """Zig-zag varints of `values`, fastest way available."""
+    if _PACKED is None or len(values) < PACKED_RUN_MIN:
+        return varints_py(values)
+    return _PACKED(values)
+
+
+# --- schema -> field kinds -------------------------------------------------
+
+_PLAIN = {"string": "string", "bytes": "bytes", "int": "int", "long": "long", "boolean": "boolean"}
+
+
+def _kind(avro_type: Any) -> str | None:
+    if isinstance(avro_type, str):
+        return _PLAIN.get(avro_type)
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") == "long" and avro_type.get("logicalType") == "timestamp-micros":
+            return "timestamp"
+        if set(avro_type) <= {"type"}:
+            return _kind(avro_type["type"])
+    return None
+
+
+def field_kinds(schema: Any) -> list[tuple[str, str, int | None]] | None:
+    """(name, kind, index of the null branch or None) per field, or None
+    when the schema has something the generated code does not handle."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        return None
+    out: list[tuple[str, str, int | None]] = []
+    for field in schema.get("fields", ()):
+        avro_type = field["type"]
+        null_at: int | None = None
+        if isinstance(avro_type, list):
+            if len(avro_type) != 2 or "null" not in avro_type:
+                return None
+            null_at = avro_type.index("null")
+            avro_type = avro_type[1 - null_at]
+        kind = _kind(avro_type)
+        if kind is None:
+            return None
+        out.append((field["name"], kind, null_at))
+    return out
+
+
+# --- code generation -------------------------------------------------------
+
+def _read_long(var: str, indent: str) -> list[str]:
+    return [f"{indent}x = b[p]; p += 1",
+            f"{indent}if x > 127: x, p = _rest(b, p, x)",
+            f"{indent}{var} = (x >> 1) ^ -(x & 1)"]
+
+
+def _read_value(kind: str, var: str, indent: str) -> list[str]:
+    if kind == "boolean":
+        return [f"{indent}x = b[p]; p += 1",
+                f"{indent}if x > 1: raise _Decline('boolean byte')",
+                f"{indent}{var} = x == 1"]
+    if kind in ("string", "bytes"):
+        tail = ".decode()" if kind == "string" else ""
+        return _read_long("n", indent) + [
+            f"{indent}e = p + n",
+            f"{indent}if n < 0 or e > size: raise _Decline('length')",
+            f"{indent}{var} = b[p:e]{tail}; p = e"]
+    lines = _read_long(var, indent)
+    if kind == "int":
+        lines.append(f"{indent}if not {INT_MIN} <= {var} <= {INT_MAX}: raise _Decline('int range')")
+    elif kind == "timestamp":
+        # fastavro's own conversion (read_timestamp_micros), same object.
+        lines.append(f"{indent}{var} = _EPOCH + _td(microseconds={var})")
+    return lines
+
+
+def decoder_source(kinds: list[tuple[str, str, int | None]]) -> str:
+    lines = ["def decode(b, p):", "    size = len(b)"]
+    for i, (_name, kind, null_at) in enumerate(kinds):
+        var = f"f{i}"
+        if null_at is None:
+            lines += _read_value(kind, var, "    ")
+        else:
+            # Union index 0 / 1 is the zig-zag byte 0x00 / 0x02.
+            lines += ["    x = b[p]; p += 1",
+                      f"    if x == {2 * null_at}: {var} = None",
+                      f"    elif x == {2 * (1 - null_at)}:"]
+            lines += _read_value(kind, var, "        ")
+            lines += ["    else: raise _Decline('union index')"]
+    lines += ["    if p != size: raise _Decline('trailing bytes')",
+              "    return {" + ", ".join(f"{name!r}: f{i}" for i, (name, _, _) in enumerate(kinds)) + "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_value(kind: str, var: str, indent: str) -> list[str]:
+    if kind == "long":
+        return [f"{indent}run.append({var})"]
+    if kind == "int":
+        return [f"{indent}if not {INT_MIN} <= {var} <= {INT_MAX}: raise _Decline('int range')",
+                f"{indent}run.append({var})"]
+    if kind == "timestamp":
+        # fastavro's prepare_timestamp_micros for an aware datetime, exactly;
+        # naive datetimes (local time there), ints and subclasses go to fastavro.
+        return [f"{indent}if type({var}) is not _datetime or {var}.tzinfo is None: raise _Decline('time')",
+                f"{indent}run.append(({var} - _EPOCH) // _US)"]
+    if kind == "boolean":
+        return [f"{indent}if {var} is True: x = b'\\x01'",
+                f"{indent}elif {var} is False: x = b'\\x00'",
+                f"{indent}else: raise _Decline('boolean')",
+                f"{indent}if run: parts.append(_varints(run)); run = []",
+                f"{indent}parts.append(x)"]
+    # string / bytes: the length joins the run of numbers, then the run is written.
+    conv = ".encode()" if kind == "string" else ""
+    tp = "str" if kind == "string" else "bytes"
+    return [f"{indent}if type({var}) is not {tp}: raise _Decline('{kind}')",
+            f"{indent}x = {var}{conv}",
+            f"{indent}run.append(len(x))",
+            f"{indent}parts.append(_varints(run)); run = []",
+            f"{indent}parts.append(x)"]
+
+
+def encoder_source(kinds: list[tuple[str, str, int | None]]) -> str:
+    lines = ["def encode(r, header):", "    parts = [header]", "    run = []"]
+    for i, (name, kind, null_at) in enumerate(kinds):
+        var = f"f{i}"
+        lines.append(f"    {var} = r[{name!r}]")  # missing: fastavro applies the default
+        if null_at is None:
+            lines += _write_value(kind, var, "    ")
+        else:
+            lines += [f"    if {var} is None: run.append({null_at})",
+                      "    else:",
+                      f"        run.append({1 - null_at})"]
+            lines += _write_value(kind, var, "        ")
+    lines += ["    if run: parts.append(_varints(run))", "    return b''.join(parts)"]
+    return "\n".join(lines) + "\n"
+
+
+_NAMESPACE: dict[str, Any] = {
+    "_rest": varint_rest, "_Decline": Decline, "_EPOCH": EPOCH, "_td": timedelta,
+    "_US": MICROSECOND, "_datetime": datetime, "_varints": varints,
+}
+
+
+def _compile(source: str, name: str) -> Any:
+    namespace = dict(_NAMESPACE)
+    exec(compile(source, f"<avro_fast {name}>", "exec"), namespace)  # noqa: S102 - our own generated code
+    return namespace[name]
+
+
+def compile_codec(schema: Any) -> tuple[Encoder, Decoder] | None:
+    """(encode(record, header) -> bytes, decode(body, start) -> dict) for
+    `schema`, or None when it has a type they do not handle."""
+    kinds = field_kinds(schema)
+    if kinds is None:
+        return None
+    encode: Encoder = _compile(encoder_source(kinds), "encode")
+    decode: Decoder = _compile(decoder_source(kinds), "decode")
+    return encode, decode
