@@ -40,12 +40,21 @@ class Decline(Exception):
     """Input the generated code leaves to fastavro."""
 
 
-def varint_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
-    """The unsigned varint whose first byte `first` (continuation bit set) was
-    read before `pos`, and the position after it. fastavro reads into 64 bits:
+# The zig-zag value of each one-byte varint.
+ZIGZAG_BYTE = tuple((x >> 1) ^ -(x & 1) for x in range(128))
+
+
+def long_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """The Avro long whose first byte `first` (continuation bit set) was read
+    before `pos`, and the position after it. fastavro reads into 64 bits:
     anything wider (or longer than 10 bytes) is declined."""
     n = first & 127
-    shift = 7
+    byte = data[pos]
+    n |= (byte & 127) << 7
+    if byte < 128:  # two bytes: up to ±8191 (token counts, lengths)
+        return (n >> 1) ^ -(n & 1), pos + 1
+    pos += 1
+    shift = 14
     while True:
         byte = data[pos]
         pos += 1
@@ -53,10 +62,21 @@ def varint_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
         if byte < 128:
             if n >> 64:
                 raise Decline("varint beyond 64 bits")
-            return n, pos
+            return (n >> 1) ^ -(n & 1), pos
         shift += 7
         if shift > 63:
             raise Decline("varint longer than 10 bytes")
+
+
+def length_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
+    """A string or bytes length whose first byte is odd (negative) or has the
+    continuation bit, and the position after it."""
+    if first < 128:
+        raise Decline("negative length")
+    n, pos = long_rest(data, pos, first)
+    if n < 0:
+        raise Decline("negative length")
+    return n, pos
 
 
 def varints_py(values: list[int]) -> bytes:
@@ -156,8 +176,8 @@ def field_kinds(schema: Any) -> list[tuple[str, str, int | None]] | None:
 
 def _read_long(var: str, indent: str) -> list[str]:
     return [f"{indent}x = b[p]; p += 1",
-            f"{indent}if x > 127: x, p = _rest(b, p, x)",
-            f"{indent}{var} = (x >> 1) ^ -(x & 1)"]
+            f"{indent}if x > 127: {var}, p = _long(b, p, x)",
+            f"{indent}else: {var} = _zz[x]"]
 
 
 def _read_value(kind: str, var: str, indent: str) -> list[str]:
@@ -166,17 +186,21 @@ def _read_value(kind: str, var: str, indent: str) -> list[str]:
                 f"{indent}if x > 1: raise _Decline('boolean byte')",
                 f"{indent}{var} = x == 1"]
     if kind in ("string", "bytes"):
+        # An even byte under 128 is a length 0-63. No check that it fits: a
+        # short slice leaves p past the end, so the next read or the final
+        # `p != size` declines.
         tail = ".decode()" if kind == "string" else ""
-        return _read_long("n", indent) + [
-            f"{indent}e = p + n",
-            f"{indent}if n < 0 or e > size: raise _Decline('length')",
-            f"{indent}{var} = b[p:e]{tail}; p = e"]
+        return [f"{indent}n = b[p]; p += 1",
+                f"{indent}if n & 129: n, p = _length(b, p, n)",
+                f"{indent}else: n >>= 1",
+                f"{indent}e = p + n",
+                f"{indent}{var} = b[p:e]{tail}; p = e"]
     lines = _read_long(var, indent)
     if kind == "int":
         lines.append(f"{indent}if not {INT_MIN} <= {var} <= {INT_MAX}: raise _Decline('int range')")
     elif kind == "timestamp":
-        # fastavro's own conversion (read_timestamp_micros), same object.
-        lines.append(f"{indent}{var} = _EPOCH + _td(microseconds={var})")
+        # fastavro's own conversion (read_timestamp_micros: epoch + timedelta), positional.
+        lines.append(f"{indent}{var} = _EPOCH + _td(0, 0, {var})")
     return lines
 
 
@@ -198,52 +222,101 @@ def decoder_source(kinds: list[tuple[str, str, int | None]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_value(kind: str, var: str, indent: str) -> list[str]:
-    if kind == "long":
-        return [f"{indent}run.append({var})"]
-    if kind == "int":
-        return [f"{indent}if not {INT_MIN} <= {var} <= {INT_MAX}: raise _Decline('int range')",
-                f"{indent}run.append({var})"]
-    if kind == "timestamp":
-        # fastavro's prepare_timestamp_micros for an aware datetime, exactly;
-        # naive datetimes (local time there), ints and subclasses go to fastavro.
-        return [f"{indent}if type({var}) is not _datetime or {var}.tzinfo is None: raise _Decline('time')",
-                f"{indent}run.append(({var} - _EPOCH) // _US)"]
-    if kind == "boolean":
-        return [f"{indent}if {var} is True: x = b'\\x01'",
-                f"{indent}elif {var} is False: x = b'\\x00'",
-                f"{indent}else: raise _Decline('boolean')",
-                f"{indent}if run: parts.append(_varints(run)); run = []",
-                f"{indent}parts.append(x)"]
-    # string / bytes: the length joins the run of numbers, then the run is written.
-    conv = ".encode()" if kind == "string" else ""
-    tp = "str" if kind == "string" else "bytes"
-    return [f"{indent}if type({var}) is not {tp}: raise _Decline('{kind}')",
-            f"{indent}x = {var}{conv}",
-            f"{indent}run.append(len(x))",
-            f"{indent}parts.append(_varints(run)); run = []",
-            f"{indent}parts.append(x)"]
+class _EncoderSource:
+    """Writes the encoder's lines. Numbers (lengths, union indices, longs,
+    times) gather into runs written by one `_varints` call: `pending` holds
+    the expressions of the current run; once a union has made the run's
+    contents depend on the data, they go into the list `run` instead."""
+
+    def __init__(self) -> None:
+        self.lines = ["def encode(r, header):", "    parts = [header]"]
+        self.pending: list[str] = []
+        self.dynamic = False
+
+    def add(self, line: str, indent: str) -> None:
+        self.lines.append(indent + line)
+
+    def to_run(self, indent: str) -> None:
+        if not self.dynamic:
+            self.add("run = [" + ", ".join(self.pending) + "]", indent)
+            self.dynamic = True
+        elif self.pending:
+            self.add("run += (" + ", ".join(self.pending) + ",)", indent)
+        self.pending = []
+
+    def flush(self, indent: str, last: str | None = None) -> None:
+        """Write the run (plus `last`, another number) and start an empty one."""
+        if last is not None:
+            self.pending.append(last)
+        if self.dynamic:
+            self.to_run(indent)
+            self.add("if run: parts.append(_varints(run)); run = []", indent)
+        elif self.pending == ["n"]:
+            self.add("parts.append(_byte[n] if n < 64 else _varints([n]))", indent)  # most lengths
+        elif self.pending:
+            self.add("parts.append(_varints([" + ", ".join(self.pending) + "]))", indent)
+        self.pending = []
+
+    def value(self, kind: str, var: str, indent: str) -> None:
+        if kind == "long":
+            self.pending.append(var)
+        elif kind == "int":
+            self.add(f"if not {INT_MIN} <= {var} <= {INT_MAX}: raise _Decline('int range')", indent)
+            self.pending.append(var)
+        elif kind == "timestamp":
+            # fastavro's prepare_timestamp_micros for an aware datetime, exactly;
+            # ints and subclasses go to fastavro, and so do naive datetimes
+            # (local time there): subtracting the aware epoch raises TypeError.
+            self.add(f"if type({var}) is not _datetime: raise _Decline('time')", indent)
+            self.pending.append(f"({var} - _EPOCH) // _US")
+        elif kind == "boolean":
+            self.add(f"x = _bool[{var}] if type({var}) is bool else _decline()", indent)
+            self.flush(indent)
+            self.add("parts.append(x)", indent)
+        else:  # string / bytes: the length ends the run of numbers
+            conv = ".encode()" if kind == "string" else ""
+            tp = "str" if kind == "string" else "bytes"
+            self.add(f"if type({var}) is not {tp}: raise _Decline('{kind}')", indent)
+            self.add(f"x = {var}{conv}; n = len(x)", indent)
+            self.flush(indent, "n")
+            self.add("parts.append(x)", indent)
+
+    def field(self, i: int, name: str, kind: str, null_at: int | None) -> None:
+        # A variable per field: a pending expression may name it fields later.
+        var = f"r[{name!r}]" if kind == "long" and null_at is None else f"f{i}"
+        if var != f"r[{name!r}]":
+            self.add(f"{var} = r[{name!r}]", "    ")  # missing: fastavro applies the default
+        if null_at is None:
+            self.value(kind, var, "    ")
+            return
+        self.to_run("    ")
+        self.add(f"if {var} is None: run.append({null_at})", "    ")
+        self.add("else:", "    ")
+        self.add(f"run.append({1 - null_at})", "        ")
+        self.value(kind, var, "        ")
+        self.to_run("        ")  # both branches leave the run in `run`
+
+    def source(self) -> str:
+        self.flush("    ")
+        return "\n".join(self.lines + ["    return b''.join(parts)"]) + "\n"
 
 
 def encoder_source(kinds: list[tuple[str, str, int | None]]) -> str:
-    lines = ["def encode(r, header):", "    parts = [header]", "    run = []"]
+    writer = _EncoderSource()
     for i, (name, kind, null_at) in enumerate(kinds):
-        var = f"f{i}"
-        lines.append(f"    {var} = r[{name!r}]")  # missing: fastavro applies the default
-        if null_at is None:
-            lines += _write_value(kind, var, "    ")
-        else:
-            lines += [f"    if {var} is None: run.append({null_at})",
-                      "    else:",
-                      f"        run.append({1 - null_at})"]
-            lines += _write_value(kind, var, "        ")
-    lines += ["    if run: parts.append(_varints(run))", "    return b''.join(parts)"]
-    return "\n".join(lines) + "\n"
+        writer.field(i, name, kind, null_at)
+    return writer.source()
+
+
+def _decline() -> Any:
+    raise Decline("value")
 
 
 _NAMESPACE: dict[str, Any] = {
-    "_rest": varint_rest, "_Decline": Decline, "_EPOCH": EPOCH, "_td": timedelta,
-    "_US": MICROSECOND, "_datetime": datetime, "_varints": varints,
+    "_long": long_rest, "_length": length_rest, "_zz": ZIGZAG_BYTE, "_Decline": Decline,
+    "_EPOCH": EPOCH, "_td": timedelta,
+    "_US": MICROSECOND, "_datetime": datetime, "_varints": varints, "_decline": _decline,
+    "_byte": tuple(bytes((2 * n,)) for n in range(64)), "_bool": {False: b"\x00", True: b"\x01"},
 }
 
 
