@@ -98,7 +98,8 @@ def _packed_writer() -> Callable[[list[int]], bytes] | None:
     try:
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
         from google.protobuf.internal import api_implementation
-    except ImportError:
+        message_class = message_factory.GetMessageClass  # protobuf >= 4.22
+    except (ImportError, AttributeError):
         return None
     if api_implementation.Type() != "upb":  # the pure-Python one is slower than varints_py
         return None
@@ -109,7 +110,7 @@ def _packed_writer() -> Callable[[list[int]], bytes] | None:
                       label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)  # packed in proto3
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    longs = message_factory.GetMessageClass(pool.FindMessageTypeByName("compstream_avro.Longs"))
+    longs = message_class(pool.FindMessageTypeByName("compstream_avro.Longs"))
 
     def packed(values: list[int]) -> bytes:
         try:
