@@ -2,6 +2,7 @@
 valid record of every schema, same values (types and time zones included)
 for every message, and the same DecodeError for corrupt ones."""
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -82,8 +83,8 @@ def test_generated_bytes_and_values_are_fastavros(name, data):
 def _outcome(decode, data):
     try:
         return decode(data)
-    except DecodeError as exc:
-        return ("error", exc.stage, exc.reason)
+    except DecodeError as exc:  # fastavro's reasons may name an object's address
+        return ("error", exc.stage, re.sub(r" at 0x[0-9a-f]+", "", exc.reason))
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
