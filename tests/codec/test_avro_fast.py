@@ -182,3 +182,13 @@ def test_packed_varints_are_avro_longs(values):
         encode_record_fastavro("PeriodDigest", {"period": "", "digest": "", "engineers": v, "postings": 0,
                                                 "computed_at": datetime(2026, 1, 1, tzinfo=timezone.utc)})
         [HEADER_LENGTH + 2:-9] for v in values)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.one_of(st.integers(*INT64), st.sampled_from(INT64)))
+def test_every_long_reads_back(value):
+    data = b"\x00" + avro_fast.varints_py([value]) + b"\x05"
+    if data[1] < 128:
+        assert avro_fast.ZIGZAG_BYTE[data[1]] == value
+    else:
+        assert avro_fast.long_rest(data, 2, data[1]) == (value, len(data) - 1)
