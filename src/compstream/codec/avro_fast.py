@@ -29,8 +29,9 @@ from typing import Any
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-# A run this long or longer goes through protobuf (measured: bench/bench_codec_ab.py).
-PACKED_RUN_MIN = 4
+# A run this long or longer goes through protobuf: a DeadLetter's run of 4
+# numbers is ~25 % faster in Python, a BalanceUpdate's 20 ~2x faster in upb.
+PACKED_RUN_MIN = 8
 
 Decoder = Callable[[bytes, int], dict[str, Any]]
 Encoder = Callable[[dict[str, Any], bytes], bytes]
@@ -116,10 +117,21 @@ def length_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
     return n, pos
 
 
+# Zig-zag bytes of -64..63 (one varint byte each), at value + 64.
+_SMALL = tuple(((v << 1) ^ (v >> 63)) for v in range(-64, 64))
+_SMALL_BYTES = tuple(bytes((z,)) for z in _SMALL)
+
+
 def varints_py(values: list[int]) -> bytes:
-    """Zig-zag varints of `values` (Avro longs) in Python."""
+    """Zig-zag varints of `values` (Avro longs) in Python. (A float or other
+    non-int fails the indexing or the shifts: declined, fastavro decides.)"""
+    if len(values) == 1 and -64 <= values[0] < 64:  # a lone short length or index
+        return _SMALL_BYTES[values[0] + 64]
     out = bytearray()
     for v in values:
+        if -64 <= v < 64:
+            out.append(_SMALL[v + 64])
+            continue
         if not -(2**63) <= v < 2**63:
             raise Decline("long out of range")
         u = (v << 1) ^ (v >> 63)
