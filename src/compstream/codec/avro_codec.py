@@ -5,8 +5,11 @@ schema (little-endian, per the Avro spec) + the Avro binary body. A consumer
 therefore always knows which schema wrote a message, several record types can
 share a topic (grants and HR events do), and schemas can evolve.
 
-fastavro does the hot-path work (measured faster than `avro`, see
-docs/benchmarks.md); `avro` is kept for parsing/compatibility checks in tests.
+The hot path runs code generated per schema at import (avro_fast: same bytes,
+same values); fastavro handles whatever that code declines, so odd values,
+defaults and corrupt bodies behave as before. fastavro was measured faster
+than `avro` (docs/benchmarks.md); `avro` is kept for parsing/compatibility
+checks in tests.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, cast
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from compstream.codec.avro_fast import Decoder, Encoder, compile_codec
 from compstream.codec.event_schemas import EVENT_RECORDS, check_event_schema
 from compstream.domain.event_fast import build_event
 from compstream.domain.events import Event, EventError, event_from_dict
@@ -49,6 +53,9 @@ class SchemaEntry:
     parsed: Any
     header: bytes
     canonical: str
+    # Generated codec (avro_fast), None for a schema it does not handle.
+    fast_encode: Encoder | None = None
+    fast_decode: Decoder | None = None
 
 
 def schema_dir() -> Path:
@@ -76,7 +83,9 @@ def _load_registry() -> tuple[dict[str, SchemaEntry], dict[bytes, SchemaEntry]]:
         canonical = to_parsing_canonical_form(parsed)
         fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         name = raw["name"]
-        entry = SchemaEntry(name=name, parsed=parsed, header=MAGIC + fp, canonical=canonical)
+        fast = compile_codec(parsed)
+        entry = SchemaEntry(name=name, parsed=parsed, header=MAGIC + fp, canonical=canonical,
+                            fast_encode=fast[0] if fast else None, fast_decode=fast[1] if fast else None)
         if fp in by_fingerprint:
             raise RuntimeError(f"schema fingerprint collision: {path.name}")
         by_name[name] = entry
@@ -87,10 +96,31 @@ def _load_registry() -> tuple[dict[str, SchemaEntry], dict[bytes, SchemaEntry]]:
 SCHEMAS, _BY_FINGERPRINT = _load_registry()
 
 
-def encode_record(name: str, record: dict) -> bytes:
+def _entry(name: str) -> SchemaEntry:
     entry = SCHEMAS.get(name)
     if entry is None:
         raise KeyError(f"unknown record schema {name!r}")
+    return entry
+
+
+def encode_record(name: str, record: dict) -> bytes:
+    entry = _entry(name)
+    fast = entry.fast_encode
+    if fast is not None:
+        try:
+            return fast(record, entry.header)
+        except Exception:  # noqa: S110 - declined (odd value, missing field): fastavro decides
+            pass
+    return _write_fastavro(entry, record)
+
+
+def encode_record_fastavro(name: str, record: dict) -> bytes:
+    """encode_record through fastavro only: the reference the generated
+    encoders are tested and measured against."""
+    return _write_fastavro(_entry(name), record)
+
+
+def _write_fastavro(entry: SchemaEntry, record: dict) -> bytes:
     buffer = io.BytesIO()
     buffer.write(entry.header)
     fastavro.schemaless_writer(buffer, entry.parsed, record)
@@ -99,15 +129,39 @@ def encode_record(name: str, record: dict) -> bytes:
 
 def decode_record(data: bytes) -> tuple[str, dict]:
     """Bytes -> (record name, dict). Raises DecodeError, never anything else."""
+    data, entry = _framed(data)
+    fast = entry.fast_decode
+    if fast is not None:
+        try:
+            return entry.name, fast(data, HEADER_LENGTH)
+        except Exception:  # noqa: S110 - declined or corrupt: fastavro reads it and names the error
+            pass
+    return entry.name, _read_fastavro(entry, data)
+
+
+def decode_record_fastavro(data: bytes) -> tuple[str, dict]:
+    """decode_record through fastavro only (the reference, as encode_record_fastavro)."""
+    data, entry = _framed(data)
+    return entry.name, _read_fastavro(entry, data)
+
+
+def _framed(data: bytes) -> tuple[bytes, SchemaEntry]:
+    """The message as bytes and its writer schema, after the framing checks."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("framing", f"expected bytes, got {type(data).__name__}")
+    if type(data) is not bytes:
+        data = bytes(data)  # slices of a bytearray or memoryview are not bytes
     if len(data) > MESSAGE_BYTES_MAX:
         raise DecodeError("framing", f"message of {len(data)} bytes exceeds {MESSAGE_BYTES_MAX}")
     if len(data) < HEADER_LENGTH or data[:2] != MAGIC:
         raise DecodeError("framing", "not Avro single-object encoding (bad magic)")
-    entry = _BY_FINGERPRINT.get(bytes(data[2:HEADER_LENGTH]))
+    entry = _BY_FINGERPRINT.get(data[2:HEADER_LENGTH])
     if entry is None:
-        raise DecodeError("schema", f"unknown writer schema fingerprint {bytes(data[2:10]).hex()}")
+        raise DecodeError("schema", f"unknown writer schema fingerprint {data[2:10].hex()}")
+    return data, entry
+
+
+def _read_fastavro(entry: SchemaEntry, data: bytes) -> dict[str, Any]:
     stream = io.BytesIO(data[HEADER_LENGTH:])
     try:
         record = fastavro.schemaless_reader(stream, entry.parsed, None)
@@ -115,7 +169,7 @@ def decode_record(data: bytes) -> tuple[str, dict]:
         raise DecodeError("body", f"corrupt {entry.name} body: {exc!r}") from exc
     if stream.tell() != len(data) - HEADER_LENGTH:
         raise DecodeError("body", f"{entry.name} body has trailing bytes")
-    return entry.name, cast(dict[str, Any], record)  # every writer schema is a record
+    return cast(dict[str, Any], record)  # every writer schema is a record
 
 
 def encode_event(event: Event) -> bytes:
