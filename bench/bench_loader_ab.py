@@ -47,6 +47,7 @@ def main() -> None:
             print(json.dumps({"history_sink": sink, "sustained_events_per_s": r.get("sustained_events_per_s"),
                               "from_spawn_s": r.get("wall_from_spawn_s"), "peak_rss_mib": r.get("worker_peak_rss_mib"),
                               "loader_peak_rss_mib": r.get("loader_peak_rss_mib"),
+                              "history_loaded_from_spawn_s": r.get("history_loaded_from_spawn_s"),
                               "engineers_wrong": r.get("engineers_wrong_count")}), flush=True)
     finally:
         runtime.stop(broker_dir)

@@ -28,7 +28,9 @@ from compstream.worker.sink import HistorySink
 
 log = logging.getLogger(__name__)
 
-POLL_RECORDS_MAX = 500
+# A record holds up to RECORD_BYTES_MAX (512 KiB) of rows: a loader that is
+# behind takes at most ~50 MiB of JSON per round (and its decoded rows).
+POLL_RECORDS_MAX = 100
 POLL_TIMEOUT_S = 0.5
 
 
