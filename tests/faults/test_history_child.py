@@ -16,6 +16,7 @@ import pytest
 
 from compstream.publish import publish_events
 from compstream.synth import START, generate
+from compstream.worker.history_child import NICE
 from support.checks import (
     LONG_LATENESS_S,
     assert_history_exact,
@@ -79,6 +80,9 @@ def test_a_killed_loader_process_is_restarted_and_history_stays_exact(kafka_boot
     publish_events(first, kafka_bootstrap, topics)
     wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker)
     loader = _loader_pid(worker)
+    # Below the worker, so balances come first where the two compete for a core.
+    worker_nice = os.getpriority(os.PRIO_PROCESS, worker.proc.pid)
+    assert os.getpriority(os.PRIO_PROCESS, loader) == min(19, worker_nice + NICE)
     os.kill(loader, signal.SIGKILL)
     publish_events(rest, kafka_bootstrap, topics)
     worker.wait_until(lambda: "the history loader process exited" in worker.log_path.read_text(), 30,
