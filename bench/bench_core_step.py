@@ -7,7 +7,13 @@ checkpoint writes per event (records and bytes per topic). Also times the
 history topic's encoding against orjson's native dataclass encoding and
 checks that the two are byte-identical. In-process, single thread:
 
-    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B]
+    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B] [--digest]
+
+`--digest` adds `digest`: a sha256 over every record `step` returns (topic,
+key, value, partition) and the offsets of every checkpoint, in order. The
+dataset is seeded and the message timestamps fixed, so the digest is the same
+in every process: a change to the core that keeps it keeps every output
+(changelog books, balances, alerts, history rows) byte for byte.
 
 Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
 """
@@ -15,6 +21,7 @@ Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections import Counter
@@ -32,6 +39,14 @@ from compstream.worker.run import tune_gc
 PARTITIONS = 4
 LATENESS_S = 6 * 3600
 BOOK_BYTES_MAX = 256 * 1024
+# Every message's Kafka timestamp (the history rows' ingest_time): fixed, so the digest is reproducible.
+INGEST_TIME = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+
+def _digest_checkpoint(h, checkpoint) -> None:
+    for r in checkpoint.records:
+        h.update(repr((r.topic, r.key, r.value, r.partition)).encode())
+    h.update(repr(sorted(checkpoint.offsets.items())).encode())
 
 
 def _native(batch) -> bytes:
@@ -43,7 +58,7 @@ def _native(batch) -> bytes:
     return orjson.dumps(doc, default=wire._default, option=orjson.OPT_NAIVE_UTC)
 
 
-def run(events_n: int, engineers: int, batch_size: int) -> dict:
+def run(events_n: int, engineers: int, batch_size: int, digest: bool = False) -> dict:
     from bench.run import events_for
 
     events = events_for(events_n, engineers)
@@ -51,7 +66,7 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     core = LedgerCore(CoreConfig(topics, "corebench", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
     for p in range(PARTITIONS):
         core.restore(p, [], {})
-    now = datetime.now(timezone.utc)
+    now = INGEST_TIME
     offsets: Counter = Counter()
     msgs = []
     # HR first, then usage: the order the task synchronization applies a backlog in.
@@ -84,6 +99,7 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     core._history_records = timed_history
     count: Counter = Counter()
     size: Counter = Counter()
+    h = hashlib.sha256()
     # The engine's collector settings (run_worker calls tune_gc): with
     # CPython's defaults this loop spends ~15-20 % more in full collections
     # over the live books than the engine does (bench/profile_notes.md, 12-06).
@@ -92,6 +108,8 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     t0 = time.perf_counter()
     for i in range(0, len(msgs), batch_size):
         checkpoint = core.step(msgs[i:i + batch_size])
+        if digest:
+            _digest_checkpoint(h, checkpoint)
         for r in checkpoint.records:
             count[r.topic] += 1
             size[r.topic] += len(r.value or b"")
@@ -108,7 +126,8 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     for b in history_batches:
         _native(b)
     t_native = time.perf_counter() - t0
-    return {
+    out = {"digest": h.hexdigest()} if digest else {}
+    return out | {
         "events": n, "engineers": engineers, "batch": batch_size,
         "step_events_per_s": round(n / dt), "step_us": per(dt), "step_cpu_us": per(cpu),
         "process_us": per(spent["process"]), "history_records_us": per(spent["history_records"]),
@@ -124,8 +143,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--engineers", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=5_000)
+    ap.add_argument("--digest", action="store_true",
+                    help="hash every output record (adds the hashing to the timed loop)")
     args = ap.parse_args()
-    print(json.dumps(run(args.events, args.engineers, args.batch)))
+    print(json.dumps(run(args.events, args.engineers, args.batch, args.digest)))
 
 
 if __name__ == "__main__":

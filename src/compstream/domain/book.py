@@ -55,6 +55,7 @@ from compstream.domain.book_codec import (
 )
 from compstream.domain.events import Event, EventError, event_sort_key
 from compstream.domain.ledger import Ledger, Lot, check_event
+from compstream.domain.twin import fast_constructor
 
 APPLIED = "applied"
 DUPLICATE = "duplicate"
@@ -97,6 +98,10 @@ class IngestResult:
     alerts: list[Alert]
     reports: list[Report]  # conflict, late, revoke_unknown_grant, ...
 
+
+# Built once or twice per event: without the frozen __init__ (domain/twin.py).
+_new_result = fast_constructor(IngestResult)
+_new_finalized = fast_constructor(Finalized)
 
 # A pending event's sort key: events.event_sort_key's (event time, rank, event_id).
 PendingKey = tuple[datetime, int, str]
@@ -182,7 +187,7 @@ class EngineerBook:
                 self._prov = None
         self._advance(watermark)
         postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
-        return IngestResult(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
+        return _new_result(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
 
     def note(self, event: Event, *, fingerprint: str | None = None) -> str:
         """An event the ledger does not apply (team moves, privacy choices,
@@ -213,7 +218,7 @@ class EngineerBook:
         lower watermark than the book's changes nothing). Returns the newly
         final postings, alerts and reports."""
         self._advance(watermark)
-        return Finalized(*self.ledger.drain())
+        return _new_finalized(*self.ledger.drain())
 
     def _advance(self, watermark: datetime | None) -> None:
         ledger = self.ledger
