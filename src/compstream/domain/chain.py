@@ -49,10 +49,12 @@ def canonical_posting(
     built by hand because this is the streaming hot path."""
     if isinstance(event_time, datetime):
         event_time = format_time(event_time)
-    for name, value in (("seq", seq), ("amount_nanos", amount_nanos),
-                        ("available_after_nanos", available_after_nanos)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r}")
+    # Exact ints (the ledger's case, once per posting) pass in one test.
+    if not (type(seq) is int and type(amount_nanos) is int and type(available_after_nanos) is int):
+        for name, value in (("seq", seq), ("amount_nanos", amount_nanos),
+                            ("available_after_nanos", available_after_nanos)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
     return _TEMPLATE % (
         amount_nanos, available_after_nanos, _enc(cause_event_id), _enc(engineer_id),
         _enc(event_time), "null" if grant_id is None else _enc(grant_id), _enc(kind), seq,
