@@ -44,6 +44,7 @@ from compstream.domain.book_codec import (
     KEEP_DAY,
     RECORD,
     SeenIds,
+    day_of,
     event_from_compact,
     event_to_compact,
     fingerprint_digest,
@@ -143,7 +144,7 @@ class EngineerBook:
             raise BookError(f"event for {event.engineer_id!r} given to book {self.engineer_id!r}")
         check_event(event)
         idd, fpd = id_digest(event.event_id), fingerprint_digest(event, fingerprint)
-        prev = self.seen.get(idd)
+        at, prev = self.seen.lookup(idd)
         if prev is not None:
             fin = self.advance(watermark)
             reports = fin.reports
@@ -165,7 +166,7 @@ class EngineerBook:
                             " remembered, so it could be a duplicate; not applied")
             return IngestResult(TOO_OLD, False, self.balance() if want_balance else None,
                                 fin.postings, fin.alerts, [report] + fin.reports)
-        self.seen.add(idd, fpd, day)
+        self.seen.insert(at, idd, fpd, day)
         self.taken += 1
         late = self.watermark is not None and key[0] < self.watermark
         if late:
@@ -241,7 +242,7 @@ class EngineerBook:
     def _forget_old_ids(self, watermark: datetime) -> None:
         if watermark == END_OF_TIME:
             return  # end of a replay: nothing arrives after it
-        day_min = to_us(watermark) // _DAY_US - SEEN_USAGE_DAYS
+        day_min = day_of(watermark) - SEEN_USAGE_DAYS
         if day_min > self.seen_from_day:
             self.seen.forget_before(day_min)
             self.seen_from_day = day_min
@@ -444,4 +445,5 @@ def _seen_day(event_type: str, at: datetime) -> int:
     can be forgotten), HR events under KEEP_DAY (kept for good)."""
     if event_type != "usage":
         return KEEP_DAY
-    return min(max(0, to_us(at) // _DAY_US), KEEP_DAY - 1)
+    day = day_of(at)
+    return 0 if day < 0 else day if day < KEEP_DAY - 1 else KEEP_DAY - 1

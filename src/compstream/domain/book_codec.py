@@ -16,6 +16,8 @@ import dataclasses
 import hashlib
 import json
 import struct
+import sys
+from array import array
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -53,6 +55,18 @@ def to_us(t: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
+
+
+_EPOCH_ORDINAL = EPOCH.toordinal()
+_DAY_US = 86_400_000_000
+
+
+def day_of(t: datetime) -> int:
+    """Days since the epoch of an aware time (`to_us(t) // one day`; for a
+    UTC time its date's ordinal, ~5x cheaper: hot, once per ingest)."""
+    if t.tzinfo is timezone.utc:
+        return t.toordinal() - _EPOCH_ORDINAL
+    return to_us(t) // _DAY_US
 
 
 def id_digest(event_id: str) -> bytes:
@@ -191,18 +205,29 @@ class SeenIds:
         return lo
 
     def get(self, idd: bytes) -> bytes | None:
+        return self.lookup(idd)[1]
+
+    def lookup(self, idd: bytes) -> tuple[int, bytes | None]:
+        """(where `idd` is or would go, its fingerprint digest or None): one
+        search for a `get` followed by an `insert` (ingest's case)."""
         i = self._find(idd)
         at = i * RECORD
-        if at < len(self.blob) and self.blob[at:at + 8] == idd:
-            return bytes(self.blob[at + 8:at + 8 + FINGERPRINT_BYTES])
-        return None
+        blob = self.blob
+        if at < len(blob) and blob[at:at + 8] == idd:
+            return i, bytes(blob[at + 8:at + 8 + FINGERPRINT_BYTES])
+        return i, None
 
     def add(self, idd: bytes, fpd: bytes, day: int = KEEP_DAY) -> None:
+        self.insert(self._find(idd), idd, fpd, day)
+
+    def insert(self, i: int, idd: bytes, fpd: bytes, day: int = KEEP_DAY) -> None:
+        """Add a record at index `i`, which `lookup(idd)` returned with no
+        change to the set since."""
         if len(idd) != 8 or len(fpd) != FINGERPRINT_BYTES:
             raise BookCodecError(f"digests must be 8 and {FINGERPRINT_BYTES} bytes")
         if not 0 <= day <= KEEP_DAY:
             raise BookCodecError(f"day {day} out of range")
-        at = self._find(idd) * RECORD
+        at = i * RECORD
         self.blob[at:at] = idd + fpd + day.to_bytes(2, "big")
 
     def usage_day_counts(self) -> dict[int, int]:
@@ -213,10 +238,17 @@ class SeenIds:
                 counts[day] = counts.get(day, 0) + 1
         return counts
 
+    def _days(self) -> array:
+        """Each record's day, in record order (C loops: no object per record)."""
+        shorts = array("H", self.blob)
+        if sys.byteorder == "little":
+            shorts.byteswap()  # the days are big endian
+        return shorts[RECORD // 2 - 1::RECORD // 2]
+
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
         blob = self.blob
-        days = [day for (day,) in _DAY_OF_RECORD.iter_unpack(blob)]
+        days = self._days()
         if not days or min(days) >= day_min:
             return 0  # the usual case (once a day per book): nothing that old
         self.blob = bytearray(b"".join(

@@ -1,12 +1,15 @@
-"""domain/twin.py: objects built by a twin are the objects the frozen
-__init__ builds (type, equality, hash, frozenness, serialized bytes), and the
-generated builders that use it (EventRow.from_event, the fingerprint fast
-path) agree with their reference paths."""
+"""The core step's shortcuts agree with the code they stand in for.
+
+domain/twin.py: objects built by a twin are the objects the frozen __init__
+builds (type, equality, hash, frozenness, serialized bytes); the generated
+EventRow builders equal the keyword-built rows; the fingerprint fast path
+declines what orjson would write differently; `day_of` and the seen set's
+one-search insert and C-loop day scan equal their plain definitions."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 
 from compstream.domain import book_codec
 from compstream.domain.balance import BALANCE_FIELDS, Balance, Posting
+from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, to_us
 from compstream.domain.events import EVENT_CLASSES, GrantIssued, Usage, event_to_json, payload_fingerprint
 from compstream.domain.twin import fast_constructor, twin_class
 from compstream.history.rows import EventRow, PostingRow, utc
@@ -140,3 +144,30 @@ def test_fingerprint_fast_path_declines_what_orjson_writes_differently(at, micro
         fast = book_codec._FP_FAST[type(event)](event)
         taken = at.tzinfo is UTC and micro != 0 and at.year >= 1000
         assert (fast is not None) == taken
+
+
+@PROPS
+@given(_times)
+def test_day_of_is_whole_days_since_the_epoch(at):
+    assert day_of(at) == to_us(at) // 86_400_000_000
+
+
+@PROPS
+@given(st.lists(st.tuples(st.binary(min_size=8, max_size=8), st.binary(min_size=6, max_size=6),
+                          st.integers(0, 0xFFFF)), max_size=40),
+       st.binary(min_size=8, max_size=8), st.integers(0, 0xFFFF))
+def test_seen_ids_lookup_insert_and_day_scan(records, idd, day_min):
+    plain, fast = SeenIds(), SeenIds()
+    for rid, fpd, day in records:
+        at, prev = fast.lookup(rid)
+        assert prev == plain.get(rid)
+        if prev is None:
+            plain.add(rid, fpd, day)
+            fast.insert(at, rid, fpd, day)
+    assert fast.blob == plain.blob
+    assert fast.lookup(idd)[1] == plain.get(idd)
+    assert list(fast._days()) == [day for (day,) in _DAY_OF_RECORD.iter_unpack(plain.blob)]
+    kept = b"".join(plain.blob[i:i + 16] for i in range(0, len(plain.blob), 16)
+                    if int.from_bytes(plain.blob[i + 14:i + 16], "big") >= day_min)
+    assert fast.forget_before(day_min) == (len(plain.blob) - len(kept)) // 16
+    assert bytes(fast.blob) == kept
