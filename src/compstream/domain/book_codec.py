@@ -238,7 +238,7 @@ class SeenIds:
                 counts[day] = counts.get(day, 0) + 1
         return counts
 
-    def _days(self) -> array:
+    def _days(self) -> array[int]:
         """Each record's day, in record order (C loops: no object per record)."""
         shorts = array("H", self.blob)
         if sys.byteorder == "little":
