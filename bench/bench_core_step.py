@@ -21,6 +21,7 @@ Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import time
@@ -104,6 +105,16 @@ def run(events_n: int, engineers: int, batch_size: int, digest: bool = False) ->
     # CPython's defaults this loop spends ~15-20 % more in full collections
     # over the live books than the engine does (bench/profile_notes.md, 12-06).
     tune_gc()
+    gc_started: list[float] = []
+
+    def gc_timer(phase: str, info: dict) -> None:  # CPU time inside the cyclic collector
+        if phase == "start":
+            gc_started.append(time.process_time())
+        elif gc_started:
+            spent["gc"] += time.process_time() - gc_started.pop()
+            count[f"gc{info['generation']}"] += 1
+
+    gc.callbacks.append(gc_timer)
     c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(msgs), batch_size):
@@ -115,6 +126,8 @@ def run(events_n: int, engineers: int, batch_size: int, digest: bool = False) ->
             size[r.topic] += len(r.value or b"")
     dt = time.perf_counter() - t0
     cpu = time.process_time() - c0
+    gc.callbacks.remove(gc_timer)
+    collections = {g: count.pop(g, 0) for g in ("gc0", "gc1", "gc2")}
     n = len(msgs)
     per = lambda s: round(s / n * 1e6, 1)  # noqa: E731 - µs per event
     identical = all(_native(b) == wire.encode_batch(b) for b in history_batches)
@@ -130,6 +143,7 @@ def run(events_n: int, engineers: int, batch_size: int, digest: bool = False) ->
     return out | {
         "events": n, "engineers": engineers, "batch": batch_size,
         "step_events_per_s": round(n / dt), "step_us": per(dt), "step_cpu_us": per(cpu),
+        "gc_cpu_us": per(spent["gc"]), "collections": collections,
         "process_us": per(spent["process"]), "history_records_us": per(spent["history_records"]),
         "history_encode_once_us": per(t_once), "history_encode_native_us": per(t_native),
         "history_native_byte_identical": identical,

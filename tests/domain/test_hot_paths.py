@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from compstream.domain import book_codec
 from compstream.domain.balance import BALANCE_FIELDS, Balance, Posting
 from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, to_us
+from compstream.domain.chain import canonical_posting_reference, chain_hash, ledger_posting_hash
 from compstream.domain.events import EVENT_CLASSES, GrantIssued, Usage, event_to_json, payload_fingerprint
 from compstream.domain.twin import fast_constructor, twin_class
 from compstream.history.rows import EventRow, PostingRow, utc
@@ -171,3 +172,22 @@ def test_seen_ids_lookup_insert_and_day_scan(records, idd, day_min):
                     if int.from_bytes(plain.blob[i + 14:i + 16], "big") >= day_min)
     assert fast.forget_before(day_min) == (len(plain.blob) - len(kept)) // 16
     assert bytes(fast.blob) == kept
+
+
+@PROPS
+@given(_text, st.integers(1, 2**40), st.sampled_from(["consume", "issue", "é\"x"]), st.none() | _text,
+       st.integers(-2**63, 2**63), _text, _times, _ints)
+def test_ledger_posting_hash_is_the_chain_hash_of_the_canonical_text(engineer, seq, kind, gid, amount, cause, at,
+                                                                     avail):
+    fields = dict(engineer_id=engineer, seq=seq, kind=kind, grant_id=gid, amount_nanos=amount,
+                  cause_event_id=cause, event_time=at, available_after_nanos=avail)
+    expected = chain_hash("ab" * 32, canonical_posting_reference(**fields))
+    assert ledger_posting_hash("ab" * 32, *fields.values()) == expected
+
+
+def test_ledger_posting_hash_keeps_the_int_checks():
+    at = datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=UTC)
+    with pytest.raises(TypeError, match="amount_nanos"):
+        ledger_posting_hash("0" * 64, "e", 1, "consume", None, 1.5, "c", at, 0)
+    with pytest.raises(TypeError, match="seq"):
+        ledger_posting_hash("0" * 64, "e", True, "consume", None, 1, "c", at, 0)

@@ -68,6 +68,28 @@ _TEMPLATE = (
 )
 
 
+def ledger_posting_hash(prev_hash: str, engineer_id: str, seq: int, kind: str, grant_id: str | None,
+                        amount_nanos: int, cause_event_id: str, event_time: datetime,
+                        available_after_nanos: int) -> str:
+    """`chain_hash(prev_hash, canonical_posting(...))`, positional, for the
+    ledger's own postings (once per posting): a time's RFC 3339 text needs
+    no JSON escaping. Anything but exact ints and an exact datetime takes
+    canonical_posting (its checks and errors)."""
+    if (type(seq) is int and type(amount_nanos) is int and type(available_after_nanos) is int
+            and type(event_time) is datetime):
+        text = _TEMPLATE % (amount_nanos, available_after_nanos, _enc(cause_event_id), _enc(engineer_id),
+                            '"' + format_time(event_time) + '"',
+                            "null" if grant_id is None else _enc(grant_id), _enc(kind), seq)
+    else:
+        text = canonical_posting(engineer_id=engineer_id, seq=seq, kind=kind, grant_id=grant_id,
+                                 amount_nanos=amount_nanos, cause_event_id=cause_event_id,
+                                 event_time=event_time, available_after_nanos=available_after_nanos)
+    return _sha256((prev_hash + text).encode("utf-8")).hexdigest()
+
+
+_sha256 = hashlib.sha256
+
+
 def canonical_posting_reference(**fields: Any) -> str:
     """Slow reference of canonical_posting (tests and external verifiers)."""
     if isinstance(fields.get("event_time"), datetime):

@@ -45,7 +45,7 @@ from compstream.domain.balance import (
     Posting,
     Report,
 )
-from compstream.domain.chain import GENESIS_HASH, canonical_posting, chain_hash
+from compstream.domain.chain import GENESIS_HASH, ledger_posting_hash
 from compstream.domain.events import (
     EngineerOffboarded,
     Event,
@@ -324,17 +324,11 @@ class Ledger:
 
     # --------------------------------------------------------------- outputs
     def _post(self, kind: str, gid: str | None, amount: int, cause: str, t: datetime) -> None:
-        self.seq += 1
+        seq = self.seq = self.seq + 1
         avail = self.remaining - self.overdraft
-        prev = self.head
-        digest = chain_hash(prev, canonical_posting(
-            engineer_id=self.engineer_id, seq=self.seq, kind=kind, grant_id=gid,
-            amount_nanos=amount, cause_event_id=cause, event_time=t,
-            available_after_nanos=avail,
-        ))
-        self.head = digest
-        self.postings.append(_new_posting(self.engineer_id, self.seq, kind, gid, amount, cause, t,
-                                          avail, prev, digest))
+        prev, engineer = self.head, self.engineer_id
+        digest = self.head = ledger_posting_hash(prev, engineer, seq, kind, gid, amount, cause, t, avail)
+        self.postings.append(_new_posting(engineer, seq, kind, gid, amount, cause, t, avail, prev, digest))
 
     def _check_alerts(self, cause: str, t: datetime) -> None:
         self.fired, self.od_flag = _alerts.evaluate(
