@@ -29,6 +29,7 @@ from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
+from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
@@ -159,6 +160,11 @@ class LedgerCore:
              candidates: Sequence[SourceMessage] = (), idle: dict[int, datetime] | None = None) -> Checkpoint:
         """`idle`: partition -> wall-clock time for quiet partitions (the
         idleness rule): their stream time moves there and they are swept."""
+        with collector_paused():  # the batch's objects die with the step (worker/core/collector.py)
+            return self._step(messages, lagging, candidates, idle)
+
+    def _step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition],
+              candidates: Sequence[SourceMessage], idle: dict[int, datetime] | None) -> Checkpoint:
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
         stats = BatchStats(messages=len(messages))
