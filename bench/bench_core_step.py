@@ -3,11 +3,20 @@
 batches of the engine's size, under the engine's collector settings
 (worker.run.tune_gc), with the time of its two big parts (wall; the whole
 step also as process CPU time, steadier on a shared machine) and what a
-checkpoint writes per event (records and bytes per topic). Also times the
-history topic's encoding against orjson's native dataclass encoding and
-checks that the two are byte-identical. In-process, single thread:
+checkpoint writes per event (records and bytes per topic), and the cyclic
+GC's share. With `--history-ab`, also times the history topic's encoding
+against orjson's native dataclass encoding and checks that the two are
+byte-identical (it keeps every history row of the run alive for that, which
+the engine does not: the collector then scans them, ~3 µs an event more).
+In-process, single thread:
 
-    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B]
+    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B] [--digest] [--history-ab]
+
+`--digest` adds `digest`: a sha256 over every record `step` returns (topic,
+key, value, partition) and the offsets of every checkpoint, in order. The
+dataset is seeded and the message timestamps fixed, so the digest is the same
+in every process: a change to the core that keeps it keeps every output
+(changelog books, balances, alerts, history rows) byte for byte.
 
 Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
 """
@@ -15,6 +24,8 @@ Prints one JSON line. Used for bench/profile_notes.md (2026-12-06).
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
 import json
 import time
 from collections import Counter
@@ -32,6 +43,14 @@ from compstream.worker.run import tune_gc
 PARTITIONS = 4
 LATENESS_S = 6 * 3600
 BOOK_BYTES_MAX = 256 * 1024
+# Every message's Kafka timestamp (the history rows' ingest_time): fixed, so the digest is reproducible.
+INGEST_TIME = datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+
+def _digest_checkpoint(h, checkpoint) -> None:
+    for r in checkpoint.records:
+        h.update(repr((r.topic, r.key, r.value, r.partition)).encode())
+    h.update(repr(sorted(checkpoint.offsets.items())).encode())
 
 
 def _native(batch) -> bytes:
@@ -43,7 +62,7 @@ def _native(batch) -> bytes:
     return orjson.dumps(doc, default=wire._default, option=orjson.OPT_NAIVE_UTC)
 
 
-def run(events_n: int, engineers: int, batch_size: int) -> dict:
+def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, history_ab: bool = False) -> dict:
     from bench.run import events_for
 
     events = events_for(events_n, engineers)
@@ -51,7 +70,7 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     core = LedgerCore(CoreConfig(topics, "corebench", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
     for p in range(PARTITIONS):
         core.restore(p, [], {})
-    now = datetime.now(timezone.utc)
+    now = INGEST_TIME
     offsets: Counter = Counter()
     msgs = []
     # HR first, then usage: the order the task synchronization applies a backlog in.
@@ -73,7 +92,8 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
             spent["process"] += time.perf_counter() - t0
 
     def timed_history(batch):
-        history_batches.append(batch)
+        if history_ab:
+            history_batches.append(batch)
         t0 = time.perf_counter()
         try:
             return history_records(batch)
@@ -84,39 +104,58 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     core._history_records = timed_history
     count: Counter = Counter()
     size: Counter = Counter()
+    h = hashlib.sha256()
     # The engine's collector settings (run_worker calls tune_gc): with
     # CPython's defaults this loop spends ~15-20 % more in full collections
     # over the live books than the engine does (bench/profile_notes.md, 12-06).
     tune_gc()
+    gc_started: list[float] = []
+
+    def gc_timer(phase: str, info: dict) -> None:  # CPU time inside the cyclic collector
+        if phase == "start":
+            gc_started.append(time.process_time())
+        elif gc_started:
+            spent["gc"] += time.process_time() - gc_started.pop()
+            count[f"gc{info['generation']}"] += 1
+
+    gc.callbacks.append(gc_timer)
     c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(msgs), batch_size):
         checkpoint = core.step(msgs[i:i + batch_size])
+        if digest:
+            _digest_checkpoint(h, checkpoint)
         for r in checkpoint.records:
             count[r.topic] += 1
             size[r.topic] += len(r.value or b"")
     dt = time.perf_counter() - t0
     cpu = time.process_time() - c0
+    gc.callbacks.remove(gc_timer)
+    collections = {g: count.pop(g, 0) for g in ("gc0", "gc1", "gc2")}
     n = len(msgs)
     per = lambda s: round(s / n * 1e6, 1)  # noqa: E731 - µs per event
-    identical = all(_native(b) == wire.encode_batch(b) for b in history_batches)
-    t0 = time.perf_counter()
-    for b in history_batches:
-        wire.encode_batch(b)
-    t_once = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for b in history_batches:
-        _native(b)
-    t_native = time.perf_counter() - t0
-    return {
+    out = {"digest": h.hexdigest()} if digest else {}
+    out |= {
         "events": n, "engineers": engineers, "batch": batch_size,
         "step_events_per_s": round(n / dt), "step_us": per(dt), "step_cpu_us": per(cpu),
+        "gc_cpu_us": per(spent["gc"]), "collections": collections,
         "process_us": per(spent["process"]), "history_records_us": per(spent["history_records"]),
-        "history_encode_once_us": per(t_once), "history_encode_native_us": per(t_native),
-        "history_native_byte_identical": identical,
         "records_per_event": {t: round(c / n, 3) for t, c in count.items()},
         "bytes_per_event": {t: round(s / n) for t, s in size.items()},
     }
+    if history_ab:
+        identical = all(_native(b) == wire.encode_batch(b) for b in history_batches)
+        t0 = time.perf_counter()
+        for b in history_batches:
+            wire.encode_batch(b)
+        t_once = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for b in history_batches:
+            _native(b)
+        t_native = time.perf_counter() - t0
+        out |= {"history_encode_once_us": per(t_once), "history_encode_native_us": per(t_native),
+                "history_native_byte_identical": identical}
+    return out
 
 
 def main() -> None:
@@ -124,8 +163,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--engineers", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=5_000)
+    ap.add_argument("--digest", action="store_true",
+                    help="hash every output record (adds the hashing to the timed loop)")
+    ap.add_argument("--history-ab", action="store_true",
+                    help="keep the history batches and time their encoding against orjson's native one")
     args = ap.parse_args()
-    print(json.dumps(run(args.events, args.engineers, args.batch)))
+    print(json.dumps(run(args.events, args.engineers, args.batch, args.digest, args.history_ab)))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from compstream.domain.book_codec import (
     KEEP_DAY,
     RECORD,
     SeenIds,
+    day_of,
     event_from_compact,
     event_to_compact,
     fingerprint_digest,
@@ -55,6 +56,7 @@ from compstream.domain.book_codec import (
 )
 from compstream.domain.events import Event, EventError, event_sort_key
 from compstream.domain.ledger import Ledger, Lot, check_event
+from compstream.domain.twin import fast_constructor
 
 APPLIED = "applied"
 DUPLICATE = "duplicate"
@@ -98,6 +100,10 @@ class IngestResult:
     reports: list[Report]  # conflict, late, revoke_unknown_grant, ...
 
 
+# Built once or twice per event: without the frozen __init__ (domain/twin.py).
+_new_result = fast_constructor(IngestResult)
+_new_finalized = fast_constructor(Finalized)
+
 # A pending event's sort key: events.event_sort_key's (event time, rank, event_id).
 PendingKey = tuple[datetime, int, str]
 
@@ -138,7 +144,7 @@ class EngineerBook:
             raise BookError(f"event for {event.engineer_id!r} given to book {self.engineer_id!r}")
         check_event(event)
         idd, fpd = id_digest(event.event_id), fingerprint_digest(event, fingerprint)
-        prev = self.seen.get(idd)
+        at, prev = self.seen.lookup(idd)
         if prev is not None:
             fin = self.advance(watermark)
             reports = fin.reports
@@ -160,7 +166,7 @@ class EngineerBook:
                             " remembered, so it could be a duplicate; not applied")
             return IngestResult(TOO_OLD, False, self.balance() if want_balance else None,
                                 fin.postings, fin.alerts, [report] + fin.reports)
-        self.seen.add(idd, fpd, day)
+        self.seen.insert(at, idd, fpd, day)
         self.taken += 1
         late = self.watermark is not None and key[0] < self.watermark
         if late:
@@ -182,7 +188,7 @@ class EngineerBook:
                 self._prov = None
         self._advance(watermark)
         postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
-        return IngestResult(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
+        return _new_result(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
 
     def note(self, event: Event, *, fingerprint: str | None = None) -> str:
         """An event the ledger does not apply (team moves, privacy choices,
@@ -213,7 +219,7 @@ class EngineerBook:
         lower watermark than the book's changes nothing). Returns the newly
         final postings, alerts and reports."""
         self._advance(watermark)
-        return Finalized(*self.ledger.drain())
+        return _new_finalized(*self.ledger.drain())
 
     def _advance(self, watermark: datetime | None) -> None:
         ledger = self.ledger
@@ -236,7 +242,7 @@ class EngineerBook:
     def _forget_old_ids(self, watermark: datetime) -> None:
         if watermark == END_OF_TIME:
             return  # end of a replay: nothing arrives after it
-        day_min = to_us(watermark) // _DAY_US - SEEN_USAGE_DAYS
+        day_min = day_of(watermark) - SEEN_USAGE_DAYS
         if day_min > self.seen_from_day:
             self.seen.forget_before(day_min)
             self.seen_from_day = day_min
@@ -439,4 +445,5 @@ def _seen_day(event_type: str, at: datetime) -> int:
     can be forgotten), HR events under KEEP_DAY (kept for good)."""
     if event_type != "usage":
         return KEEP_DAY
-    return min(max(0, to_us(at) // _DAY_US), KEEP_DAY - 1)
+    day = day_of(at)
+    return 0 if day < 0 else day if day < KEEP_DAY - 1 else KEEP_DAY - 1

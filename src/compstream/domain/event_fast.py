@@ -38,6 +38,7 @@ from compstream.domain.events import (
     Usage,
     event_type_of,
 )
+from compstream.domain.twin import fast_constructor
 
 _UTC = timezone.utc
 _fromiso = datetime.fromisoformat
@@ -70,21 +71,15 @@ def fast_time(value: Any) -> datetime | None:
 
 def _twin(cls: Any) -> Callable[..., Event]:
     """A constructor for the frozen dataclass `cls` that skips its
-    object.__setattr__ per field (most of the cost of building an event).
-    It fills a mutable class with the same slot layout, then retypes the
-    object as `cls`: the result is an ordinary, frozen `cls` instance."""
+    object.__setattr__ per field (most of the cost of building an event),
+    positional over its payload fields (`type` is its default): see
+    domain/twin.py."""
     fields = tuple(spec.name for spec in EVENT_FIELDS[cls])
     if tuple(cls.__slots__) != fields + ("type",):
         raise TypeError(f"{cls.__name__}: slots are not its fields and `type`")
-    args = ", ".join(fields)
-    body = "".join(f"    self.{name} = {name}\n" for name in fields)
-    src = (f"def __init__(self, {args}):\n{body}    self.type = {event_type_of(cls)!r}\n"
-           f"    self.__class__ = _cls\n")
-    namespace: dict[str, Any] = {"_cls": cls}
-    exec(src, namespace)  # noqa: S102 - generated from the slot names above
-    twin = type(f"_{cls.__name__}Twin", (), {"__slots__": cls.__slots__,
-                                             "__init__": namespace["__init__"]})
-    return twin
+    if cls.__dataclass_fields__["type"].default != event_type_of(cls):
+        raise TypeError(f"{cls.__name__}: `type` defaults to another event type")
+    return fast_constructor(cls, fields)
 
 
 # For callers that checked every field themselves (compstream.replay.jsonl_fast):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, Union, get_args, get_type_hints, overload
 
+import orjson
+
 EVENT_ID_LENGTH_MAX = 256
 ENGINEER_ID_LENGTH_MAX = 256
 # Field limits, named once: the fast parsers (event_fast, jsonl_fast) check
@@ -100,10 +102,16 @@ def parse_time(value: Any, field_name: str) -> datetime:
 def format_time(value: datetime) -> str:
     """Aware datetime -> `2026-03-01T12:00:00.000000Z`."""
     if type(value) is datetime and value.tzinfo is timezone.utc and value.year >= 1000:
-        # The same text as strftime below, ~1.5x faster (hot: every fingerprint
-        # and posting hash); strftime does not zero-pad years before 1000.
+        # The same text as strftime below (hot: every fingerprint and posting
+        # hash); strftime does not zero-pad years before 1000. orjson writes
+        # it ~3x faster than isoformat, but leaves out a zero fraction.
+        if value.microsecond:
+            return _dumps(value, option=_UTC_Z).decode()[1:-1]
         return value.isoformat(timespec="microseconds")[:-6] + "Z"
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_dumps, _UTC_Z = orjson.dumps, orjson.OPT_UTC_Z
 
 
 @overload

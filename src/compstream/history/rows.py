@@ -7,13 +7,15 @@ Money is always integer nano-dollars; times are aware UTC datetimes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Sequence, get_args, get_type_hints
+from typing import Any, Callable, NamedTuple, Sequence, get_args, get_type_hints
 
 from compstream.domain.balance import Posting
 from compstream.domain.events import EVENT_CLASSES, EVENT_FIELDS, Event, event_to_json
+from compstream.domain.twin import fast_constructor, twin_class
 
 # One batch is one ClickHouse insert per table; bounding it keeps a retry cheap
 # and keeps the whole batch inside one insert block (one dedup hash).
@@ -138,25 +140,11 @@ class EventRow:
         applied_watermark: datetime | None = None,
     ) -> "EventRow":
         """Flatten an event; `payload` defaults to its canonical JSON."""
-        columns = _EVENT_COLUMNS.get(type(event))
-        if columns is None:
-            columns = _EVENT_COLUMNS[type(event)] = _event_columns(event)
-        values = {column: getattr(event, name) for name, column in columns}
-        return cls(
-            type=event.type,
-            event_id=event.event_id,
-            engineer_id=event.engineer_id,
-            event_time=utc(event.event_time),
-            kafka_topic=topic,
-            kafka_partition=partition,
-            kafka_offset=offset,
-            ingest_time=utc(ingest_time),
-            payload=payload if payload is not None else event_to_json(event),
-            schema_version=schema_version,
-            late=late,
-            applied_watermark=utc(applied_watermark) if applied_watermark is not None else None,
-            **values,
-        )
+        build = _ROW_BUILDERS.get(type(event))
+        if build is None:
+            raise TypeError(f"not an event: {type(event).__name__}")
+        return build(event, topic, partition, offset, ingest_time, late,
+                     payload if payload is not None else event_to_json(event), schema_version, applied_watermark)
 
     def key(self) -> tuple:
         """Identity of a stored event: the Kafka record it was read from."""
@@ -210,6 +198,47 @@ def _check_event_columns() -> None:
 
 _check_event_columns()
 
+_UTC = timezone.utc
+
+
+def _row_builder(cls: type) -> Callable[..., EventRow]:
+    """EventRow.from_event for events of `cls`, positional, generated from
+    its columns: the worker builds one row per event, and the frozen
+    __init__ with 29 keyword arguments was most of that row's cost. It
+    fills a twin of EventRow (domain/twin.py), normalizing times as `utc`."""
+    own = dict((column, name) for name, column in _EVENT_COLUMNS[cls])
+    lines = ["def build(e, topic, partition, offset, ingest_time, late, payload, schema_version,"
+             " applied_watermark):",
+             "    r = _new(_twin)",
+             "    t = e.event_time",
+             "    r.event_time = t if t.tzinfo is _UTC else _utc(t)",
+             "    r.ingest_time = ingest_time if ingest_time.tzinfo is _UTC else _utc(ingest_time)",
+             "    r.applied_watermark = (applied_watermark if applied_watermark is None"
+             " or applied_watermark.tzinfo is _UTC else _utc(applied_watermark))"]
+    given = {"type": "e.type", "event_id": "e.event_id", "engineer_id": "e.engineer_id", "kafka_topic": "topic",
+             "kafka_partition": "partition", "kafka_offset": "offset", "payload": "payload",
+             "schema_version": "schema_version", "late": "late"}
+    namespace: dict[str, Any] = {"_new": object.__new__, "_twin": twin_class(EventRow), "_cls": EventRow,
+                                 "_UTC": _UTC, "_utc": utc}
+    for f in dataclasses.fields(EventRow):
+        if f.name in ("event_time", "ingest_time", "applied_watermark"):
+            continue
+        if f.name in given:
+            lines.append(f"    r.{f.name} = {given[f.name]}")
+        elif f.name in own:
+            lines.append(f"    r.{f.name} = e.{own[f.name]}")
+        elif f.default is None:  # another event type's column
+            lines.append(f"    r.{f.name} = None")
+        else:
+            raise TypeError(f"EventRow.{f.name}: no value for {cls.__name__} rows")
+    lines += ["    r.__class__ = _cls", "    return r"]
+    exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - generated from the field names above
+    build: Callable[..., EventRow] = namespace["build"]
+    return build
+
+
+_ROW_BUILDERS: dict[type, Callable[..., EventRow]] = {cls: _row_builder(cls) for cls in EVENT_CLASSES}
+
 
 @dataclass(frozen=True, slots=True)
 class PostingRow(Posting):
@@ -228,13 +257,16 @@ class PostingRow(Posting):
             kind = getattr(kind, "value", kind)
         if at.tzinfo is not timezone.utc:
             at = utc(at)
-        return cls(p.engineer_id, p.seq, kind, p.grant_id, p.amount_nanos,
-                   p.cause_event_id, at, p.available_after_nanos, p.prev_hash, p.hash)
+        return _new_posting_row(p.engineer_id, p.seq, kind, p.grant_id, p.amount_nanos,
+                                p.cause_event_id, at, p.available_after_nanos, p.prev_hash, p.hash)
 
     def key(self) -> tuple:
         # The hash is part of the identity: a byte-identical retry collapses,
         # a forged row with the same seq stays visible to the verifier.
         return (self.engineer_id, self.seq, self.hash)
+
+
+_new_posting_row = fast_constructor(PostingRow)  # one per posting: without the frozen __init__
 
 
 @dataclass(frozen=True, slots=True)

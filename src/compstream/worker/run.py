@@ -33,7 +33,8 @@ def running_pid(settings: Settings) -> int | None:
 # full collections over the whole heap: ~9.7 s of a 45 s run at 10,000
 # engineers. Rarer young collections promote far fewer short-lived objects;
 # full collections still run (CPython's 25 % rule), so cyclic garbage is
-# still reclaimed. Measured: bench/profile_notes.md.
+# still reclaimed. Measured: bench/profile_notes.md. LedgerCore.step also
+# holds the collector off while a batch runs (worker/core/collector.py).
 GC_THRESHOLDS = (50_000, 10, 10)
 
 

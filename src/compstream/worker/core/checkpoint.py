@@ -29,8 +29,9 @@ from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
+from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
-from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition
+from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
 from compstream.worker.positions import is_position_key, position_key, stream_time_key
 from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
@@ -159,6 +160,11 @@ class LedgerCore:
              candidates: Sequence[SourceMessage] = (), idle: dict[int, datetime] | None = None) -> Checkpoint:
         """`idle`: partition -> wall-clock time for quiet partitions (the
         idleness rule): their stream time moves there and they are swept."""
+        with collector_paused():  # the batch's objects die with the step (worker/core/collector.py)
+            return self._step(messages, lagging, candidates, idle)
+
+    def _step(self, messages: list[SourceMessage], lagging: Iterable[TopicPartition],
+              candidates: Sequence[SourceMessage], idle: dict[int, datetime] | None) -> Checkpoint:
         if len(messages) > BATCH_MESSAGES_MAX:
             raise ValueError(f"batch of {len(messages)} exceeds {BATCH_MESSAGES_MAX}")
         stats = BatchStats(messages=len(messages))
@@ -185,16 +191,17 @@ class LedgerCore:
                                             lagging=lagging, lagging_after=lagging, also_sweep=advanced)
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
             stats.dead_letters = len(result.dead_letters)
-            topics = self.config.topics
+            topics, changelog, books = self.config.topics, self.changelog, self.books
             for engineer, (data, p) in result.books.items():
-                self.books[engineer] = data
-                records.append(OutRecord(self.changelog, engineer.encode(), data, p))
+                books[engineer] = data
+                records.append(new_out_record(changelog, engineer.encode(), data, p))
             for p in sorted({m.partition for m in fresh} | set(advanced)):
                 t = self.processor.stream_time.get(p)
                 if t is not None:
                     records.append(OutRecord(self.changelog, stream_time_key(p).encode(),
                                              str(to_us(t)).encode(), p))
-            records += [OutRecord(topics.balances, e.encode(), v) for e, v in result.balances]
+            balances = topics.balances
+            records += [new_out_record(balances, e.encode(), v, None) for e, v in result.balances]
             records += [OutRecord(topics.alerts, e.encode(), v) for e, v in result.alerts]
             records += [OutRecord(topics.dead_letters, k, v) for k, v in result.dead_letters]
             for batch in result.history:
@@ -266,6 +273,6 @@ class LedgerCore:
         out = []
         for p in sorted(split):
             piece = HistoryBatch(**{k: tuple(v) for k, v in split[p].items()})
-            out += [OutRecord(self.history, str(p).encode(), data, p) for data in encode_records(piece)]
+            out += [new_out_record(self.history, str(p).encode(), data, p) for data in encode_records(piece)]
         return out
 

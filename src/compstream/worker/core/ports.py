@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+from compstream.domain.twin import fast_constructor
 from compstream.worker.messages import EndOfInput, SourceMessage
 
 TopicPartition = tuple[str, int]
@@ -28,6 +29,11 @@ class OutRecord:
     key: bytes | None
     value: bytes | None  # None: a tombstone
     partition: int | None = None  # None: the key's murmur2 partition
+
+
+# OutRecord(topic, key, value, partition) without the frozen __init__: the
+# core builds about two per event (a changelog record and a balance per book).
+new_out_record = fast_constructor(OutRecord)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,193 @@
+"""The core step's shortcuts agree with the code they stand in for.
+
+domain/twin.py: objects built by a twin are the objects the frozen __init__
+builds (type, equality, hash, frozenness, serialized bytes); the generated
+EventRow builders equal the keyword-built rows; the fingerprint fast path
+declines what orjson would write differently; `day_of` and the seen set's
+one-search insert and C-loop day scan equal their plain definitions."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compstream.domain import book_codec
+from compstream.domain.balance import BALANCE_FIELDS, Balance, Posting
+from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, to_us
+from compstream.domain.chain import canonical_posting_reference, chain_hash, ledger_posting_hash
+from compstream.domain.events import EVENT_CLASSES, GrantIssued, Usage, event_to_json, payload_fingerprint
+from compstream.domain.twin import fast_constructor, twin_class
+from compstream.history.rows import EventRow, PostingRow, utc
+from compstream.synth import generate
+from compstream.worker.core.ports import OutRecord, new_out_record
+
+UTC = timezone.utc
+PROPS = settings(max_examples=60, deadline=None)
+_times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                      timezones=st.just(UTC) | st.just(timezone(timedelta(hours=-3))))
+_text = st.text(max_size=6)
+_ints = st.integers(-2**63, 2**63 - 1)
+
+
+def _same_object(built, ref) -> None:
+    assert type(built) is type(ref)
+    assert built == ref and hash(built) == hash(ref)
+    assert dataclasses.astuple(built) == dataclasses.astuple(ref)
+    assert orjson.dumps(built, default=repr) == orjson.dumps(ref, default=repr)
+    name = dataclasses.fields(built)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, name, getattr(built, name))
+
+
+@PROPS
+@given(st.tuples(_text, _ints, _text, st.none() | _text, _ints, _text, _times, _ints, _text, _text))
+def test_posting_and_posting_row(values):
+    _same_object(fast_constructor(Posting)(*values), Posting(*values))
+    _same_object(fast_constructor(PostingRow)(*values), PostingRow(*values))
+    _same_object(PostingRow.from_posting(Posting(*values)), PostingRow(*values[:6], utc(values[6]), *values[7:]))
+
+
+@PROPS
+@given(st.lists(_ints, min_size=len(BALANCE_FIELDS), max_size=len(BALANCE_FIELDS)))
+def test_balance(values):
+    _same_object(fast_constructor(Balance)(*values), Balance(*values))
+
+
+@PROPS
+@given(_text, st.none() | st.binary(max_size=4), st.none() | st.binary(max_size=4), st.none() | _ints)
+def test_out_record(topic, key, value, partition):
+    _same_object(new_out_record(topic, key, value, partition), OutRecord(topic, key, value, partition))
+
+
+def test_fields_left_out_take_their_defaults():
+    @dataclass(frozen=True, slots=True)
+    class Row:
+        a: int
+        b: str = "x"
+        c: int | None = None
+
+    _same_object(fast_constructor(Row, ("a", "c"))(1, 2), Row(1, c=2))
+    with pytest.raises(TypeError, match="no default"):
+        fast_constructor(Row, ("b",))
+
+
+def test_refuses_what_it_cannot_build_faithfully():
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("a")
+
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class MoreSlots(Base):
+        b: int = 0
+
+    for cls in (NoSlots, Checked, MoreSlots, int):
+        with pytest.raises(TypeError):
+            twin_class(cls)
+
+
+def _reference_row(event, *, topic, partition, offset, ingest_time, late=False, payload=None,
+                   schema_version=1, applied_watermark=None) -> EventRow:
+    """EventRow.from_event as written before the generated builders."""
+    skip = {"type", "event_id", "engineer_id", "effective_at", "occurred_at"}
+    values = {("grant_kind" if f.name == "kind" else f.name): getattr(event, f.name)
+              for f in dataclasses.fields(event) if f.name not in skip}
+    return EventRow(
+        type=event.type, event_id=event.event_id, engineer_id=event.engineer_id,
+        event_time=utc(event.event_time), kafka_topic=topic, kafka_partition=partition, kafka_offset=offset,
+        ingest_time=utc(ingest_time), payload=payload if payload is not None else event_to_json(event),
+        schema_version=schema_version, late=late,
+        applied_watermark=utc(applied_watermark) if applied_watermark is not None else None, **values)
+
+
+def test_event_rows_equal_the_keyword_built_rows():
+    events = list(generate(20, 400))
+    berlin = timezone(timedelta(hours=1))
+    events.append(Usage("u-x", "eng-x", "p", "m", datetime(2026, 1, 1, 5, tzinfo=berlin), 1, 2, 3, 4, 5))
+    seen_types = set()
+    for i, event in enumerate(events):
+        seen_types.add(type(event))
+        kw = dict(topic="t", partition=i % 3, offset=i,
+                  ingest_time=datetime(2026, 1, 1, tzinfo=berlin if i % 2 else UTC), late=bool(i % 5 == 0),
+                  payload="{}" if i % 4 else None,
+                  applied_watermark=[None, datetime(2025, 12, 31, tzinfo=UTC),
+                                     datetime(2025, 12, 31, tzinfo=berlin)][i % 3])
+        _same_object(EventRow.from_event(event, **kw), _reference_row(event, **kw))
+    assert seen_types >= {Usage, GrantIssued}
+    assert len(EVENT_CLASSES) >= 4
+
+
+@PROPS
+@given(_times, st.sampled_from([0, 1, 999_999]))
+def test_fingerprint_fast_path_declines_what_orjson_writes_differently(at, micro):
+    at = at.replace(microsecond=micro)
+    u = Usage("u-1", "eng-1", "p", "m", at, 1, 2, 3, 4, 5)
+    g = GrantIssued("g-1", "eng-1", "gr", 10, at, at + timedelta(days=1), "monthly")
+    for event in (u, g):
+        assert book_codec.fingerprint_text(event) == payload_fingerprint(event)
+        fast = book_codec._FP_FAST[type(event)](event)
+        taken = at.tzinfo is UTC and micro != 0 and at.year >= 1000
+        assert (fast is not None) == taken
+
+
+@PROPS
+@given(_times)
+def test_day_of_is_whole_days_since_the_epoch(at):
+    assert day_of(at) == to_us(at) // 86_400_000_000
+
+
+@PROPS
+@given(st.lists(st.tuples(st.binary(min_size=8, max_size=8), st.binary(min_size=6, max_size=6),
+                          st.integers(0, 0xFFFF)), max_size=40),
+       st.binary(min_size=8, max_size=8), st.integers(0, 0xFFFF))
+def test_seen_ids_lookup_insert_and_day_scan(records, idd, day_min):
+    plain, fast = SeenIds(), SeenIds()
+    for rid, fpd, day in records:
+        at, prev = fast.lookup(rid)
+        assert prev == plain.get(rid)
+        if prev is None:
+            plain.add(rid, fpd, day)
+            fast.insert(at, rid, fpd, day)
+    assert fast.blob == plain.blob
+    assert fast.lookup(idd)[1] == plain.get(idd)
+    assert list(fast._days()) == [day for (day,) in _DAY_OF_RECORD.iter_unpack(plain.blob)]
+    kept = b"".join(plain.blob[i:i + 16] for i in range(0, len(plain.blob), 16)
+                    if int.from_bytes(plain.blob[i + 14:i + 16], "big") >= day_min)
+    assert fast.forget_before(day_min) == (len(plain.blob) - len(kept)) // 16
+    assert bytes(fast.blob) == kept
+
+
+@PROPS
+@given(_text, st.integers(1, 2**40), st.sampled_from(["consume", "issue", "é\"x"]), st.none() | _text,
+       st.integers(-2**63, 2**63), _text, _times, _ints)
+def test_ledger_posting_hash_is_the_chain_hash_of_the_canonical_text(engineer, seq, kind, gid, amount, cause, at,
+                                                                     avail):
+    fields = dict(engineer_id=engineer, seq=seq, kind=kind, grant_id=gid, amount_nanos=amount,
+                  cause_event_id=cause, event_time=at, available_after_nanos=avail)
+    expected = chain_hash("ab" * 32, canonical_posting_reference(**fields))
+    assert ledger_posting_hash("ab" * 32, *fields.values()) == expected
+
+
+def test_ledger_posting_hash_keeps_the_int_checks():
+    at = datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=UTC)
+    with pytest.raises(TypeError, match="amount_nanos"):
+        ledger_posting_hash("0" * 64, "e", 1, "consume", None, 1.5, "c", at, 0)
+    with pytest.raises(TypeError, match="seq"):
+        ledger_posting_hash("0" * 64, "e", True, "consume", None, 1, "c", at, 0)
