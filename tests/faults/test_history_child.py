@@ -9,25 +9,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from compstream.publish import publish_events
-from compstream.synth import START, generate
+from compstream.synth import generate
 from compstream.worker.history_child import NICE
-from support.checks import (
-    LONG_LATENESS_S,
-    assert_history_exact,
-    balance_mismatches,
-    expected_counts,
-    history_figures,
-    sentinels,
-    wait_balances,
-    wait_quiet,
-)
-from support.faults import ledger_only, worker_for
+from support.checks import balance_mismatches, expected_counts, wait_balances
+from support.faults import finalize_and_stop, ledger_only, worker_for
 
 pytestmark = pytest.mark.kafka
 PARTITIONS = 4
@@ -60,17 +50,10 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def _finish(worker, bootstrap, topics, events) -> dict:
-    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
-    publish_events(ticks, bootstrap, topics)
-    balances = wait_balances(bootstrap, topics.balances, expected_counts(events + ticks), 120, worker)
-    assert balance_mismatches(balances, events + ticks) == []
-    wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
-    assert worker.stop() == 0, worker.log_tail()
-    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
-                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
-    assert_history_exact(figures)
-    return figures
+def _finish(worker, bootstrap, topics, events) -> None:
+    balances = wait_balances(bootstrap, topics.balances, expected_counts(events), 120, worker)
+    assert balance_mismatches(balances, events) == []
+    finalize_and_stop(worker, bootstrap, topics, events, PARTITIONS)
 
 
 def test_a_killed_loader_process_is_restarted_and_history_stays_exact(kafka_bootstrap, topics, tmp_path):

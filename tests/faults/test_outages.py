@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from datetime import timedelta
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -14,19 +13,9 @@ from compstream.broker import runtime
 from compstream.broker.topics import ensure_topics
 from compstream.config import Topics
 from compstream.publish import publish_events
-from compstream.synth import START, generate
-from support.checks import (
-    LONG_LATENESS_S,
-    assert_history_exact,
-    balance_mismatches,
-    expected_counts,
-    history_figures,
-    lost_events,
-    sentinels,
-    wait_balances,
-    wait_quiet,
-)
-from support.faults import SOAK, ledger_only, worker_for
+from compstream.synth import generate
+from support.checks import balance_mismatches, expected_counts, lost_events, wait_balances
+from support.faults import SOAK, finalize_and_stop, ledger_only, worker_for
 from support.http import http_json
 from support.kafka import free_port, unique_topics
 
@@ -65,18 +54,6 @@ def wait_committed_to_end(bootstrap: str, group: str, topics: Topics, timeout_s:
             raise AssertionError(f"worker died while waiting for its commit\n{worker.diagnosis()}")
         time.sleep(0.2)
     raise AssertionError(f"offsets not committed to the end after {timeout_s}s: committed {got}, ends {ends}")
-
-
-def _finalize_and_stop(worker, bootstrap, topics, events) -> dict:
-    ticks = sentinels(START + timedelta(days=120), PARTITIONS)
-    publish_events(ticks, bootstrap, topics)
-    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 120, worker)
-    wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
-    assert worker.stop() == 0, worker.log_tail()
-    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
-                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
-    assert_history_exact(figures)
-    return figures
 
 
 def _metrics(port: int) -> dict:
@@ -120,7 +97,7 @@ def test_history_outage_delays_history_but_not_balances(kafka_bootstrap, topics,
     time.sleep(max(0.0, OUTAGE_S - balances_s))
     down.unlink()  # back up
     bad = balance_mismatches(balances, events)
-    figures = _finalize_and_stop(worker, kafka_bootstrap, topics, events)
+    figures = finalize_and_stop(worker, kafka_bootstrap, topics, events, PARTITIONS)
     reliability.record(
         order=5, scenario="ClickHouse unavailable", events=len(events),
         faults=f"every history write fails for >= {OUTAGE_S} s",
@@ -157,7 +134,7 @@ def test_broker_restart_mid_stream(tmp_path, reliability):
         balances = wait_balances(bootstrap, topics.balances, expected_counts(events), 240, worker)
         recover_s = time.monotonic() - t0
         bad = balance_mismatches(balances, events)
-        figures = _finalize_and_stop(worker, bootstrap, topics, events)
+        figures = finalize_and_stop(worker, bootstrap, topics, events, PARTITIONS)
         reliability.record(
             order=6, scenario="broker restart mid-stream", events=len(events),
             faults="broker stopped (SIGTERM) for 5 s, restarted",

@@ -5,10 +5,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+from datetime import timedelta
 
 from compstream.codec import encode_event, encode_record
 from compstream.domain.events import LEDGER_EVENT_TYPES
-from support.checks import LONG_LATENESS_S
+from compstream.publish import publish_events
+from compstream.synth import START
+from support.checks import (
+    LONG_LATENESS_S,
+    assert_history_exact,
+    expected_counts,
+    history_figures,
+    sentinels,
+    wait_balances,
+    wait_quiet,
+)
 from support.worker import WorkerProcess
 
 SESSION_TIMEOUT_S = 6  # the broker's minimum: a killed worker's partitions move fast
@@ -58,3 +69,18 @@ def publish_poison(bootstrap: str, topics, poison) -> None:
     for which, key, raw, _ in poison:
         producer.send(getattr(topics, which), key=key, value=raw).get(timeout=30)
     producer.close()
+
+
+def finalize_and_stop(worker: WorkerProcess, bootstrap: str, topics, events, partitions: int) -> dict:
+    """Sentinels far ahead make every partition final; then stop the worker
+    (its loader loads what was committed) and check the history is exact:
+    every table holds each key once and every event is there."""
+    ticks = sentinels(START + timedelta(days=120), partitions)
+    publish_events(ticks, bootstrap, topics)
+    wait_balances(bootstrap, topics.balances, expected_counts(ticks), 120, worker)
+    wait_quiet(bootstrap, topics.balances, quiet_s=3, timeout_s=60)
+    assert worker.stop() == 0, worker.log_tail()
+    figures = history_figures(worker.env["COMPSTREAM_CLICKHOUSE_DSN"], events + ticks,
+                              ticks[0].occurred_at - timedelta(seconds=LONG_LATENESS_S))
+    assert_history_exact(figures)
+    return figures
