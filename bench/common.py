@@ -172,11 +172,27 @@ def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
         out = {}
         for name in names:
             for p in md.topics[name].partitions:
-                lo, hi = c.get_watermark_offsets(TopicPartition(name, p), timeout=30)
-                out[(name, p)] = hi
+                out[(name, p)] = _high_watermark(c, TopicPartition(name, p))
         return out
     finally:
         c.close()
+
+
+def _high_watermark(consumer, tp, wait_s: float = 30.0) -> int:
+    """A just-created topic's partition may have no leader yet
+    (NOT_LEADER_FOR_PARTITION / LEADER_NOT_AVAILABLE): wait for it."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=30)[1]
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code not in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE) \
+                    or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def committed(bootstrap: str, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

@@ -84,7 +84,9 @@ def test_history_outage_delays_history_but_not_balances(kafka_bootstrap, topics,
     balances_s = time.monotonic() - t0
     wait_committed_to_end(kafka_bootstrap, group, topics, 60, worker)
     assert worker.alive(), "the worker died during the outage"
-    assert "history write failed" in worker.log_path.read_text()  # the loader was held off meanwhile
+    # The loader (a process of its own, which may still be starting) is held off.
+    worker.wait_until(lambda: "history write failed" in worker.log_path.read_text(), 60,
+                      "the history loader to meet the outage")
     metrics = _metrics(worker.web_port)
     usage_ids = {e.event_id for e in events if e.type == "usage"}
     assert metrics[("compstream_events_total", (("outcome", "applied"), ("type", "usage")))] == len(usage_ids)
