@@ -23,13 +23,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from unittest import mock
 
 from compstream.codec import avro_codec, encode_event
 from compstream.config import Topics
 from compstream.domain.event_fast import build_event
 from compstream.domain.events import event_from_dict
-from compstream.worker import processor
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.messages import SourceMessage, partition_of
 
@@ -62,16 +60,13 @@ def dataset(events_n: int, engineers: int) -> tuple[list[SourceMessage], list[di
         topic = topics.usage if e.type == "usage" else topics.grants
         msgs.append(SourceMessage(topic, p, offsets[(topic, p)], e.engineer_id.encode(), encode_event(e), now))
         offsets[(topic, p)] += 1
-    balances: list[dict] = []
-
-    def capture(name: str, record: dict) -> bytes:
-        if name == "BalanceUpdate":
-            balances.append(dict(record))
-        return avro_codec.encode_record(name, record)
-
-    with mock.patch.object(processor, "encode_record", capture):
-        for i in range(0, len(msgs), BATCH):
-            core.step(msgs[i:i + BATCH])
+    balances: list[dict] = []  # the BalanceUpdate records the step wrote, read back
+    for i in range(0, len(msgs), BATCH):
+        for r in core.step(msgs[i:i + BATCH]).records:
+            if r.topic == topics.balances:
+                name, record = avro_codec.decode_record_fastavro(r.value)
+                if name == "BalanceUpdate":
+                    balances.append(record)
     return msgs, balances
 
 

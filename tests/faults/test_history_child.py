@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import child_pids
 from compstream.publish import publish_events
 from compstream.synth import generate
 from compstream.worker.history_child import NICE
@@ -23,18 +24,11 @@ pytestmark = pytest.mark.kafka
 PARTITIONS = 4
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def _loader_pid(worker) -> int:
     """The worker's history loader process (waits for it to be spawned)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        for child in _children(worker.proc.pid):
+        for child in child_pids(worker.proc.pid):
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             if b"compstream.worker.history_child" in cmdline:
                 return child
@@ -56,13 +50,19 @@ def _finish(worker, bootstrap, topics, events) -> None:
     finalize_and_stop(worker, bootstrap, topics, events, PARTITIONS)
 
 
-def test_a_killed_loader_process_is_restarted_and_history_stays_exact(kafka_bootstrap, topics, tmp_path):
-    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=96))
+def _worker_midway(tmp_path, bootstrap, topics, name: str, seed: int):
+    """A worker with part of its events applied: (worker, all events, the
+    rest not yet published, its loader's pid)."""
+    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=seed))
     first, rest = events[:700], events[700:]
-    worker = worker_for(tmp_path, kafka_bootstrap, topics, "loader-killed", PARTITIONS).start()
-    publish_events(first, kafka_bootstrap, topics)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker)
-    loader = _loader_pid(worker)
+    worker = worker_for(tmp_path, bootstrap, topics, name, PARTITIONS).start()
+    publish_events(first, bootstrap, topics)
+    wait_balances(bootstrap, topics.balances, expected_counts(first), 120, worker)
+    return worker, events, rest, _loader_pid(worker)
+
+
+def test_a_killed_loader_process_is_restarted_and_history_stays_exact(kafka_bootstrap, topics, tmp_path):
+    worker, events, rest, loader = _worker_midway(tmp_path, kafka_bootstrap, topics, "loader-killed", 96)
     # Below the worker, so balances come first where the two compete for a core.
     worker_nice = os.getpriority(os.PRIO_PROCESS, worker.proc.pid)
     assert os.getpriority(os.PRIO_PROCESS, loader) == min(19, worker_nice + NICE)
@@ -76,12 +76,7 @@ def test_a_killed_loader_process_is_restarted_and_history_stays_exact(kafka_boot
 
 
 def test_an_orphaned_loader_stops_and_the_restarted_worker_loads_everything(kafka_bootstrap, topics, tmp_path):
-    events = ledger_only(generate(engineers=30, usage_events=1_500, seed=97))
-    first, rest = events[:700], events[700:]
-    worker = worker_for(tmp_path, kafka_bootstrap, topics, "worker-killed", PARTITIONS).start()
-    publish_events(first, kafka_bootstrap, topics)
-    wait_balances(kafka_bootstrap, topics.balances, expected_counts(first), 120, worker)
-    loader = _loader_pid(worker)
+    worker, events, rest, loader = _worker_midway(tmp_path, kafka_bootstrap, topics, "worker-killed", 97)
     os.kill(worker.proc.pid, signal.SIGKILL)  # the worker only, not its process group
     worker.proc.wait(timeout=10)
     worker.start()  # at once: its loader may have to wait for the orphan to release the store
