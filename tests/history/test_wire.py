@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compstream.history.rows import HistoryBatch, HistoryError
+from compstream.history import wire
+from compstream.history.rows import DigestRow, HistoryBatch, HistoryError, WatermarkRow
 from compstream.history.wire import decode_batch, encode_batch, encode_records
 from history import data
 
@@ -78,3 +82,33 @@ def test_a_poison_record_is_refused_with_its_reason():
         decode_batch(b'{"v": 99}')
     with pytest.raises(HistoryError, match="bad history record"):
         decode_batch(b"\xff not json")
+
+
+def test_the_generated_row_decoders_build_what_the_row_classes_build():
+    """Each table's fast decoder (every column present) against the row
+    class's own __init__ over the same JSON object."""
+    batch = replace(data.full_batch(), digests=(DigestRow("2026-10", "ab" * 32, 2, 7, data.t(11, 1)),),
+                    watermarks=(WatermarkRow(0, data.t(10, 2), data.t(10, 3)),))
+    for name, rows in batch.by_table.items():
+        assert rows, f"no {name} rows to check"
+        for row in rows:
+            obj = orjson.loads(orjson.dumps(row, default=wire._default, option=orjson.OPT_NAIVE_UTC))
+            fast = wire._DECODERS[name](obj)
+            assert fast is not None, name
+            assert type(fast) is type(row)
+            assert fast == row == type(row)(**wire._decoded(name, obj))
+
+
+def test_a_row_not_taken_by_the_fast_decoder_goes_the_general_way():
+    row = data.event_rows()[0]
+    obj = orjson.loads(orjson.dumps(row, option=orjson.OPT_NAIVE_UTC))
+    del obj["late"]  # a column with a default: the general path fills it
+    record = orjson.dumps({"v": wire.WIRE_VERSION, "events": [obj]})
+    assert decode_batch(record).events == (row,)
+    obj["late"], obj["surprise"] = False, 1  # an unknown column: refused, named
+    with pytest.raises(HistoryError, match="bad history record"):
+        decode_batch(orjson.dumps({"v": wire.WIRE_VERSION, "events": [obj]}))
+    obj.pop("surprise")
+    obj["event_time"] = 5  # a bad value: the general path's error
+    with pytest.raises(HistoryError, match="bad history record"):
+        decode_batch(orjson.dumps({"v": wire.WIRE_VERSION, "events": [obj]}))

@@ -16,10 +16,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 from datetime import datetime
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
+from compstream.domain.twin import fast_constructor
 from compstream.history.rows import TABLE_ROW_TYPES, HistoryBatch, HistoryError
 
 WIRE_VERSION = 1
@@ -66,12 +67,49 @@ def decode_batch(data: bytes) -> HistoryBatch:
             row_type = TABLE_ROW_TYPES.get(name)
             if row_type is None or not isinstance(raw_rows, list):
                 raise HistoryError(f"unknown history table {name!r}")
-            tables[name] = tuple(row_type(**_decoded(name, r)) for r in raw_rows)
+            fast = _DECODERS[name]
+            rows = []
+            for r in raw_rows:
+                row = fast(r) if isinstance(r, dict) and len(r) == _WIDTH[name] else None
+                rows.append(row if row is not None else row_type(**_decoded(name, r)))
+            tables[name] = tuple(rows)
         return HistoryBatch(**tables)
     except HistoryError:
         raise
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise HistoryError(f"bad history record: {type(exc).__name__}: {exc}") from exc
+
+
+def _row_decoder(table: str, row_type: type) -> Callable[[dict], Any]:
+    """A function building `table`'s row from a decoded JSON object that has
+    every column (positional, through domain/twin's constructor where the
+    class allows it): the loader decodes every row, and `row_type(**...)`
+    with a copied dict cost ~16 µs an event row. Returns None for an object
+    it cannot take as is (a missing column, a bad value): the general path
+    then decides, with its error."""
+    try:
+        build: Callable[..., Any] = fast_constructor(row_type)
+    except TypeError:  # not a slotted dataclass: its own __init__, positionally
+        build = row_type
+    args = []
+    for name, kind in _KINDS[table]:
+        get = f"r[{name!r}]"
+        if kind == "datetime":
+            args.append(f"None if {get} is None else _dt({get})")
+        elif kind == "bytes":
+            args.append(f"None if {get} is None else _b64({get}, validate=True)")
+        else:
+            args.append(get)
+    code = ("def decode(r):\n    try:\n        return build(" + ", ".join(args) + ")\n"
+            "    except (KeyError, TypeError, ValueError):\n        return None\n")
+    namespace: dict[str, Any] = {"build": build, "_dt": datetime.fromisoformat, "_b64": base64.b64decode}
+    exec(code, namespace)  # noqa: S102 - generated from the row's field names
+    decode: Callable[[dict], Any] = namespace["decode"]
+    return decode
+
+
+_DECODERS = {name: _row_decoder(name, row_type) for name, row_type in TABLE_ROW_TYPES.items()}
+_WIDTH = {name: len(kinds) for name, kinds in _KINDS.items()}
 
 
 def _decoded(table: str, raw: dict) -> dict:
