@@ -19,6 +19,7 @@ ahead of what is committed.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
@@ -257,22 +258,26 @@ class LedgerCore:
         Kafka partition, postings by their engineer's), one history topic
         partition each: a loader then sees each partition's rows in order."""
         n = self.config.partitions
-        split: dict[int, dict[str, list[Any]]] = {}
+        events: dict[int, list[Any]] = defaultdict(list)
         for e in batch.events:
-            split.setdefault(e.kafka_partition, {}).setdefault("events", []).append(e)
+            events[e.kafka_partition].append(e)
+        dead: dict[int, list[Any]] = defaultdict(list)
         for d in batch.dead_letters:
-            split.setdefault(d.kafka_partition, {}).setdefault("dead_letters", []).append(d)
+            dead[d.kafka_partition].append(d)
+        postings: dict[int, list[Any]] = defaultdict(list)
         cache = self.processor.partition_cache  # murmur2 in Python: ~1 µs a posting uncached
         for posting in batch.postings:
             p = cache.get(posting.engineer_id)
             if p is None:
                 p = cache[posting.engineer_id] = partition_of(posting.engineer_id, n)
-            split.setdefault(p, {}).setdefault("postings", []).append(posting)
-        for w in batch.watermarks:  # after the postings they vouch for, in the same record
-            split.setdefault(w.partition, {}).setdefault("watermarks", []).append(w)
+            postings[p].append(posting)
+        marks: dict[int, list[Any]] = defaultdict(list)
+        for w in batch.watermarks:  # after the postings they vouch for (the last table of a record)
+            marks[w.partition].append(w)
         out = []
-        for p in sorted(split):
-            piece = HistoryBatch(**{k: tuple(v) for k, v in split[p].items()})
+        for p in sorted(events.keys() | dead.keys() | postings.keys() | marks.keys()):
+            piece = HistoryBatch(events=tuple(events.get(p, ())), postings=tuple(postings.get(p, ())),
+                                 dead_letters=tuple(dead.get(p, ())), watermarks=tuple(marks.get(p, ())))
             out += [new_out_record(self.history, str(p).encode(), data, p) for data in encode_records(piece)]
         return out
 
