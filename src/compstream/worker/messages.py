@@ -8,6 +8,8 @@ from datetime import datetime
 
 from kafka.partitioner.default import murmur2
 
+from compstream.domain.twin import fast_constructor
+
 # A message's Kafka coordinates: (topic, partition, offset).
 Coord = tuple[str, int, int]
 
@@ -28,6 +30,11 @@ class SourceMessage:
     key: bytes | None
     value: bytes
     timestamp: datetime  # the Kafka record's time: deterministic on retry
+
+
+# SourceMessage(topic, partition, offset, key, value, timestamp) without the
+# frozen __init__ (~0.8 -> ~0.25 µs): an engine builds one per fetched message.
+new_source_message = fast_constructor(SourceMessage)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from compstream.worker.core.ports import Assigned, Checkpoint, CommitFailed, Polled, Revoked
 from compstream.worker.core.ports import TopicPartition as TP
 from compstream.worker.faults import Faults
-from compstream.worker.messages import EndOfInput, SourceMessage
+from compstream.worker.messages import EndOfInput, new_source_message
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def producer_config(bootstrap: str, transactional_id: str) -> dict[str, Any]:
     }
 
 
-def _ts(msg: Message) -> datetime:
-    _, ms = msg.timestamp()
+def _ts_of(ms: int) -> datetime:
+    """A record's Kafka timestamp (milliseconds; none: -1) as a UTC time."""
     return datetime.fromtimestamp(max(ms, 0) / 1000, tz=timezone.utc)
 
 
@@ -175,19 +175,25 @@ class KafkaInput:
     def poll(self, max_messages: int, timeout_s: float) -> list[Polled]:
         msgs = self.consumer.consume(max_messages, timeout_s)
         out, self._events = self._events, []
+        consumed = self.consumed
+        ms_last, ts_last = None, _ts_of(0)
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     out.append(EndOfInput(m.topic(), m.partition(), m.offset()))
-                    self.consumed[(m.topic(), m.partition())] = m.offset()
+                    consumed[(m.topic(), m.partition())] = m.offset()
                     continue
                 if err.fatal():
                     raise KafkaException(err)
                 log.warning("consumer: %s", err)
                 continue
-            out.append(SourceMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value(), _ts(m)))
-            self.consumed[(m.topic(), m.partition())] = m.offset() + 1
+            topic, p, offset = m.topic(), m.partition(), m.offset()
+            ms = m.timestamp()[1]
+            if ms != ms_last:  # a producer's batch shares one time: one datetime for the run
+                ms_last, ts_last = ms, _ts_of(ms)
+            out.append(new_source_message(topic, p, offset, m.key(), m.value(), ts_last))
+            consumed[(topic, p)] = offset + 1
         return out
 
     def backlog(self, partitions: Iterable[TP]) -> set[TP]:
@@ -283,8 +289,15 @@ class KafkaOutput:
     def commit(self, checkpoint: Checkpoint) -> None:
         try:
             self.producer.begin_transaction()
-            for r in checkpoint.records:
-                self._produce(r.topic, r.key, r.value, r.partition)
+            produce = self.producer.produce
+            for r in checkpoint.records:  # ~1 record an event: the plain call, the queue-full wait aside
+                try:
+                    if r.partition is None:
+                        produce(r.topic, r.value, r.key)
+                    else:
+                        produce(r.topic, r.value, r.key, r.partition)
+                except BufferError:
+                    self._produce(r.topic, r.key, r.value, r.partition)
             offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(checkpoint.offsets.items())]
             if self.faults is not None:
                 self.faults.before_commit()

@@ -56,7 +56,7 @@ from compstream.worker.engines.history_side import EmbeddedHistory
 from compstream.worker.engines.kafka_sides import read_changelog
 from compstream.worker.engines.serving import serve
 from compstream.worker.faults import Faults, skip_consumer
-from compstream.worker.messages import EndOfInput, SourceMessage
+from compstream.worker.messages import EndOfInput, SourceMessage, new_source_message
 from compstream.worker.metrics import WorkerMetrics
 from compstream.worker.positions import PositionGuard
 
@@ -74,7 +74,7 @@ FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 def _message(event: Any) -> SourceMessage:
     m = event.message
     ts = datetime.fromtimestamp((m.timestamp or 0), tz=timezone.utc)
-    return SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, ts)
+    return new_source_message(m.topic, m.partition, m.offset, m.key, m.value, ts)
 
 
 def core_config(settings: Settings) -> CoreConfig:
