@@ -68,6 +68,8 @@ def _free_port() -> int:
 class Worker:
     def __init__(self, bootstrap: str, topics: Topics, data_dir: Path, group: str, partitions: int,
                  loglevel: str = "WARNING", env: dict[str, str] | None = None, profile: bool = False):
+        if (env or {}).get("COMPSTREAM_ENGINE") not in ("faust", "transactional"):
+            raise ValueError(f"a bench worker names its engine (COMPSTREAM_ENGINE in env), got {env!r}")
         self.data_dir = data_dir
         self.group = group
         self.dsn = f"chdb://{data_dir / 'clickhouse'}"
@@ -395,6 +397,9 @@ def changelog_state(bootstrap: str, group: str) -> dict:
 
 
 TRANSACTIONAL = {"COMPSTREAM_ENGINE": "transactional", "COMPSTREAM_LEADERBOARDS": "off"}
+# Every run names its engine: a run without one took the worker's default,
+# which became the transactional engine, while the report still said Faust.
+FAUST = {"COMPSTREAM_ENGINE": "faust"}
 
 
 def is_transactional(env: dict[str, str] | None) -> bool:

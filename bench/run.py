@@ -126,7 +126,7 @@ class Suite:
             timeout=1800))
         self.section("stage_history", lambda: common.run_json(
             py + ["bench.stages", "history", "--rows", str(p["history_rows"])], timeout=1800))
-        self.section("e2e", lambda: e2e.throughput(bs, topics, events, p["partitions"]))  # noqa: F821 - run now, before the del below
+        self.section("e2e", lambda: e2e.throughput(bs, topics, events, p["partitions"], env=dict(e2e.FAUST)))  # noqa: F821 - run now, before the del below
         # Each further end-to-end run gets its own copy of the topics (every
         # run reads its balances topic whole). Engines alternate: txn, Faust
         # (leaderboards off), txn again, so a drift of the machine shows.
@@ -146,7 +146,7 @@ class Suite:
         e2e_run("e2e_txn", "txn", env=dict(e2e.TRANSACTIONAL), restart=True)
         # The twin computes balances only: the worker without leaderboards is
         # the like-for-like comparison (it still writes history and changelog).
-        e2e_run("e2e_nolb", "e2enolb", env={"COMPSTREAM_LEADERBOARDS": "off"})
+        e2e_run("e2e_nolb", "e2enolb", env={**e2e.FAUST, "COMPSTREAM_LEADERBOARDS": "off"})
         e2e_run("e2e_txn_b", "txnb", env=dict(e2e.TRANSACTIONAL))
         state_dir = tempfile.mkdtemp(prefix="bench_quix.")
         try:
@@ -161,9 +161,9 @@ class Suite:
         del events
         live = timedelta(seconds=p["latency_s"])  # event time moves as fast as wall time, as live
         for name, label, rate, seed, env in (
-                ("latency", "lat", p["rate"], 11, None),
+                ("latency", "lat", p["rate"], 11, dict(e2e.FAUST)),
                 # The same below saturation: latency without the queueing of the run above.
-                ("latency_low", "latlow", p["rate_low"], 12, None),
+                ("latency_low", "latlow", p["rate_low"], 12, dict(e2e.FAUST)),
                 ("latency_txn", "lattxn", p["rate"], 11, dict(e2e.TRANSACTIONAL)),
                 ("latency_txn_low", "lattxnlow", p["rate_low"], 12, dict(e2e.TRANSACTIONAL))):
             lat_topics = common.bench_topics(label)
@@ -299,6 +299,13 @@ def verdicts(r: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+def _engine_ran(result: dict, label: str) -> str:
+    """`label` if the run's env named that engine; else what it did name, so a
+    report never puts one engine's figures under the other's name."""
+    ran = (result.get("env") or {}).get("COMPSTREAM_ENGINE", "the worker's default")
+    return label if label.lower().startswith(ran) else f"{ran} (labelled {label}: mismatch)"
+
+
 def txn_rate(r: dict) -> float | None:
     """The transactional engine's sustained rate: the mean of its unprofiled
     runs (alternated with the Faust runs)."""
@@ -371,6 +378,7 @@ def side_by_side(r: dict) -> str:
         e = r.get(key)
         if not isinstance(e, dict):
             continue
+        engine = _engine_ran(e, engine)
         rate = e.get("sustained_events_per_s")
         state = e.get("state_from_changelog") or {}
         L.append(f"| {label} | {engine} | {lb} | {_fmt(rate)} | {_fmt(_ratio(rate, aio))} | "
@@ -404,6 +412,7 @@ def side_by_side(r: dict) -> str:
         x = r.get(key)
         if not isinstance(x, dict):
             continue
+        engine = _engine_ran(x, engine)
         lat.append(f"| {key} | {engine} | {_fmt(x.get('offered_events_per_s'))} "
                    f"({_fmt(x.get('achieved_offered_events_per_s'))}) | {_fmt(x.get('p50_ms'), ' ms')} / "
                    f"{_fmt(x.get('p99_ms'), ' ms')} / {_fmt(x.get('max_ms'), ' ms')} | "
@@ -701,7 +710,7 @@ HOW = """\
   loader), the books changelog, and balances/alerts.
 - **Transactional engine**: the same worker command with `COMPSTREAM_ENGINE=transactional`
   and `COMPSTREAM_LEADERBOARDS=off` (compared with the Quix twin, which has none), default batch size
-  (`COMPSTREAM_BATCH_EVENTS_MAX`, 20,000) and history sink (`embedded`: a thread of the worker
+  (`COMPSTREAM_BATCH_EVENTS_MAX`, 40,000 on this engine) and history sink (`embedded`: a child process of the worker
   loads the history topic `<prefix>.history` into its chdb store). Every run uses a fresh
   group and data dir, so "from spawn" is the time to rebuild state from the backlog. Done
   when the group's committed offsets (written by the transactions) reach the end; then the

@@ -24,6 +24,18 @@ def test_fingerprint_fast_path_matches_payload_fingerprint():
         assert fingerprint_text(e) == payload_fingerprint(e)
 
 
+def test_a_report_names_the_engine_that_ran(tmp_path: Path):
+    from bench import e2e, run
+    from compstream.config import Topics
+
+    assert run._engine_ran({"env": dict(e2e.FAUST)}, "Faust, leaderboards on") == "Faust, leaderboards on"
+    assert run._engine_ran({"env": dict(e2e.TRANSACTIONAL)}, "transactional") == "transactional"
+    assert "mismatch" in run._engine_ran({"env": dict(e2e.TRANSACTIONAL)}, "Faust")
+    assert "mismatch" in run._engine_ran({"env": {}}, "Faust")
+    with pytest.raises(ValueError, match="names its engine"):
+        e2e.Worker("127.0.0.1:1", Topics.with_prefix("x"), tmp_path, "g", 4, env={"COMPSTREAM_LEADERBOARDS": "off"})
+
+
 @pytest.mark.kafka
 @pytest.mark.timeout(900)
 def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
@@ -59,7 +71,11 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     assert e2e["history_events_ok"], e2e["history"]
     assert r["latency"]["matched"] > 0 and r["latency_low"]["matched"] > 0
     nolb = r["e2e_nolb"]
-    assert nolb["env"] == {"COMPSTREAM_LEADERBOARDS": "off"}
+    # The Faust rows ran Faust (they once ran the default engine under its name).
+    assert nolb["env"] == {"COMPSTREAM_ENGINE": "faust", "COMPSTREAM_LEADERBOARDS": "off"}
+    for key in ("e2e", "latency", "latency_low"):
+        assert r[key]["env"] == {"COMPSTREAM_ENGINE": "faust"}, key
+    assert "mismatch" not in text
     assert nolb["engineers_wrong_count"] == 0 and nolb["history_events_ok"], nolb
     # The worker ranked (published leaderboard candidates) only with leaderboards on.
     assert e2e["leaderboard_candidate_records"] > 0 and nolb["leaderboard_candidate_records"] == 0

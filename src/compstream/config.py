@@ -19,8 +19,11 @@ LEADERBOARD_RETENTION_DAYS_DEFAULT = 35
 # a balance per touched book) and the sweep amortize over the batch: at 10,000
 # engineers the core's CPU per event fell ~25 % from 5,000 to 20,000
 # (bench/profile_notes.md). A batch also closes on time, so light load keeps
-# small, fast batches.
-BATCH_EVENTS_MAX = 20_000
+# small, fast batches. The transactional engine takes 40,000: end to end
+# 1.15x the events a second of 20,000 (alternated 1M-event runs, 2026-12-06),
+# for ~125 MiB more peak RSS. Faust keeps 20,000 (not measured beyond it).
+BATCH_EVENTS_MAX = 20_000  # the Faust engine's
+BATCH_EVENTS_MAX_TRANSACTIONAL = 40_000
 
 
 def _data_dir() -> Path:
@@ -120,11 +123,13 @@ class Settings:
     idle_advance_s: float = 900.0
     # A batch (one checkpoint; one transaction on that engine) closes at this
     # many events, or after the batch time.
-    batch_events_max: int = BATCH_EVENTS_MAX
+    batch_events_max: int = BATCH_EVENTS_MAX_TRANSACTIONAL
 
     @classmethod
     def from_env(cls) -> "Settings":
         data_dir = _data_dir()
+        engine = _choice("COMPSTREAM_ENGINE", "transactional", ("transactional", "faust"))
+        batch_default = BATCH_EVENTS_MAX if engine == "faust" else BATCH_EVENTS_MAX_TRANSACTIONAL
         return cls(
             kafka_bootstrap=os.environ.get("COMPSTREAM_KAFKA_BOOTSTRAP", "localhost:19092"),
             clickhouse_dsn=os.environ.get(
@@ -146,9 +151,9 @@ class Settings:
             leaderboard_retention_days=_days("COMPSTREAM_LEADERBOARD_RETENTION_DAYS",
                                              LEADERBOARD_RETENTION_DAYS_DEFAULT),
             book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
-            engine=_choice("COMPSTREAM_ENGINE", "transactional", ("transactional", "faust")),
+            engine=engine,
             task_idle_s=float(os.environ.get("COMPSTREAM_TASK_IDLE_S", "5")),
             idle_advance_s=float(os.environ.get("COMPSTREAM_IDLE_ADVANCE_S", "900")),
-            batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", str(BATCH_EVENTS_MAX))),
+            batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", str(batch_default))),
             history_sink=_choice("COMPSTREAM_HISTORY_SINK", "embedded", ("embedded", "external")),
         )

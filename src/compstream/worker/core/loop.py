@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from compstream.config import BATCH_EVENTS_MAX
+from compstream.config import BATCH_EVENTS_MAX_TRANSACTIONAL
 from compstream.worker.core.checkpoint import LedgerCore
 from compstream.worker.core.idle import IdleRule
 from compstream.worker.core.ports import (
@@ -47,7 +47,7 @@ CANDIDATES_BUFFERED_MAX = 20_000  # past it the candidates partition is paused
 
 class CheckpointLoop:
     def __init__(self, make_core: Callable[[], LedgerCore], source: InputSide, output: OutputSide,
-                 *, idle_s: float, batch_events_max: int = BATCH_EVENTS_MAX,
+                 *, idle_s: float, batch_events_max: int = BATCH_EVENTS_MAX_TRANSACTIONAL,
                  batch_within_s: float = BATCH_WITHIN_S, batch_drained_s: float = BATCH_DRAINED_S,
                  clock: Callable[[], float] = time.monotonic,
                  idle_advance_s: float = 0.0, wall_clock: Callable[[], datetime] | None = None):
