@@ -10,7 +10,6 @@ final too. The Faust agent only moves bytes in and out (see `app.py`).
 from __future__ import annotations
 
 import logging
-import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
@@ -441,8 +440,25 @@ def _due(book: EngineerBook) -> datetime | None:
 BALANCE_FIELDS = tuple(
     f["name"] for f in SCHEMAS["BalanceUpdate"].parsed["fields"] if f["name"] in Balance.__dataclass_fields__
 )
+# The rest of a BalanceUpdate, encode_balance's arguments.
+_BALANCE_EXTRA = ("engineer_id", "cause_event_id", "as_of", "watermark", "events_applied")
+if {f["name"] for f in SCHEMAS["BalanceUpdate"].parsed["fields"]} != {*BALANCE_FIELDS, *_BALANCE_EXTRA}:
+    raise ImportError("BalanceUpdate's fields are not the Balance fields and " + ", ".join(_BALANCE_EXTRA))
 
-_balance_values = operator.attrgetter(*BALANCE_FIELDS)  # one call, not a dict and a dictcomp per balance
+
+def _balance_record_builder() -> Callable[..., dict[str, Any]]:
+    """`record(balance, engineer_id, cause_event_id, as_of, watermark,
+    events_applied)`: the BalanceUpdate dict in one dict display, generated
+    from the fields (once per changed book: no zip, no dict from pairs, no update)."""
+    items = [f"{name!r}: b.{name}" for name in BALANCE_FIELDS] + [f"{name!r}: {name}" for name in _BALANCE_EXTRA]
+    src = f"def record(b, {', '.join(_BALANCE_EXTRA)}):\n    return {{{', '.join(items)}}}\n"
+    namespace: dict[str, Any] = {}
+    exec(src, namespace)  # noqa: S102 - generated from the schema's field names above
+    record: Callable[..., dict[str, Any]] = namespace["record"]
+    return record
+
+
+_balance_record = _balance_record_builder()
 
 
 def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
@@ -450,16 +466,10 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
     """The balance as of `until` (the partition's stream time): pending
     events dated after it (scheduled HR events) are not counted yet.
     `events_applied` counts every event taken in, those included."""
-    record: dict[str, Any] = dict(zip(BALANCE_FIELDS, _balance_values(book.balance(until)), strict=True))
     cause = book.last_included(until)
-    record.update(
-        engineer_id=engineer,
-        cause_event_id=cause.event_id if cause is not None else "",
-        as_of=book.as_of(until),
-        watermark=watermark if watermark > EPOCH else None,
-        events_applied=book.taken,
-    )
-    return encode_record("BalanceUpdate", record)
+    return encode_record("BalanceUpdate", _balance_record(
+        book.balance(until), engineer, cause.event_id if cause is not None else "", book.as_of(until),
+        watermark if watermark > EPOCH else None, book.taken))
 
 
 def encode_alert(alert: Alert) -> bytes:
