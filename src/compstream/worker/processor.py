@@ -262,12 +262,14 @@ class LedgerProcessor:
             # A wrong key puts the engineer on the wrong partition and book.
             return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
         batch.decoded[(msg.topic, msg.partition, msg.offset)] = event
+        at, partition = event.event_time, msg.partition  # a property: read once
         # Only provider usage moves stream time: HR events are often dated
         # ahead (next month's grant), and would make today's usage late.
-        if event.type == "usage" and event.event_time > self.stream_time.get(msg.partition, EPOCH):
-            self.stream_time[msg.partition] = event.event_time
-        if event.event_time > self.topic_time.get((msg.topic, msg.partition), EPOCH):
-            self.topic_time[(msg.topic, msg.partition)] = event.event_time
+        if event.type == "usage" and at > self.stream_time.get(partition, EPOCH):
+            self.stream_time[partition] = at
+        tp = (msg.topic, partition)
+        if at > self.topic_time.get(tp, EPOCH):
+            self.topic_time[tp] = at
         # Canonical JSON once: the book's fingerprint and the history payload.
         text = fingerprint_text(event)
         if event.type not in LEDGER_EVENT_TYPES:
@@ -289,7 +291,7 @@ class LedgerProcessor:
         engineer = event.engineer_id
         try:
             room = batch.live_room()
-            book = self._book(batch, engineer, msg.partition)
+            book = self._book(batch, engineer, partition)
             # The watermark as the batch found it: events of one batch are
             # applied order-independently (pending, sorted in their books), so
             # a backlog read in one batch -- an export grouped by engineer, a
@@ -299,9 +301,9 @@ class LedgerProcessor:
             # A book near its byte limit is the exception: its room is measured
             # event by event, which needs the live watermark (to forget ids
             # and finalize pending events as far as the batch has got).
-            watermark = batch.start_marks[msg.partition]
+            watermark = batch.start_marks[partition]
             if room.is_tight(engineer) or room.would_be_tight(book, event, text):
-                watermark = self.watermark(msg.partition)
+                watermark = self.watermark(partition)
             admitted = room.admit(book, event, text, watermark)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
@@ -312,7 +314,7 @@ class LedgerProcessor:
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
-        batch.outcome(engineer, result, event.event_time)
+        batch.outcome(engineer, result, at)
         if result.status in DEAD_LETTER_STATUSES:  # conflict, too_old: not applied, kept for a decision
             detail = "; ".join(r.detail for r in result.reports if r.code == result.status)
             return batch.dead(msg, result.status, f"event_id {event.event_id!r}: {detail}")
