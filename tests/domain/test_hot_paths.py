@@ -191,6 +191,16 @@ def test_ledger_posting_hash_is_the_chain_hash_of_the_canonical_text(engineer, s
     assert ledger_posting_hash("ab" * 32, *fields.values()) == expected
 
 
+@pytest.mark.parametrize("at", [datetime(2026, 1, 1, tzinfo=UTC), datetime(999, 1, 1, 0, 0, 0, 7, tzinfo=UTC),
+                                datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=timezone(timedelta(hours=2)))])
+def test_ledger_posting_hash_times_orjson_leaves_to_format_time(at):
+    """A zero fraction, a year before 1000, another zone: not the orjson case."""
+    fields = dict(engineer_id="e", seq=3, kind="consume", grant_id=None, amount_nanos=5,
+                  cause_event_id="c", event_time=at, available_after_nanos=-5)
+    expected = chain_hash("ab" * 32, canonical_posting_reference(**fields))
+    assert ledger_posting_hash("ab" * 32, *fields.values()) == expected
+
+
 def test_ledger_posting_hash_keeps_the_int_checks():
     at = datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=UTC)
     with pytest.raises(TypeError, match="amount_nanos"):
