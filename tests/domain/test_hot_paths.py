@@ -280,3 +280,27 @@ def test_book_outputs_equal_their_reference(seed):
             assert (led.expiries, list(led.open.items()), led.remaining, led.open_amount) == expected
             lots_seen.add(min(len(led.lots), 2))
     assert lots_seen == {0, 1, 2}
+
+
+@PROPS
+@given(st.lists(st.one_of(
+    st.tuples(st.just("add"), st.binary(min_size=8, max_size=8), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("forget"), st.integers(0, 0x10010))), max_size=60))
+def test_seen_ids_floor_skips_only_scans_that_would_drop_nothing(ops):
+    """forget_before answered from the floor (no scan) returns and keeps
+    what the plain scan over every record's day does, however adds (days
+    below the floor too) and forgets interleave."""
+    seen, plain = SeenIds(), []  # plain: (id, fingerprint, day), sorted by id
+    for op in ops:
+        if op[0] == "add":
+            _, idd, day = op
+            if seen.get(idd) is None:
+                seen.add(idd, b"f" * 6, day)
+                plain = sorted([*plain, (idd, b"f" * 6, day)])
+        else:
+            day_min = op[1]
+            kept = [r for r in plain if r[2] >= day_min]
+            assert seen.forget_before(day_min) == len(plain) - len(kept)
+            plain = kept
+        assert bytes(seen.blob) == b"".join(i + f + d.to_bytes(2, "big") for i, f, d in plain)
+        assert seen.floor <= min((d for _, _, d in plain), default=seen.floor)

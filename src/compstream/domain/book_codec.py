@@ -177,12 +177,16 @@ class SeenIds:
     """Sorted 16-byte records (id digest, fingerprint digest, day); 16 bytes
     per remembered event."""
 
-    __slots__ = ("blob",)
+    __slots__ = ("blob", "floor")
 
     def __init__(self, blob: bytes | bytearray = b""):
         if len(blob) % RECORD:
             raise BookCodecError("seen-id blob is not a whole number of records")
         self.blob = bytearray(blob)
+        # No record's day is below this (0: not known yet). A book calls
+        # forget_before once a day of its watermark, usually with nothing that
+        # old: the floor answers that without scanning every record's day.
+        self.floor = 0
 
     @classmethod
     def from_v1(cls, blob: bytes) -> "SeenIds":
@@ -232,6 +236,8 @@ class SeenIds:
             raise BookCodecError(f"day {day} out of range")
         at = i * RECORD
         self.blob[at:at] = idd + fpd + day.to_bytes(2, "big")
+        if day < self.floor:
+            self.floor = day
 
     def usage_day_counts(self) -> dict[int, int]:
         """Records per day, KEEP_DAY ones left out."""
@@ -250,12 +256,17 @@ class SeenIds:
 
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
+        if self.floor >= day_min:
+            return 0  # the usual case (once a day per book): nothing that old, known without a scan
         blob = self.blob
         days = self._days()
-        if not days or min(days) >= day_min:
-            return 0  # the usual case (once a day per book): nothing that old
+        oldest = min(days) if days else KEEP_DAY
+        if oldest >= day_min:
+            self.floor = oldest
+            return 0
         self.blob = bytearray(b"".join(
             blob[i * RECORD:(i + 1) * RECORD] for i, day in enumerate(days) if day >= day_min))
+        self.floor = day_min
         return len(days) - len(self.blob) // RECORD
 
 
