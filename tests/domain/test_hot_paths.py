@@ -9,6 +9,8 @@ one-search insert and C-loop day scan equal their plain definitions."""
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -17,14 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compstream.codec import encode_record
+from compstream.domain import book as book_module
 from compstream.domain import book_codec
 from compstream.domain.balance import BALANCE_FIELDS, Balance, Posting
-from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, to_us
+from compstream.domain.book import EngineerBook
+from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, event_to_compact, to_us
 from compstream.domain.chain import canonical_posting_reference, chain_hash, ledger_posting_hash
-from compstream.domain.events import EVENT_CLASSES, GrantIssued, Usage, event_to_json, payload_fingerprint
+from compstream.domain.events import EVENT_CLASSES, GrantIssued, GrantRevoked, Usage, event_to_json, payload_fingerprint
 from compstream.domain.twin import fast_constructor, twin_class
 from compstream.history.rows import EventRow, PostingRow, utc
 from compstream.synth import generate
+from compstream.worker import processor
 from compstream.worker.core.ports import OutRecord, new_out_record
 
 UTC = timezone.utc
@@ -185,9 +191,116 @@ def test_ledger_posting_hash_is_the_chain_hash_of_the_canonical_text(engineer, s
     assert ledger_posting_hash("ab" * 32, *fields.values()) == expected
 
 
+@pytest.mark.parametrize("at", [datetime(2026, 1, 1, tzinfo=UTC), datetime(999, 1, 1, 0, 0, 0, 7, tzinfo=UTC),
+                                datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=timezone(timedelta(hours=2)))])
+def test_ledger_posting_hash_times_orjson_leaves_to_format_time(at):
+    """A zero fraction, a year before 1000, another zone: not the orjson case."""
+    fields = dict(engineer_id="e", seq=3, kind="consume", grant_id=None, amount_nanos=5,
+                  cause_event_id="c", event_time=at, available_after_nanos=-5)
+    expected = chain_hash("ab" * 32, canonical_posting_reference(**fields))
+    assert ledger_posting_hash("ab" * 32, *fields.values()) == expected
+
+
 def test_ledger_posting_hash_keeps_the_int_checks():
     at = datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=UTC)
     with pytest.raises(TypeError, match="amount_nanos"):
         ledger_posting_hash("0" * 64, "e", 1, "consume", None, 1.5, "c", at, 0)
     with pytest.raises(TypeError, match="seq"):
         ledger_posting_hash("0" * 64, "e", True, "consume", None, 1, "c", at, 0)
+
+
+# --- the per-book outputs of a batch (LedgerProcessor._result) -------------
+
+def _reference_pack(book: EngineerBook) -> bytes:
+    """EngineerBook._pack as written before its empty-part shortcuts."""
+    led = book.ledger
+    state = {
+        "e": book.engineer_id, "w": None if book.watermark is None else to_us(book.watermark),
+        "th": list(led.thresholds), "f": led.fired, "o": int(led.od_flag), "s": led.seq, "h": led.head,
+        "c": [getattr(led, name) for name in book_module._COUNTERS],
+        "l": [[lot.grant_id, lot.amount, lot.remaining, lot.consumed, to_us(lot.effective_at),
+               None if lot.expires_at is None else to_us(lot.expires_at)] for lot in led.lots],
+        "x": sorted(led.closed), "p": [event_to_compact(e) for _, e in book.pending],
+        "n": book.taken, "sd": book.seen_from_day,
+    }
+    return book_codec.pack(state, book.seen)
+
+
+def _reference_settle(book: EngineerBook) -> tuple:
+    """What EngineerBook.settle's general case sets, for any number of lots."""
+    lots = book.ledger.lots
+    expiries = [(lot.expires_at, lot.grant_id) for lot in lots if lot.expires_at is not None]
+    heapq.heapify(expiries)
+    return (expiries, list({lot.grant_id: lot for lot in lots}.items()),
+            sum(lot.remaining for lot in lots), sum(lot.amount for lot in lots))
+
+
+def _reference_balance(engineer: str, book: EngineerBook, watermark: datetime, until: datetime | None) -> bytes:
+    """processor.encode_balance as written before its generated record."""
+    record = dict(zip(processor.BALANCE_FIELDS,
+                      [getattr(book.balance(until), name) for name in processor.BALANCE_FIELDS], strict=True))
+    cause = book.last_included(until)
+    record.update(engineer_id=engineer, cause_event_id=cause.event_id if cause is not None else "",
+                  as_of=book.as_of(until), watermark=watermark if watermark > processor.EPOCH else None,
+                  events_applied=book.taken)
+    return encode_record("BalanceUpdate", record)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_book_outputs_equal_their_reference(seed):
+    """Books at every stage (no lot, one, several; closed grants; pending
+    events; scheduled HR events ahead of `until`): the packed bytes, the
+    balance record and settle's single-lot shortcut equal the plain code."""
+    rng = random.Random(seed)
+    events = [e for e in generate(3, 300, seed=seed) if e.type in
+              ("usage", "grant_issued", "grant_revoked", "engineer_offboarded")]
+    grants = [e for e in events if e.type == "grant_issued"]
+    events += [GrantRevoked(f"rev-{g.event_id}", g.engineer_id, g.grant_id, g.effective_at + timedelta(hours=1))
+               for g in grants[:4]]
+    events += [GrantIssued(f"more-{g.event_id}", g.engineer_id, f"more-{g.grant_id}", g.amount_nanos, g.effective_at,
+                           None if i % 2 else g.effective_at + timedelta(days=90), g.kind)
+               for i, g in enumerate(grants)]  # books with several open lots
+    rng.shuffle(events)
+    books: dict[str, EngineerBook] = {}
+    lots_seen, top = set(), None
+    for e in events:
+        top = e.event_time if top is None else max(top, e.event_time)
+        book = books.setdefault(e.engineer_id, EngineerBook.empty(e.engineer_id))
+        book.ingest(e, top - timedelta(hours=rng.randrange(0, 48)))
+        book.ledger.drain()
+        if rng.random() < 0.3:
+            until = rng.choice([None, top, top - timedelta(hours=rng.randrange(0, 72))])
+            watermark = rng.choice([processor.EPOCH, top - timedelta(hours=6)])
+            assert processor.encode_balance(book.engineer_id, book, watermark, until) == _reference_balance(
+                book.engineer_id, book, watermark, until)
+            assert book.to_bytes() == _reference_pack(book)
+            expected = _reference_settle(book)
+            assert book.settle()
+            led = book.ledger
+            assert (led.expiries, list(led.open.items()), led.remaining, led.open_amount) == expected
+            lots_seen.add(min(len(led.lots), 2))
+    assert lots_seen == {0, 1, 2}
+
+
+@PROPS
+@given(st.lists(st.one_of(
+    st.tuples(st.just("add"), st.binary(min_size=8, max_size=8), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("forget"), st.integers(0, 0x10010))), max_size=60))
+def test_seen_ids_floor_skips_only_scans_that_would_drop_nothing(ops):
+    """forget_before answered from the floor (no scan) returns and keeps
+    what the plain scan over every record's day does, however adds (days
+    below the floor too) and forgets interleave."""
+    seen, plain = SeenIds(), []  # plain: (id, fingerprint, day), sorted by id
+    for op in ops:
+        if op[0] == "add":
+            _, idd, day = op
+            if seen.get(idd) is None:
+                seen.add(idd, b"f" * 6, day)
+                plain = sorted([*plain, (idd, b"f" * 6, day)])
+        else:
+            day_min = op[1]
+            kept = [r for r in plain if r[2] >= day_min]
+            assert seen.forget_before(day_min) == len(plain) - len(kept)
+            plain = kept
+        assert bytes(seen.blob) == b"".join(i + f + d.to_bytes(2, "big") for i, f, d in plain)
+        assert seen.floor <= min((d for _, _, d in plain), default=seen.floor)

@@ -20,14 +20,14 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from compstream.codec.avro_fast import Decoder, Encoder, compile_codec
+from compstream.codec.avro_fast import Decoder, Encoder, compile_codec, compile_emitting_decoder
 from compstream.codec.event_schemas import EVENT_RECORDS, check_event_schema
-from compstream.domain.event_fast import build_event
+from compstream.domain.event_fast import POSITIONAL_BUILDERS, build_event
 from compstream.domain.events import Event, EventError, event_from_dict
 
 MAGIC = b"\xc3\x01"
@@ -56,6 +56,10 @@ class SchemaEntry:
     # Generated codec (avro_fast), None for a schema it does not handle.
     fast_encode: Encoder | None = None
     fast_decode: Decoder | None = None
+    # An event schema's decoder straight to the event (no dict): what
+    # build_event makes of fast_decode's dict, None where build_event would
+    # decline (then decode_event takes the dict path for the result or error).
+    fast_event: Callable[[bytes, int], Event | None] | None = None
 
 
 def schema_dir() -> Path:
@@ -84,8 +88,11 @@ def _load_registry() -> tuple[dict[str, SchemaEntry], dict[bytes, SchemaEntry]]:
         fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         name = raw["name"]
         fast = compile_codec(parsed)
+        builder = POSITIONAL_BUILDERS.get(EVENT_RECORDS.get(name, ""))
         entry = SchemaEntry(name=name, parsed=parsed, header=MAGIC + fp, canonical=canonical,
-                            fast_encode=fast[0] if fast else None, fast_decode=fast[1] if fast else None)
+                            fast_encode=fast[0] if fast else None, fast_decode=fast[1] if fast else None,
+                            fast_event=None if builder is None else compile_emitting_decoder(parsed, builder[1],
+                                                                                             builder[0]))
         if fp in by_fingerprint:
             raise RuntimeError(f"schema fingerprint collision: {path.name}")
         by_name[name] = entry
@@ -184,7 +191,16 @@ def encode_event(event: Event) -> bytes:
 def decode_event(data: bytes) -> Event:
     """Bytes -> validated canonical event. Raises DecodeError (bad bytes) or
     EventError (well-formed Avro, invalid content, e.g. a negative amount)."""
-    name, record = decode_record(data)
+    body, entry = _framed(data)
+    fast = entry.fast_event
+    if fast is not None:
+        try:
+            event = fast(body, HEADER_LENGTH)
+        except Exception:  # noqa: S110 - declined or corrupt: the path below reads it and names the error
+            event = None
+        if event is not None:
+            return event
+    name, record = decode_record(body)
     event_type = EVENT_RECORDS.get(name)
     if event_type is None:
         raise DecodeError("schema", f"{name} is not an event record")

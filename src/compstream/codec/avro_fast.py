@@ -22,9 +22,9 @@ written in Python (the message costs more than it saves there).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
@@ -34,6 +34,7 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 PACKED_RUN_MIN = 8
 
 Decoder = Callable[[bytes, int], dict[str, Any]]
+T = TypeVar("T")
 Encoder = Callable[[dict[str, Any], bytes], bytes]
 
 
@@ -252,7 +253,10 @@ def _read_value(kind: str, var: str, indent: str) -> list[str]:
     return lines
 
 
-def decoder_source(kinds: list[tuple[str, str, int | None]]) -> str:
+def decoder_source(kinds: list[tuple[str, str, int | None]], emit: Sequence[str] | None = None) -> str:
+    """`decode(b, p)` returning the record as a dict; with `emit` (field
+    names), `_emit(<those fields' values>)` instead (None for a name the
+    schema lacks): the caller's values straight from the locals."""
     lines = ["def decode(b, p):", "    size = len(b)"]
     for i, (_name, kind, null_at) in enumerate(kinds):
         var = f"f{i}"
@@ -265,8 +269,12 @@ def decoder_source(kinds: list[tuple[str, str, int | None]]) -> str:
                       f"    elif x == {2 * (1 - null_at)}:"]
             lines += _read_value(kind, var, "        ")
             lines += ["    else: raise _Decline('union index')"]
-    lines += ["    if p != size: raise _Decline('trailing bytes')",
-              "    return {" + ", ".join(f"{name!r}: f{i}" for i, (name, _, _) in enumerate(kinds)) + "}"]
+    lines.append("    if p != size: raise _Decline('trailing bytes')")
+    if emit is None:
+        lines.append("    return {" + ", ".join(f"{name!r}: f{i}" for i, (name, _, _) in enumerate(kinds)) + "}")
+    else:
+        at = {name: i for i, (name, _, _) in enumerate(kinds)}
+        lines.append("    return _emit(" + ", ".join(f"f{at[n]}" if n in at else "None" for n in emit) + ")")
     return "\n".join(lines) + "\n"
 
 
@@ -372,6 +380,20 @@ def _compile(source: str, name: str) -> Any:
     namespace = dict(_NAMESPACE)
     exec(compile(source, f"<avro_fast {name}>", "exec"), namespace)  # noqa: S102 - our own generated code
     return namespace[name]
+
+
+def compile_emitting_decoder(schema: Any, emit: Callable[..., T],
+                             names: Sequence[str]) -> Callable[[bytes, int], T] | None:
+    """`decode(body, start) -> emit(*values of names)`: the decoder of
+    `schema` handing its values to `emit` without a dict (None when the
+    generated code does not handle the schema). Same Decline as the dict decoder."""
+    kinds = field_kinds(schema)
+    if kinds is None:
+        return None
+    namespace = dict(_NAMESPACE, _emit=emit)
+    exec(compile(decoder_source(kinds, names), "<avro_fast decode_emit>", "exec"), namespace)  # noqa: S102
+    decode: Callable[[bytes, int], T] = namespace["decode"]
+    return decode
 
 
 def compile_codec(schema: Any) -> tuple[Encoder, Decoder] | None:

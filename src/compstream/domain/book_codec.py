@@ -132,7 +132,7 @@ def _fp_fast(cls: type) -> Callable[[Event], str | None]:
     specs = {s.name: s for s in EVENT_FIELDS[cls]}
     if set(names) != set(specs):
         raise TypeError(f"{cls.__name__}: fields {names} are not its specs {sorted(specs)}")
-    tests, items = [], ['"type": e.type']
+    tests, items = [], [("type", "e.type")]
     for i, name in enumerate(names):
         kind = specs[name].kind
         if kind is datetime:
@@ -142,18 +142,21 @@ def _fp_fast(cls: type) -> Callable[[Event], str | None]:
                          f" and v{i}.microsecond and v{i}.year >= 1000))")
         else:
             tests.append(f"(type(v{i}) is _{kind.__name__} or v{i} is None)")
-        items.append(f"{name!r}: v{i}")
+        items.append((name, f"v{i}"))
+    # The display in sorted key order (as str sorts them, which is how
+    # OPT_SORT_KEYS and json's sort_keys order them): orjson need not sort.
+    display = ", ".join(f"{name!r}: {value}" for name, value in sorted(items))
     src = (f"def fp(e):\n    {', '.join(f'v{i}' for i in range(len(names)))}, = "
            f"{', '.join(f'e.{n}' for n in names)},\n"
            f"    if not ({' and '.join(tests)}):\n        return None\n"
-           f"    try:\n        data = _dumps({{{', '.join(items)}}}, option=_OPTIONS)\n"
+           f"    try:\n        data = _dumps({{{display}}}, option=_OPTIONS)\n"
            f"    except _EncodeError:\n        return None\n"
            f"    if data.isascii() and b'\\\\' not in data and b'\\x7f' not in data:\n"
            f"        return data.decode('ascii')\n"
            f"    return None\n")
     namespace: dict[str, Any] = {"_str": str, "_int": int, "_bool": bool, "_datetime": datetime,
                                  "_UTC": timezone.utc, "_dumps": orjson.dumps,
-                                 "_OPTIONS": _SORT_KEYS | orjson.OPT_UTC_Z, "_EncodeError": orjson.JSONEncodeError}
+                                 "_OPTIONS": orjson.OPT_UTC_Z, "_EncodeError": orjson.JSONEncodeError}
     exec(src, namespace)  # noqa: S102 - generated from the event's field names above
     fp: Callable[[Event], str | None] = namespace["fp"]
     return fp
@@ -174,12 +177,16 @@ class SeenIds:
     """Sorted 16-byte records (id digest, fingerprint digest, day); 16 bytes
     per remembered event."""
 
-    __slots__ = ("blob",)
+    __slots__ = ("blob", "floor")
 
     def __init__(self, blob: bytes | bytearray = b""):
         if len(blob) % RECORD:
             raise BookCodecError("seen-id blob is not a whole number of records")
         self.blob = bytearray(blob)
+        # No record's day is below this (0: not known yet). A book calls
+        # forget_before once a day of its watermark, usually with nothing that
+        # old: the floor answers that without scanning every record's day.
+        self.floor = 0
 
     @classmethod
     def from_v1(cls, blob: bytes) -> "SeenIds":
@@ -229,6 +236,8 @@ class SeenIds:
             raise BookCodecError(f"day {day} out of range")
         at = i * RECORD
         self.blob[at:at] = idd + fpd + day.to_bytes(2, "big")
+        if day < self.floor:
+            self.floor = day
 
     def usage_day_counts(self) -> dict[int, int]:
         """Records per day, KEEP_DAY ones left out."""
@@ -247,12 +256,17 @@ class SeenIds:
 
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
+        if self.floor >= day_min:
+            return 0  # the usual case (once a day per book): nothing that old, known without a scan
         blob = self.blob
         days = self._days()
-        if not days or min(days) >= day_min:
-            return 0  # the usual case (once a day per book): nothing that old
+        oldest = min(days) if days else KEEP_DAY
+        if oldest >= day_min:
+            self.floor = oldest
+            return 0
         self.blob = bytearray(b"".join(
             blob[i * RECORD:(i + 1) * RECORD] for i, day in enumerate(days) if day >= day_min))
+        self.floor = day_min
         return len(days) - len(self.blob) // RECORD
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
+
+import orjson
 
 from compstream.domain.events import format_time
 
@@ -77,17 +79,25 @@ def ledger_posting_hash(prev_hash: str, engineer_id: str, seq: int, kind: str, g
     canonical_posting (its checks and errors)."""
     if (type(seq) is int and type(amount_nanos) is int and type(available_after_nanos) is int
             and type(event_time) is datetime):
-        text = _TEMPLATE % (amount_nanos, available_after_nanos, _enc(cause_event_id), _enc(engineer_id),
-                            '"' + format_time(event_time) + '"',
-                            "null" if grant_id is None else _enc(grant_id), _enc(kind), seq)
+        if event_time.tzinfo is _UTC and event_time.microsecond and event_time.year >= 1000:
+            when = _dumps(event_time, option=_UTC_Z).decode()  # format_time's text, quoted (its fast case)
+        else:
+            when = '"' + format_time(event_time) + '"'
+        # The previous hash written into the same template: one string, one encode.
+        data = (_CHAINED % (prev_hash, amount_nanos, available_after_nanos, _enc(cause_event_id),
+                            _enc(engineer_id), when, "null" if grant_id is None else _enc(grant_id), _enc(kind),
+                            seq)).encode("utf-8")
     else:
-        text = canonical_posting(engineer_id=engineer_id, seq=seq, kind=kind, grant_id=grant_id,
-                                 amount_nanos=amount_nanos, cause_event_id=cause_event_id,
-                                 event_time=event_time, available_after_nanos=available_after_nanos)
-    return _sha256((prev_hash + text).encode("utf-8")).hexdigest()
+        data = (prev_hash + canonical_posting(
+            engineer_id=engineer_id, seq=seq, kind=kind, grant_id=grant_id, amount_nanos=amount_nanos,
+            cause_event_id=cause_event_id, event_time=event_time,
+            available_after_nanos=available_after_nanos)).encode("utf-8")
+    return _sha256(data).hexdigest()
 
 
 _sha256 = hashlib.sha256
+_CHAINED = "%s" + _TEMPLATE
+_dumps, _UTC_Z, _UTC = orjson.dumps, orjson.OPT_UTC_Z, timezone.utc
 
 
 def canonical_posting_reference(**fields: Any) -> str:

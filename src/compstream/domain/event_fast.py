@@ -120,14 +120,31 @@ def _range(spec: FieldSpec) -> tuple[int, int]:
     return spec.minimum, spec.maximum
 
 
-def builder_source(cls: Any) -> str:
+def builder_source(cls: Any, positional: bool = False) -> str:
     """Source of the fast builder of `cls`, generated from its fields:
     `_build(_raw, event_id, engineer_id) -> event | None` (build_event has
     checked the two ids). The same checks a hand-written builder would
     inline (a call per field costs as much as the check). Its own names
-    start with `_`, which no event field does (events._field_specs)."""
+    start with `_`, which no event field does (events._field_specs).
+    `positional`: `_build(<every field, in EVENT_FIELDS order>)` instead,
+    which checks the two ids as build_event does (for a decoder that has
+    the values in hand: no dict in between)."""
     specs = [s for s in EVENT_FIELDS[cls] if s.name not in ("event_id", "engineer_id")]
-    lines = ["def _build(_raw, event_id, engineer_id):", "    _get = _raw.get"]
+    if positional:
+        lines = [f"def _build({', '.join(s.name for s in EVENT_FIELDS[cls])}):",
+                 f"    if (type(event_id) is not str or not 0 < len(event_id) <= {EVENT_ID_LENGTH_MAX}",
+                 f"            or type(engineer_id) is not str or not 0 < len(engineer_id) <= {ENGINEER_ID_LENGTH_MAX}",
+                 "            or not engineer_id.isprintable()):",
+                 "        return None",
+                 "    engineer_id = _intern(engineer_id)"]
+
+        def get(name: str) -> str:
+            return name
+    else:
+        lines = ["def _build(_raw, event_id, engineer_id):", "    _get = _raw.get"]
+
+        def get(name: str) -> str:
+            return f"_get({name!r})"
     minimums: dict[str, str] = {}
     names = {s.name for s in specs}
     if CORRECTION_FIELD in names:
@@ -138,25 +155,27 @@ def builder_source(cls: Any) -> str:
         lows = {r: f"_lo{i}" for i, r in enumerate(ranges)}
         minimums = {s.name: lows[_range(s)] for s in signed}
         limit = TEXT_LENGTH_MAX[CORRECTION_FIELD]
-        lines += [f"    {CORRECTION_FIELD} = _get({CORRECTION_FIELD!r})",
-                  f"    if {CORRECTION_FIELD} is None:"]
+        if not positional:
+            lines.append(f"    {CORRECTION_FIELD} = {get(CORRECTION_FIELD)}")
+        lines.append(f"    if {CORRECTION_FIELD} is None:")
         lines += [f"        {var} = {low}" for (low, _), var in lows.items()]
         lines += [f"    elif type({CORRECTION_FIELD}) is str and 0 < len({CORRECTION_FIELD}) <= {limit}:"]
         lines += [f"        {var} = {-top}" for (_, top), var in lows.items()]
         lines += ["    else:", "        return None"]
     values = [s for s in specs if s.kind is not datetime and s.name != CORRECTION_FIELD]
     times = [s for s in specs if s.kind is datetime]
-    lines += [f"    {s.name} = _get({s.name!r})" for s in values]
+    if not positional:
+        lines += [f"    {s.name} = {get(s.name)}" for s in values]
     if values:
         checks = "\n            and ".join(value_check(s, s.name, minimums.get(s.name)) for s in values)
         lines += [f"    if not ({checks}):", "        return None"]
     for s in times:
         if s.optional:
-            lines += [f"    _{s.name} = _get({s.name!r})",
+            lines += [f"    _{s.name} = {get(s.name)}",
                       f"    {s.name} = None if _{s.name} is None else _fast_time(_{s.name})",
                       f"    if {s.name} is None and _{s.name} is not None:", "        return None"]
         else:
-            lines += [f"    {s.name} = _fast_time(_get({s.name!r}))", f"    if {s.name} is None:",
+            lines += [f"    {s.name} = _fast_time({get(s.name)})", f"    if {s.name} is None:",
                       "        return None"]
     for later, earlier in LATER_THAN.items():
         if later in names and earlier in names:
@@ -166,22 +185,27 @@ def builder_source(cls: Any) -> str:
         arg = s.name
         if s.absent_as is not None:
             arg = absent_as(arg, s.absent_as)
-        if s.name in INTERNED and s.name != "engineer_id":  # build_event interns the id
+        if s.name in INTERNED and s.name != "engineer_id":  # interned above or by build_event
             arg = f"_intern({arg})"
         args.append(arg)
     lines.append(f"    return _new({', '.join(args)})")
     return "\n".join(lines) + "\n"
 
 
-def _builder(cls: Any) -> Callable[[dict[str, Any], str, str], Event | None]:
+def _builder(cls: Any, positional: bool = False) -> Callable[..., Event | None]:
     namespace: dict[str, Any] = {"_new": _twin(cls), "_fast_time": fast_time, "_intern": _intern}
-    exec(builder_source(cls), namespace)  # noqa: S102 - generated from EVENT_FIELDS
-    build: Callable[[dict[str, Any], str, str], Event | None] = namespace["_build"]
+    exec(builder_source(cls, positional), namespace)  # noqa: S102 - generated from EVENT_FIELDS
+    build: Callable[..., Event | None] = namespace["_build"]
     return build
 
 
 # HR events always take the reference path (rare).
 _BUILDERS = {event_type_of(cls): _builder(cls) for cls in LEDGER_EVENT_CLASSES}
+# event type -> (the field names, in order, build(*values) -> event | None):
+# `build_event({"type": event type, **dict(zip(names, values))})`, for a
+# caller that has the values at hand (the Avro decoder, codec/avro_codec.py).
+POSITIONAL_BUILDERS = {event_type_of(cls): (tuple(s.name for s in EVENT_FIELDS[cls]), _builder(cls, True))
+                       for cls in LEDGER_EVENT_CLASSES}
 
 
 def build_event(raw: Any) -> Event | None:

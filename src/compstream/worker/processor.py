@@ -10,7 +10,6 @@ final too. The Faust agent only moves bytes in and out (see `app.py`).
 from __future__ import annotations
 
 import logging
-import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
@@ -263,12 +262,14 @@ class LedgerProcessor:
             # A wrong key puts the engineer on the wrong partition and book.
             return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
         batch.decoded[(msg.topic, msg.partition, msg.offset)] = event
+        at, partition = event.event_time, msg.partition  # a property: read once
         # Only provider usage moves stream time: HR events are often dated
         # ahead (next month's grant), and would make today's usage late.
-        if event.type == "usage" and event.event_time > self.stream_time.get(msg.partition, EPOCH):
-            self.stream_time[msg.partition] = event.event_time
-        if event.event_time > self.topic_time.get((msg.topic, msg.partition), EPOCH):
-            self.topic_time[(msg.topic, msg.partition)] = event.event_time
+        if event.type == "usage" and at > self.stream_time.get(partition, EPOCH):
+            self.stream_time[partition] = at
+        tp = (msg.topic, partition)
+        if at > self.topic_time.get(tp, EPOCH):
+            self.topic_time[tp] = at
         # Canonical JSON once: the book's fingerprint and the history payload.
         text = fingerprint_text(event)
         if event.type not in LEDGER_EVENT_TYPES:
@@ -290,7 +291,7 @@ class LedgerProcessor:
         engineer = event.engineer_id
         try:
             room = batch.live_room()
-            book = self._book(batch, engineer, msg.partition)
+            book = self._book(batch, engineer, partition)
             # The watermark as the batch found it: events of one batch are
             # applied order-independently (pending, sorted in their books), so
             # a backlog read in one batch -- an export grouped by engineer, a
@@ -300,9 +301,9 @@ class LedgerProcessor:
             # A book near its byte limit is the exception: its room is measured
             # event by event, which needs the live watermark (to forget ids
             # and finalize pending events as far as the batch has got).
-            watermark = batch.start_marks[msg.partition]
+            watermark = batch.start_marks[partition]
             if room.is_tight(engineer) or room.would_be_tight(book, event, text):
-                watermark = self.watermark(msg.partition)
+                watermark = self.watermark(partition)
             admitted = room.admit(book, event, text, watermark)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
@@ -313,7 +314,7 @@ class LedgerProcessor:
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
-        batch.outcome(engineer, result, event.event_time)
+        batch.outcome(engineer, result, at)
         if result.status in DEAD_LETTER_STATUSES:  # conflict, too_old: not applied, kept for a decision
             detail = "; ".join(r.detail for r in result.reports if r.code == result.status)
             return batch.dead(msg, result.status, f"event_id {event.event_id!r}: {detail}")
@@ -441,8 +442,25 @@ def _due(book: EngineerBook) -> datetime | None:
 BALANCE_FIELDS = tuple(
     f["name"] for f in SCHEMAS["BalanceUpdate"].parsed["fields"] if f["name"] in Balance.__dataclass_fields__
 )
+# The rest of a BalanceUpdate, encode_balance's arguments.
+_BALANCE_EXTRA = ("engineer_id", "cause_event_id", "as_of", "watermark", "events_applied")
+if {f["name"] for f in SCHEMAS["BalanceUpdate"].parsed["fields"]} != {*BALANCE_FIELDS, *_BALANCE_EXTRA}:
+    raise ImportError("BalanceUpdate's fields are not the Balance fields and " + ", ".join(_BALANCE_EXTRA))
 
-_balance_values = operator.attrgetter(*BALANCE_FIELDS)  # one call, not a dict and a dictcomp per balance
+
+def _balance_record_builder() -> Callable[..., dict[str, Any]]:
+    """`record(balance, engineer_id, cause_event_id, as_of, watermark,
+    events_applied)`: the BalanceUpdate dict in one dict display, generated
+    from the fields (once per changed book: no zip, no dict from pairs, no update)."""
+    items = [f"{name!r}: b.{name}" for name in BALANCE_FIELDS] + [f"{name!r}: {name}" for name in _BALANCE_EXTRA]
+    src = f"def record(b, {', '.join(_BALANCE_EXTRA)}):\n    return {{{', '.join(items)}}}\n"
+    namespace: dict[str, Any] = {}
+    exec(src, namespace)  # noqa: S102 - generated from the schema's field names above
+    record: Callable[..., dict[str, Any]] = namespace["record"]
+    return record
+
+
+_balance_record = _balance_record_builder()
 
 
 def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
@@ -450,16 +468,10 @@ def encode_balance(engineer: str, book: EngineerBook, watermark: datetime,
     """The balance as of `until` (the partition's stream time): pending
     events dated after it (scheduled HR events) are not counted yet.
     `events_applied` counts every event taken in, those included."""
-    record: dict[str, Any] = dict(zip(BALANCE_FIELDS, _balance_values(book.balance(until)), strict=True))
     cause = book.last_included(until)
-    record.update(
-        engineer_id=engineer,
-        cause_event_id=cause.event_id if cause is not None else "",
-        as_of=book.as_of(until),
-        watermark=watermark if watermark > EPOCH else None,
-        events_applied=book.taken,
-    )
-    return encode_record("BalanceUpdate", record)
+    return encode_record("BalanceUpdate", _balance_record(
+        book.balance(until), engineer, cause.event_id if cause is not None else "", book.as_of(until),
+        watermark if watermark > EPOCH else None, book.taken))
 
 
 def encode_alert(alert: Alert) -> bytes:

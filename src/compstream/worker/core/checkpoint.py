@@ -171,15 +171,18 @@ class LedgerCore:
         stats = BatchStats(messages=len(messages))
         candidates = [m for m in candidates if m.offset >= self.positions.get((m.topic, m.partition), 0)]
         fresh = []
+        offsets: dict[TopicPartition, int] = {}
+        owned, positions = self.owned, self.positions
         for m in messages:
-            if m.partition not in self.owned:
+            if m.partition not in owned:
                 raise RuntimeError(f"message of {m.topic}:{m.partition} whose partition is not restored")
-            if m.offset < self.positions.get((m.topic, m.partition), 0):
+            tp = (m.topic, m.partition)
+            if m.offset < positions.get(tp, 0):
                 stats.stale += 1
                 continue
             fresh.append(m)
-        offsets: dict[TopicPartition, int] = {}
-        for m in [*fresh, *candidates]:
+            offsets[tp] = m.offset + 1
+        for m in candidates:
             offsets[(m.topic, m.partition)] = m.offset + 1
         records: list[OutRecord] = []
         counted: list[SourceMessage] = []
@@ -208,12 +211,15 @@ class LedgerCore:
             for batch in result.history:
                 stats.history_rows += batch.row_count()
                 records += self._history_records(batch)
-            counted = [m for m in fresh if (m.topic, m.partition, m.offset) not in result.not_applied]
-            decoded = result.decoded
-            for m in counted:
-                event = decoded.get((m.topic, m.partition, m.offset))
-                if event is not None:
-                    stats.applied_by_type[event.type] = stats.applied_by_type.get(event.type, 0) + 1
+            decoded, not_applied = result.decoded, result.not_applied
+            # decoded holds the fresh messages that decoded, in order: those
+            # not in not_applied are the counted ones with an event.
+            by_type = stats.applied_by_type
+            for coord, event in decoded.items():
+                if coord not in not_applied:
+                    by_type[event.type] = by_type.get(event.type, 0) + 1
+            if self.leaderboards is not None:
+                counted = [m for m in fresh if (m.topic, m.partition, m.offset) not in not_applied]
         if self.leaderboards is not None:
             records += self.leaderboards.step(counted, decoded, candidates)
         records += self._position_records(offsets)
