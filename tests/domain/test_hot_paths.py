@@ -304,3 +304,38 @@ def test_seen_ids_floor_skips_only_scans_that_would_drop_nothing(ops):
             plain = kept
         assert bytes(seen.blob) == b"".join(i + f + d.to_bytes(2, "big") for i, f, d in plain)
         assert seen.floor <= min((d for _, _, d in plain), default=seen.floor)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pending_events_are_encoded_once_and_packed_as_the_plain_code(seed, monkeypatch):
+    """A live load keeps everything within the lateness pending and packs
+    the book after each batch: each pending event is made compact once (not
+    once per pack), the bytes equal the plain code's, and the memo holds the
+    pending events only, also across a restore (new event objects)."""
+    calls = []
+
+    def counted(e):
+        calls.append(e.event_id)
+        return event_to_compact(e)
+
+    monkeypatch.setattr(book_module, "event_to_compact", counted)
+    rng = random.Random(seed)
+    start = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    book = EngineerBook.empty("alice")
+    book.ingest(GrantIssued("g1", "alice", "G1", 10**12, start - timedelta(days=1), None, "monthly"))
+    restored_at = []
+    for i in range(120):
+        at = start + timedelta(minutes=5 * i + rng.randrange(0, 4))
+        book.ingest(Usage(f"u{i}", "alice", "openai", "gpt", at, 100, 20, 0, 0, 10_000 + i),
+                    at - timedelta(hours=6))
+        book.ledger.drain()
+        assert book.to_bytes() == _reference_pack(book)
+        assert set(book._compact) == {e.event_id for _, e in book.pending}
+        if rng.random() < 0.05:
+            book = EngineerBook.from_bytes(book.to_bytes())
+            restored_at.append(len(calls))
+    assert restored_at, "no restore happened"
+    assert len(book.pending) > 50  # a live book: hours of usage pending
+    # Once per event, plus once per event pending at each restore (new objects).
+    assert len(calls) < 121 + 60 * (len(restored_at) + 1)
+    assert len(calls) >= 120
