@@ -10,7 +10,7 @@ byte-identical (it keeps every history row of the run alive for that, which
 the engine does not: the collector then scans them, ~3 µs an event more).
 In-process, single thread:
 
-    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B] [--digest] [--history-ab]
+    python -m bench.bench_core_step [--events N] [--engineers M] [--batch B] [--digest] [--history-ab] [--live-s S]
 
 `--digest` adds `digest`: a sha256 over every record `step` returns (topic,
 key, value, partition; for a history record each of its rows instead of the
@@ -31,13 +31,14 @@ import hashlib
 import json
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 
 from compstream.codec import encode_event
 from compstream.config import Topics
 from compstream.history import wire
+from compstream.synth import generate
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.messages import SourceMessage, partition_of
 from compstream.worker.run import tune_gc
@@ -69,10 +70,15 @@ def _native(batch) -> bytes:
     return orjson.dumps(doc, default=wire._default, option=orjson.OPT_NAIVE_UTC)
 
 
-def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, history_ab: bool = False) -> dict:
+def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, history_ab: bool = False,
+        live_s: float | None = None) -> dict:
     from bench.run import events_for
 
-    events = events_for(events_n, engineers)
+    if live_s is None:
+        events = events_for(events_n, engineers)
+    else:  # the latency run's data: usage over live_s seconds, all of it within the lateness (pending)
+        events = [e for e in generate(engineers, events_n, seed=11, usage_span=timedelta(seconds=live_s))
+                  if e.type in ("grant_issued", "usage")]
     topics = Topics.with_prefix("corebench")
     core = LedgerCore(CoreConfig(topics, "corebench", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
     for p in range(PARTITIONS):
@@ -172,10 +178,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5_000)
     ap.add_argument("--digest", action="store_true",
                     help="hash every output record (adds the hashing to the timed loop)")
+    ap.add_argument("--live-s", type=float, default=None,
+                    help="the usage's event times span this many seconds (a live load: every event pending)")
     ap.add_argument("--history-ab", action="store_true",
                     help="keep the history batches and time their encoding against orjson's native one")
     args = ap.parse_args()
-    print(json.dumps(run(args.events, args.engineers, args.batch, args.digest, args.history_ab)))
+    print(json.dumps(run(args.events, args.engineers, args.batch, args.digest, args.history_ab, args.live_s)))
 
 
 if __name__ == "__main__":
