@@ -52,29 +52,17 @@ class EveryPoll(MemoryInput):
             out.append(EndOfInput(tp[0], tp[1], stop))
         return out
 
-    # Partitions whose end ends() reports: one record past what was read,
-    # taken when the batch begins (a live load: the end moves on after that).
-    known_ends: set[TopicPartition] = set()
-
-    def backlog(self, partitions: Iterable[TopicPartition],
-                ends: dict[TopicPartition, int] | None = None) -> set[TopicPartition]:
-        ends = ends or {}
-        return {tp for tp in set(partitions) & self.pretend_backlog
-                if tp not in ends or self.position.get(tp, 0) < ends[tp]}
-
-    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: self.position.get(tp, 0) + 1 for tp in partitions if tp in self.known_ends}
+    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
+        return set(partitions) & self.pretend_backlog
 
 
-def _loop(usage_events: int, backlog: set[TopicPartition],
-          known_ends: frozenset[TopicPartition] = frozenset()) -> tuple[CheckpointLoop, FineClock]:
+def _loop(usage_events: int, backlog: set[TopicPartition]) -> tuple[CheckpointLoop, FineClock]:
     log = MemoryLog(1)
     for n in range(usage_events):
         usage = Usage(f"u{n}", "alice", "openai", "gpt", OCT + timedelta(minutes=n), 10, 5, 0, 0, 1_000)
         log.append(TOPICS.usage, b"alice", encode_event(usage))
     source = EveryPoll(log, (TOPICS.usage, TOPICS.grants), random.Random(1), OCT)
     source.pretend_backlog = backlog
-    source.known_ends = set(known_ends)
     source.assign([(TOPICS.usage, 0), (TOPICS.grants, 0)])
     clock = FineClock()
     config = CoreConfig(TOPICS, "w", 1, 6 * 3600, BOOK_BYTES_MAX)
@@ -105,21 +93,3 @@ def test_a_backlog_keeps_filling_past_the_floor():
 def test_nothing_to_apply_waits_for_the_batch_time():
     loop, clock = _loop(usage_events=0, backlog=set())
     assert _fill_s(loop, clock) >= BATCH_WITHIN_S
-
-
-def test_a_live_load_closes_once_what_was_there_at_the_start_is_read():
-    """The end keeps moving (records keep arriving), but the batch began with
-    a known end: read past it, the batch closes after the floor instead of
-    chasing the moving end for the batch time and its extension."""
-    usage = frozenset({(TOPICS.usage, 0)})
-    loop, clock = _loop(usage_events=5, backlog=set(usage), known_ends=usage)
-    # The first batch learns the assignment inside its poll: no end known at
-    # its start, so it reads on to the moving end, as a startup backlog.
-    assert _fill_s(loop, clock) >= BATCH_WITHIN_S
-    assert loop.run_once() is not None
-    for n in range(5, 9):
-        later = Usage(f"u{n}", "alice", "openai", "gpt", OCT + timedelta(minutes=n), 10, 5, 0, 0, 1_000)
-        loop.source.log.append(TOPICS.usage, b"alice", encode_event(later))
-    took_s = _fill_s(loop, clock)
-    assert BATCH_DRAINED_S <= took_s < BATCH_WITHIN_S
-    assert loop.inputs.buffered() == 4

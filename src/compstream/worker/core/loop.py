@@ -149,12 +149,6 @@ class CheckpointLoop:
         started = self.clock()
         deadline = started + self.batch_within_s
         topics = self.core.config.topics
-        # What the sources held when the batch began: under a live load the
-        # high watermark keeps moving, and chasing it held each batch open
-        # for as long as the extension allowed while the worker sat idle
-        # (at 10k ev/s offered: ~1.1 s batches of ~11k events, p50 ~1.7 s).
-        # A partition whose end is not known yet is read to its current end.
-        ends = self.source.ends(tp for tp in self.assigned if tp[0] != topics.leaderboard_candidates)
         while True:
             now = self.clock()
             # consume() returns at POLL_MESSAGES_MAX or its timeout, not when
@@ -187,17 +181,16 @@ class CheckpointLoop:
                 return
             now = self.clock()
             # A batch is one order-independent unit (late is judged against
-            # the watermark it starts with): while the sources still hold what
-            # they held when it began, keep reading it into this batch, up to
-            # its bound.
-            if now >= deadline and (now >= deadline + BACKLOG_WITHIN_S or not self._backlog(ends)):
+            # the watermark it starts with): while the sources still hold a
+            # backlog, keep reading it into this batch, up to its bound.
+            if now >= deadline and (now >= deadline + BACKLOG_WITHIN_S or not self._backlog()):
                 return
-            if now >= started + self.batch_drained_s and self.inputs.buffered() and not self._backlog(ends):
+            if now >= started + self.batch_drained_s and self.inputs.buffered() and not self._backlog():
                 return
 
-    def _backlog(self, ends: dict[TopicPartition, int]) -> bool:
+    def _backlog(self) -> bool:
         candidates = self.core.config.topics.leaderboard_candidates
-        return bool(self.source.backlog([tp for tp in self.assigned if tp[0] != candidates], ends))
+        return bool(self.source.backlog([tp for tp in self.assigned if tp[0] != candidates]))
 
     def _flow_control(self) -> None:
         candidates = self.core.config.topics.leaderboard_candidates

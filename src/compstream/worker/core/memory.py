@@ -80,14 +80,8 @@ class MemoryInput:
             self._eof_sent.discard(tp)
         return out
 
-    def backlog(self, partitions: Iterable[TopicPartition],
-                ends: dict[TopicPartition, int] | None = None) -> set[TopicPartition]:
-        ends = ends or {}
-        return {tp for tp in partitions
-                if self.position.get(tp, 0) < ends.get(tp, len(self.log.records.get(tp, [])))}
-
-    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self.log.records.get(tp, [])) for tp in partitions}
+    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
+        return {tp for tp in partitions if self.position.get(tp, 0) < len(self.log.records.get(tp, []))}
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.log.offsets[tp] for tp in partitions if tp in self.log.offsets}

@@ -77,15 +77,8 @@ class InputSide(Protocol):
     def changelog(self, topic: str, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
         """Every committed (key, value) of a changelog partition, in order."""
 
-    def backlog(self, partitions: Iterable[TopicPartition],
-                ends: dict[TopicPartition, int] | None = None) -> set[TopicPartition]:
-        """Those of `partitions` known to hold records not yet returned by
-        poll; with `ends`, only records below a partition's end there count
-        (a partition without one: any record)."""
-
-    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """The end offset (high watermark) of those of `partitions` whose end
-        is known."""
+    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
+        """Those of `partitions` known to hold records not yet returned by poll."""
 
     def seek(self, offsets: dict[TopicPartition, int | None]) -> None:
         """Fetch from these offsets next (None: the partition's beginning);

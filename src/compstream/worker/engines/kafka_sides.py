@@ -196,15 +196,13 @@ class KafkaInput:
             consumed[(topic, p)] = offset + 1
         return out
 
-    def backlog(self, partitions: Iterable[TP], ends: dict[TP, int] | None = None) -> set[TP]:
+    def backlog(self, partitions: Iterable[TP]) -> set[TP]:
         out = set()
         for topic, p in partitions:
             try:
                 _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
             except KafkaException:
                 continue
-            if ends and (topic, p) in ends:
-                high = ends[(topic, p)]
             position = self.consumed.get((topic, p))
             known = high is not None and high >= 0
             # Nothing returned yet and no end signal: unknown, or a non-empty
@@ -214,17 +212,6 @@ class KafkaInput:
                     out.add((topic, p))
             elif known and position < high:
                 out.add((topic, p))
-        return out
-
-    def ends(self, partitions: Iterable[TP]) -> dict[TP, int]:
-        out = {}
-        for topic, p in partitions:
-            try:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-            except KafkaException:
-                continue
-            if high is not None and high >= 0:
-                out[(topic, p)] = high
         return out
 
     def lag(self, partitions: Iterable[TP], positions: dict[TP, int]) -> dict[TP, int]:
