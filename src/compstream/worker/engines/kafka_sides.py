@@ -35,6 +35,13 @@ PRODUCE_QUEUE_WAIT_S = 0.05
 # Committed offsets may wait on another member's open transaction: up to
 # COMMITTED_ATTEMPTS x COMMITTED_TIMEOUT_S, well past TXN_TIMEOUT_S.
 COMMITTED_ATTEMPTS = 6
+# A seek right after an assignment fails with _STATE while librdkafka is
+# still looking up the partition's start offset (not yet fetching; seen in
+# CI for a partition with no committed offset; librdkafka issue #3959). It
+# gets there on its own; waited out up to the transaction timeout, which
+# bounds how long an open transaction can hold a partition's offsets.
+SEEK_RETRY_S = 0.1
+SEEK_ATTEMPTS = int(TXN_TIMEOUT_S / SEEK_RETRY_S)
 COMMITTED_TIMEOUT_S = 15.0
 # A changelog just created by another worker of the group may have no leader
 # for a moment (that worker waited for it, this one found it existing).
@@ -238,7 +245,21 @@ class KafkaInput:
     def seek(self, offsets: dict[TP, int | None]) -> None:
         for (topic, p), offset in offsets.items():
             target = TopicPartition(topic, p, OFFSET_BEGINNING if offset is None else offset)
-            self.consumer.seek(target)  # raises if not fetching: the process restarts clean
+            for attempt in range(1, SEEK_ATTEMPTS + 1):
+                try:
+                    self.consumer.seek(target)
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    # Still not fetching after the retries (or any other error):
+                    # raised, and the process restarts clean.
+                    if not (isinstance(err, KafkaError) and err.code() == KafkaError._STATE) \
+                            or attempt == SEEK_ATTEMPTS:
+                        raise
+                    if attempt == 1:
+                        log.info("seek of %s:%d to %s waits for the partition to start fetching (%s)",
+                                 topic, p, offset, err)
+                    time.sleep(SEEK_RETRY_S)
             self.consumed.pop((topic, p), None)
 
     def pause(self, partitions: Iterable[TP]) -> None:
