@@ -67,10 +67,10 @@ def decode_batch(data: bytes) -> HistoryBatch:
             row_type = TABLE_ROW_TYPES.get(name)
             if row_type is None or not isinstance(raw_rows, list):
                 raise HistoryError(f"unknown history table {name!r}")
-            fast = _DECODERS[name]
+            fast, width = _DECODERS[name], _WIDTH[name]
             rows = []
             for r in raw_rows:
-                row = fast(r) if isinstance(r, dict) and len(r) == _WIDTH[name] else None
+                row = fast(r) if isinstance(r, dict) and len(r) == width else None
                 rows.append(row if row is not None else row_type(**_decoded(name, r)))
             tables[name] = tuple(rows)
         return HistoryBatch(**tables)
