@@ -31,7 +31,7 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from heapq import heapify
@@ -46,12 +46,13 @@ from compstream.domain.book_codec import (
     RECORD,
     SeenIds,
     day_of,
+    dumps_compact,
     event_from_compact,
     event_to_compact,
     fingerprint_digest,
     from_us,
     id_digest,
-    pack,
+    pack_spliced,
     to_us,
     unpack,
 )
@@ -111,7 +112,7 @@ PendingKey = tuple[datetime, int, str]
 
 class EngineerBook:
     __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "taken", "seen_from_day", "_prov",
-                 "_compact")
+                 "_pjson", "_pjson_from")
 
     def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
                  pending: list[tuple[PendingKey, Event]], seen: SeenIds, taken: int | None = None,
@@ -126,12 +127,15 @@ class EngineerBook:
         # Usage ids of days before this one are forgotten (days since the epoch).
         self.seen_from_day = seen_from_day
         self._prov: Ledger | None = None
-        # Compact form of each pending event, by event id, with the event it
-        # was made from: a book's changelog record holds every pending event
-        # and is rewritten each batch that touches the book. Under a live load
-        # everything within the lateness is pending (hours of an engineer's
-        # usage), and re-encoding it all took ~20 % of the worker at 10k ev/s.
-        self._compact: dict[str, tuple[Event, list[Any]]] = {}
+        # The JSON of each pending event's compact form, in pending order
+        # (None: not encoded yet; the whole list None: not built yet). A book's
+        # changelog record holds every pending event and is rewritten each
+        # batch that touches the book; under a live load everything within the
+        # lateness is pending (hours of an engineer's usage), and re-encoding
+        # it all at every pack was a fifth of the worker at 10k ev/s. Entries
+        # from `_pjson_from` on may be None; those before it are encoded.
+        self._pjson: list[bytes | None] | None = None
+        self._pjson_from = 0
 
     @classmethod
     def empty(cls, engineer_id: str,
@@ -186,13 +190,20 @@ class EngineerBook:
             ledger.expire_through(self.watermark, inclusive=False)
             self._prov = None
         else:
-            pending = self.pending
+            pending, pjson = self.pending, self._pjson
             if not pending or pending[-1][0] < key:
+                if pjson is not None:
+                    pjson.append(None)
                 pending.append((key, event))
                 if self._prov is not None:
                     self._prov.apply(event)
             else:
-                insort(pending, (key, event), key=_first)
+                i = bisect_right(pending, key, key=_first)
+                pending.insert(i, (key, event))
+                if pjson is not None:
+                    pjson.insert(i, None)
+                    if i < self._pjson_from:
+                        self._pjson_from = i
                 self._prov = None
         self._advance(watermark)
         postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
@@ -239,7 +250,12 @@ class EngineerBook:
                     break
                 ledger.apply(e)
                 n += 1
-            del pending[:n]
+            if n:
+                del pending[:n]
+                pjson = self._pjson
+                if pjson is not None:
+                    del pjson[:n]
+                    self._pjson_from = max(0, self._pjson_from - n)
             ledger.expire_through(watermark, inclusive=False)
             self.watermark = watermark
             self._forget_old_ids(watermark)
@@ -261,6 +277,7 @@ class EngineerBook:
         for _, e in self.pending:
             ledger.apply(e)
         self.pending = []
+        self._pjson, self._pjson_from = None, 0
         ledger.expire_through(None)
         self.watermark = END_OF_TIME
         self._prov = None
@@ -363,8 +380,8 @@ class EngineerBook:
         # closed grant or none and no pending event: the empty parts skip
         # their comprehension (a function and a frame each on 3.11).
         led = self.ledger
-        lots, closed, pending, watermark = led.lots, led.closed, self.pending, self.watermark
-        state = {
+        lots, closed, watermark = led.lots, led.closed, self.watermark
+        head = {
             "e": self.engineer_id,
             "w": None if watermark is None else (watermark - EPOCH) // _US,
             "th": led.thresholds,  # a tuple: orjson and json write it as the same list
@@ -375,24 +392,25 @@ class EngineerBook:
             "c": _counters(led),
             "l": [_lot_row(lot) for lot in lots] if lots else [],
             "x": sorted(closed) if closed else [],
-            "p": self._pending_compact() if pending else [],
-            "n": self.taken,
-            "sd": self.seen_from_day,
         }
-        return pack(state, self.seen)
+        # "p" (the pending events) sits between head and tail in the record.
+        return pack_spliced(head, "p", self._pending_json() if self.pending else [],
+                            {"n": self.taken, "sd": self.seen_from_day}, self.seen)
 
-    def _pending_compact(self) -> list[list[Any]]:
-        """event_to_compact of each pending event, from the memo where it
-        holds that very event; the memo keeps only the pending ones."""
-        memo, fresh, out = self._compact, {}, []
-        for _, e in self.pending:
-            entry = memo.get(e.event_id)
-            if entry is None or entry[0] is not e:
-                entry = (e, event_to_compact(e))
-            fresh[e.event_id] = entry
-            out.append(entry[1])
-        self._compact = fresh
-        return out
+    def _pending_json(self) -> list[bytes]:
+        """dumps_compact(event_to_compact(e)) of each pending event, in
+        order: those encoded at an earlier pack are kept, the rest encoded now."""
+        pending, pjson = self.pending, self._pjson
+        if pjson is None:
+            pjson = self._pjson = [None] * len(pending)
+            self._pjson_from = 0
+        elif len(pjson) != len(pending):
+            raise BookError(f"pending JSON memo out of step: {len(pjson)} entries for {len(pending)} events")
+        for i in range(self._pjson_from, len(pjson)):
+            if pjson[i] is None:
+                pjson[i] = dumps_compact(event_to_compact(pending[i][1]))
+        self._pjson_from = len(pjson)
+        return pjson  # type: ignore[return-value]  # every entry is encoded now
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EngineerBook":
@@ -429,10 +447,14 @@ class EngineerBook:
     def settle(self) -> bool:
         """Make this live object equal, field for field, to
         `from_bytes(self.to_bytes())`, so a caller may keep it instead of
-        deserializing: drops the provisional cache and the expiry-heap entries
-        of closed grants, recomputes the open totals from the lots. False (and
-        nothing changed) while outputs are undrained: those bytes do not hold
-        them, so the object must not stand in for them."""
+        deserializing: drops the expiry-heap entries of closed grants,
+        recomputes the open totals from the lots. The provisional cache and
+        the pending events' JSON are kept: both are derived from the state
+        the bytes hold (finalized ledger + pending), and rebuilding them each
+        batch re-applied every pending event of every touched book (under a
+        live load, hours of usage). False (and nothing changed) while outputs
+        are undrained: those bytes do not hold them, so the object must not
+        stand in for them."""
         led = self.ledger
         if led.postings or led.alerts or led.reports:
             return False
@@ -450,7 +472,6 @@ class EngineerBook:
             led.open = {lot.grant_id: lot for lot in lots}
             led.remaining = sum(lot.remaining for lot in lots)
             led.open_amount = sum(lot.amount for lot in lots)
-        self._prov = None
         return True
 
     def __repr__(self) -> str:
