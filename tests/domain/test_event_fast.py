@@ -417,18 +417,29 @@ _json_values = st.recursive(
 
 
 @PROPS
-@given(st.dictionaries(st.text(max_size=4), _json_values, max_size=6))
-def test_pack_equals_the_json_encoding(state):
+@given(st.lists(_json_values, min_size=len(book_codec.STATE_FIELDS), max_size=len(book_codec.STATE_FIELDS)))
+def test_pack_equals_the_json_encoding(values):
+    """dumps_compact is json.dumps (compact, raw UTF-8), also where orjson
+    refuses (ints beyond 64 bits); pack writes the fields as one array, in
+    STATE_FIELDS order, and the spliced pack writes the same bytes."""
+    state = dict(zip(book_codec.STATE_FIELDS, values, strict=True))
     seen = book_codec.SeenIds()
-    body = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     packed = book_codec.pack(state, seen)
     assert packed[book_codec._HEADER.size:] == body
     assert book_codec.unpack(packed)[0] == state
+    at = book_codec.STATE_FIELDS.index("p")
+    if isinstance(values[at], list):
+        items = [book_codec.dumps_compact(v) for v in values[at]]
+        assert book_codec.pack_spliced(values[:at], items, values[at + 1:], seen) == packed
 
 
 def test_pack_keeps_json_errors():
+    state = dict.fromkeys(book_codec.STATE_FIELDS, 0)
     with pytest.raises(UnicodeEncodeError):
-        book_codec.pack({"e": "\ud800"}, book_codec.SeenIds())
+        book_codec.pack({**state, "e": "\ud800"}, book_codec.SeenIds())
+    with pytest.raises(book_codec.BookCodecError, match="fields"):
+        book_codec.pack({"e": "x"}, book_codec.SeenIds())
 
 
 @pytest.mark.parametrize("engineers", [

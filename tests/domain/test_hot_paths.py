@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import json
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -280,6 +281,43 @@ def test_book_outputs_equal_their_reference(seed):
             assert (led.expiries, list(led.open.items()), led.remaining, led.open_amount) == expected
             lots_seen.add(min(len(led.lots), 2))
     assert lots_seen == {0, 1, 2}
+
+
+def _pack_v2(book: EngineerBook) -> bytes:
+    """The book as version 2 wrote it: the state as a JSON object."""
+    state, seen = book_codec.unpack(book.to_bytes())
+    body = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return book_codec._HEADER.pack(book_codec.MAGIC, 2, len(body)) + body + bytes(seen.blob)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_version_2_books_read_as_their_version_3_twin(seed):
+    """Changelogs written before version 3 hold version 2 books: each reads
+    back to the same book (its bytes are the version 3 encoding of it, its
+    balance the same), and version 3 is the smaller."""
+    rng = random.Random(seed)
+    events = [e for e in generate(4, 400, seed=seed) if e.type in
+              ("usage", "grant_issued", "grant_revoked", "engineer_offboarded")]
+    rng.shuffle(events)
+    books: dict[str, EngineerBook] = {}
+    top, checked = None, 0
+    for e in events:
+        top = e.event_time if top is None else max(top, e.event_time)
+        book = books.setdefault(e.engineer_id, EngineerBook.empty(e.engineer_id))
+        book.ingest(e, top - timedelta(hours=rng.randrange(0, 48)))
+        book.ledger.drain()
+        if rng.random() < 0.2:
+            old = _pack_v2(book)
+            assert old[2] == 2 and book.to_bytes()[2] == 3
+            again = EngineerBook.from_bytes(old)
+            assert again.to_bytes() == book.to_bytes()
+            assert again.balance() == book.balance()
+            assert len(book.to_bytes()) < len(old)
+            checked += 1
+    assert checked > 20
+    with pytest.raises(book_codec.BookCodecError, match="array"):
+        body = b"[1,2]"
+        EngineerBook.from_bytes(book_codec._HEADER.pack(book_codec.MAGIC, 3, len(body)) + body)
 
 
 @PROPS

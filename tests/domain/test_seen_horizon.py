@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ledger_support import PROPS, at, grant, usage
 
 from compstream.domain.book import SEEN_USAGE_DAYS, EngineerBook
-from compstream.domain.book_codec import KEEP_DAY, MAGIC, SeenIds, id_digest, to_us
+from compstream.domain.book_codec import KEEP_DAY, MAGIC, STATE_FIELDS, SeenIds, id_digest, to_us
 
 DAY_H = 24
 LATENESS_H = 6
@@ -110,15 +110,16 @@ def test_version_1_books_read_with_every_id_kept():
     _feed = Stream(book)
     for i in range(5):
         _feed(usage(f"u{i}", i, 10))
-    v2 = book.to_bytes()
-    # Rebuild the same book as version 1 wrote it: 8-byte fingerprints, no
-    # days, no "n"/"sd" in the state (fingerprint tails made up: v1 stored 8).
+    v3 = book.to_bytes()
+    # Rebuild the same book as version 1 wrote it: a JSON object, 8-byte
+    # fingerprints, no days, no "n"/"sd" in the state (fingerprint tails
+    # made up: v1 stored 8).
     head = struct.Struct(">2sBI")
-    _, _, length = head.unpack_from(v2)
-    state = json.loads(v2[head.size:head.size + length])
+    _, _, length = head.unpack_from(v3)
+    state = dict(zip(STATE_FIELDS, json.loads(v3[head.size:head.size + length]), strict=True))
     del state["n"], state["sd"]
     body = json.dumps(state, separators=(",", ":")).encode()
-    seen = SeenIds(v2[head.size + length:])
+    seen = SeenIds(v3[head.size + length:])
     v1_records = b"".join(seen.blob[at:at + 14] + b"\xaa\xbb" for at in range(0, len(seen.blob), 16))
     v1 = head.pack(MAGIC, 1, len(body)) + body + v1_records
     old = EngineerBook.from_bytes(v1)
@@ -127,7 +128,7 @@ def test_version_1_books_read_with_every_id_kept():
     assert old.ingest(usage("u3", 3, 11)).status == "conflict"
     # Their days are unknown: kept through any watermark.
     old.advance(at(10 * SEEN_USAGE_DAYS * DAY_H))
-    assert len(old.seen) == 5 and old.to_bytes()[2] == 2
+    assert len(old.seen) == 5 and old.to_bytes()[2] == 3
 
 
 def _arrivals(plan, data) -> list:

@@ -381,21 +381,21 @@ class EngineerBook:
         # their comprehension (a function and a frame each on 3.11).
         led = self.ledger
         lots, closed, watermark = led.lots, led.closed, self.watermark
-        head = {
-            "e": self.engineer_id,
-            "w": None if watermark is None else (watermark - EPOCH) // _US,
-            "th": led.thresholds,  # a tuple: orjson and json write it as the same list
-            "f": led.fired,
-            "o": int(led.od_flag),
-            "s": led.seq,
-            "h": led.head,
-            "c": _counters(led),
-            "l": [_lot_row(lot) for lot in lots] if lots else [],
-            "x": sorted(closed) if closed else [],
-        }
-        # "p" (the pending events) sits between head and tail in the record.
-        return pack_spliced(head, "p", self._pending_json() if self.pending else [],
-                            {"n": self.taken, "sd": self.seen_from_day}, self.seen)
+        # STATE_FIELDS order; "p" (the pending events) between head and tail.
+        head = [
+            self.engineer_id,
+            None if watermark is None else (watermark - EPOCH) // _US,
+            led.thresholds,  # a tuple: orjson and json write it as the same list
+            led.fired,
+            int(led.od_flag),
+            led.seq,
+            led.head,
+            _counters(led),
+            [_lot_row(lot) for lot in lots] if lots else [],
+            sorted(closed) if closed else [],
+        ]
+        return pack_spliced(head, self._pending_json() if self.pending else [],
+                            [self.taken, self.seen_from_day], self.seen)
 
     def _pending_json(self) -> list[bytes]:
         """dumps_compact(event_to_compact(e)) of each pending event, in

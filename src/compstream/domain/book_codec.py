@@ -1,7 +1,9 @@
 """Compact bytes for an EngineerBook (the Faust table value) and the seen-id set.
 
 Layout: b"CB" | version (1 byte) | JSON length (4 bytes, big endian) | JSON | seen
-records. Times inside are integer microseconds since the Unix epoch. The seen
+records. The JSON is an array of the book's fields in STATE_FIELDS order
+(version 3; version 2 wrote an object with those keys, 3 % more bytes a book:
+the keys. Both are read). Times inside are integer microseconds since the Unix epoch. The seen
 set is a sorted run of 16-byte records: blake2b-8(event_id) || the first 6 bytes
 of blake2b-8(payload fingerprint) || day (2 bytes, big endian: the event's day
 since the epoch, or KEEP_DAY), so deserializing it is a single copy and lookups
@@ -34,8 +36,11 @@ from compstream.domain.events import (
 )
 
 MAGIC = b"CB"
-VERSION = 2
-_V1 = 1
+VERSION = 3
+_V2 = 2  # the state as a JSON object (read only)
+_V1 = 1  # and 8-byte fingerprints, no days (read only)
+# The book state's fields, in the order version 3 writes them.
+STATE_FIELDS = ("e", "w", "th", "f", "o", "s", "h", "c", "l", "x", "p", "n", "sd")
 _HEADER = struct.Struct(">2sBI")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -313,19 +318,28 @@ def dumps_compact(value: Any) -> bytes:
 
 
 def pack(state: dict[str, Any], seen: SeenIds) -> bytes:
-    body = dumps_compact(state)
+    """`state` holds every field of STATE_FIELDS (and nothing else)."""
+    if len(state) != len(STATE_FIELDS):
+        raise BookCodecError(f"book state fields {sorted(state)} are not {sorted(STATE_FIELDS)}")
+    try:
+        body = dumps_compact([state[name] for name in STATE_FIELDS])
+    except KeyError as exc:
+        raise BookCodecError(f"book state lacks {exc}") from exc
     return b"".join((_HEADER.pack(MAGIC, VERSION, len(body)), body, seen.blob))  # one copy of each part
 
 
-def pack_spliced(head: dict[str, Any], key: str, items: list[bytes], tail: dict[str, Any],
-                 seen: SeenIds) -> bytes:
-    """`pack({**head, key: [the items' values], **tail}, seen)`, byte for
-    byte, from each item's JSON made beforehand (dumps_compact): a book's
+_SPLICED_AT = STATE_FIELDS.index("p")
+
+
+def pack_spliced(head: list[Any], items: list[bytes], tail: list[Any], seen: SeenIds) -> bytes:
+    """`pack` of the fields `head`, then "p" (the pending events, each
+    item already dumps_compact of one), then `tail`, byte for byte: a book's
     pending events are encoded once each, not at every pack of the book."""
-    if not head or not tail:
-        raise BookCodecError("a spliced book needs keys before and after the spliced list")
+    if len(head) != _SPLICED_AT or len(tail) != len(STATE_FIELDS) - _SPLICED_AT - 1:
+        raise BookCodecError(f"a spliced book needs {_SPLICED_AT} fields before its pending events"
+                             f" and {len(STATE_FIELDS) - _SPLICED_AT - 1} after, got {len(head)} and {len(tail)}")
     head_json, tail_json = dumps_compact(head), dumps_compact(tail)
-    body = b"".join((head_json[:-1], b',"', key.encode("utf-8"), b'":[', b",".join(items), b"],", tail_json[1:]))
+    body = b"".join((head_json[:-1], b",[", b",".join(items), b"],", tail_json[1:]))
     return b"".join((_HEADER.pack(MAGIC, VERSION, len(body)), body, seen.blob))
 
 
@@ -335,7 +349,7 @@ def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BookCodecError("not an EngineerBook")
-    if version not in (VERSION, _V1):
+    if version not in (VERSION, _V2, _V1):
         raise BookCodecError(f"unsupported book version {version}")
     end = _HEADER.size + length
     if end > len(data):
@@ -344,6 +358,12 @@ def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
         state = json.loads(data[_HEADER.size:end])
     except ValueError as exc:
         raise BookCodecError(f"corrupt book state: {exc}") from exc
+    if version == VERSION:
+        if not isinstance(state, list) or len(state) != len(STATE_FIELDS):
+            raise BookCodecError(f"corrupt book state: not an array of {len(STATE_FIELDS)} fields")
+        state = dict(zip(STATE_FIELDS, state, strict=True))
+    elif not isinstance(state, dict):
+        raise BookCodecError(f"corrupt book state: version {version} holds an object")
     if version == _V1:
         return state, SeenIds.from_v1(data[end:])
     return state, SeenIds(data[end:])
