@@ -2,8 +2,9 @@
 
 Layout: b"CB" | version (1 byte) | JSON length (4 bytes, big endian) | JSON | seen
 records. The JSON is an array of the book's fields in STATE_FIELDS order
-(version 3; version 2 wrote an object with those keys, 3 % more bytes a book:
-the keys. Both are read). Times inside are integer microseconds since the Unix epoch. The seen
+(version 3; version 2 wrote an object with those keys, 3 % more bytes a book;
+both are read, and earlier builds cannot read version 3: docs/runbook.md 8a).
+Times inside are integer microseconds since the Unix epoch. The seen
 set is a sorted run of 16-byte records: blake2b-8(event_id) || the first 6 bytes
 of blake2b-8(payload fingerprint) || day (2 bytes, big endian: the event's day
 since the epoch, or KEEP_DAY), so deserializing it is a single copy and lookups
@@ -363,7 +364,7 @@ def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
             raise BookCodecError(f"corrupt book state: not an array of {len(STATE_FIELDS)} fields")
         state = dict(zip(STATE_FIELDS, state, strict=True))
     elif not isinstance(state, dict):
-        raise BookCodecError(f"corrupt book state: version {version} holds an object")
+        raise BookCodecError(f"corrupt book state: a version {version} book holds an object")
     if version == _V1:
         return state, SeenIds.from_v1(data[end:])
     return state, SeenIds(data[end:])
