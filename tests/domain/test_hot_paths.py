@@ -28,7 +28,15 @@ from compstream.domain.balance import BALANCE_FIELDS, Balance, Posting
 from compstream.domain.book import EngineerBook
 from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, event_to_compact, to_us
 from compstream.domain.chain import canonical_posting_reference, chain_hash, ledger_posting_hash
-from compstream.domain.events import EVENT_CLASSES, GrantIssued, GrantRevoked, Usage, event_to_json, payload_fingerprint
+from compstream.domain.events import (
+    EVENT_CLASSES,
+    LEDGER_EVENT_TYPES,
+    GrantIssued,
+    GrantRevoked,
+    Usage,
+    event_to_json,
+    payload_fingerprint,
+)
 from compstream.domain.twin import fast_constructor, twin_class
 from compstream.history.rows import EventRow, PostingRow, utc
 from compstream.synth import generate
@@ -248,14 +256,26 @@ def _reference_balance(engineer: str, book: EngineerBook, watermark: datetime, u
     return encode_record("BalanceUpdate", record)
 
 
+def _fed_books(events, rng):
+    """Each event into its engineer's book, under a watermark 0-47 h behind
+    the newest event so far, outputs drained; yields (book, newest time)."""
+    books: dict[str, EngineerBook] = {}
+    top = None
+    for e in events:
+        top = e.event_time if top is None else max(top, e.event_time)
+        book = books.setdefault(e.engineer_id, EngineerBook.empty(e.engineer_id))
+        book.ingest(e, top - timedelta(hours=rng.randrange(0, 48)))
+        book.ledger.drain()
+        yield book, top
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_book_outputs_equal_their_reference(seed):
     """Books at every stage (no lot, one, several; closed grants; pending
     events; scheduled HR events ahead of `until`): the packed bytes, the
     balance record and settle's single-lot shortcut equal the plain code."""
     rng = random.Random(seed)
-    events = [e for e in generate(3, 300, seed=seed) if e.type in
-              ("usage", "grant_issued", "grant_revoked", "engineer_offboarded")]
+    events = [e for e in generate(3, 300, seed=seed) if e.type in LEDGER_EVENT_TYPES]
     grants = [e for e in events if e.type == "grant_issued"]
     events += [GrantRevoked(f"rev-{g.event_id}", g.engineer_id, g.grant_id, g.effective_at + timedelta(hours=1))
                for g in grants[:4]]
@@ -263,13 +283,8 @@ def test_book_outputs_equal_their_reference(seed):
                            None if i % 2 else g.effective_at + timedelta(days=90), g.kind)
                for i, g in enumerate(grants)]  # books with several open lots
     rng.shuffle(events)
-    books: dict[str, EngineerBook] = {}
-    lots_seen, top = set(), None
-    for e in events:
-        top = e.event_time if top is None else max(top, e.event_time)
-        book = books.setdefault(e.engineer_id, EngineerBook.empty(e.engineer_id))
-        book.ingest(e, top - timedelta(hours=rng.randrange(0, 48)))
-        book.ledger.drain()
+    lots_seen = set()
+    for book, top in _fed_books(events, rng):
         if rng.random() < 0.3:
             until = rng.choice([None, top, top - timedelta(hours=rng.randrange(0, 72))])
             watermark = rng.choice([processor.EPOCH, top - timedelta(hours=6)])
@@ -297,16 +312,10 @@ def test_version_2_books_read_as_their_version_3_twin(seed):
     back to the same book (its bytes are the version 3 encoding of it, its
     balance the same), and version 3 is the smaller."""
     rng = random.Random(seed)
-    events = [e for e in generate(4, 400, seed=seed) if e.type in
-              ("usage", "grant_issued", "grant_revoked", "engineer_offboarded")]
+    events = [e for e in generate(4, 400, seed=seed) if e.type in LEDGER_EVENT_TYPES]
     rng.shuffle(events)
-    books: dict[str, EngineerBook] = {}
-    top, checked = None, 0
-    for e in events:
-        top = e.event_time if top is None else max(top, e.event_time)
-        book = books.setdefault(e.engineer_id, EngineerBook.empty(e.engineer_id))
-        book.ingest(e, top - timedelta(hours=rng.randrange(0, 48)))
-        book.ledger.drain()
+    checked = 0
+    for book, _top in _fed_books(events, rng):
         if rng.random() < 0.2:
             old = _pack_v2(book)
             assert old[2] == 2 and book.to_bytes()[2] == 3

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from compstream.domain.book import EngineerBook
-from compstream.domain.events import GrantRevoked, Usage
+from compstream.domain.events import LEDGER_EVENT_TYPES, GrantRevoked, Usage
 from compstream.synth import generate
 from compstream.worker.book_cache import BookCache
 from compstream.worker.processor import LedgerProcessor, SourceMessage
@@ -122,14 +122,18 @@ def _state(book: EngineerBook) -> tuple:
                                        "unpriced")])
 
 
+def _one_engineers_events(seed: int, n: int) -> list:
+    """One engineer's ledger events, with the first three grants revoked an hour in."""
+    events = [e for e in generate(1, n, seed=seed) if e.type in LEDGER_EVENT_TYPES]
+    grants = [e for e in events if e.type == "grant_issued"]
+    return events + [GrantRevoked(f"rev-{g.event_id}", g.engineer_id, g.grant_id,
+                                  g.effective_at + timedelta(hours=1)) for g in grants[:3]]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_settle_makes_a_live_book_equal_to_its_bytes(seed):
     rng = random.Random(seed)
-    events = [e for e in generate(1, 150, seed=seed) if e.type in
-              ("usage", "grant_issued", "grant_revoked", "engineer_offboarded")]
-    grants = [e for e in events if e.type == "grant_issued"]
-    events += [GrantRevoked(f"rev-{g.event_id}", g.engineer_id, g.grant_id,
-                            g.effective_at + timedelta(hours=1)) for g in grants[:3]]
+    events = _one_engineers_events(seed, 150)
     rng.shuffle(events)
     book = EngineerBook.empty(events[0].engineer_id)
     top = None
@@ -152,11 +156,7 @@ def test_a_settled_book_keeps_its_caches_and_matches_a_restored_twin(seed):
     (in order, out of order, late, scheduled ahead) and give the same
     balances (for every `until`) and the same bytes at every step."""
     rng = random.Random(seed)
-    events = [e for e in generate(1, 200, seed=seed) if e.type in
-              ("usage", "grant_issued", "grant_revoked", "engineer_offboarded")]
-    grants = [e for e in events if e.type == "grant_issued"]
-    events += [GrantRevoked(f"rev-{g.event_id}", g.engineer_id, g.grant_id,
-                            g.effective_at + timedelta(hours=1)) for g in grants[:3]]
+    events = _one_engineers_events(seed, 200)
     events.sort(key=lambda e: e.event_time)
     for i in range(0, len(events) - 3, 7):  # some out of order, some late
         events[i], events[i + 3] = events[i + 3], events[i]
