@@ -5,9 +5,11 @@ batches of the engine's size, under the engine's collector settings
 step also as process CPU time, steadier on a shared machine) and what a
 checkpoint writes per event (records and bytes per topic), and the cyclic
 GC's share. With `--history-ab`, also times the history topic's encoding
-against orjson's native dataclass encoding and checks that the two are
-byte-identical (it keeps every history row of the run alive for that, which
-the engine does not: the collector then scans them, ~3 µs an event more).
+(version 2: column names once, rows as arrays) against version 1 (each row
+an object of its columns, orjson's native dataclass encoding), with the
+bytes of each, and checks that both decode to the same rows (it keeps every
+history row of the run alive for that, which the engine does not: the
+collector then scans them, ~3 µs an event more).
 In-process, single thread:
 
     python -m bench.bench_core_step [--events N] [--engineers M] [--batch B] [--digest] [--history-ab] [--live-s S]
@@ -61,9 +63,10 @@ def _digest_checkpoint(h, checkpoint, history_topic: str) -> None:
     h.update(repr(sorted(checkpoint.offsets.items())).encode())
 
 
-def _native(batch) -> bytes:
-    """encode_batch with orjson serializing the row dataclasses itself."""
-    doc: dict = {"v": wire.WIRE_VERSION}
+def _version_1(batch) -> bytes:
+    """The history record of wire version 1: orjson serializing the row
+    dataclasses itself, each row an object of its columns."""
+    doc: dict = {"v": 1}
     for name, rows in batch.by_table.items():
         if rows:
             doc[name] = list(rows)
@@ -157,17 +160,18 @@ def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, hi
         "bytes_per_event": {t: round(s / n) for t, s in size.items()},
     }
     if history_ab:
-        identical = all(_native(b) == wire.encode_batch(b) for b in history_batches)
-        t0 = time.perf_counter()
-        for b in history_batches:
-            wire.encode_batch(b)
-        t_once = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for b in history_batches:
-            _native(b)
-        t_native = time.perf_counter() - t0
-        out |= {"history_encode_once_us": per(t_once), "history_encode_native_us": per(t_native),
-                "history_native_byte_identical": identical}
+        same_rows = all(wire.decode_batch(_version_1(b)) == wire.decode_batch(wire.encode_batch(b))
+                        for b in history_batches)
+        timed: dict[str, list[float]] = {"v2": [], "v1": []}
+        sizes = {}
+        for name, encode in [("v2", wire.encode_batch), ("v1", _version_1)] * 2:  # alternated, best of two
+            t0 = time.perf_counter()
+            sizes[name] = sum(len(encode(b)) for b in history_batches)
+            timed[name].append(time.perf_counter() - t0)
+        out |= {"history_encode_v2_us": per(min(timed["v2"])), "history_encode_v1_us": per(min(timed["v1"])),
+                "history_bytes_per_event_v2": round(sizes["v2"] / n),
+                "history_bytes_per_event_v1": round(sizes["v1"] / n),
+                "history_v1_v2_same_rows": same_rows}
     return out
 
 

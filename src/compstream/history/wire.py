@@ -2,19 +2,24 @@
 
 Workers publish their history rows to a Kafka topic inside the batch's
 transaction; `compstream sink` (or ClickHouse's Kafka engine, or a Kafka
-Connect sink) loads them. A record holds rows of one source partition:
+Connect sink) loads them. A record holds rows of one source partition,
+each table's column names once and its rows as arrays (version 2):
 
-    {"v": 1, "events": [{column: value, ...}], "postings": [...], ...}
+    {"v": 2, "events": {"columns": ["type", ...], "rows": [["usage", ...], ...]},
+     "postings": {...}, ...}
 
-Columns are the table columns (rows.py); times are ISO 8601 UTC, `raw` bytes
-of dead letters base64. Records stay under RECORD_BYTES_MAX: the broker's
-default message.max.bytes is 1 MiB.
+Columns are the table columns (rows.py) in their order; times are ISO 8601
+UTC, `raw` bytes of dead letters base64. Version 1 records (each row an
+object of its columns) are still read: a topic may hold them from an older
+worker. Records stay under RECORD_BYTES_MAX: the broker's default
+message.max.bytes is 1 MiB.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import operator
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
@@ -23,7 +28,8 @@ import orjson
 from compstream.domain.twin import fast_constructor
 from compstream.history.rows import TABLE_ROW_TYPES, HistoryBatch, HistoryError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+WIRE_VERSIONS_READ = (1, 2)
 RECORD_BYTES_MAX = 512 * 1024
 
 
@@ -37,6 +43,10 @@ def _field_kinds(row_type: type) -> tuple[tuple[str, str], ...]:
 
 
 _KINDS = {name: _field_kinds(row_type) for name, row_type in TABLE_ROW_TYPES.items()}
+_COLUMNS = {name: tuple(column for column, _ in kinds) for name, kinds in _KINDS.items()}
+# A row as the tuple of its columns, in order: what the record's arrays hold.
+_VALUES: dict[str, Callable[[Any], tuple]] = {
+    name: operator.attrgetter(*columns) for name, columns in _COLUMNS.items()}
 
 
 def _default(value: object) -> str:
@@ -46,33 +56,32 @@ def _default(value: object) -> str:
 
 
 def encode_batch(batch: HistoryBatch) -> bytes:
+    """The whole batch as one record (the definition `encode_records` cuts
+    into records of a bounded size, byte for byte)."""
     doc: dict = {"v": WIRE_VERSION}
     for name, rows in batch.by_table.items():
         if rows:
-            doc[name] = list(rows)  # orjson serializes the row dataclasses itself (no dict per row)
-    return orjson.dumps(doc, default=_default, option=orjson.OPT_NAIVE_UTC)
+            values = _VALUES[name]
+            doc[name] = {"columns": _COLUMNS[name], "rows": [values(r) for r in rows]}
+    return _dumps(doc)
 
 
 def decode_batch(data: bytes) -> HistoryBatch:
     """Raises HistoryError with the reason on anything that is not a record of
-    this format (a poison record must be named, never half loaded)."""
+    a version this build reads (a poison record must be named, never half
+    loaded)."""
     try:
         doc = orjson.loads(data)
-        if not isinstance(doc, dict) or doc.get("v") != WIRE_VERSION:
-            raise HistoryError(f"not a history record of version {WIRE_VERSION}")
+        version = doc.get("v") if isinstance(doc, dict) else None
+        if version not in WIRE_VERSIONS_READ:
+            raise HistoryError(f"not a history record of version {' or '.join(map(str, WIRE_VERSIONS_READ))}")
         tables = {}
-        for name, raw_rows in doc.items():
+        for name, table in doc.items():
             if name == "v":
                 continue
-            row_type = TABLE_ROW_TYPES.get(name)
-            if row_type is None or not isinstance(raw_rows, list):
+            if name not in TABLE_ROW_TYPES:
                 raise HistoryError(f"unknown history table {name!r}")
-            fast, width = _DECODERS[name], _WIDTH[name]
-            rows = []
-            for r in raw_rows:
-                row = fast(r) if isinstance(r, dict) and len(r) == width else None
-                rows.append(row if row is not None else row_type(**_decoded(name, r)))
-            tables[name] = tuple(rows)
+            tables[name] = _table_v2(name, table) if version == 2 else _table_v1(name, table)
         return HistoryBatch(**tables)
     except HistoryError:
         raise
@@ -80,20 +89,51 @@ def decode_batch(data: bytes) -> HistoryBatch:
         raise HistoryError(f"bad history record: {type(exc).__name__}: {exc}") from exc
 
 
-def _row_decoder(table: str, row_type: type) -> Callable[[dict], Any]:
-    """A function building `table`'s row from a decoded JSON object that has
-    every column (positional, through domain/twin's constructor where the
-    class allows it): the loader decodes every row, and `row_type(**...)`
-    with a copied dict cost ~16 µs an event row. Returns None for an object
-    it cannot take as is (a missing column, a bad value): the general path
-    then decides, with its error."""
+def _table_v2(name: str, table: object) -> tuple:
+    if not isinstance(table, dict) or not isinstance(table.get("rows"), list) \
+            or not isinstance(table.get("columns"), list) or len(table) != 2:
+        raise HistoryError(f"history table {name!r} is not an object of columns and rows")
+    columns, raw_rows = tuple(table["columns"]), table["rows"]
+    row_type = TABLE_ROW_TYPES[name]
+    if columns == _COLUMNS[name]:
+        fast, width = _DECODERS[name], len(columns)
+        rows = []
+        for r in raw_rows:
+            row = fast(r) if isinstance(r, list) and len(r) == width else None
+            rows.append(row if row is not None else row_type(**_decoded(name, _named(columns, r))))
+        return tuple(rows)
+    # Another build's columns (one that added or lacks a column with a
+    # default): by name, through the row class's own checks.
+    return tuple(row_type(**_decoded(name, _named(columns, r))) for r in raw_rows)
+
+
+def _named(columns: tuple, values: object) -> dict:
+    if not isinstance(values, list) or len(values) != len(columns):
+        raise HistoryError(f"a history row of {len(values) if isinstance(values, list) else 'no'} values "
+                           f"for {len(columns)} columns")
+    return dict(zip(columns, values, strict=True))
+
+
+def _table_v1(name: str, raw_rows: object) -> tuple:
+    if not isinstance(raw_rows, list):
+        raise HistoryError(f"history table {name!r} is not a list of rows")
+    row_type = TABLE_ROW_TYPES[name]
+    return tuple(row_type(**_decoded(name, r)) for r in raw_rows)
+
+
+def _row_decoder(table: str, row_type: type) -> Callable[[list], Any]:
+    """A function building `table`'s row from a decoded array of its columns
+    in order (positional, through domain/twin's constructor where the class
+    allows it): the loader decodes every row, and `row_type(**...)` with a
+    dict cost ~16 µs an event row. Returns None for an array it cannot take
+    as is (a bad value): the general path then decides, with its error."""
     try:
         build: Callable[..., Any] = fast_constructor(row_type)
     except TypeError:  # not a slotted dataclass: its own __init__, positionally
         build = row_type
     args = []
-    for name, kind in _KINDS[table]:
-        get = f"r[{name!r}]"
+    for i, (_, kind) in enumerate(_KINDS[table]):
+        get = f"r[{i}]"
         if kind == "datetime":
             args.append(f"None if {get} is None else _dt({get})")
         elif kind == "bytes":
@@ -101,18 +141,19 @@ def _row_decoder(table: str, row_type: type) -> Callable[[dict], Any]:
         else:
             args.append(get)
     code = ("def decode(r):\n    try:\n        return build(" + ", ".join(args) + ")\n"
-            "    except (KeyError, TypeError, ValueError):\n        return None\n")
+            "    except (TypeError, ValueError):\n        return None\n")
     namespace: dict[str, Any] = {"build": build, "_dt": datetime.fromisoformat, "_b64": base64.b64decode}
     exec(code, namespace)  # noqa: S102 - generated from the row's field names
-    decode: Callable[[dict], Any] = namespace["decode"]
+    decode: Callable[[list], Any] = namespace["decode"]
     return decode
 
 
 _DECODERS = {name: _row_decoder(name, row_type) for name, row_type in TABLE_ROW_TYPES.items()}
-_WIDTH = {name: len(kinds) for name, kinds in _KINDS.items()}
 
 
-def _decoded(table: str, raw: dict) -> dict:
+def _decoded(table: str, raw: object) -> dict:
+    if not isinstance(raw, dict):
+        raise HistoryError(f"a {table} row is not an object of its columns")
     out = dict(raw)
     for name, kind in _KINDS[table]:
         value = out.get(name)
@@ -135,32 +176,35 @@ def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> It
     parts: list[bytes] = []
     size = head_bytes
     for name, rows in batch.by_table.items():
-        key = b',"' + name.encode() + b'":'
+        if not rows:
+            continue
+        values = _VALUES[name]
+        key = _TABLE_HEAD[name]
         row_bytes_avg = 0.0  # learnt from this table's chunks
         i, n = 0, len(rows)
         while i < n:
-            room = bytes_max - size - len(key)
+            room = bytes_max - size - len(key) - 1  # the table's closing "}"
             if row_bytes_avg == 0.0:
-                row_bytes_avg = len(_dumps(rows[i])) + 1.0
+                row_bytes_avg = len(_dumps(values(rows[i]))) + 1.0
             k = n - i  # the rest, if it may fit; else a chunk a little under the room
             if k * row_bytes_avg * CHUNK_FILL > room:
                 k = max(1, int(room * CHUNK_FILL / row_bytes_avg))
-            chunk = _dumps(rows[i:i + k])
+            chunk = _dumps([values(r) for r in rows[i:i + k]])
             while len(chunk) > room and k > 1:
                 k = max(1, int(k * room * CHUNK_FILL / len(chunk)))
-                chunk = _dumps(rows[i:i + k])
+                chunk = _dumps([values(r) for r in rows[i:i + k]])
             if len(chunk) > room:  # one row that does not fit here
                 if parts:
                     yield b"".join(parts) + b"}"
                     parts, size = [], head_bytes
                     continue
-                raise HistoryError(f"one {name} row encodes to {head_bytes + len(key) + len(chunk)} bytes, "
+                raise HistoryError(f"one {name} row encodes to {head_bytes + len(key) + 1 + len(chunk)} bytes, "
                                    f"over {bytes_max}")
-            parts += [_HEAD if not parts else b"", key, chunk]
-            size += len(key) + len(chunk)
+            parts += [_HEAD if not parts else b"", key, chunk, b"}"]
+            size += len(key) + len(chunk) + 1
             row_bytes_avg = len(chunk) / k
             i += k
-            if i < n:  # the table goes on: one list per table in a record
+            if i < n:  # the table goes on: one object per table in a record
                 yield b"".join(parts) + b"}"
                 parts, size = [], head_bytes
     if parts:
@@ -175,3 +219,6 @@ def _dumps(value: object) -> bytes:
 # costs a second encoding of the chunk.
 CHUNK_FILL = 0.95
 _HEAD = b'{"v":' + str(WIRE_VERSION).encode()
+# What opens a table in a record: its key, its columns, the rows' array.
+_TABLE_HEAD = {name: b',"' + name.encode() + b'":{"columns":' + _dumps(columns) + b',"rows":'
+               for name, columns in _COLUMNS.items()}
