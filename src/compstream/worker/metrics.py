@@ -52,11 +52,9 @@ class WorkerMetrics:
                                       registry=r)
         self.history_loaded_seen = 0
 
-    def checkpoint(self, stats: BatchStats, seconds: float, buffered: int, commits: int = 1) -> None:
-        """One checkpoint stepped; `commits` made durable since the last call
-        (a transaction on that engine, which settles a batch's commit while
-        it steps the next)."""
-        self.transactions.labels("commit").inc(commits)
+    def checkpoint(self, stats: BatchStats, seconds: float, buffered: int) -> None:
+        """One checkpoint made durable (a transaction on that engine)."""
+        self.transactions.labels("commit").inc()
         self.batch_events.observe(stats.messages)
         self.batch_seconds.observe(seconds)
         for kind, n in stats.applied_by_type.items():

@@ -49,14 +49,10 @@ def _drained(log: MemoryLog, loop: CheckpointLoop) -> bool:
     return True
 
 
-def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, events_max: int,
-        deferred: bool = False):
-    """`deferred`: each commit lands (or fails, or crashes) only when the loop
-    settles it, after stepping the next batch (as the transactional engine's
-    commits do)."""
+def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, events_max: int):
     log = MemoryLog(PARTITIONS)
     rng = random.Random(seed)
-    output = MemoryOutput(log, deferred=deferred)
+    output = MemoryOutput(log)
     for _, event in published[:backlog]:
         _publish(log, event)
     todo = [e for _, e in published[backlog:]]
@@ -66,9 +62,8 @@ def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, 
             _publish(log, event)
         todo = todo[chunk:]
         kind = faults.get(i)
-        if kind is not None:  # deferred: the commit in flight, or else the next one, fails
-            output.crash_next = kind == "crash"
-            output.fail_next = kind == "abort"
+        output.crash_next = kind == "crash"
+        output.fail_next = kind == "abort"
         try:
             loop.run_once()
         except Crash:
@@ -112,14 +107,13 @@ def history(log: MemoryLog):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
        events_max=st.integers(1, 60),
-       faults=st.dictionaries(st.integers(0, 60), st.sampled_from(["crash", "abort"]), max_size=4),
-       deferred=st.booleans())
-def test_any_interleaving_cut_and_crash_equals_the_replay(seed, backlog_pct, chunk, events_max, faults, deferred):
+       faults=st.dictionaries(st.integers(0, 60), st.sampled_from(["crash", "abort"]), max_size=4))
+def test_any_interleaving_cut_and_crash_equals_the_replay(seed, backlog_pct, chunk, events_max, faults):
     published = scenario(seed, engineers=4, usage_per_engineer=6)
     ticks = sentinels(START + timedelta(days=60), PARTITIONS)
     events = [e for _, e in published]
     published = published + [(None, t) for t in ticks]
-    log = run(published, len(published) * backlog_pct // 100, chunk, faults, seed, events_max, deferred)
+    log = run(published, len(published) * backlog_pct // 100, chunk, faults, seed, events_max)
 
     assert_balances_equal_replay(log, events, ticks)
 
@@ -134,22 +128,3 @@ def test_any_interleaving_cut_and_crash_equals_the_replay(seed, backlog_pct, chu
         stored.setdefault(p.engineer_id, []).append(p)
     for engineer, want in finalized.postings.items():
         assert [p.hash for p in sorted(stored.get(engineer, []), key=lambda p: p.seq)] == [p.hash for p in want]
-
-
-def test_a_revocation_lands_the_commit_in_flight_first():
-    """The group waits for a member inside its revocation: the batch whose
-    commit is in flight must be visible (records and offsets) before the
-    partitions go to the next owner, who restores from them."""
-    published = scenario(3, engineers=3, usage_per_engineer=4)
-    log = MemoryLog(PARTITIONS)
-    for _, event in published:
-        _publish(log, event)
-    output = MemoryOutput(log, deferred=True)
-    loop = _loop(log, output, random.Random(3), events_max=1_000)
-    for _ in range(50):
-        if loop.run_once() is not None:
-            break
-    assert output.in_flight is not None and not log.offsets
-    loop.source.revoke([(TOPICS.usage, 0), (TOPICS.grants, 0)])
-    assert output.in_flight is None and log.offsets
-    assert loop.commits == 1

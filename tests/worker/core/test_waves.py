@@ -60,9 +60,6 @@ class WavesOutput:
                 end = len(self.log.records.get(tp, []))
                 self.log.offsets[tp] = min(end, offset + self.rng.randint(1, 5))
 
-    def settle(self) -> None:  # Faust's waves are written in the commit itself
-        pass
-
 
 def _loop(log: MemoryLog, output: WavesOutput, rng: random.Random, events_max: int) -> CheckpointLoop:
     source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)

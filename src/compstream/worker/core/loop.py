@@ -3,13 +3,6 @@
     poll (assignment changes first) -> buffer per task (sync.TaskInputs)
     -> take what may be applied -> LedgerCore.step -> OutputSide.commit
 
-The commit of batch N may finish in the background (OutputSide.settle)
-while batch N+1 is filled and stepped; N is settled before N+1 is
-committed, before partitions are given up or restored, and when there is
-nothing to step. If N fails, the state (with N+1 stepped on top of it) is
-restored from the changelog and the sources re-read from the committed
-offsets, as after any failed commit.
-
 A batch closes at `batch_events_max` applicable messages, after
 `batch_within_s`, or as soon as the sources are read to their ends (no
 backlog) and `batch_drained_s` has passed, whichever comes first: below
@@ -82,60 +75,11 @@ class CheckpointLoop:
         self.restore_records_total = 0  # books changelog records read by every restore (compaction keeps it small)
         self.candidates: list[SourceMessage] = []  # leaderboard candidates (the merge's input)
         self.sought: dict[TopicPartition, int] = {}  # re-positioned during the current poll's results
-        # A commit that failed while settled inside a poll (a rebalance
-        # callback must not raise): handled once the poll has returned.
-        self.release_failure: BaseException | None = None
-        self.in_flight = False  # a commit started and not settled yet
-        source.before_release(self._settle_in_callback)
-
-    # -- assignment ---------------------------------------------------------
-
-    # -- the commit in flight -------------------------------------------------
-
-    def _settle(self) -> bool:
-        """Wait for the commit in flight; False when it failed (the state is
-        then back to what is committed)."""
-        try:
-            self._settle_or_raise()
-        except CommitFailed as exc:
-            log.warning("checkpoint not committed (%s): restoring state from the changelog", exc)
-            self.reset()
-            return False
-        return True
-
-    def _settle_or_raise(self) -> None:
-        in_flight, self.in_flight = self.in_flight, False
-        self.output.settle()
-        self.commits += in_flight
-
-    def _settle_in_callback(self) -> None:
-        try:
-            self._settle_or_raise()
-        except BaseException as exc:  # noqa: BLE001 - kept and handled after the poll returns
-            self.release_failure = exc
-
-    def _release_failure_handled(self) -> bool:
-        """A commit failed during the last poll: restore (CommitFailed) or
-        raise what it raised. True when the state was restored."""
-        exc, self.release_failure = self.release_failure, None
-        if exc is None:
-            return False
-        if isinstance(exc, CommitFailed):
-            log.warning("checkpoint not committed (%s): restoring state from the changelog", exc)
-            self.reset()
-            return True
-        raise exc
-
-    def close(self) -> None:
-        """Settle the last commit (at shutdown); raises CommitFailed if it failed."""
-        self._settle_or_raise()
 
     # -- assignment ---------------------------------------------------------
 
     def _assigned(self, partitions: tuple[TopicPartition, ...]) -> None:
         t0 = self.clock()
-        # Restored state must include our own last commit.
-        self._settle_in_callback()
         self.assigned |= set(partitions)
         committed = self.source.committed(partitions)
         candidates = self.core.config.topics.leaderboard_candidates
@@ -189,7 +133,6 @@ class CheckpointLoop:
     def reset(self) -> None:
         """After a failed commit: state back to what is committed."""
         self.aborts += 1
-        self.in_flight = False
         self.core = self.make_core()
         self.inputs.clear()
         self.candidates.clear()
@@ -230,8 +173,6 @@ class CheckpointLoop:
                         self.inputs.add(item)
                         if isinstance(item, SourceMessage):
                             self.idle.touch(item.partition)
-            if self.release_failure is not None:  # the state is reset before anything else
-                return
             grants = self.core.config.topics.grants
             for tp in self.source.backlog([tp for tp in self.assigned if tp[0] == grants]):
                 self.inputs.mark_backlog(*tp)
@@ -263,28 +204,19 @@ class CheckpointLoop:
         self.paused = full
 
     def run_once(self) -> Checkpoint | None:
-        """Fill and step a batch and start its commit; returns its checkpoint
-        (visible once settled: `commits` counts those), or None when there
-        was nothing to step or a commit failed (state restored)."""
         self.fill()
-        if self._release_failure_handled():
-            return None
         messages = self.inputs.take(self.batch_events_max, self.clock())
         candidates, self.candidates = self.candidates[:MERGE_MESSAGES_MAX], self.candidates[MERGE_MESSAGES_MAX:]
         resend = self.core.leaderboards is not None and self.core.leaderboards.resend
         idle = self.idle.due(self.core.owned, self.inputs)
         if not messages and not candidates and not resend and not idle:
-            self._settle()
             return None
         checkpoint = self.core.step(messages, lagging=self.inputs.lagging(), candidates=candidates, idle=idle)
-        if not self._settle():  # the previous batch failed: this step is dropped with the state
-            return None
         try:
-            self.in_flight = True
             self.output.commit(checkpoint)
         except CommitFailed as exc:
-            self.in_flight = False
             log.warning("checkpoint not committed (%s): restoring state from the changelog", exc)
             self.reset()
             return None
+        self.commits += 1
         return checkpoint

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Iterable
 
-from compstream.worker.core.ports import Assigned, Checkpoint, CommitFailed, OutRecord, Polled, Revoked, TopicPartition
+from compstream.worker.core.ports import Assigned, Checkpoint, CommitFailed, OutRecord, Polled, TopicPartition
 from compstream.worker.messages import EndOfInput, SourceMessage, partition_of
 
 
@@ -51,20 +51,6 @@ class MemoryInput:
         self.paused: set[TopicPartition] = set()
         self._pending: list[Polled] = []
         self._eof_sent: set[TopicPartition] = set()
-        self._before_release: Callable[[], None] = lambda: None
-
-    def before_release(self, hook: Callable[[], None]) -> None:
-        self._before_release = hook
-
-    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
-        """Give partitions up, as a rebalance does: the hook first (the group
-        waits for it), then the next poll returns Revoked."""
-        parts = tuple(sorted(partitions))
-        self._before_release()
-        for tp in parts:
-            self.position.pop(tp, None)
-            self._eof_sent.discard(tp)
-        self._pending.append(Revoked(parts))
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         parts = tuple(sorted(partitions))
@@ -122,29 +108,15 @@ class Crash(Exception):
 class MemoryOutput:
     """Applies a checkpoint atomically. `fail_next`: the next commit is
     refused (CommitFailed, like an aborted transaction); `crash_next`: the
-    next commit raises Crash before anything lands. `deferred`: a commit
-    lands only at `settle`, and those two act there, as when a transaction
-    fails while the loop already steps the next batch."""
+    next commit raises Crash before anything lands."""
 
-    def __init__(self, log: MemoryLog, deferred: bool = False):
+    def __init__(self, log: MemoryLog):
         self.log = log
-        self.deferred = deferred
         self.fail_next = False
         self.crash_next = False
         self.committed = 0
-        self.in_flight: Checkpoint | None = None
 
     def commit(self, checkpoint: Checkpoint) -> None:
-        if self.in_flight is not None:
-            raise RuntimeError("commit while the previous one is in flight")
-        self.in_flight = checkpoint
-        if not self.deferred:
-            self.settle()
-
-    def settle(self) -> None:
-        checkpoint, self.in_flight = self.in_flight, None
-        if checkpoint is None:
-            return
         if self.crash_next:
             self.crash_next = False
             raise Crash()

@@ -5,14 +5,12 @@ changes, committed positions and the changelog to restore books from.
 OutputSide: one checkpoint -- every output record and the consumed offsets --
 made visible atomically, or not at all (CommitFailed). The transactional
 engine maps a checkpoint onto one Kafka transaction; memory.py onto lists.
-A side may finish a commit in the background while the loop steps the next
-batch (`settle` waits for it): at most one commit is in flight.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Iterable, Protocol
 
 from compstream.domain.twin import fast_constructor
 from compstream.worker.messages import EndOfInput, SourceMessage
@@ -90,20 +88,7 @@ class InputSide(Protocol):
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
 
-    def before_release(self, hook: Callable[[], None]) -> None:
-        """Call `hook` before partitions are given up (a revocation or a lost
-        assignment), while the group still waits for this member: the loop
-        settles its commit in flight there, so the next owner restores from
-        the changelog and offsets that commit leaves."""
-
 
 class OutputSide(Protocol):
     def commit(self, checkpoint: Checkpoint) -> None:
-        """All records and offsets, atomically; raises CommitFailed otherwise,
-        here or at `settle`. May return before the checkpoint is visible;
-        a commit before the previous one settled is a bug (RuntimeError)."""
-
-    def settle(self) -> None:
-        """Wait until the last commit is visible; raises CommitFailed when it
-        was not (nothing of it is visible). Returns at once when none is in
-        flight."""
+        """All records and offsets, atomically; raises CommitFailed otherwise."""

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, NoReturn
+from typing import Any, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -167,10 +166,6 @@ class KafkaInput:
         self.consumer.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         self.consumed: dict[TP, int] = {}  # next offset after what poll returned
-        self._before_release: Callable[[], None] = lambda: None
-
-    def before_release(self, hook: Callable[[], None]) -> None:
-        self._before_release = hook
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = tuple(sorted((tp.topic, tp.partition) for tp in partitions))
@@ -180,9 +175,6 @@ class KafkaInput:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = tuple(sorted((tp.topic, tp.partition) for tp in partitions))
         log.info("revoked %s", parts)
-        # Inside the callback the group waits for us: the commit in flight
-        # lands (or aborts) before the next owner reads changelog and offsets.
-        self._before_release()
         for tp in parts:
             self.consumed.pop(tp, None)
         self._events.append(Revoked(parts))
@@ -296,13 +288,6 @@ def _watermarks(reader: Consumer, tp: TopicPartition) -> tuple[int, int]:
 
 
 class KafkaOutput:
-    """One transaction per checkpoint. Its records and offsets are handed to
-    the producer on the caller's thread; `commit_transaction` (the flush of
-    the records and the transaction's end, ~10 % of a backlog's wall time
-    spent waiting on the broker) runs on a thread of its own until `settle`,
-    so the loop steps the next batch meanwhile. One transaction at a time:
-    nothing touches the producer between a commit and its settle."""
-
     def __init__(self, bootstrap: str, transactional_id: str, consumer: Consumer, faults: Faults | None = None) -> None:
         self.producer = Producer(producer_config(bootstrap, transactional_id))
         self.consumer = consumer
@@ -310,8 +295,6 @@ class KafkaOutput:
         # Aborts whatever a previous incarnation with this id left open, so
         # read_committed readers are not held at it until its timeout.
         self.producer.init_transactions(60)
-        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-        self.in_flight: Future[None] | None = None
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> None:
         while True:
@@ -325,8 +308,6 @@ class KafkaOutput:
                 self.producer.poll(PRODUCE_QUEUE_WAIT_S)
 
     def commit(self, checkpoint: Checkpoint) -> None:
-        if self.in_flight is not None:
-            raise RuntimeError("a transaction began before the previous one was settled")
         try:
             self.producer.begin_transaction()
             produce = self.producer.produce
@@ -343,25 +324,13 @@ class KafkaOutput:
                 self.faults.before_commit()
             if offsets:
                 self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 60)
+            self._commit_with_retry()
         except KafkaException as exc:
-            self._failed(exc)
-        self.in_flight = self.committer.submit(self._commit_with_retry)
-
-    def settle(self) -> None:
-        in_flight, self.in_flight = self.in_flight, None
-        if in_flight is None:
-            return
-        try:
-            in_flight.result()
-        except KafkaException as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: KafkaException) -> NoReturn:
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.txn_requires_abort():
-            self._abort()
-            raise CommitFailed(str(err)) from exc
-        raise exc  # fatal (fenced by a newer producer with our id, ...): the process must go
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                self._abort()
+                raise CommitFailed(str(err)) from exc
+            raise  # fatal (fenced by a newer producer with our id, ...): the process must go
 
     def _commit_with_retry(self) -> None:
         for attempt in range(10):
@@ -383,7 +352,6 @@ class KafkaOutput:
             raise
 
     def close(self) -> None:
-        self.committer.shutdown(wait=True)
         try:
             self.producer.flush(30)
         except KafkaException as exc:  # a fenced producer has nothing left to deliver

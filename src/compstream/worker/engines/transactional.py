@@ -23,7 +23,6 @@ from confluent_kafka import KafkaException
 from compstream.config import Settings
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.core.loop import CheckpointLoop
-from compstream.worker.core.ports import CommitFailed
 from compstream.worker.engines.history_side import EmbeddedHistory, instance_id
 from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
 from compstream.worker.engines.serving import serve
@@ -41,9 +40,8 @@ FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: a supervisor restarts it as a fresh member
 LOG_EVERY_S = 5.0
 
 
-def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoint, seconds: float,
-             commits: int) -> None:
-    metrics.checkpoint(checkpoint.stats, seconds, loop.inputs.buffered(), commits)
+def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoint, seconds: float) -> None:
+    metrics.checkpoint(checkpoint.stats, seconds, loop.inputs.buffered())
     metrics.restore_seconds.set(loop.restore_s_last)
 
 
@@ -95,13 +93,11 @@ def run(settings: Settings) -> None:
     try:
         while not stop.is_set():
             t0 = time.monotonic()
-            aborts, commits = loop.aborts, loop.commits
+            aborts = loop.aborts
             checkpoint = loop.run_once()
             if loop.aborts != aborts:
                 metrics.transactions.labels("abort").inc()
                 metrics.restore_seconds.set(loop.restore_s_last)
-            if checkpoint is None and loop.commits != commits:
-                metrics.transactions.labels("commit").inc(loop.commits - commits)
             if checkpoint is not None:
                 batches += 1
                 applied += checkpoint.stats.applied
@@ -110,7 +106,7 @@ def run(settings: Settings) -> None:
                          "offsets %s", st.messages, st.applied, st.duplicates, st.dead_letters, st.swept, st.stale,
                          " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}"
                                   for (t, p), o in sorted(checkpoint.offsets.items())))
-                _observe(metrics, loop, checkpoint, time.monotonic() - t0, loop.commits - commits)
+                _observe(metrics, loop, checkpoint, time.monotonic() - t0)
             if time.monotonic() - last_log >= LOG_EVERY_S:
                 last_log = time.monotonic()
                 _observe_positions(metrics, loop, source, loader)
@@ -120,10 +116,6 @@ def run(settings: Settings) -> None:
         log.error("fatal Kafka error (%s): exiting with %d for a restart", exc, FENCED_EXIT_CODE)
         code = FENCED_EXIT_CODE
     finally:
-        try:
-            loop.close()  # the last batch's commit
-        except (CommitFailed, KafkaException) as exc:  # its events are read again by the next owner
-            log.warning("last checkpoint not committed at shutdown: %s", exc)
         web.shutdown()
         history.stop()
         try:
