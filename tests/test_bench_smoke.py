@@ -113,3 +113,18 @@ def test_small_ratios_keep_their_digits():
     from bench import run
 
     assert run._fmt(0.004) == "0.004" and run._fmt(0.61) == "0.610" and run._fmt(13.0) == "13.00"
+
+
+def test_an_ab_variant_must_name_a_source_tree(tmp_path: Path):
+    """bench/ab.py runs each variant's worker from its own source tree: a
+    variant that names none, or one without the package, stops before a
+    broker is started (a typo would otherwise measure the installed build)."""
+    from bench.ab import _variants
+
+    (tmp_path / "compstream").mkdir()
+    assert _variants([f"base={tmp_path}", f"head={tmp_path}"]) == [
+        ("base", {"PYTHONPATH": str(tmp_path.resolve())}), ("head", {"PYTHONPATH": str(tmp_path.resolve())})]
+    for bad in ([f"base{tmp_path}"], [f"base={tmp_path / 'nowhere'}"], [f"={tmp_path}"],
+                [f"a={tmp_path}", f"a={tmp_path}"]):
+        with pytest.raises(SystemExit):
+            _variants(bad)

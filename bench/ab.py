@@ -1,0 +1,103 @@
+"""Alternated A/B of worker builds on one broker: the machine's speed drifts
+~20-30 % within an hour, so variants are compared as ratios within a round,
+and each round reverses the order of the one before (the second run of a
+pair here has tended to be the faster one, whichever variant it was).
+
+    python -m bench.ab throughput --events 1000000 --rounds 2 base=/tmp/wt-base/src head=src
+    python -m bench.ab latency --rate 10000 --secs 30 --rounds 2 base=/tmp/wt-base/src head=src
+
+A variant is `name=SRC`: the worker runs with PYTHONPATH=SRC (a worktree's
+`src`, e.g. from `git worktree add /tmp/wt-base <commit> --detach`), under
+the transactional engine with leaderboards off, as the bench's
+transactional rows. One JSON line per run, then each round's ratios to the
+first variant. Throughput runs check every engineer's last balance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from bench import common, e2e
+from compstream.broker import runtime
+from compstream.broker.topics import ensure_topics
+
+PARTITIONS = 4
+ENGINEERS = 10_000
+
+
+def _variants(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for spec in specs:
+        name, sep, src = spec.partition("=")
+        if not sep or not name or not Path(src, "compstream").is_dir():
+            raise SystemExit(f"variant {spec!r}: expected NAME=SRC with SRC/compstream a directory")
+        out.append((name, {"PYTHONPATH": str(Path(src).resolve())}))
+    if len({name for name, _ in out}) != len(out):
+        raise SystemExit("variant names must differ")
+    return out
+
+
+def _run(args: argparse.Namespace, bootstrap: str, i: int, env: dict[str, str]) -> dict:
+    topics = common.bench_topics(f"ab{i}")
+    ensure_topics(bootstrap, topics, PARTITIONS)
+    if args.kind == "throughput":
+        from bench.run import events_for
+
+        events = events_for(args.events, ENGINEERS)
+        common.produce(bootstrap, topics, events)
+        res = e2e.throughput(bootstrap, topics, events, PARTITIONS, env={**e2e.TRANSACTIONAL, **env})
+        return {k: res.get(k) for k in ("sustained_events_per_s", "wall_from_spawn_s", "history_loaded_from_spawn_s",
+                                        "worker_peak_rss_mib", "engineers_wrong_count")}
+    from compstream.synth import generate
+
+    events = [e for e in generate(ENGINEERS, int(args.rate * args.secs), seed=11,
+                                  usage_span=timedelta(seconds=args.secs))
+              if e.type in ("grant_issued", "usage")]
+    res = e2e.latency(bootstrap, topics, events, PARTITIONS, args.rate, env={**e2e.TRANSACTIONAL, **env})
+    return {k: res.get(k) for k in ("achieved_offered_events_per_s", "visible_p50_ms", "visible_p99_ms",
+                                    "visible_max_ms", "stalled")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("kind", choices=("throughput", "latency"))
+    ap.add_argument("variants", nargs="+", help="NAME=SRC, at least two")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--events", type=int, default=1_000_000, help="throughput: the backlog's events")
+    ap.add_argument("--rate", type=float, default=10_000.0, help="latency: events a second offered")
+    ap.add_argument("--secs", type=int, default=30, help="latency: seconds offered")
+    args = ap.parse_args()
+    variants = _variants(args.variants)
+    if len(variants) < 2 or args.rounds < 1:
+        raise SystemExit("give at least two variants and one round")
+    metric = "sustained_events_per_s" if args.kind == "throughput" else "visible_p99_ms"
+    broker_dir = Path(tempfile.mkdtemp(prefix="bench-ab."))
+    info = runtime.start(broker_dir, port=e2e._free_port(), controller_port=e2e._free_port(),
+                         partitions=PARTITIONS, timeout_s=180, heap="1g")
+    try:
+        i = 0
+        for r in range(args.rounds):
+            order = variants if r % 2 == 0 else variants[::-1]
+            got = {}
+            for name, env in order:
+                res = _run(args, info.bootstrap, i, env)
+                i += 1
+                got[name] = res.get(metric)
+                print(json.dumps({"round": r, "variant": name, **res}), flush=True)
+            first = got[variants[0][0]]
+            if first:
+                print(json.dumps({"round": r, "order": [n for n, _ in order], "metric": metric,
+                                  "ratio_to_" + variants[0][0]: {n: round(v / first, 3) if v else None
+                                                                 for n, v in got.items()}}), flush=True)
+    finally:
+        runtime.stop(broker_dir)
+        shutil.rmtree(broker_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
