@@ -154,3 +154,14 @@ def test_a_version_2_record_is_smaller_than_its_version_1_form():
     (v2,) = list(encode_records(batch))
     assert decode_batch(v1) == decode_batch(v2) == batch
     assert len(v2) < 0.8 * len(v1), (len(v2), len(v1))
+
+
+def test_a_row_of_one_column_is_still_an_array():
+    class One:
+        a = 7
+
+    class Two:
+        a, b = 7, 8
+
+    assert wire._values_of(("a",))(One()) == (7,)
+    assert wire._values_of(("a", "b"))(Two()) == (7, 8)

@@ -44,9 +44,18 @@ def _field_kinds(row_type: type) -> tuple[tuple[str, str], ...]:
 
 _KINDS = {name: _field_kinds(row_type) for name, row_type in TABLE_ROW_TYPES.items()}
 _COLUMNS = {name: tuple(column for column, _ in kinds) for name, kinds in _KINDS.items()}
-# A row as the tuple of its columns, in order: what the record's arrays hold.
-_VALUES: dict[str, Callable[[Any], tuple]] = {
-    name: operator.attrgetter(*columns) for name, columns in _COLUMNS.items()}
+
+
+def _values_of(columns: tuple[str, ...]) -> Callable[[Any], tuple]:
+    """A row as the tuple of its columns, in order: what the record's arrays
+    hold (attrgetter of one name returns the bare value, not a 1-tuple)."""
+    get = operator.attrgetter(*columns)
+    if len(columns) == 1:
+        return lambda row: (get(row),)
+    return get
+
+
+_VALUES = {name: _values_of(columns) for name, columns in _COLUMNS.items()}
 
 
 def _default(value: object) -> str:
