@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 from bench import common, e2e
-from compstream.broker import runtime
 from compstream.broker.topics import ensure_topics
 
 PARTITIONS = 4
@@ -76,10 +73,7 @@ def main() -> None:
     if len(variants) < 2 or args.rounds < 1:
         raise SystemExit("give at least two variants and one round")
     metric = "sustained_events_per_s" if args.kind == "throughput" else "visible_p99_ms"
-    broker_dir = Path(tempfile.mkdtemp(prefix="bench-ab."))
-    info = runtime.start(broker_dir, port=e2e._free_port(), controller_port=e2e._free_port(),
-                         partitions=PARTITIONS, timeout_s=180, heap="1g")
-    try:
+    with e2e.local_broker("bench-ab.", PARTITIONS) as info:
         i = 0
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
@@ -94,10 +88,6 @@ def main() -> None:
                 print(json.dumps({"round": r, "order": [n for n, _ in order], "metric": metric,
                                   "ratio_to_" + variants[0][0]: {n: round(v / first, 3) if v else None
                                                                  for n, v in got.items()}}), flush=True)
-    finally:
-        runtime.stop(broker_dir)
-        shutil.rmtree(broker_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 from bench import common, e2e
-from compstream.broker import runtime
 from compstream.broker.topics import ensure_topics
 
 PARTITIONS = 4
@@ -32,11 +28,8 @@ def main() -> None:
     ap.add_argument("--engineers", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    broker_dir = Path(tempfile.mkdtemp(prefix="bench_loader_ab."))
-    info = runtime.start(broker_dir, port=e2e._free_port(), controller_port=e2e._free_port(),
-                         partitions=PARTITIONS, timeout_s=180, heap="1g")
     events = events_for(args.events, args.engineers)
-    try:
+    with e2e.local_broker("bench_loader_ab.", PARTITIONS) as info:
         for i in range(args.rounds * 2):
             sink = ("external", "embedded")[i % 2]
             topics = common.bench_topics(f"loaderab{i}")
@@ -49,10 +42,6 @@ def main() -> None:
                               "loader_peak_rss_mib": r.get("loader_peak_rss_mib"),
                               "history_loaded_from_spawn_s": r.get("history_loaded_from_spawn_s"),
                               "engineers_wrong": r.get("engineers_wrong_count")}), flush=True)
-    finally:
-        runtime.stop(broker_dir)
-        shutil.rmtree(broker_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -43,7 +43,9 @@ import time
 import uuid
 from bisect import bisect_left
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from bench.common import (
     child_pids,
@@ -55,6 +57,8 @@ from bench.common import (
     produce,
     vm_hwm_mib,
 )
+from compstream.broker import runtime
+from compstream.broker.runtime import BrokerInfo
 from compstream.codec import decode_record
 from compstream.config import Topics
 
@@ -63,6 +67,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def local_broker(prefix: str, partitions: int) -> Iterator[BrokerInfo]:
+    """A broker of its own for a bench run (temp data dir, free ports),
+    stopped and removed on exit."""
+    broker_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield runtime.start(broker_dir, port=_free_port(), controller_port=_free_port(),
+                            partitions=partitions, timeout_s=180, heap="1g")
+    finally:
+        runtime.stop(broker_dir)
+        shutil.rmtree(broker_dir, ignore_errors=True)
 
 
 class Worker:

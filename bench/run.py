@@ -17,6 +17,7 @@ the report says which targets were missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -782,27 +783,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     res: dict = {"generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  "machine": common.machine(), "params": p}
-    broker_dir = None
     bootstrap = args.bootstrap
-    try:
+    with contextlib.ExitStack() as stack:
         if bootstrap is None:
-            from compstream.broker import runtime
-
-            broker_dir = Path(tempfile.mkdtemp(prefix="bench_kafka."))
-            info = runtime.start(broker_dir, port=e2e._free_port(), controller_port=e2e._free_port(),
-                                 partitions=p["partitions"], timeout_s=180, heap="1g")
+            info = stack.enter_context(e2e.local_broker("bench_kafka.", p["partitions"]))
             bootstrap = info.bootstrap
             res["machine"]["kafka"] = info.version
             print(f"[bench] broker {info.version} on {bootstrap} ({info.startup_s}s)", flush=True)
         suite = Suite(p, bootstrap)
         res["results"] = suite.run()
         res["errors"] = suite.errors
-    finally:
-        if broker_dir is not None:
-            from compstream.broker import runtime
-
-            runtime.stop(broker_dir)
-            shutil.rmtree(broker_dir, ignore_errors=True)
     res["elapsed_s"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

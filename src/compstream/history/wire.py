@@ -103,17 +103,16 @@ def _table_v2(name: str, table: object) -> tuple:
             or not isinstance(table.get("columns"), list) or len(table) != 2:
         raise HistoryError(f"history table {name!r} is not an object of columns and rows")
     columns, raw_rows = tuple(table["columns"]), table["rows"]
-    row_type = TABLE_ROW_TYPES[name]
-    if columns == _COLUMNS[name]:
-        fast, width = _DECODERS[name], len(columns)
-        rows = []
-        for r in raw_rows:
-            row = fast(r) if isinstance(r, list) and len(r) == width else None
-            rows.append(row if row is not None else row_type(**_decoded(name, _named(columns, r))))
-        return tuple(rows)
-    # Another build's columns (one that added or lacks a column with a
-    # default): by name, through the row class's own checks.
-    return tuple(row_type(**_decoded(name, _named(columns, r))) for r in raw_rows)
+    row_type, width = TABLE_ROW_TYPES[name], len(columns)
+    # This build's columns: positionally. Another build's (one that added or
+    # lacks a column with a default), or a row the fast path refuses: by
+    # name, through the row class's own checks.
+    fast = _DECODERS[name] if columns == _COLUMNS[name] else None
+    rows = []
+    for r in raw_rows:
+        row = fast(r) if fast is not None and isinstance(r, list) and len(r) == width else None
+        rows.append(row if row is not None else row_type(**_decoded(name, _named(columns, r))))
+    return tuple(rows)
 
 
 def _named(columns: tuple, values: object) -> dict:
