@@ -139,6 +139,7 @@ def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, hi
     t0 = time.perf_counter()
     for i in range(0, len(msgs), batch_size):
         checkpoint = core.step(msgs[i:i + batch_size])
+        core.committed()  # as an engine does once the checkpoint is durable (the web view's books)
         if digest:
             _digest_checkpoint(h, checkpoint, core.history)
         for r in checkpoint.records:

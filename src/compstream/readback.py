@@ -1,7 +1,10 @@
 """Read the worker's outputs back from Kafka (balances, dead letters, alerts).
 
 Used by the demo, `compstream diff` and the tests: a consumer with no group
-(nothing committed), from the earliest offset, bounded by a deadline.
+(nothing committed), from the earliest offset, bounded by a deadline. It
+reads committed records only (`read_committed`), as a downstream service
+must: the transactional engine's open or aborted transactions are not
+balances.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ def read_records(bootstrap: str, topic: str, until: Callable[[list], bool] | Non
     """All (key, record name, record) on `topic`, polling until `until(records)`
     holds or `timeout_s` passes (then whatever arrived is returned)."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=POLL_IDLE_MS)
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=POLL_IDLE_MS,
+                             isolation_level="read_committed")
     records: list[tuple[bytes | None, str, dict]] = []
     deadline = time.monotonic() + timeout_s
     try:

@@ -11,6 +11,7 @@ events."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -50,9 +51,20 @@ TABLE_KEYS = {
 }
 
 
+_APPLIED_BATCH = re.compile(r"batch of \d+: [1-9]\d* applied")
+
+
 def _log_count(process: WorkerProcess, mark: str) -> int:
     try:
         return process.log_path.read_text(errors="replace").count(mark)
+    except FileNotFoundError:
+        return 0
+
+
+def _applied_batches(process: WorkerProcess) -> int:
+    """Committed batches that applied events (not the idle ones)."""
+    try:
+        return len(_APPLIED_BATCH.findall(process.log_path.read_text(errors="replace")))
     except FileNotFoundError:
         return 0
 
@@ -98,9 +110,12 @@ def test_two_workers_one_sink_with_kills_load_every_row_once(kafka_bootstrap, to
     sink.env["COMPSTREAM_FAULT_CRASH_AFTER_HISTORY"] = "2"
     for p in (a, b, sink):
         p.start()
-    a.wait_until(lambda: _log_count(a, "batch of") >= 2, 180, "worker a's second transaction")
-    a.kill()  # kill -9 mid-backlog: its open transaction (and history record) is aborted
-    a.start()
+    # Whichever worker first commits a second batch with events in it is
+    # killed: the other may join the group late and find nothing left to do.
+    victim = a.wait_until(lambda: next((w for w in (a, b) if _applied_batches(w) >= 2), None), 180,
+                          "a worker's second transaction with events")
+    victim.kill()  # kill -9 mid-backlog: its open transaction (and history record) is aborted
+    victim.start()
     deadline = time.monotonic() + 180
     while sink.alive() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -116,7 +131,7 @@ def test_two_workers_one_sink_with_kills_load_every_row_once(kafka_bootstrap, to
     publish_events(ticks, kafka_bootstrap, topics)
     wait_balances(kafka_bootstrap, topics.balances, expected_counts(ticks), 120, a)
     wait_quiet(kafka_bootstrap, topics.balances, quiet_s=2, timeout_s=60)
-    assert _log_count(b, "batch of") > 0, "worker b never took a partition"
+    assert _log_count(a, "batch of") > 0 and _log_count(b, "batch of") > 0, "a worker never took a partition"
     assert a.stop() == 0, a.diagnosis()
     assert b.stop() == 0, b.diagnosis()
     sink.wait_until(lambda: _loaded_through_end(kafka_bootstrap, history_topic(topics), f"{group}-history-sink"),

@@ -66,10 +66,15 @@ class PartitionRange:
 
 
 def open_consumer(bootstrap: str, timeout_s: float = 30.0) -> KafkaConsumer:
-    """A group-less consumer: it commits nothing, so reading never moves the worker."""
+    """A group-less consumer: it commits nothing, so reading never moves the
+    worker. It reads committed records only: the transactional engine writes
+    balances, dead letters and history in transactions, and a record of an
+    open or aborted one is nothing a downstream reader may count (its end
+    offsets are then the last stable offsets)."""
     try:
         return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", request_timeout_ms=int(timeout_s * 1000) + 5000)
+                             auto_offset_reset="earliest", request_timeout_ms=int(timeout_s * 1000) + 5000,
+                             isolation_level="read_committed")
     except kerr.KafkaError as exc:
         raise SourceError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
 

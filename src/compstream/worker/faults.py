@@ -5,6 +5,8 @@ Inert unless set. They sit exactly at the seams that matter for exactly-once:
   Nth successful history write, before tables, outputs and offset commit;
 - COMPSTREAM_FAULT_HISTORY_DOWN_FILE=PATH every history write fails while PATH
   exists (an embedded-engine stand-in for a ClickHouse outage);
+- COMPSTREAM_FAULT_HOLD_BEFORE_COMMIT_FILE=PATH while PATH exists, a checkpoint
+  whose outputs are produced waits before its commit (what a view shows then);
 - COMPSTREAM_FAULT_DROP_BATCHES=N   ack the first N ledger batches unprocessed,
   as Faust does with messages it fetched before a rebalance pause;
 - COMPSTREAM_FAULT_LOSE_STALL_SEEKS=N the first N stall seeks do not happen,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, cast
 
@@ -42,6 +45,8 @@ class Faults:
         self.crash_after_history = int(raw) if raw else None
         down = environ.get("COMPSTREAM_FAULT_HISTORY_DOWN_FILE", "")
         self.history_down_file = Path(down) if down else None
+        hold = environ.get("COMPSTREAM_FAULT_HOLD_BEFORE_COMMIT_FILE", "")
+        self.hold_before_commit_file = Path(hold) if hold else None
         self.history_writes = 0
         self.drop_batches = int(environ.get("COMPSTREAM_FAULT_DROP_BATCHES", "") or 0)
         self.lose_stall_seeks = int(environ.get("COMPSTREAM_FAULT_LOSE_STALL_SEEKS", "") or 0)
@@ -73,14 +78,21 @@ class Faults:
             raise InjectedOutage(f"history unavailable ({self.history_down_file} exists)")
 
     def before_commit(self) -> None:
-        """Transactional engine: a checkpoint's records are produced, its
-        transaction not committed yet -- the seam CRASH_AFTER_HISTORY names
-        there (history rows travel in the transaction)."""
+        """A checkpoint's outputs are produced and it is not committed yet
+        (transactional: its transaction is open; Faust: its outputs wave is
+        delivered, state and positions not) -- the seam CRASH_AFTER_HISTORY
+        names on the transactional engine (history rows travel in the
+        transaction)."""
         self.commits += 1
         if self.crash_after_history is not None and self.commits >= self.crash_after_history:
             log.error("fault injection: crashing before commit %d", self.commits)
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
+        hold = self.hold_before_commit_file
+        if hold is not None and hold.exists():
+            log.error("fault injection: holding commit %d while %s exists", self.commits, hold)
+            while hold.exists():
+                time.sleep(0.05)
 
     def after_history_write(self) -> None:
         self.history_writes += 1

@@ -21,6 +21,7 @@ from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
+from compstream.worker.messages import partition_of
 from support.checks import sentinels
 from worker.core.scenario import LATENESS_S, START, Clock, scenario
 
@@ -49,10 +50,43 @@ def _drained(log: MemoryLog, loop: CheckpointLoop) -> bool:
     return True
 
 
+class ViewCheckingOutput(MemoryOutput):
+    """Checks, as each checkpoint is handed over (stepped, not yet
+    committed), that the web view still shows only what is committed."""
+
+    def __init__(self, log: MemoryLog, engineers: set[str]):
+        super().__init__(log)
+        self.engineers = engineers
+        self.core: LedgerCore | None = None
+        self.checked = 0
+
+    def commit(self, checkpoint) -> None:
+        if self.core is not None:
+            assert_view_is_committed(self.core, self.log, self.engineers)
+            self.checked += 1
+        super().commit(checkpoint)
+
+
+def assert_view_is_committed(core: LedgerCore, log: MemoryLog, engineers: set[str]) -> None:
+    """Every book the web view shows is the last one on the committed
+    changelog, and it shows none the changelog does not hold."""
+    committed: dict[str, bytes | None] = {}
+    for (topic, _), records in log.records.items():
+        if topic == core.changelog:
+            for key, value in records:
+                committed[key.decode()] = value
+    for engineer in engineers:
+        partition = partition_of(engineer, PARTITIONS)
+        if partition not in core.owned:
+            continue
+        data, _ = core.view.read(engineer)
+        assert data == committed.get(engineer), f"web view of {engineer} is not the committed book"
+
+
 def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, events_max: int):
     log = MemoryLog(PARTITIONS)
     rng = random.Random(seed)
-    output = MemoryOutput(log)
+    output = ViewCheckingOutput(log, {e.engineer_id for _, e in published})
     for _, event in published[:backlog]:
         _publish(log, event)
     todo = [e for _, e in published[backlog:]]
@@ -64,11 +98,16 @@ def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, 
         kind = faults.get(i)
         output.crash_next = kind == "crash"
         output.fail_next = kind == "abort"
+        output.core = loop.core
         try:
             loop.run_once()
         except Crash:
             loop = _loop(log, output, rng, events_max)  # a new process: state from the changelog
+        output.core = loop.core
+        assert_view_is_committed(loop.core, log, output.engineers)
         if not todo and _drained(log, loop):
+            if output.committed and not output.checked:
+                raise AssertionError("no checkpoint was checked while in flight")
             return log
     raise AssertionError("the loop did not drain the source topics")
 

@@ -14,7 +14,8 @@ records then equal the committed offsets); the Faust engine writes the
 changelog last and the positions after the books, so a restore never has a
 position ahead of its books. An engine that cannot commit throws this core
 away and restores a new one from the changelog, so in-memory state never runs
-ahead of what is committed.
+ahead of what is committed. Once it has committed, it calls `committed()`:
+only then does the web view (`view`, core/committed.py) show the step's books.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
 from compstream.worker.core.collector import collector_paused
+from compstream.worker.core.committed import CommittedView, PartitionTimes
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
@@ -61,7 +63,8 @@ class CoreConfig:
 class LedgerCore:
     def __init__(self, config: CoreConfig):
         self.config = config
-        self.books: dict[str, bytes] = {}
+        self.books: dict[str, bytes] = {}  # the working books: a step changes them before its commit
+        self.view = CommittedView(lambda engineer: partition_of(engineer, config.partitions))
         self.positions: dict[TopicPartition, int] = {}
         self.owned: set[int] = set()
         self.processor = LedgerProcessor(config.lateness_s, load_book=self.books.get,
@@ -122,7 +125,9 @@ class LedgerCore:
                 self.books[key] = value
         self.positions.update({**positions, **stored})
         self.owned.add(partition)
-        return sum(1 for k in keys if k in self.books), count
+        held = {k: self.books[k] for k in keys if k in self.books}
+        self.view.restored(held, self._times((partition,)))
+        return len(held), count
 
     def forget(self, partition: int) -> None:
         """A revoked partition: its books may move on under another worker."""
@@ -132,6 +137,7 @@ class LedgerCore:
             del self.books[engineer]
         for tp in [tp for tp in self.positions if tp[1] == partition]:
             del self.positions[tp]
+        self.view.forget(partition)
         self.processor.stream_time.pop(partition, None)
         self.processor.swept_watermark.pop(partition, None)
         self.processor.recorded_watermark.pop(partition, None)
@@ -154,6 +160,15 @@ class LedgerCore:
         if self.leaderboards is not None:
             self.leaderboards.forget_merge()
         self.positions.pop((self.config.topics.leaderboard_candidates, 0), None)
+
+    def committed(self) -> None:
+        """The engine made the last checkpoint durable: the web view may show it."""
+        self.view.publish(self._times(self.owned))
+
+    def _times(self, partitions: Iterable[int]) -> PartitionTimes:
+        processor = self.processor
+        return {p: (t, processor.watermark(p)) for p in partitions
+                if (t := processor.stream_time.get(p)) is not None}
 
     # -- the batch ----------------------------------------------------------
 
@@ -195,9 +210,10 @@ class LedgerCore:
                                             lagging=lagging, lagging_after=lagging, also_sweep=advanced)
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
             stats.dead_letters = len(result.dead_letters)
-            topics, changelog, books = self.config.topics, self.changelog, self.books
+            topics, changelog, books, stage = self.config.topics, self.changelog, self.books, self.view.stage
             for engineer, (data, p) in result.books.items():
                 books[engineer] = data
+                stage(engineer, data)
                 records.append(new_out_record(changelog, engineer.encode(), data, p))
             for p in sorted({m.partition for m in fresh} | set(advanced)):
                 t = self.processor.stream_time.get(p)

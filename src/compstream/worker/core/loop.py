@@ -218,5 +218,6 @@ class CheckpointLoop:
             log.warning("checkpoint not committed (%s): restoring state from the changelog", exc)
             self.reset()
             return None
+        self.core.committed()
         self.commits += 1
         return checkpoint

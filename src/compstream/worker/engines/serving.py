@@ -1,11 +1,12 @@
 """The web views every engine serves, on a thread of their own:
 
-    GET /balances/{engineer}             the book as of its partition's stream time
+    GET /balances/{engineer}             the committed book as of its partition's stream time
     GET /leaderboards/{window}/{dimension}
     GET /metrics                         Prometheus text
 
-They read the engine's current LedgerCore; its dicts are only ever replaced
-key by key on the engine's thread, so a read sees a whole book (GIL).
+A balance is read from the engine's current LedgerCore's committed view
+(core/committed.py): as of the last checkpoint the engine made durable,
+never the step in flight, so it is never ahead of the balance topic.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from urllib.parse import unquote
 from compstream.config import Settings
 from compstream.worker.balance_view import balance_body
 from compstream.worker.core.checkpoint import LedgerCore
-from compstream.worker.messages import partition_of
 from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from compstream.worker.metrics import WorkerMetrics
 
@@ -65,14 +65,11 @@ def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: Worker
             if len(parts) != 2 or parts[0] != "balances":
                 return self._json(404, {"error": "not found"})
             engineer = unquote(parts[1])
-            core = core_of()
-            data = core.books.get(engineer)
+            data, times = core_of().view.read(engineer)
             if data is None:
                 return self._json(404, {"error": f"no balance for {engineer!r}"})
             book = EngineerBook.from_bytes(data)
-            partition = partition_of(engineer, settings.source_partitions)
-            until = core.processor.stream_time.get(partition)
-            final = core.processor.watermark(partition) if until is not None else book.watermark
+            until, final = times if times is not None else (None, book.watermark)
             self._json(200, balance_body(book, until, final))
 
     server = ThreadingHTTPServer((settings.web_bind, settings.web_port), Handler)

@@ -361,6 +361,7 @@ class FaustEngine:
             os._exit(FENCED_EXIT_CODE)
         checkpoint = core.step(messages, lagging=self.inputs.lagging(), candidates=candidates, idle=idle)
         await self._write(checkpoint)
+        core.committed()  # every wave delivered: the web view may show it
         for m in consumed:
             stream, event = self.held.pop((m.topic, m.partition, m.offset))
             await stream.ack(event)
