@@ -24,7 +24,8 @@ def partition(engineer: str, partitions: int) -> int:
 def read_json(bootstrap: str, topic: str) -> list[tuple[str, dict | None]]:
     """Every (key, JSON value or None for a tombstone) on a topic, in order."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=POLL_IDLE_MS)
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=POLL_IDLE_MS,
+                             isolation_level="read_committed")  # as a downstream reader of the engine's transactions
     try:
         return [(m.key.decode(), None if m.value is None else json.loads(m.value)) for m in consumer]
     finally:

@@ -79,7 +79,8 @@ class BalanceTail:
     in without re-reading the whole topic."""
 
     def __init__(self, bootstrap: str, topic: str):
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      isolation_level="read_committed")
         partitions = self.consumer.partitions_for_topic(topic)
         if not partitions:
             self.consumer.close()

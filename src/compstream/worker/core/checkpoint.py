@@ -154,11 +154,13 @@ class LedgerCore:
             if value is not None and key.decode("utf-8") == MERGE_POSITION_KEY:
                 stored[(self.config.topics.leaderboard_candidates, 0)] = int(value)
         self.leaderboards.restore_merge(records)
+        self.view.restored_boards(self.leaderboards.merge.published_boards())
         self.positions.update({**positions, **stored})
 
     def forget_merge(self) -> None:
         if self.leaderboards is not None:
             self.leaderboards.forget_merge()
+        self.view.forget_boards()
         self.positions.pop((self.config.topics.leaderboard_candidates, 0), None)
 
     def committed(self) -> None:
@@ -237,7 +239,11 @@ class LedgerCore:
             if self.leaderboards is not None:
                 counted = [m for m in fresh if (m.topic, m.partition, m.offset) not in not_applied]
         if self.leaderboards is not None:
-            records += self.leaderboards.step(counted, decoded, candidates)
+            boards = self.config.topics.leaderboards
+            for r in self.leaderboards.step(counted, decoded, candidates):
+                if r.topic == boards:
+                    self.view.stage_board(r.key, r.value)
+                records.append(r)
         records += self._position_records(offsets)
         self.positions.update(offsets)
         return Checkpoint(records=records, offsets=offsets, stats=stats)

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Iterable, TypeVar
+
+from compstream.worker.leaderboards.view import Boards
+
+T = TypeVar("T")
 
 # partition -> (stream time, watermark): as the view passes them to balance_body
 PartitionTimes = dict[int, tuple[datetime, datetime]]
@@ -32,20 +36,32 @@ class CommittedView:
         self._books: dict[str, bytes] = {}
         self._times: PartitionTimes = {}
         self._staged: dict[str, bytes] = {}
+        # The leaderboards the merge published (its owner only), as on the topic.
+        self._boards = Boards()
+        self._staged_boards: dict[str, bytes | None] = {}  # None: a tombstone
 
     def stage(self, engineer: str, data: bytes) -> None:
         """A book a step changed; shown once `publish` says it is committed."""
         self._staged[engineer] = data
 
+    def stage_board(self, key: bytes | None, value: bytes | None) -> None:
+        """A board the merge published in a step (None: its tombstone)."""
+        if key is None:
+            raise ValueError("a leaderboard record without its board key")
+        self._staged_boards[key.decode("utf-8")] = value
+
     def staged(self) -> int:
-        return len(self._staged)
+        return len(self._staged) + len(self._staged_boards)
 
     def publish(self, times: PartitionTimes) -> None:
         """The staged books are committed (with these partition times)."""
         staged, self._staged = self._staged, {}
+        boards, self._staged_boards = self._staged_boards, {}
         with self._lock:
             self._books.update(staged)
             self._times = {**self._times, **times}
+            for key, value in boards.items():
+                self._boards.put(key, value)
 
     def restored(self, books: dict[str, bytes], times: PartitionTimes) -> None:
         """A restored partition's books: read from the committed changelog."""
@@ -59,6 +75,24 @@ class CommittedView:
                 del self._books[engineer]
             self._times = {p: t for p, t in self._times.items() if p != partition}
         self._staged = {e: d for e, d in self._staged.items() if self._partition_of(e) != partition}
+
+    def restored_boards(self, boards: Iterable[tuple[bytes, bytes]]) -> None:
+        """The merge was restored: every board it has published."""
+        fresh = Boards()
+        for key, value in boards:
+            fresh.put(key.decode("utf-8"), value)
+        with self._lock:
+            self._boards = fresh
+
+    def forget_boards(self) -> None:
+        self._staged_boards = {}
+        with self._lock:
+            self._boards = Boards()
+
+    def read_boards(self, read: Callable[[Boards], T]) -> T:
+        """`read(boards)` under the lock: several lookups see one checkpoint."""
+        with self._lock:
+            return read(self._boards)
 
     def read(self, engineer: str) -> tuple[bytes | None, tuple[datetime, datetime] | None]:
         """(the committed book or None, its partition's (stream time, watermark) or None)."""

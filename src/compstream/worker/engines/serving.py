@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from compstream.config import Settings
@@ -23,13 +23,8 @@ from compstream.worker.core.checkpoint import LedgerCore
 from compstream.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from compstream.worker.metrics import WorkerMetrics
 
-if TYPE_CHECKING:
-    from compstream.worker.core.leaderboard_step import LeaderboardStep
-    from compstream.worker.leaderboards.merge import MergeStage
-    from compstream.worker.leaderboards.view import TopicBoards
-
-# (window, dimension, the core's leaderboard step or None) -> (HTTP status, JSON body)
-BoardView = Callable[[str, str, "LeaderboardStep | None"], tuple[int, dict[str, Any]]]
+# (window, dimension, the engine's current core) -> (HTTP status, JSON body)
+BoardView = Callable[[str, str, LedgerCore], tuple[int, dict[str, Any]]]
 
 def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: WorkerMetrics) -> ThreadingHTTPServer:
     """Start the web views on a daemon thread; `core_of()` is the engine's current core."""
@@ -60,7 +55,7 @@ def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: Worker
                 self.wfile.write(text)
                 return None
             if len(parts) == 3 and parts[0] == "leaderboards" and boards is not None:
-                status, body = boards(parts[1], parts[2], core_of().leaderboards)
+                status, body = boards(parts[1], parts[2], core_of())
                 return self._json(status, body)
             if len(parts) != 2 or parts[0] != "balances":
                 return self._json(404, {"error": "not found"})
@@ -78,35 +73,35 @@ def serve(settings: Settings, core_of: Callable[[], LedgerCore], metrics: Worker
 
 
 def _board_view(settings: Settings) -> BoardView:
-    """GET /leaderboards/{window}/{dimension}: from the merge state where this
-    worker owns it, else from the leaderboards topic (as the Faust engine)."""
+    """GET /leaderboards/{window}/{dimension}: from the boards the merge
+    published in its last committed checkpoint where this worker owns it,
+    else from the leaderboards topic (as the Faust engine)."""
     from compstream.worker.leaderboards.merge import DIMENSIONS
-    from compstream.worker.leaderboards.view import BadRequest, TopicBoards, resolve_window
+    from compstream.worker.leaderboards.view import BadRequest, Boards, TopicBoards, resolve_window
 
     reader = TopicBoards(settings.kafka_bootstrap, settings.topics.leaderboards)
     lock = threading.Lock()
 
-    def view(window: str, dimension: str, step: LeaderboardStep | None) -> tuple[int, dict[str, Any]]:
+    def view(window: str, dimension: str, core: LedgerCore) -> tuple[int, dict[str, Any]]:
         if dimension not in DIMENSIONS:
             return 400, {"error": f"unknown dimension {dimension!r}", "dimensions": sorted(DIMENSIONS)}
         scope, metric = DIMENSIONS[dimension]
-        with lock:
-            board, served_by = None, "leaderboards-topic"
-            source: MergeStage | TopicBoards
-            for _attempt in range(3):
-                if step is not None and step.merge.loaded():
-                    source, served_by = step.merge, "merge-state"
-                else:
+
+        def answer(source: Boards) -> dict[str, Any] | None:
+            key = resolve_window(window, source.known_windows())
+            return None if key is None else source.lookup(key, scope, metric)
+
+        try:
+            if core.leaderboards is not None and core.leaderboards.merge.loaded():
+                served_by = "merge-state"
+                board = core.view.read_boards(answer)
+            else:
+                served_by = "leaderboards-topic"
+                with lock:
                     reader.refresh()
-                    source, served_by = reader, "leaderboards-topic"
-                try:
-                    key = resolve_window(window, source.known_windows())
-                    board = None if key is None else source.lookup(key, scope, metric)
-                    break
-                except BadRequest as exc:
-                    return 400, {"error": str(exc)}
-                except RuntimeError:  # the loop thread changed the merge state meanwhile: read again
-                    continue
+                    board = answer(reader)
+        except BadRequest as exc:
+            return 400, {"error": str(exc)}
         if board is None:
             return 404, {"error": f"no {dimension} board for {window!r}", "served_by": served_by}
         return 200, {**board, "served_by": served_by}

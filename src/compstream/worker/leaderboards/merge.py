@@ -218,7 +218,14 @@ class MergeStage:
         boards = state.boards(window_key)
         return public_board(boards, boards.board(scope, metric), self.pseudonymize)
 
-    def known_windows(self) -> list[tuple[str, bool]]:
-        """(window key, final) for every window the merge can answer."""
+    def published_boards(self) -> list[tuple[bytes, bytes]]:
+        """Every board this state has published and not tombstoned, as last
+        published (a function of the state): what the leaderboards topic
+        holds for it once the checkpoint that wrote the state is committed."""
         state = self._state()
-        return [(k, False) for k in state.windows] + [(k, True) for k in state.closed]
+        out = []
+        for key in sorted(state.windows):
+            out += self._boards(state.boards(key))
+        for key in sorted(state.closed):
+            out += self._boards(state.closed[key])
+        return out

@@ -9,11 +9,13 @@ Answers 200 with the published board (same JSON as the `leaderboards` topic
 value) plus `served_by`; 400 for a bad window or dimension; 404 if no board.
 
 Which worker answers: every worker does. The worker that owns the single
-candidates partition answers from its merge state (`served_by:
-"merge-state"`, freshest); any other worker answers from the compacted
-`leaderboards` topic, which it reads incrementally (`served_by:
-"leaderboards-topic"`, as fresh as the last publish, refreshed at most every
-REFRESH_S). Both carry identical JSON for the same published board.
+candidates partition answers from the boards its merge published in its
+last committed checkpoint (`served_by: "merge-state"`, freshest; never a
+board of a batch in flight: core/committed.py); any other worker answers
+from the compacted `leaderboards` topic, which it reads incrementally,
+read_committed (`served_by: "leaderboards-topic"`, as fresh as the last
+publish, refreshed at most every REFRESH_S). Both carry identical JSON for
+the same published board.
 """
 
 from __future__ import annotations
@@ -62,7 +64,27 @@ def _start(window: Window) -> datetime:
     return window.start
 
 
-class TopicBoards:
+class Boards:
+    """Public boards by key (`board_key`), as the `leaderboards` topic holds
+    them: the latest value per key, a tombstone removes the key."""
+
+    def __init__(self) -> None:
+        self.boards: dict[str, dict[str, Any]] = {}
+
+    def put(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.boards.pop(key, None)
+        else:
+            self.boards[key] = json.loads(value)
+
+    def known_windows(self) -> list[tuple[str, bool]]:
+        return [(b["window_key"], bool(b["final"])) for b in self.boards.values()]
+
+    def lookup(self, window_key: str, scope: Scope, metric: Metric) -> dict[str, Any] | None:
+        return self.boards.get(board_key(window_key, scope, metric))
+
+
+class TopicBoards(Boards):
     """Latest public board per key from the compacted `leaderboards` topic.
 
     Bounded: one entry per live key; tombstones (closed boards past retention)
@@ -70,9 +92,9 @@ class TopicBoards:
     """
 
     def __init__(self, bootstrap: str, topic: str):
+        super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
-        self.boards: dict[str, dict[str, Any]] = {}
         self._consumer: KafkaConsumer | None = None
         self._lock = threading.Lock()
         self._refreshed = 0.0
@@ -98,18 +120,8 @@ class TopicBoards:
                 for records in self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS).values():
                     for r in records:
                         read += 1
-                        key = r.key.decode()
-                        if r.value is None:
-                            self.boards.pop(key, None)
-                        else:
-                            self.boards[key] = json.loads(r.value)
+                        self.put(r.key.decode(), r.value)
             self._refreshed = time.monotonic()
-
-    def known_windows(self) -> list[tuple[str, bool]]:
-        return [(b["window_key"], bool(b["final"])) for b in self.boards.values()]
-
-    def lookup(self, window_key: str, scope: Scope, metric: Metric) -> dict[str, Any] | None:
-        return self.boards.get(board_key(window_key, scope, metric))
 
     def close(self) -> None:
         with self._lock:
