@@ -215,3 +215,31 @@ def test_balance_until_leaves_out_what_is_dated_later(events, data, lateness_h, 
         assert book.balance(until) == replay(mine, as_of).get(eng, Balance())
         later = sum(1 for _k, e in book.pending if event_time(e) > until)
         assert book.included(until) == len(book.pending) - later
+
+
+@PROPS
+@given(event_lists(), st.data(), st.integers(0, 5))
+def test_a_live_book_balances_as_a_fresh_copy_does(events, data, lateness_h):
+    """The worker keeps books alive between batches (worker/book_cache.py),
+    so a book's provisional cache (the finalized ledger with a prefix of its
+    pending events applied) lives across ingests, advances and balances with
+    a `until` that leaves events scheduled ahead out, moves on and back. At
+    every step its balance equals that of a copy made from its bytes (no
+    cache)."""
+    lateness = timedelta(hours=lateness_h)
+    delays = [timedelta(minutes=data.draw(st.integers(0, 60 * lateness_h))) for _ in events]
+    order = sorted(range(len(events)), key=lambda i: (event_time(events[i]) + delays[i], i))
+    books: dict[str, EngineerBook] = {}
+    max_seen = None
+    for i in order:
+        e = events[i]
+        t = event_time(e)
+        max_seen = t if max_seen is None else max(max_seen, t)
+        book = books.setdefault(e.engineer_id, EngineerBook.empty(e.engineer_id))
+        book.ingest(e, max_seen - lateness, want_balance=False)
+        if data.draw(st.booleans()):
+            book.advance(max_seen - lateness - timedelta(hours=data.draw(st.integers(0, 3))))
+        for _ in range(data.draw(st.integers(0, 2))):
+            until = None if data.draw(st.booleans()) else max_seen + timedelta(hours=data.draw(st.integers(-6, 6)))
+            fresh = EngineerBook.from_bytes(book.to_bytes())
+            assert book.balance(until) == fresh.balance(until)

@@ -111,7 +111,7 @@ PendingKey = tuple[datetime, int, str]
 
 
 class EngineerBook:
-    __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "taken", "seen_from_day", "_prov",
+    __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "taken", "seen_from_day", "_prov", "_prov_n",
                  "_pjson", "_pjson_from")
 
     def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
@@ -126,7 +126,11 @@ class EngineerBook:
         self.taken = len(seen) if taken is None else taken
         # Usage ids of days before this one are forgotten (days since the epoch).
         self.seen_from_day = seen_from_day
+        # Provisional cache: the finalized ledger with pending[:_prov_n]
+        # applied (a prefix: events scheduled ahead of the caller's present,
+        # e.g. next month's grant, are left out of balances and so of it).
         self._prov: Ledger | None = None
+        self._prov_n = 0
         # The JSON of each pending event's compact form, in pending order
         # (None: not encoded yet; the whole list None: not built yet). A book's
         # changelog record holds every pending event and is rewritten each
@@ -192,11 +196,10 @@ class EngineerBook:
         else:
             pending, pjson = self.pending, self._pjson
             if not pending or pending[-1][0] < key:
+                i = len(pending)
                 if pjson is not None:
                     pjson.append(None)
                 pending.append((key, event))
-                if self._prov is not None:
-                    self._prov.apply(event)
             else:
                 i = bisect_right(pending, key, key=_first)
                 pending.insert(i, (key, event))
@@ -204,7 +207,13 @@ class EngineerBook:
                     pjson.insert(i, None)
                     if i < self._pjson_from:
                         self._pjson_from = i
-                self._prov = None
+            prov = self._prov
+            if prov is not None:
+                if i == self._prov_n:  # right after the cached prefix: extend it
+                    prov.apply(event)
+                    self._prov_n = i + 1
+                elif i < self._prov_n:  # inside it: the cache no longer holds that order
+                    self._prov = None
         self._advance(watermark)
         postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
         return _new_result(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
@@ -260,8 +269,12 @@ class EngineerBook:
             self.watermark = watermark
             self._forget_old_ids(watermark)
             if self._prov is not None:
-                # Same item sequence as finalized + remaining pending: stays valid.
-                self._prov.expire_through(watermark, inclusive=False)
+                if n <= self._prov_n:
+                    # Same item sequence as finalized + the rest of the prefix: stays valid.
+                    self._prov_n -= n
+                    self._prov.expire_through(watermark, inclusive=False)
+                else:  # finalized past the cached prefix
+                    self._prov = None
 
     def _forget_old_ids(self, watermark: datetime) -> None:
         if watermark == END_OF_TIME:
@@ -294,19 +307,12 @@ class EngineerBook:
         n = self.included(until)
         if n == 0:
             return self.ledger.balance()
-        if n < len(pending):  # rare (something scheduled ahead): not cached
-            prov = self.ledger.clone(record=False)
-            for _, e in pending[:n]:
-                prov.apply(e)
-        else:
-            cached = self._prov
-            if cached is not None:
-                prov = cached
-            else:
-                prov = self.ledger.clone(record=False)
-                for _, e in pending:
-                    prov.apply(e)
-                self._prov = prov
+        prov, k = self._prov, self._prov_n
+        if prov is None or k > n:  # (k > n: `until` went back; cannot un-apply)
+            prov, k = self.ledger.clone(record=False), 0
+        for i in range(k, n):  # extend the cached prefix to the included events
+            prov.apply(pending[i][1])
+        self._prov, self._prov_n = prov, n
         # Expiries at the last event's instant (order-independent for balances).
         prov.expire_through(pending[n - 1][0][0], inclusive=True)
         return prov.balance()
