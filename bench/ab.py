@@ -10,13 +10,16 @@ A variant is `name=SRC`: the worker runs with PYTHONPATH=SRC (a worktree's
 `src`, e.g. from `git worktree add /tmp/wt-base <commit> --detach`), under
 the transactional engine with leaderboards off, as the bench's
 transactional rows. One JSON line per run, then each round's ratios to the
-first variant. Throughput runs check every engineer's last balance.
+first variant, and at the end each variant's geometric mean of those ratios
+(an even number of rounds cancels the position effect). Throughput runs
+check every engineer's last balance.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,6 +39,18 @@ def _variants(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
         out.append((name, {"PYTHONPATH": str(Path(src).resolve())}))
     if len({name for name, _ in out}) != len(out):
         raise SystemExit("variant names must differ")
+    return out
+
+
+def summary(rounds: list[dict[str, float | None]], base: str) -> dict[str, float | None]:
+    """Each variant's geometric mean over the rounds of its ratio to `base`:
+    with the order reversed every round, a position effect (the second run
+    of a pair faster) multiplies one round's ratio and divides the next's,
+    so an even number of rounds cancels it. None if a round lacks a figure."""
+    out: dict[str, float | None] = {}
+    for name in rounds[0] if rounds else {}:
+        ratios = [r[name] / r[base] for r in rounds if r.get(name) and r.get(base)]
+        out[name] = round(statistics.geometric_mean(ratios), 3) if len(ratios) == len(rounds) else None
     return out
 
 
@@ -73,6 +88,7 @@ def main() -> None:
     if len(variants) < 2 or args.rounds < 1:
         raise SystemExit("give at least two variants and one round")
     metric = "sustained_events_per_s" if args.kind == "throughput" else "visible_p99_ms"
+    figures: list[dict[str, float | None]] = []
     with e2e.local_broker("bench-ab.", PARTITIONS) as info:
         i = 0
         for r in range(args.rounds):
@@ -83,11 +99,14 @@ def main() -> None:
                 i += 1
                 got[name] = res.get(metric)
                 print(json.dumps({"round": r, "variant": name, **res}), flush=True)
+            figures.append(got)
             first = got[variants[0][0]]
             if first:
                 print(json.dumps({"round": r, "order": [n for n, _ in order], "metric": metric,
                                   "ratio_to_" + variants[0][0]: {n: round(v / first, 3) if v else None
                                                                  for n, v in got.items()}}), flush=True)
+    print(json.dumps({"metric": metric, "rounds": args.rounds,
+                      "geomean_ratio_to_" + variants[0][0]: summary(figures, variants[0][0])}), flush=True)
 
 if __name__ == "__main__":
     main()

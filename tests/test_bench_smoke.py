@@ -128,3 +128,16 @@ def test_an_ab_variant_must_name_a_source_tree(tmp_path: Path):
                 [f"a={tmp_path}", f"a={tmp_path}"]):
         with pytest.raises(SystemExit):
             _variants(bad)
+
+
+def test_the_ab_summary_cancels_a_position_effect():
+    """Rounds in reversed order: a variant that is the same as the base but
+    always 10 % faster when it runs second comes out at ~1.0 (geometric mean
+    of its ratios), and a round without a figure gives no summary."""
+    from bench.ab import summary
+
+    rounds = [{"base": 100.0, "head": 110.0}, {"head": 100.0, "base": 110.0}]
+    assert summary(rounds, "base") == {"base": 1.0, "head": 1.0}
+    faster = [{"base": 100.0, "head": 121.0}, {"head": 110.0, "base": 100.0}]
+    assert summary(faster, "base") == {"base": 1.0, "head": 1.154}
+    assert summary([{"base": 100.0, "head": None}], "base") == {"base": 1.0, "head": None}
