@@ -1,7 +1,9 @@
 """Alternated A/B of worker builds on one broker: the machine's speed drifts
 ~20-30 % within an hour, so variants are compared as ratios within a round,
-and each round reverses the order of the one before (the second run of a
-pair here has tended to be the faster one, whichever variant it was).
+and each round reverses the order of the one before. The broker starts
+cold: in an A/A run (one tree as both variants, 500k events, 4 rounds) the
+first two runs made 14,554 and 15,129 ev/s and the six after 17,832-19,519,
+so `--warmup` runs (default 1, the first variant, not counted) come first.
 
     python -m bench.ab throughput --events 1000000 --rounds 2 base=/tmp/wt-base/src head=src
     python -m bench.ab latency --rate 10000 --secs 30 --rounds 2 base=/tmp/wt-base/src head=src
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("kind", choices=("throughput", "latency"))
     ap.add_argument("variants", nargs="+", help="NAME=SRC, at least two")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="runs of the first variant first, not counted")
     ap.add_argument("--events", type=int, default=1_000_000, help="throughput: the backlog's events")
     ap.add_argument("--rate", type=float, default=10_000.0, help="latency: events a second offered")
     ap.add_argument("--secs", type=int, default=30, help="latency: seconds offered")
@@ -91,6 +94,10 @@ def main() -> None:
     figures: list[dict[str, float | None]] = []
     with e2e.local_broker("bench-ab.", PARTITIONS) as info:
         i = 0
+        for _ in range(args.warmup):  # a cold broker is slower (see above)
+            res = _run(args, info.bootstrap, i, variants[0][1])
+            i += 1
+            print(json.dumps({"warmup": variants[0][0], **res}), flush=True)
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else variants[::-1]
             got = {}
