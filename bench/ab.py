@@ -1,9 +1,10 @@
 """Alternated A/B of worker builds on one broker: the machine's speed drifts
 ~20-30 % within an hour, so variants are compared as ratios within a round,
-and each round reverses the order of the one before. The broker starts
-cold: in an A/A run (one tree as both variants, 500k events, 4 rounds) the
-first two runs made 14,554 and 15,129 ev/s and the six after 17,832-19,519,
-so `--warmup` runs (default 1, the first variant, not counted) come first.
+and each round reverses the order of the one before. A new broker is
+sometimes slow at first: in an A/A run (one tree as both variants, 500k
+events, 4 rounds) the first two runs made 14,554 and 15,129 ev/s and the six
+after 17,832-19,519 (in the next run it was not), so `--warmup` runs
+(default 1, the first variant, not counted) come first.
 
     python -m bench.ab throughput --events 1000000 --rounds 2 base=/tmp/wt-base/src head=src
     python -m bench.ab latency --rate 10000 --secs 30 --rounds 2 base=/tmp/wt-base/src head=src
