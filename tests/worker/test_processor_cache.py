@@ -187,3 +187,24 @@ def test_settle_refuses_a_book_with_undrained_outputs():
     book = EngineerBook.empty("e1")
     book.ledger.reports.append("pending report")
     assert not book.settle()
+
+
+def test_book_cache_is_bounded_in_bytes():
+    """Books with many pending events are large: the cache also keeps the
+    bytes of the books it holds under its bound, oldest out first, and does
+    not keep a book larger than the bound on its own."""
+    books = {name: EngineerBook.empty(name) for name in ("a", "b", "c")}
+    data = {name: book.to_bytes() for name, book in books.items()}
+    size = len(data["a"])
+    cache = BookCache(10, bytes_max=2 * size + 1)
+    for name in ("a", "b", "c"):
+        cache.put(name, data[name], books[name])
+    assert len(cache) == 2 and cache.bytes == 2 * size
+    assert cache.take("a", data["a"]) is None and cache.take("c", data["c"]) is books["c"]
+    assert cache.bytes == size  # b is left
+    cache.put("big", b"x" * (3 * size), EngineerBook.empty("big"))
+    assert cache.take("big", b"x" * (3 * size)) is None and cache.bytes == size
+    cache.put("b", data["b"], books["b"])  # put again: counted once
+    assert cache.bytes == size and len(cache) == 1
+    cache.clear()
+    assert cache.bytes == 0 and len(cache) == 0
