@@ -133,11 +133,12 @@ class LedgerCore:
         """A revoked partition: its books may move on under another worker."""
         self.owned.discard(partition)
         n = self.config.partitions
-        for engineer in [e for e in self.books if partition_of(e, n) == partition]:
+        gone = [e for e in self.books if partition_of(e, n) == partition]
+        for engineer in gone:
             del self.books[engineer]
         for tp in [tp for tp in self.positions if tp[1] == partition]:
             del self.positions[tp]
-        self.view.forget(partition)
+        self.view.forget(partition, gone)
         self.processor.stream_time.pop(partition, None)
         self.processor.swept_watermark.pop(partition, None)
         self.processor.recorded_watermark.pop(partition, None)

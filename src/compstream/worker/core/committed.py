@@ -69,12 +69,14 @@ class CommittedView:
             self._books.update(books)
             self._times = {**self._times, **times}
 
-    def forget(self, partition: int) -> None:
+    def forget(self, partition: int, engineers: Iterable[str]) -> None:
+        """A revoked partition and its engineers (the core's books of it:
+        every book shown or staged is one of them)."""
         with self._lock:
-            for engineer in [e for e in self._books if self._partition_of(e) == partition]:
-                del self._books[engineer]
+            for engineer in engineers:
+                self._books.pop(engineer, None)
+                self._staged.pop(engineer, None)
             self._times = {p: t for p, t in self._times.items() if p != partition}
-        self._staged = {e: d for e, d in self._staged.items() if self._partition_of(e) != partition}
 
     def restored_boards(self, boards: Iterable[tuple[bytes, bytes]]) -> None:
         """The merge was restored: every board it has published."""
@@ -98,6 +100,3 @@ class CommittedView:
         """(the committed book or None, its partition's (stream time, watermark) or None)."""
         with self._lock:
             return self._books.get(engineer), self._times.get(self._partition_of(engineer))
-
-    def __len__(self) -> int:
-        return len(self._books)
