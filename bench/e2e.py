@@ -407,7 +407,14 @@ def changelog_state(bootstrap: str, group: str) -> dict:
         items, _seen, _total = read_topic(bootstrap, topic, decode=False, last_per_key=True)
     except Exception as exc:  # noqa: BLE001
         return {"error": repr(exc)}
-    sizes = [len(v) for k, _t, v in items if v and _is_book_key(k)]
+    from compstream.worker.book_changelog import engineer_of
+
+    per_engineer: dict[str, int] = {}  # a busy book is a head and its segments
+    for k, _t, v in items:
+        if v and k and _is_book_key(k):
+            engineer = engineer_of(k.decode("utf-8", "replace"))
+            per_engineer[engineer] = per_engineer.get(engineer, 0) + len(v)
+    sizes = list(per_engineer.values())
     if not sizes:
         return {"engineers": 0}
     return {"engineers": len(sizes), "avg_bytes": round(sum(sizes) / len(sizes), 1), "max_bytes": max(sizes)}

@@ -141,3 +141,15 @@ def test_the_ab_summary_cancels_a_position_effect():
     faster = [{"base": 100.0, "head": 121.0}, {"head": 110.0, "base": 100.0}]
     assert summary(faster, "base") == {"base": 1.0, "head": 1.154}
     assert summary([{"base": 100.0, "head": None}], "base") == {"base": 1.0, "head": None}
+
+
+def test_changelog_growth_reports_each_day_and_stays_flat_once_days_are_sealed():
+    from bench.bench_changelog_growth import run
+
+    days = run(engineers=2, per_day=400, days=6, batch_s=60.0)
+    assert [d["day"] for d in days] == [0, 1, 2, 3, 4]
+    assert all(d["usage"] > 300 and d["changelog_bytes_per_book_write"] > 0 for d in days)
+    # Books grow every day (30 days of ids are kept) ...
+    assert days[4]["book_bytes_avg"] > 2 * days[0]["book_bytes_avg"]
+    # ... while what a write costs the changelog does not: past days are sealed.
+    assert days[4]["changelog_bytes_per_usage"] < 1.5 * days[1]["changelog_bytes_per_usage"]

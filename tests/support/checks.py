@@ -184,3 +184,17 @@ def history_figures(dsn, events, finalized_before: datetime | None) -> dict:
     finally:
         if isinstance(dsn, str):
             store.close()
+
+
+def changelog_keys(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    """The keys of every committed record of a changelog, as a restore reads
+    them now (read_committed, from the start; keyless records left out)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", consumer_timeout_ms=1500)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        return [message.key for message in consumer if message.key is not None]
+    finally:
+        consumer.close()

@@ -11,10 +11,9 @@ import time
 from datetime import timedelta
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from compstream.publish import publish_events
-from support.checks import balance_mismatches, expected_counts, sentinels, wait_balances
+from support.checks import balance_mismatches, changelog_keys, expected_counts, sentinels, wait_balances
 from support.worker import WorkerProcess
 from worker.core.scenario import LATENESS_S, START, scenario
 
@@ -24,16 +23,8 @@ NUDGE_EVERY_S = 3.0  # a segment rolls on the first append after segment.ms: kee
 
 
 def _changelog_records(bootstrap: str, topic: str) -> int:
-    """Keyed records a restore would read now (read_committed, from the start)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", consumer_timeout_ms=1500)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        return sum(1 for message in consumer if message.key is not None)
-    finally:
-        consumer.close()
+    """Keyed records a restore would read now."""
+    return len(changelog_keys(bootstrap, topic, PARTITIONS))
 
 
 def test_restart_restores_from_the_compacted_changelog(kafka_bootstrap, topics, tmp_path):

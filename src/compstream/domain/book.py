@@ -27,6 +27,8 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
   duplicate: it is refused with status too_old (the worker dead-letters it),
   never counted a second time. Usage a book has no room for even then is
   refused by the worker before ingest (worker/book_room.py, `would_apply`).
+  A busy past day's ids are sealed (SEAL_RECORDS_MIN): the changelog then
+  keeps them in a record of their own instead of in every write of the book.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ TOO_OLD = "too_old"
 # book keeps ~480 KB of ids, under the broker's 1 MiB record limit.
 SEEN_USAGE_DAYS = 30
 _DAY_US = 86_400_000_000
+# A day behind the watermark's day with at least this many usage ids (1 KiB)
+# is sealed (book_codec.SeenIds): its ids leave the book's own changelog
+# record for one of their own, written once. A busy book's record then holds
+# its pending usage and the ids of its open days, not 30 days of ids.
+SEAL_RECORDS_MIN = 64
 END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 _COUNTERS = (
@@ -279,10 +286,13 @@ class EngineerBook:
     def _forget_old_ids(self, watermark: datetime) -> None:
         if watermark == END_OF_TIME:
             return  # end of a replay: nothing arrives after it
-        day_min = day_of(watermark) - SEEN_USAGE_DAYS
+        day = day_of(watermark)
+        day_min = day - SEEN_USAGE_DAYS
         if day_min > self.seen_from_day:
             self.seen.forget_before(day_min)
             self.seen_from_day = day_min
+        # Read here, not bound at import: tests lower it.
+        self.seen.seal_before(day, SEAL_RECORDS_MIN)
 
     def finalize_all(self) -> Finalized:
         """End of replay: every pending event and every expiry becomes final."""

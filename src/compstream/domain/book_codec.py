@@ -11,6 +11,10 @@ since the epoch, or KEEP_DAY), so deserializing it is a single copy and lookups
 are a binary search (no per-id Python objects). The day lets the book forget usage ids
 older than its dedupe horizon (book.SEEN_USAGE_DAYS), which bounds its size.
 Version 1 books (8-byte fingerprints, no days) are read with every record kept.
+Version 4 (a book with sealed days, SeenIds): version 3's layout with the
+length of the unsealed records (4 bytes) after the JSON, then those records,
+then the sealed ones (each run sorted). `split_sealed` / `join_sealed` turn it
+into a version 3 book plus its sealed records and back, without parsing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import struct
 import sys
 from array import array
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -38,11 +43,13 @@ from compstream.domain.events import (
 
 MAGIC = b"CB"
 VERSION = 3
+_V4 = 4  # version 3 with sealed ids after the others (SeenIds.sealed): written only by books that have some
 _V2 = 2  # the state as a JSON object (read only)
 _V1 = 1  # and 8-byte fingerprints, no days (read only)
 # The book state's fields, in the order version 3 writes them.
 STATE_FIELDS = ("e", "w", "th", "f", "o", "s", "h", "c", "l", "x", "p", "n", "sd")
 _HEADER = struct.Struct(">2sBI")
+_OPEN_LENGTH = struct.Struct(">I")  # version 4: the bytes of the unsealed ids
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 RECORD = 16
@@ -181,18 +188,33 @@ def fingerprint_digest(event: Event, text: str | None = None) -> bytes:
 
 class SeenIds:
     """Sorted 16-byte records (id digest, fingerprint digest, day); 16 bytes
-    per remembered event."""
+    per remembered event.
 
-    __slots__ = ("blob", "floor")
+    Two sorted runs: `blob`, and `sealed`, the records of *sealed* days. A
+    day is sealed (`seal_before`) once it is behind the watermark's day and
+    holds at least a segment's worth of ids: a busy book's past days then go
+    to the changelog as records of their own, each written once, instead of
+    inside every record of the book (worker/book_changelog.py). A book with
+    nothing sealed has an empty `sealed` and works as one run."""
 
-    def __init__(self, blob: bytes | bytearray = b""):
-        if len(blob) % RECORD:
+    __slots__ = ("blob", "floor", "sealed", "sealed_days", "changed_days", "sealed_stop")
+
+    def __init__(self, blob: bytes | bytearray = b"", sealed: bytes | bytearray = b""):
+        if len(blob) % RECORD or len(sealed) % RECORD:
             raise BookCodecError("seen-id blob is not a whole number of records")
         self.blob = bytearray(blob)
         # No record's day is below this (0: not known yet). A book calls
         # forget_before once a day of its watermark, usually with nothing that
         # old: the floor answers that without scanning every record's day.
         self.floor = 0
+        self.sealed = bytearray(sealed)
+        self.sealed_days: set[int] = set(record_days(self.sealed)) if sealed else set()
+        if KEEP_DAY in self.sealed_days:
+            raise BookCodecError("a sealed seen-id record is filed under KEEP_DAY")
+        # Sealed days whose records changed (sealed, or a late id added)
+        # since the last take_changed_days(): their changelog records are due.
+        self.changed_days: set[int] = set()
+        self.sealed_stop = 0  # the last seal_before's day_stop: nothing to do below it
 
     @classmethod
     def from_v1(cls, blob: bytes) -> "SeenIds":
@@ -203,77 +225,151 @@ class SeenIds:
         return cls(b"".join(blob[at:at + 8 + FINGERPRINT_BYTES] + keep for at in range(0, len(blob), RECORD)))
 
     def __len__(self) -> int:
-        return len(self.blob) // RECORD
+        return (len(self.blob) + len(self.sealed)) // RECORD
 
     def _find(self, idd: bytes) -> int:
-        blob = self.blob
-        lo, hi = 0, len(blob) // RECORD
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            at = mid * RECORD
-            if blob[at:at + 8] < idd:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return _find(self.blob, idd)
 
     def get(self, idd: bytes) -> bytes | None:
         return self.lookup(idd)[1]
 
     def lookup(self, idd: bytes) -> tuple[int, bytes | None]:
-        """(where `idd` is or would go, its fingerprint digest or None): one
-        search for a `get` followed by an `insert` (ingest's case)."""
-        i = self._find(idd)
-        at = i * RECORD
+        """(where `idd` is or would go in `blob`, its fingerprint digest or
+        None): one search for a `get` followed by an `insert` (ingest's case)."""
         blob = self.blob
+        i = _find(blob, idd)
+        at = i * RECORD
         if at < len(blob) and blob[at:at + 8] == idd:
             return i, bytes(blob[at + 8:at + 8 + FINGERPRINT_BYTES])
+        sealed = self.sealed
+        if sealed:
+            at = _find(sealed, idd) * RECORD
+            if at < len(sealed) and sealed[at:at + 8] == idd:
+                return i, bytes(sealed[at + 8:at + 8 + FINGERPRINT_BYTES])
         return i, None
 
     def add(self, idd: bytes, fpd: bytes, day: int = KEEP_DAY) -> None:
         self.insert(self._find(idd), idd, fpd, day)
 
     def insert(self, i: int, idd: bytes, fpd: bytes, day: int = KEEP_DAY) -> None:
-        """Add a record at index `i`, which `lookup(idd)` returned with no
-        change to the set since."""
+        """Add a record at index `i` of `blob`, which `lookup(idd)` returned
+        with no change to the set since (a sealed day's record goes to its run)."""
         if len(idd) != 8 or len(fpd) != FINGERPRINT_BYTES:
             raise BookCodecError(f"digests must be 8 and {FINGERPRINT_BYTES} bytes")
         if not 0 <= day <= KEEP_DAY:
             raise BookCodecError(f"day {day} out of range")
-        at = i * RECORD
-        self.blob[at:at] = idd + fpd + day.to_bytes(2, "big")
+        record = idd + fpd + day.to_bytes(2, "big")
+        if self.sealed_days and day in self.sealed_days:  # a late id of a sealed day
+            at = _find(self.sealed, idd) * RECORD
+            self.sealed[at:at] = record
+            self.changed_days.add(day)
+        else:
+            at = i * RECORD
+            self.blob[at:at] = record
         if day < self.floor:
             self.floor = day
 
     def usage_day_counts(self) -> dict[int, int]:
         """Records per day, KEEP_DAY ones left out."""
         counts: dict[int, int] = {}
-        for (day,) in _DAY_OF_RECORD.iter_unpack(self.blob):
-            if day != KEEP_DAY:
-                counts[day] = counts.get(day, 0) + 1
+        for blob in (self.blob, self.sealed):
+            for (day,) in _DAY_OF_RECORD.iter_unpack(blob):
+                if day != KEEP_DAY:
+                    counts[day] = counts.get(day, 0) + 1
         return counts
 
     def _days(self) -> array[int]:
-        """Each record's day, in record order (C loops: no object per record)."""
-        shorts = array("H", self.blob)
-        if sys.byteorder == "little":
-            shorts.byteswap()  # the days are big endian
-        return shorts[RECORD // 2 - 1::RECORD // 2]
+        return record_days(self.blob)
 
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
         if self.floor >= day_min:
             return 0  # the usual case (once a day per book): nothing that old, known without a scan
-        blob = self.blob
-        days = self._days()
-        oldest = min(days) if days else KEEP_DAY
-        if oldest >= day_min:
+        dropped = 0
+        oldest = KEEP_DAY
+        for name in ("blob", "sealed"):
+            blob = getattr(self, name)
+            days = record_days(blob)
+            if not days or min(days) >= day_min:
+                oldest = min(oldest, min(days)) if days else oldest
+                continue
+            kept = bytearray(b"".join(
+                blob[i * RECORD:(i + 1) * RECORD] for i, day in enumerate(days) if day >= day_min))
+            dropped += len(days) - len(kept) // RECORD
+            setattr(self, name, kept)
+        if not dropped:
             self.floor = oldest
             return 0
-        self.blob = bytearray(b"".join(
-            blob[i * RECORD:(i + 1) * RECORD] for i, day in enumerate(days) if day >= day_min))
+        self.sealed_days = {d for d in self.sealed_days if d >= day_min}
+        self.changed_days = {d for d in self.changed_days if d >= day_min}
         self.floor = day_min
-        return len(days) - len(self.blob) // RECORD
+        return dropped
+
+    def seal_before(self, day_stop: int, records_min: int) -> set[int]:
+        """Move the records of every day before `day_stop` that holds at
+        least `records_min` of them from `blob` to `sealed`; returns the
+        days sealed now. A caller passes its watermark's day: those days
+        change afterwards only by a late id (rare) or by being forgotten."""
+        if day_stop <= self.sealed_stop:
+            return set()
+        self.sealed_stop = day_stop
+        blob = self.blob
+        if len(blob) < records_min * RECORD:
+            return set()
+        days = record_days(blob)
+        counts = Counter(days)
+        chosen = {d for d, n in counts.items() if d < day_stop and n >= records_min and d != KEEP_DAY}
+        if not chosen:
+            return set()
+        keep: list[bytes | bytearray] = []
+        move: list[bytes | bytearray] = []
+        for i, day in enumerate(days):
+            (move if day in chosen else keep).append(blob[i * RECORD:(i + 1) * RECORD])
+        sealed = self.sealed
+        move.extend(sealed[at:at + RECORD] for at in range(0, len(sealed), RECORD))
+        move.sort()
+        self.blob = bytearray(b"".join(keep))
+        self.sealed = bytearray(b"".join(move))
+        self.sealed_days |= chosen
+        self.changed_days |= chosen
+        return chosen
+
+    def take_changed_days(self) -> set[int]:
+        """The sealed days changed since the last call (and forget them)."""
+        changed, self.changed_days = self.changed_days, set()
+        return changed
+
+
+def _find(blob: bytes | bytearray, idd: bytes) -> int:
+    """Index of the first 16-byte record of sorted `blob` whose id is >= idd."""
+    lo, hi = 0, len(blob) // RECORD
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        at = mid * RECORD
+        if blob[at:at + 8] < idd:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def record_days(blob: bytes | bytearray) -> array[int]:
+    """Each record's day, in record order (C loops: no object per record)."""
+    shorts = array("H", blob)
+    if sys.byteorder == "little":
+        shorts.byteswap()  # the days are big endian
+    return shorts[RECORD // 2 - 1::RECORD // 2]
+
+
+def records_of_days(blob: bytes | bytearray, days: set[int]) -> dict[int, bytes]:
+    """The records of each of `days` in sorted `blob`, in order (a pass over
+    every record: for the sealed days whose changelog records are due)."""
+    out: dict[int, list[bytes | bytearray]] = {d: [] for d in days}
+    for i, day in enumerate(record_days(blob)):
+        part = out.get(day)
+        if part is not None:
+            part.append(blob[i * RECORD:(i + 1) * RECORD])
+    return {d: b"".join(parts) for d, parts in out.items()}
 
 
 def event_to_compact(e: Event) -> list[Any]:
@@ -326,7 +422,17 @@ def pack(state: dict[str, Any], seen: SeenIds) -> bytes:
         body = dumps_compact([state[name] for name in STATE_FIELDS])
     except KeyError as exc:
         raise BookCodecError(f"book state lacks {exc}") from exc
-    return b"".join((_HEADER.pack(MAGIC, VERSION, len(body)), body, seen.blob))  # one copy of each part
+    return _framed(body, seen)
+
+
+def _framed(body: bytes, seen: SeenIds) -> bytes:
+    """Header, state JSON and seen ids (one copy of each part). Version 4
+    only for a book with sealed days: after the JSON, the length of `blob`,
+    then `blob` and `sealed`; every other book stays version 3."""
+    if seen.sealed:
+        return b"".join((_HEADER.pack(MAGIC, _V4, len(body)), body, _OPEN_LENGTH.pack(len(seen.blob)),
+                         seen.blob, seen.sealed))
+    return b"".join((_HEADER.pack(MAGIC, VERSION, len(body)), body, seen.blob))
 
 
 _SPLICED_AT = STATE_FIELDS.index("p")
@@ -341,7 +447,7 @@ def pack_spliced(head: list[Any], items: list[bytes], tail: list[Any], seen: See
                              f" and {len(STATE_FIELDS) - _SPLICED_AT - 1} after, got {len(head)} and {len(tail)}")
     head_json, tail_json = dumps_compact(head), dumps_compact(tail)
     body = b"".join((head_json[:-1], b",[", b",".join(items), b"],", tail_json[1:]))
-    return b"".join((_HEADER.pack(MAGIC, VERSION, len(body)), body, seen.blob))
+    return _framed(body, seen)
 
 
 def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
@@ -350,7 +456,7 @@ def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
     magic, version, length = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BookCodecError("not an EngineerBook")
-    if version not in (VERSION, _V2, _V1):
+    if version not in (VERSION, _V4, _V2, _V1):
         raise BookCodecError(f"unsupported book version {version}")
     end = _HEADER.size + length
     if end > len(data):
@@ -359,7 +465,7 @@ def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
         state = json.loads(data[_HEADER.size:end])
     except ValueError as exc:
         raise BookCodecError(f"corrupt book state: {exc}") from exc
-    if version == VERSION:
+    if version in (VERSION, _V4):
         if not isinstance(state, list) or len(state) != len(STATE_FIELDS):
             raise BookCodecError(f"corrupt book state: not an array of {len(STATE_FIELDS)} fields")
         state = dict(zip(STATE_FIELDS, state, strict=True))
@@ -367,4 +473,49 @@ def unpack(data: bytes) -> tuple[dict[str, Any], SeenIds]:
         raise BookCodecError(f"corrupt book state: a version {version} book holds an object")
     if version == _V1:
         return state, SeenIds.from_v1(data[end:])
+    if version == _V4:
+        if end + _OPEN_LENGTH.size > len(data):
+            raise BookCodecError("truncated book")
+        (open_length,) = _OPEN_LENGTH.unpack_from(data, end)
+        at = end + _OPEN_LENGTH.size
+        if at + open_length > len(data):
+            raise BookCodecError("truncated book")
+        return state, SeenIds(data[at:at + open_length], data[at + open_length:])
     return state, SeenIds(data[end:])
+
+
+def split_sealed(data: bytes) -> tuple[bytes, bytes]:
+    """A packed book -> (the same book as version 3 with only its unsealed
+    ids, its sealed ids): what the changelog keeps in the book's own record,
+    and what it keeps in the records of its sealed days. A book without
+    sealed days is returned as it is, with b"". No JSON is parsed."""
+    if len(data) < _HEADER.size:
+        raise BookCodecError("truncated book")
+    magic, version, length = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise BookCodecError("not an EngineerBook")
+    if version != _V4:
+        return data, b""
+    end = _HEADER.size + length
+    if end + _OPEN_LENGTH.size > len(data):
+        raise BookCodecError("truncated book")
+    (open_length,) = _OPEN_LENGTH.unpack_from(data, end)
+    at = end + _OPEN_LENGTH.size
+    view = memoryview(data)  # slices without copies: the head is copied once, by the join
+    return (b"".join((_HEADER.pack(MAGIC, VERSION, length), view[_HEADER.size:end], view[at:at + open_length])),
+            data[at + open_length:])
+
+
+def join_sealed(data: bytes, sealed: bytes) -> bytes:
+    """split_sealed's inverse: a version 3 book and sorted sealed ids (b"":
+    the book as it is)."""
+    if not sealed:
+        return data
+    if len(sealed) % RECORD:
+        raise BookCodecError("sealed ids are not a whole number of records")
+    magic, version, length = _HEADER.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise BookCodecError(f"sealed ids join a version {VERSION} book, not version {version}")
+    end = _HEADER.size + length
+    return b"".join((_HEADER.pack(MAGIC, _V4, length), data[_HEADER.size:end], _OPEN_LENGTH.pack(len(data) - end),
+                     data[end:], sealed))

@@ -77,6 +77,9 @@ class BatchResult:
     # decoded and was on its engineer's key: the leaderboard stage reuses
     # them instead of decoding the batch a second time.
     decoded: dict[Coord, Event] = field(default_factory=dict)
+    # engineer -> (its sealed days, those changed since its last write), for
+    # the books of `books` with sealed days (worker/book_changelog.py).
+    sealed: dict[str, tuple[frozenset[int], set[int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -396,6 +399,7 @@ class LedgerProcessor:
     def _result(self, batch: _Batch) -> BatchResult:
         balances: list[tuple[str, bytes]] = []
         books_out: dict[str, tuple[bytes, int]] = {}
+        sealed: dict[str, tuple[frozenset[int], set[int]]] = {}
         for engineer, book in batch.books.items():
             partition = batch.book_partition[engineer]
             data = book.to_bytes(self.book_bytes_max)
@@ -405,6 +409,9 @@ class LedgerProcessor:
                           "records over message.max.bytes (1 MiB by default)", engineer, len(data),
                           self.book_bytes_max, len(book.seen))
             books_out[engineer] = (data, partition)
+            seen = book.seen
+            if seen.sealed_days:
+                sealed[engineer] = (frozenset(seen.sealed_days), seen.take_changed_days())
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
@@ -425,7 +432,7 @@ class LedgerProcessor:
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
             swept=batch.swept, swept_touched=batch.swept_touched, not_applied=frozenset(batch.not_applied),
-            decoded=batch.decoded,
+            decoded=batch.decoded, sealed=sealed,
         )
 
 

@@ -31,6 +31,7 @@ from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
+from compstream.worker.book_changelog import BookChangelog, is_segment_key
 from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.committed import CommittedView, PartitionTimes
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
@@ -70,6 +71,7 @@ class LedgerCore:
         self.processor = LedgerProcessor(config.lateness_s, load_book=self.books.get,
                                          partitions=config.partitions, book_bytes_max=config.book_bytes_max)
         self.changelog = changelog_topic(config.worker_id)
+        self.book_log = BookChangelog(self.changelog)
         self.history = history_topic(config.topics)
         self._stream_time_keys = {stream_time_key(p): p for p in range(config.partitions)}
         sources = (config.topics.usage, config.topics.grants)
@@ -103,6 +105,7 @@ class LedgerCore:
         stored: dict[TopicPartition, int] = {}
         count = 0
         keys: set[str] = set()  # the changelog partition holds exactly this partition's books
+        segments: dict[str, bytes] = {}
         for raw_key, value in records:
             count += 1
             key = raw_key.decode("utf-8")
@@ -118,6 +121,12 @@ class LedgerCore:
                 continue
             if is_position_key(key):
                 raise ValueError(f"changelog of partition {partition} holds an unknown position key {key!r}")
+            if is_segment_key(key):
+                if value is None:
+                    segments.pop(key, None)
+                else:
+                    segments[key] = value
+                continue
             keys.add(key)
             if value is None:
                 self.books.pop(key, None)
@@ -125,7 +134,8 @@ class LedgerCore:
                 self.books[key] = value
         self.positions.update({**positions, **stored})
         self.owned.add(partition)
-        held = {k: self.books[k] for k in keys if k in self.books}
+        held = self.book_log.restore({k: self.books[k] for k in keys if k in self.books}, segments)
+        self.books.update(held)
         self.view.restored(held, self._times((partition,)))
         return len(held), count
 
@@ -139,6 +149,7 @@ class LedgerCore:
         for tp in [tp for tp in self.positions if tp[1] == partition]:
             del self.positions[tp]
         self.view.forget(partition, gone)
+        self.book_log.forget(gone)
         self.processor.stream_time.pop(partition, None)
         self.processor.swept_watermark.pop(partition, None)
         self.processor.recorded_watermark.pop(partition, None)
@@ -214,10 +225,15 @@ class LedgerCore:
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
             stats.dead_letters = len(result.dead_letters)
             topics, changelog, books, stage = self.config.topics, self.changelog, self.books, self.view.stage
+            sealed, book_log = result.sealed, self.book_log
             for engineer, (data, p) in result.books.items():
                 books[engineer] = data
                 stage(engineer, data)
-                records.append(new_out_record(changelog, engineer.encode(), data, p))
+                if engineer in sealed or book_log.holds(engineer):  # a busy book: a head and segments
+                    days, changed = sealed.get(engineer, (frozenset(), set()))
+                    records += book_log.records(engineer, data, p, days, changed)
+                else:
+                    records.append(new_out_record(changelog, engineer.encode(), data, p))
             for p in sorted({m.partition for m in fresh} | set(advanced)):
                 t = self.processor.stream_time.get(p)
                 if t is not None:

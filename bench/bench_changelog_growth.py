@@ -1,0 +1,100 @@
+"""Changelog bytes a busy book costs, day after day (in-process, no Kafka).
+
+Engineers with a steady usage rate (`--per-day` usage events each, spread
+evenly, event time moving like a live system's), cut into one batch per
+`--batch-s` seconds of event time (a live worker's batches hold each busy
+engineer's one or two latest events), through `LedgerCore.step` at the
+default lateness and dedupe horizon. Per day: the books changelog's bytes
+written per usage event and per book write, and the average book (what the
+core holds: its unsealed and sealed ids, pending usage, ledger). A book is one
+record until it has sealed days; then its head and its changed segments
+(worker/book_changelog.py).
+
+    python -m bench.bench_changelog_growth [--engineers N] [--per-day M] [--days D] [--batch-s S]
+
+Prints one JSON line per reported day, then a summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from datetime import timedelta
+
+from compstream.codec import encode_event
+from compstream.config import BOOK_BYTES_MAX, Topics
+from compstream.synth import START, generate
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+from compstream.worker.messages import SourceMessage, partition_of
+from compstream.worker.positions import is_position_key
+
+PARTITIONS = 4
+LATENESS_S = 6 * 3600
+
+
+def run(engineers: int, per_day: int, days: int, batch_s: float) -> list[dict]:
+    events = [e for e in generate(engineers, engineers * per_day * days, seed=5, usage_span=timedelta(days=days))
+              if e.type in ("grant_issued", "usage")]
+    topics = Topics.with_prefix("growth")
+    core = LedgerCore(CoreConfig(topics, "growth", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
+    for p in range(PARTITIONS):
+        core.restore(p, [], {})
+    offsets: Counter = Counter()
+    written, writes, usage = Counter(), Counter(), Counter()
+    batch: list[SourceMessage] = []
+    out: list[dict] = []
+
+    def step(day: int) -> None:
+        checkpoint = core.step(batch)
+        core.committed()
+        for r in checkpoint.records:
+            if r.topic == core.changelog and r.key is not None and not is_position_key(r.key.decode()):
+                written[day] += len(r.key) + len(r.value or b"")
+                writes[day] += r.value is not None and r.value[:1] == b"C"  # a book or a head
+        batch.clear()
+
+    cut = START + timedelta(seconds=batch_s)
+    day = 0
+    for e in events:
+        at = e.event_time if e.type == "usage" else START
+        if at >= cut and batch:
+            step(day)
+            cut = at + timedelta(seconds=batch_s)
+        if (at - START).days != day and not batch:
+            sizes = [len(v) for v in core.books.values()]
+            out.append({"day": day, "usage": usage[day],
+                        "changelog_bytes_per_usage": round(written[day] / max(1, usage[day])),
+                        "changelog_bytes_per_book_write": round(written[day] / max(1, writes[day])),
+                        "book_bytes_avg": round(sum(sizes) / max(1, len(sizes)))})
+            day = (at - START).days
+        p = partition_of(e.engineer_id, PARTITIONS)
+        topic = topics.usage if e.type == "usage" else topics.grants
+        batch.append(SourceMessage(topic, p, offsets[(topic, p)], e.engineer_id.encode(), encode_event(e), at))
+        offsets[(topic, p)] += 1
+        usage[day] += e.type == "usage"
+    if batch:
+        step(day)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engineers", type=int, default=20)
+    ap.add_argument("--per-day", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=21)
+    ap.add_argument("--batch-s", type=float, default=60.0)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    days = run(args.engineers, args.per_day, args.days, args.batch_s)
+    for row in days:
+        print(json.dumps(row))
+    total = sum(r["changelog_bytes_per_usage"] * r["usage"] for r in days)
+    print(json.dumps({"engineers": args.engineers, "per_day": args.per_day, "days": args.days,
+                      "batch_s": args.batch_s, "changelog_bytes_per_usage_all_days": round(total / max(1, sum(
+                          r["usage"] for r in days))), "wall_s": round(time.perf_counter() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
