@@ -91,6 +91,7 @@ def test_history_outage_delays_history_but_not_balances(kafka_bootstrap, topics,
     usage_ids = {e.event_id for e in events if e.type == "usage"}
     assert metrics[("compstream_events_total", (("outcome", "applied"), ("type", "usage")))] == len(usage_ids)
     assert metrics[("compstream_transactions_total", (("result", "commit"),))] >= 1
+    assert metrics[("compstream_changelog_book_bytes_total", ())] > 0
     # Rows wait in the topic (the gauge is refreshed every few seconds).
     worker.wait_until(lambda: _metrics(worker.web_port)[("compstream_history_sink_lag_records", ())] > 0, 30,
                       "the history sink lag gauge to show the rows held back")

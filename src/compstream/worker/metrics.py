@@ -44,6 +44,9 @@ class WorkerMetrics:
                                        "Books changelog records read by restores (about one per book when compacted)",
                                        registry=r)
         self.restore_records_seen = 0
+        self.book_bytes = Counter("compstream_changelog_book_bytes_total",
+                                  "Bytes of book records (books, heads of busy books, their segments) written to the"
+                                  " books changelog", registry=r)
         self.buffered = Gauge("compstream_buffered_messages", "Fetched messages waiting for their task's inputs",
                               registry=r)
         self.history_lag = Gauge("compstream_history_sink_lag_records", "History topic records not yet loaded",
@@ -63,6 +66,7 @@ class WorkerMetrics:
                            ("stale", stats.stale)):
             if n:
                 self.events.labels(outcome, "any").inc(n)
+        self.book_bytes.inc(stats.book_bytes)
         self.buffered.set(buffered)
 
     def history_progress(self, lag: int, loaded_records: int) -> None:

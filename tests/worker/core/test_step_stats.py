@@ -9,13 +9,17 @@ import random
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timezone
+from unittest.mock import patch
 
 import pytest
 
 from compstream.config import BOOK_BYTES_MAX, Topics
+from compstream.domain import book as book_module
 from compstream.synth import generate
+from compstream.worker.book_changelog import is_segment_key
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.messages import SourceMessage
+from compstream.worker.positions import is_position_key
 from support.messages import source_messages
 
 PARTITIONS = 2
@@ -50,3 +54,23 @@ def test_applied_by_type_counts_what_the_ledger_applied(seed):
     assert second.stats.stale == cut
     assert second.stats.duplicates >= 20 and second.stats.dead_letters == 2
     assert counted == expected
+
+
+def test_book_bytes_count_every_book_record_of_the_changelog():
+    """What a batch costs the changelog, busy books (heads and segments) included."""
+    events = list(generate(3, 600, seed=4, span_days=4))
+    topics = Topics(usage="usage", grants="grants")
+    messages = source_messages(events, PARTITIONS, T)
+    core = LedgerCore(CoreConfig(topics, "w", PARTITIONS, 3600, BOOK_BYTES_MAX))
+    for p in range(PARTITIONS):
+        core.restore(p, [], {})
+    segments = 0
+    with patch.object(book_module, "SEAL_RECORDS_MIN", 1):
+        for at in range(0, len(messages), 50):
+            checkpoint = core.step(messages[at:at + 50])
+            books = [r for r in checkpoint.records
+                     if r.topic == core.changelog and not is_position_key(r.key.decode())]
+            segments += sum(is_segment_key(r.key.decode()) for r in books)
+            assert checkpoint.stats.book_records == len(books)
+            assert checkpoint.stats.book_bytes == sum(len(r.value or b"") for r in books)
+    assert segments > 0

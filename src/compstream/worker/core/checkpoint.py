@@ -226,14 +226,20 @@ class LedgerCore:
             stats.dead_letters = len(result.dead_letters)
             topics, changelog, books, stage = self.config.topics, self.changelog, self.books, self.view.stage
             sealed, book_log = result.sealed, self.book_log
+            book_bytes = more_records = 0
             for engineer, (data, p) in result.books.items():
                 books[engineer] = data
                 stage(engineer, data)
                 if engineer in sealed or book_log.holds(engineer):  # a busy book: a head and segments
                     days, changed = sealed.get(engineer, (frozenset(), set()))
-                    records += book_log.records(engineer, data, p, days, changed)
+                    written = book_log.records(engineer, data, p, days, changed)
+                    records += written
+                    more_records += len(written) - 1
+                    book_bytes += sum(len(r.value) for r in written if r.value is not None)
                 else:
                     records.append(new_out_record(changelog, engineer.encode(), data, p))
+                    book_bytes += len(data)
+            stats.book_records, stats.book_bytes = len(result.books) + more_records, book_bytes
             for p in sorted({m.partition for m in fresh} | set(advanced)):
                 t = self.processor.stream_time.get(p)
                 if t is not None:

@@ -58,6 +58,10 @@ class BatchStats:
     swept: int = 0
     stale: int = 0  # below the committed position: already in an earlier checkpoint
     history_rows: int = 0
+    # Book records (books, heads, segments) written to the books changelog,
+    # and their bytes: what a batch costs the changelog (worker/book_changelog.py).
+    book_records: int = 0
+    book_bytes: int = 0
     applied_by_type: dict[str, int] = field(default_factory=dict)
 
 
