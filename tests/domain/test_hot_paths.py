@@ -26,7 +26,7 @@ from compstream.domain import book as book_module
 from compstream.domain import book_codec
 from compstream.domain.balance import BALANCE_FIELDS, Balance, Posting
 from compstream.domain.book import EngineerBook
-from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, event_to_compact, to_us
+from compstream.domain.book_codec import _DAY_OF_RECORD, SeenIds, day_of, event_to_compact, record_days, to_us
 from compstream.domain.chain import canonical_posting_reference, chain_hash, ledger_posting_hash
 from compstream.domain.events import (
     EVENT_CLASSES,
@@ -183,7 +183,7 @@ def test_seen_ids_lookup_insert_and_day_scan(records, idd, day_min):
             fast.insert(at, rid, fpd, day)
     assert fast.blob == plain.blob
     assert fast.lookup(idd)[1] == plain.get(idd)
-    assert list(fast._days()) == [day for (day,) in _DAY_OF_RECORD.iter_unpack(plain.blob)]
+    assert list(record_days(fast.blob)) == [day for (day,) in _DAY_OF_RECORD.iter_unpack(plain.blob)]
     kept = b"".join(plain.blob[i:i + 16] for i in range(0, len(plain.blob), 16)
                     if int.from_bytes(plain.blob[i + 14:i + 16], "big") >= day_min)
     assert fast.forget_before(day_min) == (len(plain.blob) - len(kept)) // 16

@@ -278,9 +278,6 @@ class SeenIds:
                     counts[day] = counts.get(day, 0) + 1
         return counts
 
-    def _days(self) -> array[int]:
-        return record_days(self.blob)
-
     def forget_before(self, day_min: int) -> int:
         """Drop the records whose day is before `day_min`; returns how many."""
         if self.floor >= day_min:
