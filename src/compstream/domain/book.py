@@ -11,8 +11,8 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
 
 * Watermark semantics: final = event time < watermark (strict), so an event
   exactly lateness_s behind is still on time.
-* Provisional balance = finalized + pending, refolded lazily (cached; an
-  in-order arrival extends the cache instead of refolding).
+* Provisional balance = finalized + pending, refolded lazily (a cached
+  prefix; balance() applies the events after it instead of refolding).
 * A late event (time < watermark) is still applied, on top of the finalized
   state, flagged late=True and reported (code "late"); its postings are
   appended after those already emitted. Here stream and replay may differ.
@@ -214,13 +214,12 @@ class EngineerBook:
                     pjson.insert(i, None)
                     if i < self._pjson_from:
                         self._pjson_from = i
-            prov = self._prov
-            if prov is not None:
-                if i == self._prov_n:  # right after the cached prefix: extend it
-                    prov.apply(event)
-                    self._prov_n = i + 1
-                elif i < self._prov_n:  # inside it: the cache no longer holds that order
-                    self._prov = None
+            # The cache holds pending[:_prov_n]: an event inserted at or after
+            # it leaves that prefix as it was, and balance() extends the prefix
+            # when asked. Not applied here: in a backlog most events are
+            # finalized by the batch's advance before any balance is taken.
+            if i < self._prov_n:  # inside the prefix: the cache no longer holds that order
+                self._prov = None
         self._advance(watermark)
         postings, alerts, reports = self.ledger.drain()  # no Finalized in between: once per event
         return _new_result(APPLIED, late, self.balance() if want_balance else None, postings, alerts, reports)
