@@ -143,6 +143,25 @@ def test_the_ab_summary_cancels_a_position_effect():
     assert summary([{"base": 100.0, "head": None}], "base") == {"base": 1.0, "head": None}
 
 
+def test_the_sustained_rate_leaves_out_the_first_checkpoint():
+    """Three checkpoints 10 s apart, each covering 100 events of 300 (two
+    engineers): the first one's events were processed before its records'
+    time, so 200 events over 20 s, not 300 over 20 s. Records of one burst
+    a few ms apart, in any order; a single burst gives no rate."""
+    from bench.e2e import first_burst, sustained_rate
+
+    def rec(engineer: str, t: int, applied: int) -> tuple[bytes, int, int]:
+        return engineer.encode(), t, applied
+
+    items = [rec("b", 1_003, 40), rec("a", 1_000, 60), rec("a", 1_001, 50),
+             rec("a", 11_000, 110), rec("b", 11_004, 90),
+             rec("a", 21_000, 160), rec("b", 21_002, 140)]
+    assert first_burst(items, int) == (1_003, 100)
+    assert sustained_rate(items, 300, int) == (19.999, 10)
+    assert sustained_rate(items[:3], 100, int) is None
+    assert sustained_rate([], 0, int) is None
+
+
 def test_changelog_growth_reports_each_day_and_stays_flat_once_days_are_sealed():
     from bench.bench_changelog_growth import run
 
