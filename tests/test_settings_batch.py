@@ -20,7 +20,7 @@ def test_each_engine_has_its_default_batch(monkeypatch, engine, events_max):
 
 
 def test_the_defaults_differ_and_an_override_wins_on_either_engine(monkeypatch):
-    assert (BATCH_EVENTS_MAX, BATCH_EVENTS_MAX_TRANSACTIONAL) == (20_000, 40_000)
+    assert (BATCH_EVENTS_MAX, BATCH_EVENTS_MAX_TRANSACTIONAL) == (20_000, 120_000)
     monkeypatch.setenv("COMPSTREAM_BATCH_EVENTS_MAX", "7000")
     for engine in ("faust", "transactional"):
         monkeypatch.setenv("COMPSTREAM_ENGINE", engine)

@@ -19,11 +19,17 @@ LEADERBOARD_RETENTION_DAYS_DEFAULT = 35
 # a balance per touched book) and the sweep amortize over the batch: at 10,000
 # engineers the core's CPU per event fell ~25 % from 5,000 to 20,000
 # (bench/profile_notes.md). A batch also closes on time, so light load keeps
-# small, fast batches. The transactional engine takes 40,000: end to end
-# 1.15x the events a second of 20,000 (alternated 1M-event runs, 2026-12-06),
-# for ~125 MiB more peak RSS. Faust keeps 20,000 (not measured beyond it).
+# small, fast batches. The transactional engine takes 120,000: a backlog's
+# batch touches nearly every book whatever its size past ~40,000 (10,000
+# engineers), so each book is written once per batch, and fewer batches mean
+# fewer book writes, balances and changelog bytes. Measured (alternated 1M-event
+# runs, bench/profile_notes.md): 40,000 -> 80,000 -> 120,000 took the rebuild
+# from spawn 1.11-1.12x and then 1.13-1.18x faster, for a peak RSS of 475 ->
+# 645 -> 820 MiB; in-process the step's CPU per event fell 15-20 %. A batch
+# also closes on time, so a live load keeps small batches (the latency is not
+# affected). Faust keeps 20,000 (not measured beyond it).
 BATCH_EVENTS_MAX = 20_000  # the Faust engine's
-BATCH_EVENTS_MAX_TRANSACTIONAL = 40_000
+BATCH_EVENTS_MAX_TRANSACTIONAL = 120_000
 
 
 def _data_dir() -> Path:

@@ -37,7 +37,7 @@ from compstream.worker.messages import Coord, SourceMessage, partition_of
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Faust's batch is bounded by the agent (`noack_take`); this is a second guard.
-BATCH_MESSAGES_MAX = 50_000
+BATCH_MESSAGES_MAX = 150_000
 # A sweep advances the books that have something due before the watermark
 # (each book is due about once per event it holds, so this is work the ledger
 # owes anyway). Bound the rows one sweep adds so a batch usually fits one
