@@ -172,3 +172,15 @@ def test_changelog_growth_reports_each_day_and_stays_flat_once_days_are_sealed()
     assert days[4]["book_bytes_avg"] > 2 * days[0]["book_bytes_avg"]
     # ... while what a write costs the changelog does not: past days are sealed.
     assert days[4]["changelog_bytes_per_usage"] < 1.5 * days[1]["changelog_bytes_per_usage"]
+    assert sum(d["refused_book_full"] for d in days) == 0
+
+
+def test_changelog_growth_counts_the_usage_a_full_book_refuses():
+    """The same rate against a book limit it cannot fit in (the smallest
+    allowed): refusals are counted, and every day some usage still fits."""
+    from bench.bench_changelog_growth import run
+    from compstream.worker.processor import BOOK_BYTES_LIMITS
+
+    days = run(engineers=2, per_day=400, days=3, batch_s=60.0, book_bytes_max=BOOK_BYTES_LIMITS[0])
+    refused = [d["refused_book_full"] for d in days]
+    assert sum(refused) > 0 and all(d["usage"] > refused[i] for i, d in enumerate(days))
