@@ -13,6 +13,7 @@ record until it has sealed days; then its head and its changed segments
 (worker/book_changelog.py).
 
     python -m bench.bench_changelog_growth [--engineers N] [--per-day M] [--days D] [--batch-s S] [--lateness-s L]
+        [--book-bytes-max B]
 
 Prints one JSON line per reported day, then a summary line.
 """
@@ -47,6 +48,7 @@ def run(engineers: int, per_day: int, days: int, batch_s: float, book_bytes_max:
         core.restore(p, [], {})
     offsets: Counter = Counter()
     written, writes, usage, refused = Counter(), Counter(), Counter(), Counter()
+    largest: Counter = Counter()  # the day's largest books changelog record (the broker's limit is 1 MiB)
     batch: list[SourceMessage] = []
     out: list[dict] = []
 
@@ -56,6 +58,7 @@ def run(engineers: int, per_day: int, days: int, batch_s: float, book_bytes_max:
         for r in checkpoint.records:
             if r.topic == core.changelog and r.key is not None and not is_position_key(r.key.decode()):
                 written[day] += len(r.key) + len(r.value or b"")
+                largest[day] = max(largest[day], len(r.value or b""))
                 writes[day] += r.value is not None and r.value[:1] == b"C"  # a book or a head
             elif r.topic == topics.dead_letters and r.value is not None:
                 refused[day] += decode_record(r.value)[1]["stage"] == BOOK_FULL
@@ -73,7 +76,8 @@ def run(engineers: int, per_day: int, days: int, batch_s: float, book_bytes_max:
             out.append({"day": day, "usage": usage[day], "refused_book_full": refused[day],
                         "changelog_bytes_per_usage": round(written[day] / max(1, usage[day])),
                         "changelog_bytes_per_book_write": round(written[day] / max(1, writes[day])),
-                        "book_bytes_avg": round(sum(sizes) / max(1, len(sizes)))})
+                        "book_bytes_avg": round(sum(sizes) / max(1, len(sizes))),
+                        "record_bytes_max": largest[day]})
             day = (at - START).days
         p = partition_of(e.engineer_id, PARTITIONS)
         topic = topics.usage if e.type == "usage" else topics.grants
@@ -92,14 +96,17 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=21)
     ap.add_argument("--batch-s", type=float, default=60.0)
     ap.add_argument("--lateness-s", type=int, default=LATENESS_S)
+    ap.add_argument("--book-bytes-max", type=int, default=BOOK_BYTES_MAX)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    days = run(args.engineers, args.per_day, args.days, args.batch_s, lateness_s=args.lateness_s)
+    days = run(args.engineers, args.per_day, args.days, args.batch_s, args.book_bytes_max, args.lateness_s)
     for row in days:
         print(json.dumps(row))
     total = sum(r["changelog_bytes_per_usage"] * r["usage"] for r in days)
     print(json.dumps({"engineers": args.engineers, "per_day": args.per_day, "days": args.days,
                       "batch_s": args.batch_s, "lateness_s": args.lateness_s,
+                      "book_bytes_max": args.book_bytes_max,
+                      "record_bytes_max_all_days": max((r["record_bytes_max"] for r in days), default=0),
                       "refused_book_full_all_days": sum(r["refused_book_full"] for r in days),
                       "changelog_bytes_per_usage_all_days": round(total / max(1, sum(
                           r["usage"] for r in days))), "wall_s": round(time.perf_counter() - t0, 1)}))

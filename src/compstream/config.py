@@ -9,9 +9,12 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-# A book is one changelog record and the broker refuses records over 1 MiB
-# (message.max.bytes); this leaves headroom (see worker/processor.py).
-BOOK_BYTES_MAX = 768 * 1024
+# The most one engineer's book may hold (its packed bytes; ~7x that as Python
+# objects while cached). A book of 64 KiB or more goes to the changelog as a
+# head and parts of at most 512 KiB (worker/book_parts.py), so this is not
+# bound by the broker's 1 MiB record limit. 2 MiB: ~40,000 usage events a
+# day for one engineer at 6 h lateness, ~5,000 at 48 h (docs/runbook.md).
+BOOK_BYTES_MAX = 2 * 1024 * 1024
 # = domain/leaderboard/config.py DEFAULT_RETENTION (a test keeps them equal);
 # the month's board then outlives the following month.
 LEADERBOARD_RETENTION_DAYS_DEFAULT = 35
@@ -110,7 +113,7 @@ class Settings:
     # leaderboards topic after it closes (window end + lateness); then it is
     # tombstoned. History keeps every final board for good. 0 = drop on close.
     leaderboard_retention_days: int = LEADERBOARD_RETENTION_DAYS_DEFAULT
-    # Largest serialized book (one changelog record) per engineer; usage that
+    # Largest book per engineer (its packed bytes, in memory); usage that
     # does not fit becomes a book_full dead letter (worker/processor.py).
     book_bytes_max: int = BOOK_BYTES_MAX
     # Stream engine: "faust" (the original design) or "transactional"

@@ -33,7 +33,7 @@ the sorted replay: `advance(W)` == `replay(..., as_of=W - 1us)` and
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from heapq import heapify
@@ -78,6 +78,10 @@ _DAY_US = 86_400_000_000
 # its pending usage and the ids of its open days, not 30 days of ids.
 SEAL_RECORDS_MIN = 64
 END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
+# Pending insertions a book remembers between two take_changed_hours();
+# past it every pending hour counts as changed.
+INSERTED_MAX = 4096
+_HOUR_US = 3_600_000_000
 _US = timedelta(microseconds=1)
 _COUNTERS = (
     "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
@@ -119,7 +123,7 @@ PendingKey = tuple[datetime, int, str]
 
 class EngineerBook:
     __slots__ = ("engineer_id", "ledger", "watermark", "pending", "seen", "taken", "seen_from_day", "_prov", "_prov_n",
-                 "_pjson", "_pjson_from")
+                 "_pjson", "_pjson_from", "_inserted")
 
     def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
                  pending: list[tuple[PendingKey, Event]], seen: SeenIds, taken: int | None = None,
@@ -147,6 +151,11 @@ class EngineerBook:
         # from `_pjson_from` on may be None; those before it are encoded.
         self._pjson: list[bytes | None] | None = None
         self._pjson_from = 0
+        # Event times put into `pending` since the last take_changed_hours()
+        # (None: more than INSERTED_MAX, count every hour changed): a large
+        # book's changelog rewrites only the hours of pending events that
+        # changed (worker/book_parts.py).
+        self._inserted: list[datetime] | None = []
 
     @classmethod
     def empty(cls, engineer_id: str,
@@ -201,7 +210,11 @@ class EngineerBook:
             ledger.expire_through(self.watermark, inclusive=False)
             self._prov = None
         else:
-            pending, pjson = self.pending, self._pjson
+            pending, pjson, inserted = self.pending, self._pjson, self._inserted
+            if inserted is not None:
+                inserted.append(key[0])
+                if len(inserted) > INSERTED_MAX:
+                    self._inserted = None
             if not pending or pending[-1][0] < key:
                 i = len(pending)
                 if pjson is not None:
@@ -391,6 +404,9 @@ class EngineerBook:
         return self._pack()
 
     def _pack(self) -> bytes:
+        return self._pack_with(self._pending_json() if self.pending else [], self.seen)
+
+    def _pack_with(self, items: list[bytes], seen: SeenIds) -> bytes:
         # Once per changed book and batch. Most books hold a lot or two, a
         # closed grant or none and no pending event: the empty parts skip
         # their comprehension (a function and a frame each on 3.11).
@@ -409,8 +425,47 @@ class EngineerBook:
             [_lot_row(lot) for lot in lots] if lots else [],
             sorted(closed) if closed else [],
         ]
-        return pack_spliced(head, self._pending_json() if self.pending else [],
-                            [self.taken, self.seen_from_day], self.seen)
+        return pack_spliced(head, items, [self.taken, self.seen_from_day], seen)
+
+    def take_changed_hours(self) -> set[int] | None:
+        """Hours (since the epoch) of the events put into `pending` since the
+        last call (None: too many to remember, take every hour as changed)."""
+        inserted, self._inserted = self._inserted, []
+        if inserted is None:
+            return None
+        return {to_us(t) // _HOUR_US for t in inserted}
+
+    def pending_hours(self, hours: set[int] | None = None) -> dict[int, list[bytes]]:
+        """Hours of event time (since the epoch) -> the JSON of the compact
+        forms of their pending events, in pending order (the book's packed
+        form holds the same items): of `hours` (those without pending events
+        left out), or of every hour that has some (None). A bisection per
+        hour, not a pass over the events."""
+        pending = self.pending
+        if not pending:
+            return {}
+        items = self._pending_json()
+        out: dict[int, list[bytes]] = {}
+        n = len(pending)
+        if hours is not None:
+            for hour in hours:
+                i = bisect_left(pending, from_us(hour * _HOUR_US), 0, n, key=_time)
+                j = bisect_left(pending, from_us((hour + 1) * _HOUR_US), i, n, key=_time)
+                if j > i:
+                    out[hour] = items[i:j]
+            return out
+        i = 0
+        while i < n:
+            hour = to_us(pending[i][0][0]) // _HOUR_US
+            j = bisect_left(pending, from_us((hour + 1) * _HOUR_US), i, n, key=_time)
+            out[hour] = items[i:j]
+            i = j
+        return out
+
+    def state_bytes(self) -> bytes:
+        """The packed book without its pending events and seen ids (a
+        version 3 book): what a large book's changelog head holds."""
+        return self._pack_with([], SeenIds())
 
     def _pending_json(self) -> list[bytes]:
         """dumps_compact(event_to_compact(e)) of each pending event, in

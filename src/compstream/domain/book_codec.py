@@ -56,6 +56,9 @@ RECORD = 16
 FINGERPRINT_BYTES = 6  # a conflicting payload passes for a duplicate with odds 2**-48
 _DAY_OF_RECORD = struct.Struct(">14xH")  # the day field of one record
 KEEP_DAY = 0xFFFF  # a record never forgotten (HR events; ids read from version 1); days end in 2149
+# Unsealed ids are filed in 16 buckets by their digest's first byte >> 4 (a
+# large book's changelog writes each bucket as a part: worker/book_parts.py).
+BUCKET_SHIFT = 4
 
 
 class BookCodecError(ValueError):
@@ -197,7 +200,7 @@ class SeenIds:
     inside every record of the book (worker/book_changelog.py). A book with
     nothing sealed has an empty `sealed` and works as one run."""
 
-    __slots__ = ("blob", "floor", "sealed", "sealed_days", "changed_days", "sealed_stop")
+    __slots__ = ("blob", "floor", "sealed", "sealed_days", "changed_days", "sealed_stop", "changed_buckets")
 
     def __init__(self, blob: bytes | bytearray = b"", sealed: bytes | bytearray = b""):
         if len(blob) % RECORD or len(sealed) % RECORD:
@@ -214,6 +217,9 @@ class SeenIds:
         # Sealed days whose records changed (sealed, or a late id added)
         # since the last take_changed_days(): their changelog records are due.
         self.changed_days: set[int] = set()
+        # Buckets (BUCKET_SHIFT) of `blob` changed since take_changed_buckets()
+        # (None: all of them, after a removal).
+        self.changed_buckets: set[int] | None = set()
         self.sealed_stop = 0  # the last seal_before's day_stop: nothing to do below it
 
     @classmethod
@@ -266,6 +272,9 @@ class SeenIds:
         else:
             at = i * RECORD
             self.blob[at:at] = record
+            buckets = self.changed_buckets
+            if buckets is not None:
+                buckets.add(idd[0] >> BUCKET_SHIFT)
         if day < self.floor:
             self.floor = day
 
@@ -299,6 +308,7 @@ class SeenIds:
             return 0
         self.sealed_days = {d for d in self.sealed_days if d >= day_min}
         self.changed_days = {d for d in self.changed_days if d >= day_min}
+        self.changed_buckets = None
         self.floor = day_min
         return dropped
 
@@ -326,10 +336,16 @@ class SeenIds:
         move.extend(sealed[at:at + RECORD] for at in range(0, len(sealed), RECORD))
         move.sort()
         self.blob = bytearray(b"".join(keep))
+        self.changed_buckets = None
         self.sealed = bytearray(b"".join(move))
         self.sealed_days |= chosen
         self.changed_days |= chosen
         return chosen
+
+    def take_changed_buckets(self) -> set[int] | None:
+        """The buckets of `blob` changed since the last call (None: all)."""
+        changed, self.changed_buckets = self.changed_buckets, set()
+        return changed
 
     def take_changed_days(self) -> set[int]:
         """The sealed days changed since the last call (and forget them)."""

@@ -18,6 +18,12 @@ and every batch that touched it rewrote all of them. Measured in-process at
 changelog per usage event after 18 days (bench/bench_changelog_growth.py);
 with sealed days, a flat ~41 KB. A sealed day is written when it is sealed,
 and again only if a late id joins it.
+
+A book of book_parts.SPLIT_BYTES_MIN or more is written as a version 2 head and parts
+instead (worker/book_parts.py): its pending events by hour and its unsealed
+ids by bucket as well as its sealed days, so neither the size of one record
+nor the bytes a write costs grow with the book. Same order: parts, head,
+tombstones.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import hashlib
 import struct
 
 from compstream.domain.book_codec import RECORD, join_sealed, record_days, records_of_days, split_sealed
+from compstream.worker import book_parts
+from compstream.worker.book_parts import BookParts, BookPartsError, Unit
 from compstream.worker.core.ports import OutRecord, new_out_record
 
 SEGMENT_SEP = "\x1f"  # event validation rejects control characters in engineer ids
@@ -37,6 +45,9 @@ _ENTRY = struct.Struct(">H8s")  # a sealed day, the digest of its segment
 
 class BookChangelogError(ValueError):
     pass
+
+
+HEAD_VERSIONS = (HEAD_VERSION, book_parts.HEAD_VERSION)
 
 
 def segment_key(engineer: str, day: int, digest: bytes) -> str:
@@ -65,16 +76,26 @@ class BookChangelog:
         self.manifests: dict[str, dict[int, str]] = {}  # engineer -> sealed day -> segment key
         self.packed: dict[str, bytes] = {}  # engineer -> its head's header and manifest, as last written
         self.orphans: dict[str, set[str]] = {}  # engineer -> segment keys no head lists
+        # engineer -> unit -> (its parts' keys, their manifest entries)
+        self.split: dict[str, dict[Unit, tuple[tuple[str, ...], bytes]]] = {}
 
     def holds(self, engineer: str) -> bool:
         """Whether a write of this engineer's book must look at segments."""
-        return engineer in self.manifests or engineer in self.orphans
+        return engineer in self.manifests or engineer in self.orphans or engineer in self.split
 
     def records(self, engineer: str, data: bytes, partition: int,
-                sealed_days: frozenset[int], changed: set[int]) -> list[OutRecord]:
+                sealed_days: frozenset[int], changed: set[int], parts: BookParts | None = None) -> list[OutRecord]:
         """The records that make `data` the engineer's book in the changelog.
         `sealed_days`: the book's sealed days; `changed`: those whose ids
-        changed since its last write (SeenIds.take_changed_days)."""
+        changed since its last write (SeenIds.take_changed_days). `parts`:
+        given for every book of book_parts.PARTS_BYTES_MIN or more (the processor's)."""
+        if parts is not None and (len(data) >= book_parts.SPLIT_BYTES_MIN or engineer in self.split):
+            return self._split_records(engineer, partition, parts)
+        if len(data) >= book_parts.SPLIT_BYTES_MIN:
+            raise BookChangelogError(f"{engineer}'s book of {len(data)} bytes needs parts; none were given")
+        gone = self.split.pop(engineer, None)
+        if gone:  # one record again: its parts are deleted after it
+            self.orphans.setdefault(engineer, set()).update(k for keys, _ in gone.values() for k in keys)
         head, sealed = split_sealed(data)
         key = engineer.encode()
         old = self.manifests.get(engineer)
@@ -118,6 +139,40 @@ class BookChangelog:
         self.packed[engineer] = packed
         return out
 
+    def _split_records(self, engineer: str, partition: int, parts: BookParts) -> list[OutRecord]:
+        old = self.split.get(engineer, {})
+        try:
+            units, due = book_parts.plan(parts, old)
+        except BookPartsError as exc:
+            raise BookChangelogError(str(exc)) from exc
+        out: list[OutRecord] = []
+        manifest: dict[Unit, tuple[tuple[str, ...], bytes]] = {}
+        for unit in units:
+            contents = due.get(unit)
+            if contents is None:
+                manifest[unit] = old[unit]
+                continue
+            kept = old.get(unit, ((), b""))[0]
+            names, entries = [], []
+            for i, content in enumerate(contents):
+                digest = book_parts.digest_of(content)
+                name = book_parts.part_key(engineer, unit[0], unit[1], i, digest, SEGMENT_SEP)
+                if name not in kept:
+                    out.append(new_out_record(self.topic, name.encode(), content, partition))
+                names.append(name)
+                entries.append(book_parts.entry(unit, i, digest))
+            manifest[unit] = (tuple(names), b"".join(entries))
+        head = book_parts.pack_head(sum(len(m[0]) for m in manifest.values()),
+                                    [m[1] for m in manifest.values()], parts.state, HEAD_MAGIC)
+        out.append(new_out_record(self.topic, engineer.encode(), head, partition))
+        listed = {k for names, _ in manifest.values() for k in names}
+        stale = self.orphans.pop(engineer, set()) | set(self.manifests.pop(engineer, {}).values())
+        stale |= {k for names, _ in old.values() for k in names}
+        self.packed.pop(engineer, None)
+        out += self._tombstones(stale - listed, partition)
+        self.split[engineer] = manifest
+        return out
+
     def _tombstones(self, keys: set[str], partition: int) -> list[OutRecord]:
         return [new_out_record(self.topic, k.encode(), None, partition) for k in sorted(keys)]
 
@@ -130,6 +185,11 @@ class BookChangelog:
         for engineer, value in books.items():
             if value[:2] != HEAD_MAGIC:
                 out[engineer] = value
+                continue
+            if value[2:3] == bytes([book_parts.HEAD_VERSION]):
+                out[engineer], split = self._restore_split(engineer, value, segments)
+                self.split[engineer] = split
+                listed |= {k for names, _ in split.values() for k in names}
                 continue
             manifest: dict[int, str] = {}
             records: list[bytes] = []
@@ -152,8 +212,34 @@ class BookChangelog:
             self.orphans.setdefault(engineer_of(name), set()).add(name)
         return out
 
+    def _restore_split(self, engineer: str, value: bytes,
+                       segments: dict[str, bytes]) -> tuple[bytes, dict[Unit, tuple[tuple[str, ...], bytes]]]:
+        try:
+            entries, state = book_parts.parse_head(engineer, value)
+            units: dict[Unit, list[bytes]] = {}
+            names: dict[Unit, list[str]] = {}
+            packed: dict[Unit, list[bytes]] = {}
+            for kind, unit, part, digest in entries:
+                name = book_parts.part_key(engineer, kind, unit, part, digest, SEGMENT_SEP)
+                content = segments.get(name)
+                if content is None:
+                    raise BookChangelogError(f"{engineer}'s book lists part {name!r}, which the changelog lacks")
+                if book_parts.digest_of(content) != digest:
+                    raise BookChangelogError(f"part {name!r} does not hold the content it is listed for")
+                listed = names.setdefault((kind, unit), [])
+                if part != len(listed):
+                    raise BookChangelogError(f"{engineer}'s head lists part {part} of {kind!r}{unit} out of order")
+                listed.append(name)
+                packed.setdefault((kind, unit), []).append(book_parts.entry((kind, unit), part, digest))
+                units.setdefault((kind, unit), []).append(content)
+            manifest = {u: (tuple(names[u]), b"".join(packed[u])) for u in names}
+            return book_parts.assemble(engineer, state, units), manifest
+        except BookPartsError as exc:
+            raise BookChangelogError(str(exc)) from exc
+
     def forget(self, engineers: list[str]) -> None:
         for engineer in engineers:
+            self.split.pop(engineer, None)
             self.manifests.pop(engineer, None)
             self.packed.pop(engineer, None)
             self.orphans.pop(engineer, None)

@@ -1,6 +1,6 @@
-"""Room left in an engineer's book, which is one changelog record of bounded
-size (the broker refuses records over 1 MiB; a book it refuses would stop the
-whole partition, batch after batch).
+"""Room left in an engineer's book, whose size is bounded (COMPSTREAM_BOOK_
+BYTES_MAX: the memory one engineer may take; its changelog records are cut to
+fit the broker whatever the size, worker/book_parts.py).
 
 Per batch. Far from the limit a book pays one addition per event: a loose
 upper bound of what an applied usage event adds (its 16-byte id record plus

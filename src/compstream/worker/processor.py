@@ -30,7 +30,9 @@ from compstream.history.rows import (
     WatermarkRow,
     history_batches,
 )
+from compstream.worker import book_parts
 from compstream.worker.book_cache import BookCache
+from compstream.worker.book_parts import BookParts
 from compstream.worker.book_room import REFUSE, BookRoom
 from compstream.worker.messages import Coord, SourceMessage, partition_of
 
@@ -46,9 +48,9 @@ BATCH_MESSAGES_MAX = 150_000
 SWEEP_ROWS_MAX = 20_000
 # BOOK_BYTES_MAX (config): past it a book forgets its oldest usage ids early
 # (EngineerBook.to_bytes); usage that still does not fit is refused (BOOK_FULL).
-# The rest up to the broker's 1 MiB is headroom for the key, the record
-# overhead, HR events (never refused) and the slack of the size estimate.
-BOOK_BYTES_LIMITS = (1024, 960 * 1024)  # what a setting may choose: under the broker's 1 MiB
+# A book's changelog records stay under the broker's 1 MiB whatever this is
+# (worker/book_parts.py); the bound is memory.
+BOOK_BYTES_LIMITS = (1024, 64 * 1024 * 1024)
 # Book statuses whose message becomes a dead letter (stage = status).
 DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
 # Stage of usage refused because its engineer's book is at book_bytes_max.
@@ -80,6 +82,9 @@ class BatchResult:
     # engineer -> (its sealed days, those changed since its last write), for
     # the books of `books` with sealed days (worker/book_changelog.py).
     sealed: dict[str, tuple[frozenset[int], set[int]]] = field(default_factory=dict)
+    # engineer -> the parts of a large book (worker/book_parts.py), for the
+    # books of `books` of PARTS_BYTES_MIN or more.
+    parts: dict[str, BookParts] = field(default_factory=dict)
 
 
 @dataclass
@@ -400,18 +405,22 @@ class LedgerProcessor:
         balances: list[tuple[str, bytes]] = []
         books_out: dict[str, tuple[bytes, int]] = {}
         sealed: dict[str, tuple[frozenset[int], set[int]]] = {}
+        parts: dict[str, BookParts] = {}
         for engineer, book in batch.books.items():
             partition = batch.book_partition[engineer]
             data = book.to_bytes(self.book_bytes_max)
-            if len(data) > self.book_bytes_max:  # near what the broker refuses: say whose and why
+            if len(data) > self.book_bytes_max:  # only HR events (never refused) get it here: say whose
                 log.error("book of %s is %d bytes, over its %d-byte budget with no usage ids left to "
-                          "forget before its watermark's day (%d ids kept); the broker refuses changelog "
-                          "records over message.max.bytes (1 MiB by default)", engineer, len(data),
+                          "forget before its watermark's day (%d ids kept)", engineer, len(data),
                           self.book_bytes_max, len(book.seen))
             books_out[engineer] = (data, partition)
             seen = book.seen
+            changed_days = seen.take_changed_days() if seen.sealed_days else set()
             if seen.sealed_days:
-                sealed[engineer] = (frozenset(seen.sealed_days), seen.take_changed_days())
+                sealed[engineer] = (frozenset(seen.sealed_days), changed_days)
+            changed_hours, changed_buckets = book.take_changed_hours(), seen.take_changed_buckets()
+            if len(data) >= book_parts.PARTS_BYTES_MIN:
+                parts[engineer] = BookParts(book, book.state_bytes(), changed_days, changed_hours, changed_buckets)
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
@@ -432,7 +441,7 @@ class LedgerProcessor:
             books=books_out, balances=balances, alerts=batch.alerts, dead_letters=batch.dead_out,
             hr_events=batch.hr_events, applied=batch.applied, duplicates=batch.duplicates,
             swept=batch.swept, swept_touched=batch.swept_touched, not_applied=frozenset(batch.not_applied),
-            decoded=batch.decoded, sealed=sealed,
+            decoded=batch.decoded, sealed=sealed, parts=parts,
         )
 
 

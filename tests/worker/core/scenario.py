@@ -27,7 +27,8 @@ class Clock:
         return self.t
 
 
-def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int = 3):
+def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int = 3,
+             usage_gap_minutes_max: int = 24 * 60):
     """[(publish_time, event)] in publish order."""
     rng = random.Random(seed)
     out = []
@@ -47,7 +48,7 @@ def scenario(seed: int, engineers: int, usage_per_engineer: int, duplicates: int
             out.append((effective - timedelta(hours=rng.randint(0, 72)), event))
         t = START
         for u in range(usage_per_engineer):
-            t += timedelta(minutes=rng.randint(1, 24 * 60))
+            t += timedelta(minutes=rng.randint(1, usage_gap_minutes_max))
             event = Usage(f"u-{eng}-{u}", eng, "openai", "gpt-4o", t, 1000, 100, 0, 0,
                           rng.randint(0, 5 * 10**9))
             # Published within the lateness of its time, so never late.

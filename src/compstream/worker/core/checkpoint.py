@@ -225,14 +225,14 @@ class LedgerCore:
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
             stats.dead_letters = len(result.dead_letters)
             topics, changelog, books, stage = self.config.topics, self.changelog, self.books, self.view.stage
-            sealed, book_log = result.sealed, self.book_log
+            sealed, parts, book_log = result.sealed, result.parts, self.book_log
             book_bytes = more_records = 0
             for engineer, (data, p) in result.books.items():
                 books[engineer] = data
                 stage(engineer, data)
-                if engineer in sealed or book_log.holds(engineer):  # a busy book: a head and segments
+                if engineer in sealed or engineer in parts or book_log.holds(engineer):  # a head and segments
                     days, changed = sealed.get(engineer, (frozenset(), set()))
-                    written = book_log.records(engineer, data, p, days, changed)
+                    written = book_log.records(engineer, data, p, days, changed, parts.get(engineer))
                     records += written
                     more_records += len(written) - 1
                     book_bytes += sum(len(r.value) for r in written if r.value is not None)

@@ -1,0 +1,254 @@
+"""A large book in the changelog as a head and parts (book_changelog.py
+decides when; this module is the layout).
+
+The head (version 2, key: the engineer's id) holds the book's state without
+its pending events and seen ids (a version 3 book), and a manifest of parts.
+A part holds a piece of one *unit* of the book, under the key
+`engineer \\x1f <kind><unit>.<part>.<digest>`:
+
+- `d<day>`: the sealed ids of a day (book_codec.SeenIds.sealed);
+- `b<k>`: the unsealed ids whose digest's first byte is in 16-wide range
+  k (16 buckets; digests are uniform, so a new id changes one bucket);
+- `h<hour>`: the pending events of an hour of event time (hours since the
+  epoch), as a JSON array of their compact forms.
+
+A unit's content is cut into parts of at most PART_BYTES_MAX, so no record
+of a book reaches the broker's 1 MiB limit however large the book grows in
+memory (COMPSTREAM_BOOK_BYTES_MAX bounds that). A write rewrites only the
+units that changed: the hours that gained a pending event, the buckets
+whose ids changed, the sealed days that changed. An hour's part is not
+rewritten when its events become final: restore keeps only the events
+dated at or after the head's watermark, and an hour wholly before it
+leaves the manifest.
+
+Why: under a live load a busy engineer's pending usage is most of the book
+(~110 B an event against 16 B of id), and one record per book rewrote all of
+it at every batch that touched the book, and capped it at one record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from compstream.domain.book import EngineerBook
+from compstream.domain.book_codec import (
+    BUCKET_SHIFT,
+    RECORD,
+    BookCodecError,
+    SeenIds,
+    event_from_compact,
+    pack,
+    record_days,
+    records_of_days,
+    to_us,
+    unpack,
+)
+from compstream.domain.events import EventError, event_sort_key
+
+PART_BYTES_MAX = 512 * 1024
+# A book this large is written as a head and parts; one written so goes back
+# to a single record only below PARTS_BYTES_MIN (no flapping at the line).
+SPLIT_BYTES_MIN = 64 * 1024
+PARTS_BYTES_MIN = 16 * 1024
+BUCKETS = 256 >> BUCKET_SHIFT
+HEAD_VERSION = 2
+_HEAD = struct.Struct(">2sBI")  # magic, version, entries
+_ENTRY = struct.Struct(">cIH8s")  # kind, unit, part, digest of the part
+_HOUR_US = 3_600_000_000
+SEALED, BUCKET, HOUR = b"d", b"b", b"h"
+
+Unit = tuple[bytes, int]  # (kind, unit)
+
+
+class BookPartsError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class BookParts:
+    """What the processor hands the changelog for a large book, taken right
+    after it was packed. Reads `book` itself: valid only until the book is
+    next changed (the core writes the records in the same step)."""
+
+    book: EngineerBook
+    state: bytes  # book.state_bytes()
+    changed_days: set[int]  # sealed days changed since the last write
+    changed_hours: set[int] | None  # book.take_changed_hours() (None: all)
+    changed_buckets: set[int] | None  # book.seen.take_changed_buckets() (None: all)
+
+
+def part_key(engineer: str, kind: bytes, unit: int, part: int, digest: bytes, sep: str) -> str:
+    return f"{engineer}{sep}{kind.decode()}{unit}.{part}.{digest.hex()}"
+
+
+def digest_of(content: bytes) -> bytes:
+    return hashlib.blake2b(content, digest_size=8).digest()
+
+
+def cut_records(content: bytes) -> list[bytes]:
+    """Seen-id records in pieces of at most PART_BYTES_MAX (whole records)."""
+    step = PART_BYTES_MAX // RECORD * RECORD
+    return [content[at:at + step] for at in range(0, len(content), step)] or [b""]
+
+
+def cut_items(items: list[bytes]) -> list[bytes]:
+    """JSON items in arrays of at most PART_BYTES_MAX bytes (an item larger
+    than that alone is an error: a book's event is a few hundred bytes)."""
+    if sum(map(len, items)) + len(items) + 1 <= PART_BYTES_MAX:  # the usual hour: one part
+        return [b"[" + b",".join(items) + b"]"]
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 2
+    for item in items:
+        if len(item) + 3 > PART_BYTES_MAX:
+            raise BookPartsError(f"a pending event of {len(item)} bytes exceeds a part ({PART_BYTES_MAX})")
+        if chunk and size + len(item) + 1 > PART_BYTES_MAX:
+            out.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    out.append(b"[" + b",".join(chunk) + b"]")
+    return out
+
+
+def bucket_of(blob: bytes | bytearray, k: int) -> bytes:
+    """The records of sorted `blob` in bucket k (first digest byte >> BUCKET_SHIFT == k)."""
+    return bytes(blob[_bound(blob, k) * RECORD:_bound(blob, k + 1) * RECORD])
+
+
+def _bound(blob: bytes | bytearray, k: int) -> int:
+    """Index of the first record of bucket k or later."""
+    if k >= BUCKETS:
+        return len(blob) // RECORD
+    first = bytes([k << BUCKET_SHIFT])
+    lo, hi = 0, len(blob) // RECORD
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if blob[mid * RECORD:mid * RECORD + 1] < first:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def plan(parts: BookParts, old: Mapping[Unit, object]) -> tuple[list[Unit], dict[Unit, list[bytes]]]:
+    """(every unit the book has now, in order; the parts of those whose
+    content may differ from what `old` -- the manifest written last -- lists
+    for them). A unit not in the second keeps its old parts. An hour wholly
+    before the watermark leaves; one the watermark is inside keeps its part
+    (restore drops its final events); only changed hours are cut again."""
+    book, seen = parts.book, parts.book.seen
+    fresh = not old
+    units: set[Unit] = {(SEALED, d) for d in seen.sealed_days}
+    due: dict[Unit, list[bytes]] = {}
+    days = {d for d in seen.sealed_days if fresh or d in parts.changed_days or (SEALED, d) not in old}
+    for day, content in (records_of_days(seen.sealed, days) if days else {}).items():
+        if not content:
+            raise BookPartsError(f"sealed day {day} holds no ids")
+        due[(SEALED, day)] = cut_records(content)
+    changed = parts.changed_buckets
+    for k in range(BUCKETS):
+        unit = (BUCKET, k)
+        if fresh or changed is None or k in changed:
+            content = bucket_of(seen.blob, k)
+            if content:
+                units.add(unit)
+                due[unit] = cut_records(content)
+        elif unit in old:
+            units.add(unit)
+    hours = parts.changed_hours
+    if fresh or hours is None:
+        fill = book.pending_hours(None)
+    else:
+        watermark_us = None if book.watermark is None else to_us(book.watermark)
+        units |= {u for u in old if u[0] == HOUR and (watermark_us is None or (u[1] + 1) * _HOUR_US > watermark_us)}
+        units -= {(HOUR, h) for h in hours}
+        fill = book.pending_hours(hours)
+    for hour, items in fill.items():
+        units.add((HOUR, hour))
+        due[(HOUR, hour)] = cut_items(items)
+    return sorted(units), due
+
+
+def entry(unit: Unit, part: int, digest: bytes) -> bytes:
+    """A part's manifest entry in a head."""
+    return _ENTRY.pack(unit[0], unit[1], part, digest)
+
+
+def pack_head(count: int, entries: list[bytes], state: bytes, magic: bytes) -> bytes:
+    """A head of `count` manifest entries (packed, in unit and part order)."""
+    return b"".join((_HEAD.pack(magic, HEAD_VERSION, count), *entries, state))
+
+
+def parse_head(engineer: str, value: bytes) -> tuple[list[tuple[bytes, int, int, bytes]], bytes]:
+    """A version 2 head's manifest [(kind, unit, part, digest)] and its state."""
+    if len(value) < _HEAD.size:
+        raise BookPartsError(f"{engineer}'s head record is truncated")
+    _magic, version, n = _HEAD.unpack_from(value)
+    if version != HEAD_VERSION:
+        raise BookPartsError(f"{engineer}'s head record has version {version}, not {HEAD_VERSION}")
+    at = _HEAD.size + n * _ENTRY.size
+    if at > len(value):
+        raise BookPartsError(f"{engineer}'s head record is truncated")
+    return [_ENTRY.unpack_from(value, _HEAD.size + i * _ENTRY.size) for i in range(n)], value[at:]
+
+
+def assemble(engineer: str, state: bytes, units: dict[Unit, list[bytes]]) -> bytes:
+    """The packed book (as the core holds it) from a head's state and the
+    content of each unit's parts, in part order. Pending events dated before
+    the state's watermark were final when the head was written: left out."""
+    try:
+        fields, seen = unpack(state)
+    except BookCodecError as exc:
+        raise BookPartsError(f"{engineer}'s head holds no book: {exc}") from exc
+    if fields.get("p") or len(seen):
+        raise BookPartsError(f"{engineer}'s head holds pending events or ids of its own")
+    watermark_us = fields.get("w")
+    sealed: list[bytes] = []
+    unsealed: list[bytes] = []
+    pending = []
+    for (kind, unit), contents in sorted(units.items()):
+        if kind == HOUR:
+            for content in contents:
+                try:
+                    for c in orjson.loads(content):
+                        event = event_from_compact(engineer, c)
+                        at_us = to_us(event.event_time)
+                        if at_us // _HOUR_US != unit:
+                            raise BookPartsError(f"{engineer}'s pending hour {unit} holds an event of another hour")
+                        if watermark_us is None or at_us >= watermark_us:
+                            pending.append((event_sort_key(event), c))
+                except (orjson.JSONDecodeError, BookCodecError, EventError, TypeError, IndexError) as exc:
+                    raise BookPartsError(f"{engineer}'s pending hour {unit} is corrupt: {exc!r}") from exc
+            continue
+        content = b"".join(contents)
+        if len(content) % RECORD:
+            raise BookPartsError(f"{engineer}'s unit {kind.decode()}{unit} is not a whole number of id records")
+        if kind == SEALED:
+            if set(record_days(content)) != {unit}:
+                raise BookPartsError(f"{engineer}'s sealed day {unit} holds ids of other days")
+            sealed.append(content)
+        elif kind == BUCKET:
+            unsealed.append(content)
+        else:
+            raise BookPartsError(f"{engineer}'s head lists a part of unknown kind {kind!r}")
+    pending.sort(key=_first)
+    fields["p"] = [c for _, c in pending]
+    ids = _sorted_records(unsealed)
+    return pack(fields, SeenIds(ids, _sorted_records(sealed)))
+
+
+def _sorted_records(runs: Iterable[bytes]) -> bytes:
+    blob = b"".join(runs)
+    records = [blob[at:at + RECORD] for at in range(0, len(blob), RECORD)]
+    records.sort()
+    return b"".join(records)
+
+
+def _first(item: tuple[Any, Any]) -> Any:
+    return item[0]

@@ -1,0 +1,194 @@
+"""Large books in the changelog as a head and parts (worker/book_parts.py):
+what is written restores to the very bytes the core holds, after every
+write and after any prefix of one; a busy book's write costs the hour and
+the bucket its new event joined, not the book; no record outgrows a part."""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from unittest.mock import patch
+
+import orjson
+import pytest
+
+from compstream.domain import book as book_module
+from compstream.domain.book import EngineerBook
+from compstream.domain.events import Usage
+from compstream.synth import START
+from compstream.worker import book_parts
+from compstream.worker.book_changelog import HEAD_MAGIC, BookChangelog, BookChangelogError, is_segment_key
+from compstream.worker.book_parts import BookParts, cut_items, cut_records
+from compstream.worker.core.ports import OutRecord
+
+TOPIC = "w-books-changelog"
+LATENESS = timedelta(hours=2)
+
+
+class Changelog:
+    """A compacted changelog partition: the last value per key."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    def copy(self) -> "Changelog":
+        out = Changelog()
+        out.values = dict(self.values)
+        return out
+
+    def apply(self, records: list[OutRecord]) -> None:
+        for r in records:
+            if r.value is None:
+                self.values.pop(r.key.decode(), None)
+            else:
+                self.values[r.key.decode()] = r.value
+
+    def restore(self) -> tuple[BookChangelog, dict[str, bytes]]:
+        log = BookChangelog(TOPIC)
+        books = {k: v for k, v in self.values.items() if not is_segment_key(k)}
+        segments = {k: v for k, v in self.values.items() if is_segment_key(k)}
+        return log, log.restore(books, segments)
+
+
+def _usage(i: int, at: datetime) -> Usage:
+    return Usage(f"usage-{i:06d}", "e", "openai", "gpt-4o", at, 1200 + i % 97, 30, 0, 0, 1000 + i)
+
+
+def _write(log: BookChangelog, book: EngineerBook) -> tuple[bytes, list[OutRecord]]:
+    """What the processor and the core do with a touched book."""
+    data = book.to_bytes()
+    seen = book.seen
+    changed_days = seen.take_changed_days() if seen.sealed_days else set()
+    changed_hours, changed_buckets = book.take_changed_hours(), seen.take_changed_buckets()
+    parts = None
+    if len(data) >= book_parts.PARTS_BYTES_MIN:
+        parts = BookParts(book, book.state_bytes(), changed_days, changed_hours, changed_buckets)
+    return data, log.records("e", data, 0, frozenset(seen.sealed_days), changed_days, parts)
+
+
+@contextmanager
+def small_parts(split: int = 4096, parts_min: int = 1024, part: int = 2048, seal: int = 2):
+    """Thresholds small enough for a test book to cross them, and cut."""
+    with patch.object(book_parts, "SPLIT_BYTES_MIN", split), \
+            patch.object(book_parts, "PARTS_BYTES_MIN", parts_min), \
+            patch.object(book_parts, "PART_BYTES_MAX", part), \
+            patch.object(book_module, "SEAL_RECORDS_MIN", seal):
+        yield
+
+
+def test_every_write_and_every_prefix_of_one_restores_a_whole_book():
+    rng = random.Random(11)
+    book, log, changelog = EngineerBook.empty("e"), BookChangelog(TOPIC), Changelog()
+    t, before, split_writes, unit_kinds = START, None, 0, set()
+    with small_parts():
+        for i in range(700):  # ~4 days; bursts, quiet hours, late and very late events
+            t += timedelta(minutes=rng.choice([0, 1, 2, 5, 20, 90]))
+            late = timedelta(minutes=rng.randint(1, 100)) if rng.random() < 0.2 else timedelta()
+            late += timedelta(hours=rng.randint(3, 30)) if rng.random() < 0.03 else timedelta()
+            book.ingest(_usage(i, t - late), t - LATENESS)
+            if rng.random() < 0.4:
+                continue
+            data, records = _write(log, book)
+            heads = [r for r in records if r.key == b"e" and r.value is not None]
+            split_writes += heads[0].value[:3] == HEAD_MAGIC + b"\x02"
+            unit_kinds |= {r.key.split(b"\x1f")[1][:1] for r in records if is_segment_key(r.key.decode())}
+            for cut in range(len(records)):  # a crash after `cut` records of this write
+                partial = changelog.copy()
+                partial.apply(records[:cut])
+                assert partial.restore()[1].get("e") in (before, data), f"write {i}: prefix {cut} restored neither"
+            changelog.apply(records)
+            restored_log, restored = changelog.restore()
+            assert restored == {"e": data}
+            assert restored_log.split == log.split and restored_log.manifests == log.manifests
+            assert not restored_log.orphans
+            assert all(len(v) <= 2048 for k, v in changelog.values.items() if is_segment_key(k))
+            before = data
+    assert split_writes > 100
+    assert unit_kinds >= {b"b", b"h", b"d"}, unit_kinds
+
+
+def test_a_busy_book_writes_its_head_and_the_hour_and_bucket_of_its_new_event():
+    with small_parts(part=512 * 1024):
+        book, t = EngineerBook.empty("e"), START
+        for i in range(1500):  # one event every 20 s: ~8 h, most of it pending under 6 h lateness
+            t += timedelta(seconds=20)
+            book.ingest(_usage(i, t), t - timedelta(hours=6))
+        log, changelog = BookChangelog(TOPIC), Changelog()
+        data, records = _write(log, book)
+        changelog.apply(records)
+        t += timedelta(seconds=20)
+        book.ingest(_usage(10**5, t), t - timedelta(hours=6))
+        data, records = _write(log, book)
+        written = [r for r in records if r.value is not None]
+        kinds = sorted(r.key.split(b"\x1f")[1][:1] for r in written if r.key != b"e")
+        assert kinds == [b"b", b"h"]  # the bucket of its id, the hour of its time
+        assert sum(len(r.value) for r in written) < len(data) / 8
+        assert len([r for r in records if r.value is None]) == 2  # the two parts those replace
+        changelog.apply(records)
+        assert changelog.restore()[1] == {"e": data}
+
+
+def test_final_hours_leave_the_manifest_and_a_shrunk_book_is_one_record_again():
+    with small_parts():
+        book, t = EngineerBook.empty("e"), START
+        for i in range(300):
+            t += timedelta(minutes=1)
+            book.ingest(_usage(i, t), t - LATENESS)
+        log, changelog = BookChangelog(TOPIC), Changelog()
+        changelog.apply(_write(log, book)[1])
+        hours = {u for u in log.split["e"] if u[0] == b"h"}
+        assert len(hours) >= 2
+        book.advance(t)  # every pending hour but the last becomes final
+        changelog.apply(_write(log, book)[1])
+        assert {u for u in log.split["e"] if u[0] == b"h"} == {(b"h", max(h for _, h in hours))}
+        assert changelog.restore()[1]["e"] == book.to_bytes()
+        book.advance(t + timedelta(days=60))  # everything final, every usage id forgotten
+        data, records = _write(log, book)
+        changelog.apply(records)
+        assert changelog.values == {"e": data} and data[:2] == b"CB" and not log.holds("e")
+
+
+def test_no_record_of_a_book_far_over_a_megabyte_reaches_a_part():
+    book, t = EngineerBook.empty("e"), START
+    for i in range(12_000):  # 12,000 events in one hour of event time, all pending: ~1.4 MB
+        book.ingest(_usage(i, t + timedelta(microseconds=i * 300_000)), t - LATENESS)
+    log = BookChangelog(TOPIC)
+    data, records = _write(log, book)
+    assert len(data) > 1024 * 1024
+    assert max(len(r.value) for r in records if r.value is not None) <= book_parts.PART_BYTES_MAX
+    changelog = Changelog()
+    changelog.apply(records)
+    assert changelog.restore()[1] == {"e": data}
+
+
+def test_missing_or_corrupt_parts_are_errors_that_name_the_part():
+    with small_parts():
+        book, t = EngineerBook.empty("e"), START
+        for i in range(200):
+            t += timedelta(minutes=1)
+            book.ingest(_usage(i, t), t - LATENESS)
+        changelog = Changelog()
+        changelog.apply(_write(BookChangelog(TOPIC), book)[1])
+        hour_key = next(k for k in changelog.values if is_segment_key(k) and "\x1fh" in k)
+        broken = changelog.copy()
+        del broken.values[hour_key]
+        with pytest.raises(BookChangelogError, match="lacks"):
+            broken.restore()
+        broken = changelog.copy()
+        broken.values[hour_key] = b"[]"
+        with pytest.raises(BookChangelogError, match="does not hold"):
+            broken.restore()
+
+
+def test_cutting_keeps_whole_records_and_whole_events_under_the_part_size():
+    with patch.object(book_parts, "PART_BYTES_MAX", 100):
+        ids = bytes(range(16)) * 20
+        pieces = cut_records(ids)
+        assert b"".join(pieces) == ids and all(len(p) <= 100 and len(p) % 16 == 0 for p in pieces)
+        items = [orjson.dumps(["u", f"id-{i}", i]) for i in range(40)]
+        arrays = cut_items(items)
+        assert all(len(a) <= 100 for a in arrays)
+        assert [x for a in arrays for x in orjson.loads(a)] == [orjson.loads(i) for i in items]
+        with pytest.raises(book_parts.BookPartsError):
+            cut_items([b'"' + b"x" * 200 + b'"'])
