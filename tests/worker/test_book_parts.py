@@ -60,17 +60,18 @@ def _write(log: BookChangelog, book: EngineerBook) -> tuple[bytes, list[OutRecor
     data = book.to_bytes()
     seen = book.seen
     changed_days = seen.take_changed_days() if seen.sealed_days else set()
-    changed_hours, changed_buckets = book.take_changed_hours(), seen.take_changed_buckets()
     parts = None
     if len(data) >= book_parts.PARTS_BYTES_MIN:
-        parts = BookParts(book, book.state_bytes(), changed_days, changed_hours, changed_buckets)
+        parts = BookParts(book, book.state_bytes(), changed_days, book.take_changed_hours(),
+                          seen.take_changed_buckets())
     return data, log.records("e", data, 0, frozenset(seen.sealed_days), changed_days, parts)
 
 
 @contextmanager
-def small_parts(split: int = 4096, parts_min: int = 1024, part: int = 2048, seal: int = 2):
+def small_parts(split: int = 4096, parts_min: int = 1024, part: int = 2048, seal: int = 2, bucket: int = 128):
     """Thresholds small enough for a test book to cross them, and cut."""
     with patch.object(book_parts, "SPLIT_BYTES_MIN", split), \
+            patch.object(book_parts, "BUCKET_BYTES_TARGET", bucket), \
             patch.object(book_parts, "PARTS_BYTES_MIN", parts_min), \
             patch.object(book_parts, "PART_BYTES_MAX", part), \
             patch.object(book_module, "SEAL_RECORDS_MIN", seal):
@@ -80,7 +81,7 @@ def small_parts(split: int = 4096, parts_min: int = 1024, part: int = 2048, seal
 def test_every_write_and_every_prefix_of_one_restores_a_whole_book():
     rng = random.Random(11)
     book, log, changelog = EngineerBook.empty("e"), BookChangelog(TOPIC), Changelog()
-    t, before, split_writes, unit_kinds = START, None, 0, set()
+    t, before, split_writes, unit_kinds, bucket_bits = START, None, 0, set(), set()
     with small_parts():
         for i in range(700):  # ~4 days; bursts, quiet hours, late and very late events
             t += timedelta(minutes=rng.choice([0, 1, 2, 5, 20, 90]))
@@ -93,6 +94,7 @@ def test_every_write_and_every_prefix_of_one_restores_a_whole_book():
             heads = [r for r in records if r.key == b"e" and r.value is not None]
             split_writes += heads[0].value[:3] == HEAD_MAGIC + b"\x02"
             unit_kinds |= {r.key.split(b"\x1f")[1][:1] for r in records if is_segment_key(r.key.decode())}
+            bucket_bits |= {unit >> 8 for kind, unit in log.split.get("e", {}) if kind == b"b"}
             for cut in range(len(records)):  # a crash after `cut` records of this write
                 partial = changelog.copy()
                 partial.apply(records[:cut])
@@ -106,6 +108,7 @@ def test_every_write_and_every_prefix_of_one_restores_a_whole_book():
             before = data
     assert split_writes > 100
     assert unit_kinds >= {b"b", b"h", b"d"}, unit_kinds
+    assert len(bucket_bits) >= 3, bucket_bits  # the bucket count moved with the ids, every bucket rewritten
 
 
 def test_a_busy_book_writes_its_head_and_the_hour_and_bucket_of_its_new_event():
@@ -192,3 +195,11 @@ def test_cutting_keeps_whole_records_and_whole_events_under_the_part_size():
         assert [x for a in arrays for x in orjson.loads(a)] == [orjson.loads(i) for i in items]
         with pytest.raises(book_parts.BookPartsError):
             cut_items([b'"' + b"x" * 200 + b'"'])
+
+
+def test_the_bucket_count_follows_the_ids_with_slack():
+    bits = book_parts.bucket_bits
+    target = book_parts.BUCKET_BYTES_TARGET
+    assert [bits(n, None) for n in (0, target, target + 1, 20 * target, 1 << 30)] == [0, 0, 1, 5, 8]
+    assert bits(4 * target, 1) == 1 and bits(target, 1) == 1  # within a factor 2 of the target: kept
+    assert bits(4 * target + 2, 1) == 2 and bits(100 * target, 1) == 7 and bits(target // 4, 3) == 0

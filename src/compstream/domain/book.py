@@ -152,10 +152,10 @@ class EngineerBook:
         self._pjson: list[bytes | None] | None = None
         self._pjson_from = 0
         # Event times put into `pending` since the last take_changed_hours()
-        # (None: more than INSERTED_MAX, count every hour changed): a large
-        # book's changelog rewrites only the hours of pending events that
-        # changed (worker/book_parts.py).
-        self._inserted: list[datetime] | None = []
+        # (None: not tracked -- a small book, or more than INSERTED_MAX --,
+        # count every hour changed): a large book's changelog rewrites only
+        # the hours of pending events that changed (worker/book_parts.py).
+        self._inserted: list[datetime] | None = None
 
     @classmethod
     def empty(cls, engineer_id: str,
@@ -429,7 +429,8 @@ class EngineerBook:
 
     def take_changed_hours(self) -> set[int] | None:
         """Hours (since the epoch) of the events put into `pending` since the
-        last call (None: too many to remember, take every hour as changed)."""
+        last call (None: not known -- the first call, or too many -- take
+        every hour as changed). Tracking starts with the first call."""
         inserted, self._inserted = self._inserted, []
         if inserted is None:
             return None

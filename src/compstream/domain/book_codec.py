@@ -56,9 +56,6 @@ RECORD = 16
 FINGERPRINT_BYTES = 6  # a conflicting payload passes for a duplicate with odds 2**-48
 _DAY_OF_RECORD = struct.Struct(">14xH")  # the day field of one record
 KEEP_DAY = 0xFFFF  # a record never forgotten (HR events; ids read from version 1); days end in 2149
-# Unsealed ids are filed in 16 buckets by their digest's first byte >> 4 (a
-# large book's changelog writes each bucket as a part: worker/book_parts.py).
-BUCKET_SHIFT = 4
 
 
 class BookCodecError(ValueError):
@@ -217,9 +214,11 @@ class SeenIds:
         # Sealed days whose records changed (sealed, or a late id added)
         # since the last take_changed_days(): their changelog records are due.
         self.changed_days: set[int] = set()
-        # Buckets (BUCKET_SHIFT) of `blob` changed since take_changed_buckets()
-        # (None: all of them, after a removal).
-        self.changed_buckets: set[int] | None = set()
+        # First bytes of the id digests added to `blob` since
+        # take_changed_buckets() (None: not known -- not tracked before the
+        # first call, or after a removal): a large book's changelog rewrites
+        # only the parts of its ids those fall in (worker/book_parts.py).
+        self.changed_buckets: set[int] | None = None
         self.sealed_stop = 0  # the last seal_before's day_stop: nothing to do below it
 
     @classmethod
@@ -274,7 +273,7 @@ class SeenIds:
             self.blob[at:at] = record
             buckets = self.changed_buckets
             if buckets is not None:
-                buckets.add(idd[0] >> BUCKET_SHIFT)
+                buckets.add(idd[0])
         if day < self.floor:
             self.floor = day
 
@@ -343,7 +342,9 @@ class SeenIds:
         return chosen
 
     def take_changed_buckets(self) -> set[int] | None:
-        """The buckets of `blob` changed since the last call (None: all)."""
+        """The first digest bytes of the ids added to `blob` since the last
+        call (None: anything may have changed). Tracking starts with the
+        first call."""
         changed, self.changed_buckets = self.changed_buckets, set()
         return changed
 

@@ -7,8 +7,11 @@ A part holds a piece of one *unit* of the book, under the key
 `engineer \\x1f <kind><unit>.<part>.<digest>`:
 
 - `d<day>`: the sealed ids of a day (book_codec.SeenIds.sealed);
-- `b<k>`: the unsealed ids whose digest's first byte is in 16-wide range
-  k (16 buckets; digests are uniform, so a new id changes one bucket);
+- `b<unit>`: the unsealed ids in one of 2**bits buckets by the first
+  `bits` of their digest (unit = bits * 256 + bucket); digests are uniform,
+  so a new id changes one bucket. `bits` grows with the ids (buckets of
+  BUCKET_BYTES_TARGET or so, within a factor 2 either way before it moves),
+  so a book with many ids rewrites a small bucket per new id;
 - `h<hour>`: the pending events of an hour of event time (hours since the
   epoch), as a JSON array of their compact forms.
 
@@ -37,7 +40,6 @@ import orjson
 
 from compstream.domain.book import EngineerBook
 from compstream.domain.book_codec import (
-    BUCKET_SHIFT,
     RECORD,
     BookCodecError,
     SeenIds,
@@ -55,7 +57,11 @@ PART_BYTES_MAX = 512 * 1024
 # to a single record only below PARTS_BYTES_MIN (no flapping at the line).
 SPLIT_BYTES_MIN = 64 * 1024
 PARTS_BYTES_MIN = 16 * 1024
-BUCKETS = 256 >> BUCKET_SHIFT
+# Buckets near this size: a new id rewrites one of them, the head lists them
+# all (15 B each); the bucket count moves when they pass half or twice it,
+# rewriting every bucket (amortized, ~a byte per byte of ids added).
+BUCKET_BYTES_TARGET = 2048
+BUCKET_BITS_MAX = 8
 HEAD_VERSION = 2
 _HEAD = struct.Struct(">2sBI")  # magic, version, entries
 _ENTRY = struct.Struct(">cIH8s")  # kind, unit, part, digest of the part
@@ -79,7 +85,7 @@ class BookParts:
     state: bytes  # book.state_bytes()
     changed_days: set[int]  # sealed days changed since the last write
     changed_hours: set[int] | None  # book.take_changed_hours() (None: all)
-    changed_buckets: set[int] | None  # book.seen.take_changed_buckets() (None: all)
+    changed_buckets: set[int] | None  # book.seen.take_changed_buckets(): first digest bytes (None: all)
 
 
 def part_key(engineer: str, kind: bytes, unit: int, part: int, digest: bytes, sep: str) -> str:
@@ -116,20 +122,33 @@ def cut_items(items: list[bytes]) -> list[bytes]:
     return out
 
 
-def bucket_of(blob: bytes | bytearray, k: int) -> bytes:
-    """The records of sorted `blob` in bucket k (first digest byte >> BUCKET_SHIFT == k)."""
-    return bytes(blob[_bound(blob, k) * RECORD:_bound(blob, k + 1) * RECORD])
+def bucket_bits(blob_bytes: int, bits_old: int | None) -> int:
+    """How many leading bits of the digest pick an id's bucket: buckets near
+    BUCKET_BYTES_TARGET; `bits_old` is kept while its buckets are within a
+    factor 2 of it (every bucket is rewritten when it moves)."""
+    if bits_old is not None and BUCKET_BYTES_TARGET // 2 <= blob_bytes >> bits_old <= BUCKET_BYTES_TARGET * 2:
+        return bits_old
+    bits = 0
+    while bits < BUCKET_BITS_MAX and blob_bytes >> bits > BUCKET_BYTES_TARGET:
+        bits += 1
+    return bits
 
 
-def _bound(blob: bytes | bytearray, k: int) -> int:
-    """Index of the first record of bucket k or later."""
-    if k >= BUCKETS:
+def bucket_of(blob: bytes | bytearray, bits: int, k: int) -> bytes:
+    """The records of sorted `blob` whose digest's first `bits` bits are k."""
+    shift = 8 - bits
+    return bytes(blob[_bound(blob, k << shift) * RECORD:_bound(blob, (k + 1) << shift) * RECORD])
+
+
+def _bound(blob: bytes | bytearray, first: int) -> int:
+    """Index of the first record whose digest's first byte is >= first."""
+    if first > 255:
         return len(blob) // RECORD
-    first = bytes([k << BUCKET_SHIFT])
+    key = bytes([first])
     lo, hi = 0, len(blob) // RECORD
     while lo < hi:
         mid = (lo + hi) >> 1
-        if blob[mid * RECORD:mid * RECORD + 1] < first:
+        if blob[mid * RECORD:mid * RECORD + 1] < key:
             lo = mid + 1
         else:
             hi = mid
@@ -151,16 +170,24 @@ def plan(parts: BookParts, old: Mapping[Unit, object]) -> tuple[list[Unit], dict
         if not content:
             raise BookPartsError(f"sealed day {day} holds no ids")
         due[(SEALED, day)] = cut_records(content)
+    blob = seen.blob
+    old_buckets = [u for u in old if u[0] == BUCKET]
+    bits_old = old_buckets[0][1] >> 8 if old_buckets else None
+    bits = bucket_bits(len(blob), bits_old)
     changed = parts.changed_buckets
-    for k in range(BUCKETS):
-        unit = (BUCKET, k)
-        if fresh or changed is None or k in changed:
-            content = bucket_of(seen.blob, k)
-            if content:
-                units.add(unit)
-                due[unit] = cut_records(content)
-        elif unit in old:
+    if fresh or changed is None or bits != bits_old:
+        wanted: Iterable[int] = range(1 << bits)
+    else:
+        units.update(old_buckets)
+        wanted = {first >> (8 - bits) for first in changed}
+    for k in wanted:
+        unit = (BUCKET, (bits << 8) | k)
+        content = bucket_of(blob, bits, k)
+        if content:
             units.add(unit)
+            due[unit] = cut_records(content)
+        else:
+            units.discard(unit)
     hours = parts.changed_hours
     if fresh or hours is None:
         fill = book.pending_hours(None)

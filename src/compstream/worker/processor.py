@@ -418,9 +418,9 @@ class LedgerProcessor:
             changed_days = seen.take_changed_days() if seen.sealed_days else set()
             if seen.sealed_days:
                 sealed[engineer] = (frozenset(seen.sealed_days), changed_days)
-            changed_hours, changed_buckets = book.take_changed_hours(), seen.take_changed_buckets()
-            if len(data) >= book_parts.PARTS_BYTES_MIN:
-                parts[engineer] = BookParts(book, book.state_bytes(), changed_days, changed_hours, changed_buckets)
+            if len(data) >= book_parts.PARTS_BYTES_MIN:  # (only these track their changes)
+                parts[engineer] = BookParts(book, book.state_bytes(), changed_days, book.take_changed_hours(),
+                                            seen.take_changed_buckets())
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
