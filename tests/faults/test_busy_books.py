@@ -63,12 +63,12 @@ def test_books_in_parts_survive_a_kill_and_still_catch_duplicates(kafka_bootstra
 
     run = _kill_restore_republish(kafka_bootstrap, topics, tmp_path, events, cut, lateness_s=6 * 3600, seed=94,
                                   again=again)
-    hours = {k for k in run["changelog_keys"] if b"\x1fh" in k}
+    hours = {k for k in run["changelog_keys"] if b"\x1fp" in k}
     buckets = {k for k in run["changelog_keys"] if b"\x1fb" in k}
     assert hours and buckets, "no book was written in parts: the scenario does not test them"
     _record(reliability, run, events, order=22, scenario="books in parts: kill -9, duplicates of pending usage",
             faults="SIGKILL mid-backlog, a restart, 200 duplicates of pending usage, 100 of final usage",
-            notes=f"{len(hours)} pending-hour and {len(buckets)} id-bucket part records in the changelog")
+            notes=f"{len(hours)} pending-slot and {len(buckets)} id-bucket part records in the changelog")
 
 
 def _kill_restore_republish(bootstrap, topics, tmp_path, events, cut, lateness_s: int, seed: int, again) -> dict:

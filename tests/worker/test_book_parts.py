@@ -24,6 +24,7 @@ from compstream.worker.core.ports import OutRecord
 
 TOPIC = "w-books-changelog"
 LATENESS = timedelta(hours=2)
+LATENESS_US = 2 * 3600 * 10**6
 
 
 class Changelog:
@@ -62,7 +63,7 @@ def _write(log: BookChangelog, book: EngineerBook) -> tuple[bytes, list[OutRecor
     changed_days = seen.take_changed_days() if seen.sealed_days else set()
     parts = None
     if len(data) >= book_parts.PARTS_BYTES_MIN:
-        parts = BookParts(book, book.state_bytes(), changed_days, book.take_changed_hours(),
+        parts = BookParts(book, len(data), book.state_bytes(), LATENESS_US, changed_days, book.take_changed_times(),
                           seen.take_changed_buckets())
     return data, log.records("e", data, 0, frozenset(seen.sealed_days), changed_days, parts)
 
@@ -94,7 +95,7 @@ def test_every_write_and_every_prefix_of_one_restores_a_whole_book():
             heads = [r for r in records if r.key == b"e" and r.value is not None]
             split_writes += heads[0].value[:3] == HEAD_MAGIC + b"\x02"
             unit_kinds |= {r.key.split(b"\x1f")[1][:1] for r in records if is_segment_key(r.key.decode())}
-            bucket_bits |= {unit >> 8 for kind, unit in log.split.get("e", {}) if kind == b"b"}
+            bucket_bits |= {scale for kind, scale, _ in log.split.get("e", {}) if kind == b"b"}
             for cut in range(len(records)):  # a crash after `cut` records of this write
                 partial = changelog.copy()
                 partial.apply(records[:cut])
@@ -107,11 +108,11 @@ def test_every_write_and_every_prefix_of_one_restores_a_whole_book():
             assert all(len(v) <= 2048 for k, v in changelog.values.items() if is_segment_key(k))
             before = data
     assert split_writes > 100
-    assert unit_kinds >= {b"b", b"h", b"d"}, unit_kinds
+    assert unit_kinds >= {b"b", b"p", b"d"}, unit_kinds
     assert len(bucket_bits) >= 3, bucket_bits  # the bucket count moved with the ids, every bucket rewritten
 
 
-def test_a_busy_book_writes_its_head_and_the_hour_and_bucket_of_its_new_event():
+def test_a_busy_book_writes_its_head_and_the_slot_and_bucket_of_its_new_event():
     with small_parts(part=512 * 1024):
         book, t = EngineerBook.empty("e"), START
         for i in range(1500):  # one event every 20 s: ~8 h, most of it pending under 6 h lateness
@@ -125,14 +126,15 @@ def test_a_busy_book_writes_its_head_and_the_hour_and_bucket_of_its_new_event():
         data, records = _write(log, book)
         written = [r for r in records if r.value is not None]
         kinds = sorted(r.key.split(b"\x1f")[1][:1] for r in written if r.key != b"e")
-        assert kinds == [b"b", b"h"]  # the bucket of its id, the hour of its time
+        assert kinds == [b"b", b"p"]  # the bucket of its id, the slot of its time
         assert sum(len(r.value) for r in written) < len(data) / 8
-        assert len([r for r in records if r.value is None]) == 2  # the two parts those replace
+        units = {r.key.rsplit(b".", 2)[0] for r in written}  # engineer, kind, scale, index
+        assert {r.key.rsplit(b".", 2)[0] for r in records if r.value is None} <= units  # only what those replace
         changelog.apply(records)
         assert changelog.restore()[1] == {"e": data}
 
 
-def test_final_hours_leave_the_manifest_and_a_shrunk_book_is_one_record_again():
+def test_final_slots_leave_the_manifest_and_a_shrunk_book_is_one_record_again():
     with small_parts():
         book, t = EngineerBook.empty("e"), START
         for i in range(300):
@@ -140,11 +142,22 @@ def test_final_hours_leave_the_manifest_and_a_shrunk_book_is_one_record_again():
             book.ingest(_usage(i, t), t - LATENESS)
         log, changelog = BookChangelog(TOPIC), Changelog()
         changelog.apply(_write(log, book)[1])
-        hours = {u for u in log.split["e"] if u[0] == b"h"}
-        assert len(hours) >= 2
-        book.advance(t)  # every pending hour but the last becomes final
+        slots = {u for u in log.split["e"] if u[0] == b"p"}
+        assert len(slots) >= 4
+        # A new event, and the watermark a little further: same slot width,
+        # the slots wholly before the watermark leave, the rest stay.
+        t += timedelta(minutes=1)
+        book.ingest(_usage(10**5, t), t - LATENESS + timedelta(minutes=20))
         changelog.apply(_write(log, book)[1])
-        assert {u for u in log.split["e"] if u[0] == b"h"} == {(b"h", max(h for _, h in hours))}
+        now = {u for u in log.split["e"] if u[0] == b"p"}
+        [scale] = {u[1] for u in slots | now}
+        first = book_parts.slot_of(t - LATENESS + timedelta(minutes=20), scale)
+        assert now == {u for u in slots if u[2] >= first} | {(b"p", scale, book_parts.slot_of(t, scale))}
+        assert now != slots and changelog.restore()[1]["e"] == book.to_bytes()
+        book.advance(t)  # every pending event but the last (at t) becomes final
+        changelog.apply(_write(log, book)[1])
+        [(_, scale, slot)] = [u for u in log.split["e"] if u[0] == b"p"]
+        assert slot == book_parts.slot_of(t, scale)
         assert changelog.restore()[1]["e"] == book.to_bytes()
         book.advance(t + timedelta(days=60))  # everything final, every usage id forgotten
         data, records = _write(log, book)
@@ -173,7 +186,7 @@ def test_missing_or_corrupt_parts_are_errors_that_name_the_part():
             book.ingest(_usage(i, t), t - LATENESS)
         changelog = Changelog()
         changelog.apply(_write(BookChangelog(TOPIC), book)[1])
-        hour_key = next(k for k in changelog.values if is_segment_key(k) and "\x1fh" in k)
+        hour_key = next(k for k in changelog.values if is_segment_key(k) and "\x1fp" in k)
         broken = changelog.copy()
         del broken.values[hour_key]
         with pytest.raises(BookChangelogError, match="lacks"):
@@ -203,3 +216,19 @@ def test_the_bucket_count_follows_the_ids_with_slack():
     assert [bits(n, None) for n in (0, target, target + 1, 20 * target, 1 << 30)] == [0, 0, 1, 5, 8]
     assert bits(4 * target, 1) == 1 and bits(target, 1) == 1  # within a factor 2 of the target: kept
     assert bits(4 * target + 2, 1) == 2 and bits(100 * target, 1) == 7 and bits(target // 4, 3) == 0
+
+
+def test_the_slot_width_balances_the_slot_rewritten_against_the_manifest():
+    scale = book_parts.slot_scale
+    six_h, two_days = 6 * 3600 * 10**6, 48 * 3600 * 10**6
+    # 6 h of ~75 KB an hour pending (15,000 usage events a day): ~3 min slots.
+    assert scale(450_000, six_h, None) == 2
+    # 48 h at 2,000 a day (~500 KB pending): ~23 min, 32-min slots; 48 h nearly empty: the widest.
+    assert scale(500_000, two_days, None) == 5 and scale(100, two_days, None) == book_parts.SLOT_SCALE_MAX
+    assert scale(10**9, six_h, None) == book_parts.SLOT_SCALE_MIN
+    assert scale(450_000, six_h, 1) == 1  # 2 min: within a factor 2 of ~3 min, kept
+    assert scale(450_000, six_h, 3) == 2  # 8 min: not
+    assert scale(450_000, six_h, 5) == 2
+    t = datetime(2026, 12, 7, 10, 3, tzinfo=START.tzinfo)
+    assert book_parts.slot_of(t, 1) + 1 == book_parts.slot_of(t + timedelta(minutes=2), 1)
+    assert book_parts.slot_of(datetime(1, 1, 1, tzinfo=START.tzinfo), 1) == 0

@@ -78,10 +78,9 @@ _DAY_US = 86_400_000_000
 # its pending usage and the ids of its open days, not 30 days of ids.
 SEAL_RECORDS_MIN = 64
 END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
-# Pending insertions a book remembers between two take_changed_hours();
-# past it every pending hour counts as changed.
+# Pending insertions a book remembers between two take_changed_times();
+# past it every pending event counts as changed.
 INSERTED_MAX = 4096
-_HOUR_US = 3_600_000_000
 _US = timedelta(microseconds=1)
 _COUNTERS = (
     "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
@@ -151,10 +150,11 @@ class EngineerBook:
         # from `_pjson_from` on may be None; those before it are encoded.
         self._pjson: list[bytes | None] | None = None
         self._pjson_from = 0
-        # Event times put into `pending` since the last take_changed_hours()
+        # Event times put into `pending` since the last take_changed_times()
         # (None: not tracked -- a small book, or more than INSERTED_MAX --,
-        # count every hour changed): a large book's changelog rewrites only
-        # the hours of pending events that changed (worker/book_parts.py).
+        # count every pending event changed): a large book's changelog
+        # rewrites only the slots of time whose pending events changed
+        # (worker/book_parts.py).
         self._inserted: list[datetime] | None = None
 
     @classmethod
@@ -427,39 +427,39 @@ class EngineerBook:
         ]
         return pack_spliced(head, items, [self.taken, self.seen_from_day], seen)
 
-    def take_changed_hours(self) -> set[int] | None:
-        """Hours (since the epoch) of the events put into `pending` since the
-        last call (None: not known -- the first call, or too many -- take
-        every hour as changed). Tracking starts with the first call."""
+    def take_changed_times(self) -> list[datetime] | None:
+        """Event times of the events put into `pending` since the last call
+        (None: not known -- the first call, or too many -- take every
+        pending event as changed). Tracking starts with the first call."""
         inserted, self._inserted = self._inserted, []
-        if inserted is None:
-            return None
-        return {to_us(t) // _HOUR_US for t in inserted}
+        return inserted
 
-    def pending_hours(self, hours: set[int] | None = None) -> dict[int, list[bytes]]:
-        """Hours of event time (since the epoch) -> the JSON of the compact
-        forms of their pending events, in pending order (the book's packed
-        form holds the same items): of `hours` (those without pending events
-        left out), or of every hour that has some (None). A bisection per
-        hour, not a pass over the events."""
+    def pending_slots(self, width_us: int, origin_us: int,
+                      slots: set[int] | None = None) -> dict[int, list[bytes]]:
+        """Slots of event time (`width_us` wide, counted from `origin_us`,
+        microseconds since the epoch) -> the JSON of the compact forms of
+        their pending events, in pending order (the book's packed form holds
+        the same items): of `slots` (those without pending events left out),
+        or of every slot that has some (None). A bisection per slot, not a
+        pass over the events."""
         pending = self.pending
         if not pending:
             return {}
         items = self._pending_json()
         out: dict[int, list[bytes]] = {}
         n = len(pending)
-        if hours is not None:
-            for hour in hours:
-                i = bisect_left(pending, from_us(hour * _HOUR_US), 0, n, key=_time)
-                j = bisect_left(pending, from_us((hour + 1) * _HOUR_US), i, n, key=_time)
+        if slots is not None:
+            for slot in slots:
+                i = bisect_left(pending, from_us(origin_us + slot * width_us), 0, n, key=_time)
+                j = bisect_left(pending, from_us(origin_us + (slot + 1) * width_us), i, n, key=_time)
                 if j > i:
-                    out[hour] = items[i:j]
+                    out[slot] = items[i:j]
             return out
         i = 0
         while i < n:
-            hour = to_us(pending[i][0][0]) // _HOUR_US
-            j = bisect_left(pending, from_us((hour + 1) * _HOUR_US), i, n, key=_time)
-            out[hour] = items[i:j]
+            slot = (to_us(pending[i][0][0]) - origin_us) // width_us
+            j = bisect_left(pending, from_us(origin_us + (slot + 1) * width_us), i, n, key=_time)
+            out[slot] = items[i:j]
             i = j
         return out
 

@@ -20,8 +20,8 @@ with sealed days, a flat ~41 KB. A sealed day is written when it is sealed,
 and again only if a late id joins it.
 
 A book of book_parts.SPLIT_BYTES_MIN or more is written as a version 2 head and parts
-instead (worker/book_parts.py): its pending events by hour and its unsealed
-ids by bucket as well as its sealed days, so neither the size of one record
+instead (worker/book_parts.py): its pending events by slot of time, its
+unsealed ids by bucket as well as its sealed days, so neither the size of one record
 nor the bytes a write costs grow with the book. Same order: parts, head,
 tombstones.
 """
@@ -156,7 +156,7 @@ class BookChangelog:
             names, entries = [], []
             for i, content in enumerate(contents):
                 digest = book_parts.digest_of(content)
-                name = book_parts.part_key(engineer, unit[0], unit[1], i, digest, SEGMENT_SEP)
+                name = book_parts.part_key(engineer, unit, i, digest, SEGMENT_SEP)
                 if name not in kept:
                     out.append(new_out_record(self.topic, name.encode(), content, partition))
                 names.append(name)
@@ -219,19 +219,20 @@ class BookChangelog:
             units: dict[Unit, list[bytes]] = {}
             names: dict[Unit, list[str]] = {}
             packed: dict[Unit, list[bytes]] = {}
-            for kind, unit, part, digest in entries:
-                name = book_parts.part_key(engineer, kind, unit, part, digest, SEGMENT_SEP)
+            for kind, scale, index, part, digest in entries:
+                unit = (kind, scale, index)
+                name = book_parts.part_key(engineer, unit, part, digest, SEGMENT_SEP)
                 content = segments.get(name)
                 if content is None:
                     raise BookChangelogError(f"{engineer}'s book lists part {name!r}, which the changelog lacks")
                 if book_parts.digest_of(content) != digest:
                     raise BookChangelogError(f"part {name!r} does not hold the content it is listed for")
-                listed = names.setdefault((kind, unit), [])
+                listed = names.setdefault(unit, [])
                 if part != len(listed):
-                    raise BookChangelogError(f"{engineer}'s head lists part {part} of {kind!r}{unit} out of order")
+                    raise BookChangelogError(f"{engineer}'s head lists part {part} of {name!r} out of order")
                 listed.append(name)
-                packed.setdefault((kind, unit), []).append(book_parts.entry((kind, unit), part, digest))
-                units.setdefault((kind, unit), []).append(content)
+                packed.setdefault(unit, []).append(book_parts.entry(unit, part, digest))
+                units.setdefault(unit, []).append(content)
             manifest = {u: (tuple(names[u]), b"".join(packed[u])) for u in names}
             return book_parts.assemble(engineer, state, units), manifest
         except BookPartsError as exc:

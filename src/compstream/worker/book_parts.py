@@ -4,25 +4,26 @@ decides when; this module is the layout).
 The head (version 2, key: the engineer's id) holds the book's state without
 its pending events and seen ids (a version 3 book), and a manifest of parts.
 A part holds a piece of one *unit* of the book, under the key
-`engineer \\x1f <kind><unit>.<part>.<digest>`:
+`engineer \x1f <kind><scale>.<index>.<part>.<digest>`:
 
-- `d<day>`: the sealed ids of a day (book_codec.SeenIds.sealed);
-- `b<unit>`: the unsealed ids in one of 2**bits buckets by the first
-  `bits` of their digest (unit = bits * 256 + bucket); digests are uniform,
-  so a new id changes one bucket. `bits` grows with the ids (buckets of
-  BUCKET_BYTES_TARGET or so, within a factor 2 either way before it moves),
-  so a book with many ids rewrites a small bucket per new id;
-- `h<hour>`: the pending events of an hour of event time (hours since the
-  epoch), as a JSON array of their compact forms.
+- `d0.<day>`: the sealed ids of a day (book_codec.SeenIds.sealed);
+- `b<bits>.<k>`: the unsealed ids whose digest's first `bits` bits are k;
+  digests are uniform, so a new id changes one bucket;
+- `p<scale>.<slot>`: the pending events of a slot of event time 2**scale
+  minutes wide (slots counted from year 1), as a JSON array of their
+  compact forms.
 
-A unit's content is cut into parts of at most PART_BYTES_MAX, so no record
-of a book reaches the broker's 1 MiB limit however large the book grows in
-memory (COMPSTREAM_BOOK_BYTES_MAX bounds that). A write rewrites only the
-units that changed: the hours that gained a pending event, the buckets
-whose ids changed, the sealed days that changed. An hour's part is not
-rewritten when its events become final: restore keeps only the events
-dated at or after the head's watermark, and an hour wholly before it
-leaves the manifest.
+`bits` and `scale` are per book, chosen so that a write's cost -- the parts
+it rewrites plus the manifest it lists (16 B a part) -- stays small as the
+book grows (`bucket_bits`, `slot_scale`); when one moves, every unit of that
+kind is rewritten once. A unit's content is cut into parts of at most
+PART_BYTES_MAX, so no record of a book reaches the broker's 1 MiB limit
+however large the book grows in memory (COMPSTREAM_BOOK_BYTES_MAX bounds
+that). A write rewrites only the units that changed: the slots that gained a
+pending event, the buckets that gained an id, the sealed days that changed.
+A slot's part is not rewritten when its events become final: restore keeps
+only the events dated at or after the head's watermark, and a slot wholly
+before it leaves the manifest.
 
 Why: under a live load a busy engineer's pending usage is most of the book
 (~110 B an event against 16 B of id), and one record per book rewrote all of
@@ -32,8 +33,10 @@ it at every batch that touched the book, and capped it at one record.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -63,12 +66,17 @@ PARTS_BYTES_MIN = 16 * 1024
 BUCKET_BYTES_TARGET = 2048
 BUCKET_BITS_MAX = 8
 HEAD_VERSION = 2
+# Pending slots are 2**scale minutes wide, 2 minutes to ~17 hours: slot
+# numbers from year 1 then fit 32 bits.
+SLOT_SCALE_MIN, SLOT_SCALE_MAX = 1, 10
+_MINUTE_US = 60_000_000
+_YEAR_1_US = to_us(datetime.min.replace(tzinfo=timezone.utc))
+_ENTRY_BYTES = 16
 _HEAD = struct.Struct(">2sBI")  # magic, version, entries
-_ENTRY = struct.Struct(">cIH8s")  # kind, unit, part, digest of the part
-_HOUR_US = 3_600_000_000
-SEALED, BUCKET, HOUR = b"d", b"b", b"h"
+_ENTRY = struct.Struct(">cBIH8s")  # kind, scale, index, part, digest of the part
+SEALED, BUCKET, PENDING = b"d", b"b", b"p"
 
-Unit = tuple[bytes, int]  # (kind, unit)
+Unit = tuple[bytes, int, int]  # (kind, scale, index)
 
 
 class BookPartsError(ValueError):
@@ -82,14 +90,17 @@ class BookParts:
     next changed (the core writes the records in the same step)."""
 
     book: EngineerBook
+    book_bytes: int  # the packed book's length
     state: bytes  # book.state_bytes()
+    lateness_us: int  # the worker's: about the span of time the pending events cover
     changed_days: set[int]  # sealed days changed since the last write
-    changed_hours: set[int] | None  # book.take_changed_hours() (None: all)
+    changed_times: list[datetime] | None  # book.take_changed_times() (None: all)
     changed_buckets: set[int] | None  # book.seen.take_changed_buckets(): first digest bytes (None: all)
 
 
-def part_key(engineer: str, kind: bytes, unit: int, part: int, digest: bytes, sep: str) -> str:
-    return f"{engineer}{sep}{kind.decode()}{unit}.{part}.{digest.hex()}"
+def part_key(engineer: str, unit: Unit, part: int, digest: bytes, sep: str) -> str:
+    kind, scale, index = unit
+    return f"{engineer}{sep}{kind.decode()}{scale}.{index}.{part}.{digest.hex()}"
 
 
 def digest_of(content: bytes) -> bytes:
@@ -105,7 +116,7 @@ def cut_records(content: bytes) -> list[bytes]:
 def cut_items(items: list[bytes]) -> list[bytes]:
     """JSON items in arrays of at most PART_BYTES_MAX bytes (an item larger
     than that alone is an error: a book's event is a few hundred bytes)."""
-    if sum(map(len, items)) + len(items) + 1 <= PART_BYTES_MAX:  # the usual hour: one part
+    if sum(map(len, items)) + len(items) + 1 <= PART_BYTES_MAX:  # the usual slot: one part
         return [b"[" + b",".join(items) + b"]"]
     out: list[bytes] = []
     chunk: list[bytes] = []
@@ -134,6 +145,29 @@ def bucket_bits(blob_bytes: int, bits_old: int | None) -> int:
     return bits
 
 
+def slot_scale(pending_bytes: int, lateness_us: int, scale_old: int | None) -> int:
+    """The pending slots' width, 2**scale minutes. A batch's new events of a
+    live book fall in its latest slot, which it rewrites (on average half a
+    slot: bytes a minute * width / 2), and the head lists every slot
+    (16 B * lateness / width): the sum is least at width sqrt(32 * lateness
+    / bytes a minute) = lateness * sqrt(32 / pending bytes). `scale_old` is
+    kept within a factor 2 of that (a new scale rewrites every slot)."""
+    lateness_min = max(1.0, lateness_us / _MINUTE_US)
+    width = lateness_min * math.sqrt(2 * _ENTRY_BYTES / max(1, pending_bytes))
+    if scale_old is not None and width / 2 <= 2 ** scale_old <= width * 2:
+        return scale_old
+    return min(SLOT_SCALE_MAX, max(SLOT_SCALE_MIN, round(math.log2(max(width, 1.0)))))
+
+
+def slot_of(t: datetime, scale: int) -> int:
+    """The slot (2**scale minutes wide, counted from year 1) of time t."""
+    return (to_us(t) - _YEAR_1_US) // (_MINUTE_US << scale)
+
+
+def pending_slots(book: EngineerBook, scale: int, slots: set[int] | None) -> dict[int, list[bytes]]:
+    return book.pending_slots(_MINUTE_US << scale, _YEAR_1_US, slots)
+
+
 def bucket_of(blob: bytes | bytearray, bits: int, k: int) -> bytes:
     """The records of sorted `blob` whose digest's first `bits` bits are k."""
     shift = 8 - bits
@@ -158,21 +192,21 @@ def _bound(blob: bytes | bytearray, first: int) -> int:
 def plan(parts: BookParts, old: Mapping[Unit, object]) -> tuple[list[Unit], dict[Unit, list[bytes]]]:
     """(every unit the book has now, in order; the parts of those whose
     content may differ from what `old` -- the manifest written last -- lists
-    for them). A unit not in the second keeps its old parts. An hour wholly
+    for them). A unit not in the second keeps its old parts. A slot wholly
     before the watermark leaves; one the watermark is inside keeps its part
-    (restore drops its final events); only changed hours are cut again."""
+    (restore drops its final events); only changed slots are cut again."""
     book, seen = parts.book, parts.book.seen
     fresh = not old
-    units: set[Unit] = {(SEALED, d) for d in seen.sealed_days}
+    units: set[Unit] = {(SEALED, 0, d) for d in seen.sealed_days}
     due: dict[Unit, list[bytes]] = {}
-    days = {d for d in seen.sealed_days if fresh or d in parts.changed_days or (SEALED, d) not in old}
+    days = {d for d in seen.sealed_days if fresh or d in parts.changed_days or (SEALED, 0, d) not in old}
     for day, content in (records_of_days(seen.sealed, days) if days else {}).items():
         if not content:
             raise BookPartsError(f"sealed day {day} holds no ids")
-        due[(SEALED, day)] = cut_records(content)
+        due[(SEALED, 0, day)] = cut_records(content)
     blob = seen.blob
     old_buckets = [u for u in old if u[0] == BUCKET]
-    bits_old = old_buckets[0][1] >> 8 if old_buckets else None
+    bits_old = old_buckets[0][1] if old_buckets else None
     bits = bucket_bits(len(blob), bits_old)
     changed = parts.changed_buckets
     if fresh or changed is None or bits != bits_old:
@@ -181,30 +215,37 @@ def plan(parts: BookParts, old: Mapping[Unit, object]) -> tuple[list[Unit], dict
         units.update(old_buckets)
         wanted = {first >> (8 - bits) for first in changed}
     for k in wanted:
-        unit = (BUCKET, (bits << 8) | k)
+        unit = (BUCKET, bits, k)
         content = bucket_of(blob, bits, k)
         if content:
             units.add(unit)
             due[unit] = cut_records(content)
         else:
             units.discard(unit)
-    hours = parts.changed_hours
-    if fresh or hours is None:
-        fill = book.pending_hours(None)
+    old_slots = [u for u in old if u[0] == PENDING]
+    scale_old = old_slots[0][1] if old_slots else None
+    pending_bytes = parts.book_bytes - len(parts.state) - len(blob) - len(seen.sealed)
+    scale = slot_scale(pending_bytes, parts.lateness_us, scale_old)
+    times = parts.changed_times
+    if fresh or times is None or scale != scale_old:
+        fill = pending_slots(book, scale, None)
     else:
-        watermark_us = None if book.watermark is None else to_us(book.watermark)
-        units |= {u for u in old if u[0] == HOUR and (watermark_us is None or (u[1] + 1) * _HOUR_US > watermark_us)}
-        units -= {(HOUR, h) for h in hours}
-        fill = book.pending_hours(hours)
-    for hour, items in fill.items():
-        units.add((HOUR, hour))
-        due[(HOUR, hour)] = cut_items(items)
+        watermark = book.watermark
+        first = None if watermark is None else slot_of(watermark, scale)
+        units.update(u for u in old_slots if first is None or u[2] >= first)
+        slots = {slot_of(t, scale) for t in times}
+        units.difference_update((PENDING, scale, slot) for slot in slots)
+        fill = pending_slots(book, scale, slots)
+    for slot, items in fill.items():
+        unit = (PENDING, scale, slot)
+        units.add(unit)
+        due[unit] = cut_items(items)
     return sorted(units), due
 
 
 def entry(unit: Unit, part: int, digest: bytes) -> bytes:
     """A part's manifest entry in a head."""
-    return _ENTRY.pack(unit[0], unit[1], part, digest)
+    return _ENTRY.pack(unit[0], unit[1], unit[2], part, digest)
 
 
 def pack_head(count: int, entries: list[bytes], state: bytes, magic: bytes) -> bytes:
@@ -212,8 +253,8 @@ def pack_head(count: int, entries: list[bytes], state: bytes, magic: bytes) -> b
     return b"".join((_HEAD.pack(magic, HEAD_VERSION, count), *entries, state))
 
 
-def parse_head(engineer: str, value: bytes) -> tuple[list[tuple[bytes, int, int, bytes]], bytes]:
-    """A version 2 head's manifest [(kind, unit, part, digest)] and its state."""
+def parse_head(engineer: str, value: bytes) -> tuple[list[tuple[bytes, int, int, int, bytes]], bytes]:
+    """A version 2 head's manifest [(kind, scale, index, part, digest)] and its state."""
     if len(value) < _HEAD.size:
         raise BookPartsError(f"{engineer}'s head record is truncated")
     _magic, version, n = _HEAD.unpack_from(value)
@@ -239,28 +280,34 @@ def assemble(engineer: str, state: bytes, units: dict[Unit, list[bytes]]) -> byt
     sealed: list[bytes] = []
     unsealed: list[bytes] = []
     pending = []
-    for (kind, unit), contents in sorted(units.items()):
-        if kind == HOUR:
+    for (kind, scale, index), contents in sorted(units.items()):
+        name = f"{kind.decode(errors='replace')}{scale}.{index}"
+        if kind == PENDING:
+            if not SLOT_SCALE_MIN <= scale <= SLOT_SCALE_MAX:
+                raise BookPartsError(f"{engineer}'s pending slot {name} has a scale out of range")
             for content in contents:
                 try:
                     for c in orjson.loads(content):
                         event = event_from_compact(engineer, c)
-                        at_us = to_us(event.event_time)
-                        if at_us // _HOUR_US != unit:
-                            raise BookPartsError(f"{engineer}'s pending hour {unit} holds an event of another hour")
-                        if watermark_us is None or at_us >= watermark_us:
+                        t = event.event_time
+                        if slot_of(t, scale) != index:
+                            raise BookPartsError(f"{engineer}'s pending slot {name} holds an event of another slot")
+                        if watermark_us is None or to_us(t) >= watermark_us:
                             pending.append((event_sort_key(event), c))
                 except (orjson.JSONDecodeError, BookCodecError, EventError, TypeError, IndexError) as exc:
-                    raise BookPartsError(f"{engineer}'s pending hour {unit} is corrupt: {exc!r}") from exc
+                    raise BookPartsError(f"{engineer}'s pending slot {name} is corrupt: {exc!r}") from exc
             continue
         content = b"".join(contents)
         if len(content) % RECORD:
-            raise BookPartsError(f"{engineer}'s unit {kind.decode()}{unit} is not a whole number of id records")
+            raise BookPartsError(f"{engineer}'s unit {name} is not a whole number of id records")
         if kind == SEALED:
-            if set(record_days(content)) != {unit}:
-                raise BookPartsError(f"{engineer}'s sealed day {unit} holds ids of other days")
+            if set(record_days(content)) != {index}:
+                raise BookPartsError(f"{engineer}'s sealed day {index} holds ids of other days")
             sealed.append(content)
         elif kind == BUCKET:
+            ends = (content[0], content[-RECORD]) if content else ()  # sorted: both ends tell
+            if not ends or scale > BUCKET_BITS_MAX or any(first >> (8 - scale) != index for first in ends):
+                raise BookPartsError(f"{engineer}'s id bucket {name} holds ids of another bucket")
             unsealed.append(content)
         else:
             raise BookPartsError(f"{engineer}'s head lists a part of unknown kind {kind!r}")

@@ -53,6 +53,7 @@ SWEEP_ROWS_MAX = 20_000
 BOOK_BYTES_LIMITS = (1024, 64 * 1024 * 1024)
 # Book statuses whose message becomes a dead letter (stage = status).
 DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
+_US = timedelta(microseconds=1)
 # Stage of usage refused because its engineer's book is at book_bytes_max.
 BOOK_FULL = "book_full"
 
@@ -419,8 +420,8 @@ class LedgerProcessor:
             if seen.sealed_days:
                 sealed[engineer] = (frozenset(seen.sealed_days), changed_days)
             if len(data) >= book_parts.PARTS_BYTES_MIN:  # (only these track their changes)
-                parts[engineer] = BookParts(book, book.state_bytes(), changed_days, book.take_changed_hours(),
-                                            seen.take_changed_buckets())
+                parts[engineer] = BookParts(book, len(data), book.state_bytes(), self.lateness // _US, changed_days,
+                                            book.take_changed_times(), seen.take_changed_buckets())
             self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
