@@ -232,3 +232,16 @@ def test_the_slot_width_balances_the_slot_rewritten_against_the_manifest():
     t = datetime(2026, 12, 7, 10, 3, tzinfo=START.tzinfo)
     assert book_parts.slot_of(t, 1) + 1 == book_parts.slot_of(t + timedelta(minutes=2), 1)
     assert book_parts.slot_of(datetime(1, 1, 1, tzinfo=START.tzinfo), 1) == 0
+
+
+def test_event_times_far_from_now_have_slots_too():
+    with small_parts():
+        book = EngineerBook.empty("e")
+        for i, year in enumerate([1001, 1969, 2026, 9998] * 30):
+            at = datetime(year, 6, 1, tzinfo=START.tzinfo) + timedelta(minutes=i)
+            book.ingest(_usage(i, at), None)  # no watermark: all pending
+        changelog = Changelog()
+        data, records = _write(BookChangelog(TOPIC), book)
+        assert any(b"\x1fp" in r.key for r in records)
+        changelog.apply(records)
+        assert changelog.restore()[1] == {"e": data}
