@@ -235,13 +235,23 @@ def test_the_slot_width_balances_the_slot_rewritten_against_the_manifest():
 
 
 def test_event_times_far_from_now_have_slots_too():
+    # Up to the last hours datetime holds: the widest slot ends past it.
     with small_parts():
         book = EngineerBook.empty("e")
-        for i, year in enumerate([1001, 1969, 2026, 9998] * 30):
-            at = datetime(year, 6, 1, tzinfo=START.tzinfo) + timedelta(minutes=i)
+        for i, year in enumerate([1001, 1969, 2026, 9999] * 30):
+            at = datetime(year, 12, 31, 20, tzinfo=START.tzinfo) + timedelta(minutes=i)
             book.ingest(_usage(i, at), None)  # no watermark: all pending
         changelog = Changelog()
         data, records = _write(BookChangelog(TOPIC), book)
         assert any(b"\x1fp" in r.key for r in records)
         changelog.apply(records)
         assert changelog.restore()[1] == {"e": data}
+
+
+def test_the_last_slot_datetime_holds_ends_past_it():
+    book = EngineerBook.empty("e")
+    at = datetime(9999, 12, 31, 23, tzinfo=START.tzinfo)
+    book.ingest(_usage(1, at), None)
+    slot = book_parts.slot_of(at, book_parts.SLOT_SCALE_MAX)  # ~17 h wide: its end is past year 9999
+    assert list(book_parts.pending_slots(book, book_parts.SLOT_SCALE_MAX, None)) == [slot]
+    assert list(book_parts.pending_slots(book, book_parts.SLOT_SCALE_MAX, {slot})) == [slot]

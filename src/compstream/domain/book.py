@@ -81,6 +81,7 @@ END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
 # Pending insertions a book remembers between two take_changed_times();
 # past it every pending event counts as changed.
 INSERTED_MAX = 4096
+_LAST_US = to_us(datetime.max.replace(tzinfo=timezone.utc))
 _US = timedelta(microseconds=1)
 _COUNTERS = (
     "issued", "consumed", "overdraft", "expired", "revoked", "forfeited", "refund_unapplied",
@@ -448,17 +449,20 @@ class EngineerBook:
         items = self._pending_json()
         out: dict[int, list[bytes]] = {}
         n = len(pending)
+        def first_at(us: int, lo: int) -> int:  # the first pending event at or after `us`
+            return n if us > _LAST_US else bisect_left(pending, from_us(us), lo, n, key=_time)
+
         if slots is not None:
             for slot in slots:
-                i = bisect_left(pending, from_us(origin_us + slot * width_us), 0, n, key=_time)
-                j = bisect_left(pending, from_us(origin_us + (slot + 1) * width_us), i, n, key=_time)
+                i = first_at(origin_us + slot * width_us, 0)
+                j = first_at(origin_us + (slot + 1) * width_us, i)
                 if j > i:
                     out[slot] = items[i:j]
             return out
         i = 0
         while i < n:
             slot = (to_us(pending[i][0][0]) - origin_us) // width_us
-            j = bisect_left(pending, from_us(origin_us + (slot + 1) * width_us), i, n, key=_time)
+            j = first_at(origin_us + (slot + 1) * width_us, i)
             out[slot] = items[i:j]
             i = j
         return out

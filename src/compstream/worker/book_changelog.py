@@ -47,9 +47,6 @@ class BookChangelogError(ValueError):
     pass
 
 
-HEAD_VERSIONS = (HEAD_VERSION, book_parts.HEAD_VERSION)
-
-
 def segment_key(engineer: str, day: int, digest: bytes) -> str:
     return f"{engineer}{SEGMENT_SEP}{day}.{digest.hex()}"
 
