@@ -17,31 +17,9 @@ from compstream.domain.events import Usage
 from compstream.synth import START
 from compstream.worker.book_changelog import HEAD_MAGIC, BookChangelog, BookChangelogError, engineer_of, is_segment_key
 from compstream.worker.core.ports import OutRecord
+from worker.changelog_model import TOPIC, Changelog
 
-TOPIC = "w-books-changelog"
 LATENESS = timedelta(hours=2)
-
-
-class Changelog:
-    """A compacted changelog partition: the last value per key."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    def apply(self, records: list[OutRecord]) -> None:
-        for r in records:
-            if r.topic != TOPIC or r.partition != 0:
-                raise AssertionError(f"record for {r.topic}:{r.partition}")
-            if r.value is None:
-                self.values.pop(r.key.decode(), None)
-            else:
-                self.values[r.key.decode()] = r.value
-
-    def restore(self) -> tuple[BookChangelog, dict[str, bytes]]:
-        log = BookChangelog(TOPIC)
-        books = {k: v for k, v in self.values.items() if not is_segment_key(k)}
-        segments = {k: v for k, v in self.values.items() if is_segment_key(k)}
-        return log, log.restore(books, segments)
 
 
 def _usage(i: int, at) -> Usage:

@@ -21,35 +21,10 @@ from compstream.worker import book_parts
 from compstream.worker.book_changelog import HEAD_MAGIC, BookChangelog, BookChangelogError, is_segment_key
 from compstream.worker.book_parts import BookParts, cut_items, cut_records
 from compstream.worker.core.ports import OutRecord
+from worker.changelog_model import TOPIC, Changelog
 
-TOPIC = "w-books-changelog"
 LATENESS = timedelta(hours=2)
 LATENESS_US = 2 * 3600 * 10**6
-
-
-class Changelog:
-    """A compacted changelog partition: the last value per key."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    def copy(self) -> "Changelog":
-        out = Changelog()
-        out.values = dict(self.values)
-        return out
-
-    def apply(self, records: list[OutRecord]) -> None:
-        for r in records:
-            if r.value is None:
-                self.values.pop(r.key.decode(), None)
-            else:
-                self.values[r.key.decode()] = r.value
-
-    def restore(self) -> tuple[BookChangelog, dict[str, bytes]]:
-        log = BookChangelog(TOPIC)
-        books = {k: v for k, v in self.values.items() if not is_segment_key(k)}
-        segments = {k: v for k, v in self.values.items() if is_segment_key(k)}
-        return log, log.restore(books, segments)
 
 
 def _usage(i: int, at: datetime) -> Usage:
