@@ -266,3 +266,69 @@ def child_pids(pid: int) -> list[int]:
     except OSError:
         pass
     return found
+
+
+# -- CPU by process: where a run's CPU went across the machine's processes --
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_s(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU seconds of a process (all its threads, live and
+    exited) or of one of its threads, from /proc; None where unreadable."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()  # the name may hold spaces
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def worker_cpu_s(pid: int) -> dict[str, float]:
+    """A worker process's CPU seconds by where they ran: `main` (the Python
+    main thread, which holds the step), `librdkafka` (its rdk:* threads:
+    fetch, produce, compression), `other` (every other thread, exited ones
+    included), and `loader` (its child processes: the embedded history
+    loader). Empty if the process is gone."""
+    total = cpu_s(pid)
+    if total is None:
+        return {}
+    main = cpu_s(pid, pid) or 0.0
+    rdk = 0.0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                if int(task.name) != pid and (task / "comm").read_text().startswith("rdk:"):
+                    rdk += cpu_s(pid, int(task.name)) or 0.0
+            except (OSError, ValueError):
+                continue
+    except OSError:
+        pass
+    loader = sum(cpu_s(c) or 0.0 for c in child_pids(pid))
+    return {"main": main, "librdkafka": rdk, "other": max(0.0, total - main - rdk), "loader": loader}
+
+
+def harness_cpu_s() -> float:
+    """This process's own CPU seconds (the bench: its producer and observer threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float], events: int, wall_s: float) -> dict:
+    """Per process (the keys of `after`): CPU seconds between two snapshots,
+    µs of CPU per event and the share of one CPU (seconds ÷ wall); `total`
+    sums them, and `events_per_s_max` is what the machine's CPUs could do at
+    that total CPU per event if every CPU were busy."""
+    out: dict = {}
+    total = 0.0
+    for name, t in after.items():
+        spent = max(0.0, t - before.get(name, 0.0))
+        total += spent
+        out[name] = {"cpu_s": round(spent, 2), "us_per_event": round(spent / events * 1e6, 1) if events else None,
+                     "cpus": round(spent / wall_s, 2) if wall_s > 0 else None}
+    per_event = total / events if events else None
+    out["total"] = {"cpu_s": round(total, 2), "us_per_event": round(per_event * 1e6, 1) if per_event else None,
+                    "cpus": round(total / wall_s, 2) if wall_s > 0 else None}
+    out["events_per_s_max"] = round((os.cpu_count() or 1) / per_event) if per_event else None
+    out["wall_s"] = round(wall_s, 2)
+    return out

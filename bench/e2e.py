@@ -52,11 +52,15 @@ from bench.common import (
     child_pids,
     committed,
     confluent_producer,
+    cpu_between,
+    cpu_s,
     end_offsets,
     expected_counts,
+    harness_cpu_s,
     percentile,
     produce,
     vm_hwm_mib,
+    worker_cpu_s,
 )
 from compstream.broker import runtime
 from compstream.broker.runtime import BrokerInfo
@@ -76,11 +80,31 @@ def local_broker(prefix: str, partitions: int) -> Iterator[BrokerInfo]:
     stopped and removed on exit."""
     broker_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        yield runtime.start(broker_dir, port=_free_port(), controller_port=_free_port(),
-                            partitions=partitions, timeout_s=180, heap="1g")
+        info = runtime.start(broker_dir, port=_free_port(), controller_port=_free_port(),
+                             partitions=partitions, timeout_s=180, heap="1g")
+        _BROKER_PIDS[info.bootstrap] = info.pid
+        yield info
     finally:
         runtime.stop(broker_dir)
         shutil.rmtree(broker_dir, ignore_errors=True)
+
+
+# bootstrap -> pid of a broker this process started (its CPU is counted in
+# the runs' CPU by process; a broker given with --bootstrap is not).
+_BROKER_PIDS: dict[str, int] = {}
+
+
+def cpu_snapshot(bootstrap: str, worker: "Worker | None") -> dict[str, float]:
+    """CPU seconds so far of the worker's threads and loader, the broker
+    (if started here) and this harness process."""
+    out = {f"worker_{k}" if k != "loader" else "loader": v
+           for k, v in (worker.cpu() if worker is not None else {}).items()}
+    pid = _BROKER_PIDS.get(bootstrap)
+    broker = cpu_s(pid) if pid is not None else None
+    if broker is not None:
+        out["broker"] = broker
+    out["harness"] = harness_cpu_s()
+    return out
 
 
 class Worker:
@@ -129,6 +153,10 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far by thread group and its loader (common.worker_cpu_s)."""
+        return worker_cpu_s(self.proc.pid) if self.alive() else {}
 
     def stop(self, timeout_s: float = 60) -> int | None:
         if self.proc is None:
@@ -499,6 +527,7 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
     txn = is_transactional(env)
     out: dict = {"events": n, "engineers": len(expected), "workers": workers, "env": dict(env or {})}
     try:
+        cpu0 = cpu_snapshot(bootstrap, None)
         t_spawn = time.monotonic()
         for w in procs:
             w.start()
@@ -507,6 +536,8 @@ def throughput(bootstrap: str, topics: Topics, events_list: list, partitions: in
         except Stalled as exc:
             out["stalled"] = str(exc)
             t_done = time.monotonic()
+        if workers == 1:  # spawn -> balances done (the rebuild), by process
+            out["cpu"] = cpu_between(cpu0, cpu_snapshot(bootstrap, procs[0]), n, t_done - t_spawn)
         out["wall_from_spawn_s"] = round(t_done - t_spawn, 2)
         out["wall_from_spawn_events_per_s"] = round(n / (t_done - t_spawn))
         # Both engines publish history through the topic; wait for the embedded loader.
@@ -656,6 +687,7 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
         observer = Observer(bootstrap, topics.balances)
         observer.start()
 
+        cpu0, t0 = cpu_snapshot(bootstrap, worker), time.monotonic()
         res = produce(bootstrap, topics, paced, rate=rate,
                       on_delivered=lambda e, ts: sent.__setitem__(e.event_id, ts), producer=producer)
         out["achieved_offered_events_per_s"] = res["events_per_s"]
@@ -663,6 +695,9 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
             wait_committed(bootstrap, worker, [topics.usage, topics.grants], 900)
         except Stalled as exc:
             out["stalled"] = str(exc)
+        # The paced phase and its drain, by process (the harness: the paced
+        # producer and the observer, besides the wait).
+        out["cpu"] = cpu_between(cpu0, cpu_snapshot(bootstrap, worker), len(paced), time.monotonic() - t0)
         worker.sample()
         out["worker_peak_rss_mib"] = worker.hwm_mib
         out["loader_peak_rss_mib"] = worker.loader_hwm_mib

@@ -453,6 +453,45 @@ def profile_table(r: dict, key: str = "e2e_txn_profile", rows: int = 18) -> str:
     return "\n".join(L)
 
 
+CPU_RUNS = (("e2e_txn", "throughput (A): spawn → balances done, 1M events"),
+            ("e2e_txn_b", "throughput (B): spawn → balances done, 1M events"),
+            ("latency_txn", "latency: the paced phase and its drain"),
+            ("latency_txn_low", "latency, low rate: the paced phase and its drain"))
+CPU_PROCESSES = (("worker_main", "worker, main thread (the step)"),
+                 ("worker_librdkafka", "worker, librdkafka threads"),
+                 ("worker_other", "worker, other threads"),
+                 ("loader", "its history loader process"),
+                 ("broker", "the broker (JVM)"),
+                 ("harness", "the harness (producer, observer)"))
+
+
+def cpu_table(r: dict) -> str:
+    """CPU by process in the transactional runs: what bounds the rate on
+    this machine besides the worker's own step."""
+    L = ["## Where the machine's CPU goes (transactional engine)\n",
+         "CPU seconds of each process from /proc (user + system) over the window named, as µs per event and "
+         "as CPUs busy on average (seconds ÷ wall). *At most* is the rate the machine's CPUs would allow at "
+         "that total CPU per event if every CPU were busy all the time: a bound for this machine, not a "
+         "forecast.\n"]
+    runs = [(key, label, _g(r, key, "cpu")) for key, label in CPU_RUNS]
+    runs = [(key, label, c) for key, label, c in runs if isinstance(c, dict)]
+    if not runs:
+        L.append("No CPU figures in this run.\n")
+        return "\n".join(L)
+    L.append("| Process | " + " | ".join(f"{label}: µs/event (CPUs)" for _k, label, _c in runs) + " |")
+    L.append("|---|" + "---|" * len(runs))
+    for name, label in CPU_PROCESSES + (("total", "**total**"),):
+        cells = []
+        for _k, _l, c in runs:
+            x = c.get(name)
+            cells.append(f"{_fmt(x.get('us_per_event'))} ({_fmt(x.get('cpus'))})" if isinstance(x, dict) else "n/a")
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    L.append("| *at most*, ev/s | " + " | ".join(_fmt(c.get("events_per_s_max")) for _k, _l, c in runs) + " |")
+    L.append("| window, s | " + " | ".join(_fmt(c.get("wall_s")) for _k, _l, c in runs) + " |")
+    L.append("")
+    return "\n".join(L)
+
+
 def _us(rate) -> float | None:
     return round(1e6 / rate, 1) if rate else None
 
@@ -536,6 +575,7 @@ def render(res: dict) -> str:
     add("")
     add(side_by_side(r))
     add(profile_table(r))
+    add(cpu_table(r))
 
     aio = _g(r, "ceiling_aiokafka", "msgs_per_s")
     e2e_rate = _g(r, "e2e", "sustained_events_per_s")

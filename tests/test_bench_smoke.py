@@ -6,6 +6,8 @@ timings (CI machines are noisy; `make bench` is where figures come from)."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,14 @@ def test_bench_harness_tiny_run(kafka_bootstrap: str, tmp_path: Path):
     for key in ("latency_txn", "latency_txn_low"):
         assert r[key]["matched"] > 0 and r[key]["visible_matched"] > 0, r[key]
     assert "## Targets: transactional engine" in text and "## Engines side by side" in text
+    # CPU by process (/proc): the worker's main thread worked from spawn to
+    # the balances (its imports alone take CPU); the broker is counted only
+    # when the bench started it, not one given with --bootstrap.
+    cpu = r["e2e_txn"]["cpu"]
+    assert cpu["worker_main"]["cpu_s"] > 0 and cpu["total"]["cpu_s"] >= cpu["worker_main"]["cpu_s"], cpu
+    assert "broker" not in cpu and cpu["events_per_s_max"] > 0, cpu
+    assert "worker_main" in r["latency_txn"]["cpu"], r["latency_txn"]
+    assert "## Where the machine's CPU goes" in text
     two = r["e2e_2w"]
     assert two["workers"] == 2 and two["engineers_wrong_count"] == 0, two
     assert two["env"]["COMPSTREAM_ENGINE"] == "transactional", two["env"]
@@ -184,3 +194,20 @@ def test_changelog_growth_counts_the_usage_a_full_book_refuses():
     days = run(engineers=2, per_day=400, days=3, batch_s=60.0, book_bytes_max=BOOK_BYTES_LIMITS[0])
     refused = [d["refused_book_full"] for d in days]
     assert sum(refused) > 0 and all(d["usage"] > refused[i] for i, d in enumerate(days))
+
+
+def test_cpu_by_process_reads_proc_and_divides_by_events():
+    from bench import common
+
+    before = common.worker_cpu_s(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn CPU on this (the main) thread
+        pass
+    after = common.worker_cpu_s(os.getpid())
+    assert after["main"] - before["main"] >= 0.1, (before, after)
+    assert common.cpu_s(os.getpid()) >= after["main"]
+    assert common.worker_cpu_s(2**22 + 7) == {}  # no such process
+    out = common.cpu_between({"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.5, "c": 0.5}, events=1_000, wall_s=2.0)
+    assert out["a"] == {"cpu_s": 2.0, "us_per_event": 2000.0, "cpus": 1.0}
+    assert out["c"]["cpu_s"] == 0.5 and out["total"]["cpu_s"] == 3.0 and out["total"]["cpus"] == 1.5
+    assert out["events_per_s_max"] == round((os.cpu_count() or 1) / 3e-3)
