@@ -15,6 +15,12 @@ from pathlib import Path
 # bound by the broker's 1 MiB record limit. 2 MiB: ~40,000 usage events a
 # day for one engineer at 6 h lateness, ~5,000 at 48 h (docs/runbook.md).
 BOOK_BYTES_MAX = 2 * 1024 * 1024
+# How far a usage event's time may be ahead of its Kafka record's timestamp
+# before the worker refuses it (a `future` dead letter). Usage cannot be
+# published before it happened, and usage moves stream time: one event with a
+# wrong date would finalize every engineer of its partition up to that date.
+# 15 min allows for clocks that disagree and refuses a time zone error of an hour.
+USAGE_AHEAD_S_MAX = 900
 # = domain/leaderboard/config.py DEFAULT_RETENTION (a test keeps them equal);
 # the month's board then outlives the following month.
 LEADERBOARD_RETENTION_DAYS_DEFAULT = 35
@@ -133,6 +139,8 @@ class Settings:
     # A batch (one checkpoint; one transaction on that engine) closes at this
     # many events, or after the batch time.
     batch_events_max: int = BATCH_EVENTS_MAX_TRANSACTIONAL
+    # Usage dated more than this ahead of its Kafka record is refused (above).
+    usage_ahead_s_max: int = USAGE_AHEAD_S_MAX
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -165,4 +173,5 @@ class Settings:
             idle_advance_s=float(os.environ.get("COMPSTREAM_IDLE_ADVANCE_S", "900")),
             batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", str(batch_default))),
             history_sink=_choice("COMPSTREAM_HISTORY_SINK", "embedded", ("embedded", "external")),
+            usage_ahead_s_max=int(os.environ.get("COMPSTREAM_USAGE_AHEAD_S_MAX", str(USAGE_AHEAD_S_MAX))),
         )

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from compstream.config import USAGE_AHEAD_S_MAX
 from compstream.publish import publish_events
 from compstream.readback import read_records
 from compstream.synth import START, generate
@@ -73,7 +74,9 @@ def read_latest(bootstrap: str, topic: str) -> dict:
 def test_poison_messages_become_dead_letters(kafka_bootstrap, topics, tmp_path, reliability):
     events = ledger_only(generate(engineers=20, usage_events=600, seed=94))
     poison = poison_records(events)
-    worker = worker_for(tmp_path, kafka_bootstrap, topics, "poison", PARTITIONS).start()
+    # The deployment's bound on usage dated ahead of its record (test workers allow the most).
+    worker = worker_for(tmp_path, kafka_bootstrap, topics, "poison", PARTITIONS,
+                        COMPSTREAM_USAGE_AHEAD_S_MAX=str(USAGE_AHEAD_S_MAX)).start()
     publish_events(events[:300], kafka_bootstrap, topics)
     wait_balances(kafka_bootstrap, topics.balances, expected_counts(events[:300]), 120, worker)
     publish_poison(kafka_bootstrap, topics, poison)
@@ -98,7 +101,8 @@ def test_poison_messages_become_dead_letters(kafka_bootstrap, topics, tmp_path, 
         store.close()
     reliability.record(
         order=4, scenario="poison messages", events=f"{len(events)} good + {len(poison)} poison",
-        faults="random bytes, unknown schema, non-event schema, negative amount, conflicting id, wrong key",
+        faults="random bytes, unknown schema, non-event schema, negative amount, conflicting id, wrong key, "
+               "usage dated decades ahead",
         lost=lost_events(balances, expected_counts(events), figures),
         duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
         notes=f"{len(dead)} dead letters with raw bytes + reason; worker never restarted", figures=figures,

@@ -79,3 +79,24 @@ def stop_pid(pid: int, timeout_s: float = 20) -> None:
 
 def doc(result) -> dict:
     return json.loads(result.stdout)
+
+
+def dead_letters(env: dict[str, str], n_min: int, timeout_s: float = 60) -> list[dict]:
+    """`dlq list --json` rows, polled until there are at least `n_min` (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        r = run(["dlq", "list", "--json", "--limit", "0"], env)
+        assert r.exit_code == 0, r.output
+        rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        if len(rows) >= n_min:
+            return rows
+        time.sleep(0.5)
+    return rows
+
+
+def diff_json(env: dict[str, str]) -> dict:
+    """`compstream diff --json`, which must run (exit 0) whatever it finds."""
+    r = run(["diff", "--json"], env)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)

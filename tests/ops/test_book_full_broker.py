@@ -7,7 +7,6 @@ leaves the refused records out as the worker did."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 
@@ -19,7 +18,7 @@ from compstream.history import open_history
 from compstream.publish import publish_events
 from compstream.readback import latest_balances
 from compstream.synth import START
-from ops.helpers import PARTITIONS, env_for, run
+from ops.helpers import PARTITIONS, dead_letters, diff_json, env_for, run
 from support.checks import wait_balances
 from support.worker import WorkerProcess
 
@@ -33,19 +32,6 @@ HEAVY_USAGE = 300
 def _usage(engineer: str, i: int) -> Usage:
     return Usage(f"{engineer}-u{i:04d}", engineer, "anthropic", "claude-sonnet",
                  START + timedelta(hours=1, seconds=i), 1_000, 200, 0, 0, 1_000 + i)
-
-
-def _dead_letters(env, n_min: int, timeout_s: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
-        r = run(["dlq", "list", "--json", "--limit", "0"], env)
-        assert r.exit_code == 0, r.output
-        rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-        if len(rows) >= n_min:
-            return rows
-        time.sleep(0.5)
-    return rows
 
 
 def test_a_book_at_its_limit_refuses_usage_and_the_worker_goes_on(kafka_bootstrap, topics, tmp_path):
@@ -65,7 +51,7 @@ def test_a_book_at_its_limit_refuses_usage_and_the_worker_goes_on(kafka_bootstra
         while time.monotonic() < deadline:
             applied = latest_balances(kafka_bootstrap, topics.balances, timeout_s=1).get(
                 HEAVY, {}).get("events_applied", 0)
-            rows = _dead_letters(env, 1, timeout_s=5)
+            rows = dead_letters(env, 1, timeout_s=5)
             if applied + len(rows) == 1 + HEAVY_USAGE:
                 break
             assert worker.alive(), worker.diagnosis()
@@ -75,15 +61,13 @@ def test_a_book_at_its_limit_refuses_usage_and_the_worker_goes_on(kafka_bootstra
 
         r = run(["dlq", "redrive", rows[0]["id"], "--yes"], env)
         assert r.exit_code == 0 and "1 redriven, 0 skipped" in r.output, r.output
-        again = _dead_letters(env, len(rows) + 1)
+        again = dead_letters(env, len(rows) + 1)
         assert len(again) == len(rows) + 1, "the redriven copy is refused again while the book is full"
         assert worker.alive(), worker.diagnosis()
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
-    r = run(["diff", "--json"], env)
-    assert r.exit_code == 0, r.output
-    result = json.loads(r.stdout)
+    result = diff_json(env)
     assert result["equal"] and result["refused_book_full"] == len(rows) + 1, result
 
     store = open_history(env["COMPSTREAM_CLICKHOUSE_DSN"])

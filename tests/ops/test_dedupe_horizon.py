@@ -6,8 +6,6 @@ out of its replay as the worker did."""
 
 from __future__ import annotations
 
-import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,7 +15,7 @@ from compstream.domain.events import GrantIssued, Usage
 from compstream.history import open_history
 from compstream.publish import publish_events
 from compstream.synth import START
-from ops.helpers import PARTITIONS, env_for, run
+from ops.helpers import PARTITIONS, dead_letters, diff_json, env_for, run
 from support.checks import wait_balances
 from support.worker import WorkerProcess
 
@@ -54,13 +52,7 @@ def test_usage_older_than_the_horizon_is_dead_lettered_once(kafka_bootstrap, top
         balance = wait_balances(kafka_bootstrap, topics.balances, {ENG: 5}, 90, worker)[ENG]
         assert balance["usage_cost_nanos"] == sum(u.cost_nanos for u in (old, now, now2, after))
 
-        deadline = time.monotonic() + 30
-        rows: list[dict] = []
-        while len(rows) < 2 and time.monotonic() < deadline:
-            r = run(["dlq", "list", "--json"], env)
-            assert r.exit_code == 0, r.output
-            rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-            time.sleep(0.5)
+        rows = dead_letters(env, 2, timeout_s=30)
         assert sorted(r["stage"] for r in rows) == ["too_old", "too_old"], rows
         assert {"u-old", "u-stale-new-id"} == {
             next(x for x in ("u-old", "u-stale-new-id") if x in r["reason"]) for r in rows}
@@ -71,9 +63,7 @@ def test_usage_older_than_the_horizon_is_dead_lettered_once(kafka_bootstrap, top
         assert worker.stop() == 0, worker.log_tail()
 
     # The audit replay leaves out exactly what the worker refused, so it agrees.
-    r = run(["diff", "--json"], env)
-    assert r.exit_code == 0, r.output
-    result = json.loads(r.stdout)
+    result = diff_json(env)
     assert result["equal"] and result["refused_too_old"] == 2, result
 
     store = open_history(env["COMPSTREAM_CLICKHOUSE_DSN"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from compstream.codec import encode_event, encode_record
 from compstream.domain.events import LEDGER_EVENT_TYPES
@@ -59,6 +59,9 @@ def poison_records(events) -> list[tuple[str, bytes | None, bytes, str]]:
         ("grants", grant.engineer_id.encode(), encode_record("GrantIssued", negative), "validate"),
         ("usage", usage.engineer_id.encode(), encode_event(conflicting), "conflict"),
         ("usage", b"someone-else", encode_event(usage), "route"),
+        # a typed-in year: usage dated decades ahead of its record's timestamp
+        ("usage", usage.engineer_id.encode(), encode_event(dataclasses.replace(
+            usage, event_id="poison-future", occurred_at=datetime(2099, 1, 1, tzinfo=timezone.utc))), "future"),
     ]
 
 

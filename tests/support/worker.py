@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from compstream.config import Topics
+from compstream.worker.processor import USAGE_AHEAD_S_LIMITS
 from support.kafka import free_port
 
 # Every worker a test started, so a failing test cannot leave one running.
@@ -44,7 +45,12 @@ class WorkerProcess:
             COMPSTREAM_SOURCE_PARTITIONS=str(partitions),
             COMPSTREAM_WEB_PORT=str(self.web_port),
             COMPSTREAM_CLICKHOUSE_DSN=dsn or f"chdb://{data_dir / 'clickhouse'}",
-            **(extra_env or {}),
+            # Tests publish usage dated weeks or months ahead of now to move
+            # their partitions' watermarks past every expiry (support.checks.
+            # sentinels); a deployment refuses it (processor.FUTURE, 15 min by
+            # default), so test workers allow the most. The poison scenario
+            # (tests/faults/test_inputs.py) runs the default and checks it.
+            **{"COMPSTREAM_USAGE_AHEAD_S_MAX": str(USAGE_AHEAD_S_LIMITS[1]), **(extra_env or {})},
         )
         self.log_path = data_dir / "worker.log"
         self.proc: subprocess.Popen | None = None

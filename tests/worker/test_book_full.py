@@ -20,6 +20,7 @@ from compstream.domain.book import EngineerBook
 from compstream.domain.book_codec import event_to_compact, fingerprint_text
 from compstream.domain.events import GrantIssued, Usage
 from compstream.worker.processor import BOOK_FULL, LedgerProcessor, SourceMessage
+from support.messages import record_time
 
 T = datetime(2026, 11, 2, tzinfo=timezone.utc)
 ENG = "eng-heavy"
@@ -29,7 +30,7 @@ LATENESS_S = 3600
 
 def _msg(e, offset: int) -> SourceMessage:
     topic = "usage" if e.type == "usage" else "grants"
-    return SourceMessage(topic, 0, offset, e.engineer_id.encode(), encode_event(e), T)
+    return SourceMessage(topic, 0, offset, e.engineer_id.encode(), encode_event(e), record_time(e, T))
 
 
 def _usage(i: int, at: datetime) -> Usage:

@@ -11,6 +11,7 @@ from compstream.codec import encode_event
 from compstream.domain.events import Usage
 from compstream.synth import generate
 from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
+from support.messages import record_time
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -19,7 +20,7 @@ def _msg(e, offset: int, key: bytes | None = None) -> SourceMessage:
     topic = "usage" if e.type == "usage" else "grants"
     return SourceMessage(topic, partition_of(e.engineer_id, 1), offset,
                          key if key is not None else e.engineer_id.encode(), encode_event(e),
-                         T + timedelta(milliseconds=offset))
+                         record_time(e, T + timedelta(milliseconds=offset)))
 
 
 def test_not_applied_is_exactly_duplicates_conflicts_and_dead_letters():

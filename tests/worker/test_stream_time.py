@@ -15,6 +15,7 @@ from compstream.domain.events import GrantIssued, TeamAssigned, Usage
 from compstream.domain.leaderboard import LeaderboardConfig
 from compstream.worker.leaderboards.partition import PartitionStage, engineer_key
 from compstream.worker.processor import LedgerProcessor, SourceMessage
+from support.messages import record_time
 
 T = datetime(2026, 11, 1, tzinfo=timezone.utc)
 ENG = "eng-00001"
@@ -23,7 +24,7 @@ LATENESS_S = 6 * 3600
 
 def _msg(e, offset: int, topic: str | None = None) -> SourceMessage:
     topic = topic or ("usage" if e.type == "usage" else "grants")
-    return SourceMessage(topic, 0, offset, e.engineer_id.encode(), encode_event(e), T)
+    return SourceMessage(topic, 0, offset, e.engineer_id.encode(), encode_event(e), record_time(e, T))
 
 
 def _usage(i: int, at: datetime) -> Usage:

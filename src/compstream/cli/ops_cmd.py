@@ -50,7 +50,7 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
             "equal": result.equal, "engineers_live": result.engineers_live,
             "engineers_replay": result.engineers_replay, "events": result.events,
             "bad_messages": result.bad_count, "refused_too_old": result.refused_too_old,
-            "refused_book_full": result.refused_book_full,
+            "refused_book_full": result.refused_book_full, "refused_future": result.refused_future,
             "differences": [d.to_dict() for d in result.differences]}))
         return
     if result.differences:
@@ -70,6 +70,9 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
     if result.refused_book_full:
         err.print(f"{result.refused_book_full} source records left out of the replay: the worker refused them "
                   "for lack of room in the engineer's book (dead letters, stage book_full)", markup=False)
+    if result.refused_future:
+        err.print(f"{result.refused_future} source records left out of the replay: the worker refused them "
+                  "as usage dated too far ahead of its record (dead letters, stage future)", markup=False)
     verdict = "equal" if result.equal else f"{len(result.differences)} differences"
     err.print(f"{result.engineers_live} live balances, {result.engineers_replay} engineers replayed "
               f"from {result.events} events, {result.conflicts} conflicts: {verdict}", markup=False)

@@ -8,8 +8,9 @@ has not advanced yet). The balance topic is read *before* the source topics:
 every event the worker had processed is then in what we replay.
 
 Source records the worker refused (dead letters with stage too_old: too old
-to check for duplicates, see book.SEEN_USAGE_DAYS; or book_full: no room in
-the engineer's book, see processor.BOOK_FULL) are left out of the replay too:
+to check for duplicates, see book.SEEN_USAGE_DAYS; book_full: no room in
+the engineer's book, see processor.BOOK_FULL; or future: usage dated too far
+ahead of its record, see processor.FUTURE) are left out of the replay too:
 the worker counted them nowhere, on purpose.
 """
 
@@ -33,7 +34,7 @@ from compstream.replay.kafka_source import (
     resolve_ranges,
     source_events,
 )
-from compstream.worker.processor import BOOK_FULL
+from compstream.worker.processor import BOOK_FULL, FUTURE
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer
@@ -42,7 +43,7 @@ COMPARED_FIELDS = BALANCE_FIELDS + ("events_applied",)
 PRESENCE = "(presence)"
 BAD_KEPT_MAX = 1_000  # bad source messages kept for the report; all are counted
 REFUSED_MAX = 1_000_000  # refused-source dead letters held in memory to leave their sources out
-REFUSED_STAGES = (TOO_OLD, BOOK_FULL)
+REFUSED_STAGES = (TOO_OLD, BOOK_FULL, FUTURE)
 RECORD = "(record)"
 
 
@@ -70,6 +71,7 @@ class DiffResult:
     # Source records left out: the worker refused them (dead letters), by stage.
     refused_too_old: int = 0
     refused_book_full: int = 0
+    refused_future: int = 0
 
     @property
     def equal(self) -> bool:
@@ -168,6 +170,7 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
         refused = refused_sources(consumer, settings.topics.dead_letters)
         stages = list(refused.values())
         result.refused_too_old, result.refused_book_full = stages.count(TOO_OLD), stages.count(BOOK_FULL)
+        result.refused_future = stages.count(FUTURE)
         ranges = resolve_ranges(consumer, [settings.topics.usage, settings.topics.grants])
         replayed = ReplayResult(balances={})
         groups = collect(source_events(consumer, ranges, bad, skip=refused), replayed)

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
-from compstream.config import BOOK_BYTES_MAX
+from compstream.config import BOOK_BYTES_MAX, USAGE_AHEAD_S_MAX
 from compstream.domain.alerts import Alert
 from compstream.domain.balance import Balance, Report
 from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, EngineerBook, Finalized, IngestResult
 from compstream.domain.book_codec import fingerprint_text
-from compstream.domain.events import LEDGER_EVENT_TYPES, Event, EventError
+from compstream.domain.events import LEDGER_EVENT_TYPES, Event, EventError, format_time
 from compstream.history.rows import (
     BATCH_ROWS_MAX,
     DeadLetterRow,
@@ -56,6 +56,12 @@ DEAD_LETTER_STATUSES = (CONFLICT, TOO_OLD)
 _US = timedelta(microseconds=1)
 # Stage of usage refused because its engineer's book is at book_bytes_max.
 BOOK_FULL = "book_full"
+# Stage of usage dated further ahead of its Kafka record's timestamp than
+# usage_ahead_s_max: usage moves its partition's stream time, so one event
+# with a wrong date (a clock, time zone or typing error) would finalize every
+# engineer of the partition up to that date and expire their grants.
+FUTURE = "future"
+USAGE_AHEAD_S_LIMITS = (0, 366 * 86400)
 
 
 @dataclass
@@ -105,6 +111,7 @@ class _Batch:
     decoded: dict[Coord, Event] = field(default_factory=dict)
     room: BookRoom | None = None  # set by the processor (it knows the limit)
     reported_full: set[str] = field(default_factory=set)  # engineers with a book_full alert
+    reported_future: set[str] = field(default_factory=set)  # engineers with a future alert
     start_marks: dict[int, datetime] = field(default_factory=dict)  # partition -> watermark at batch start
     applied: int = 0
     duplicates: int = 0
@@ -147,9 +154,13 @@ class LedgerProcessor:
     """Holds per-partition stream time (for watermarks) across batches."""
 
     def __init__(self, lateness_s: int, load_book: Callable[[str], bytes | None], partitions: int,
-                 book_bytes_max: int = BOOK_BYTES_MAX):
+                 book_bytes_max: int = BOOK_BYTES_MAX, usage_ahead_s_max: int = USAGE_AHEAD_S_MAX):
         if lateness_s < 0:
             raise ValueError("lateness_s must be >= 0")
+        low, high = USAGE_AHEAD_S_LIMITS
+        if not low <= usage_ahead_s_max <= high:
+            raise ValueError(f"usage_ahead_s_max must be within {low}..{high} s, got {usage_ahead_s_max}")
+        self.usage_ahead_max = timedelta(seconds=usage_ahead_s_max)
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         low, high = BOOK_BYTES_LIMITS
@@ -270,8 +281,11 @@ class LedgerProcessor:
         if msg.key is None or msg.key.decode("utf-8", "replace") != event.engineer_id:
             # A wrong key puts the engineer on the wrong partition and book.
             return batch.dead(msg, "route", f"message key {msg.key!r} != engineer_id {event.engineer_id!r}")
-        batch.decoded[(msg.topic, msg.partition, msg.offset)] = event
         at, partition = event.event_time, msg.partition  # a property: read once
+        # (A record without a timestamp has the epoch: no bound to check against.)
+        if event.type == "usage" and at - msg.timestamp > self.usage_ahead_max and msg.timestamp > EPOCH:
+            return self._refuse_future(batch, msg, event)
+        batch.decoded[(msg.topic, msg.partition, msg.offset)] = event
         # Only provider usage moves stream time: HR events are often dated
         # ahead (next month's grant), and would make today's usage late.
         if event.type == "usage" and at > self.stream_time.get(partition, EPOCH):
@@ -350,6 +364,25 @@ class LedgerProcessor:
             batch.alerts.append((book.engineer_id, encode_report(
                 Report(book.engineer_id, event.event_id, BOOK_FULL, detail), event.event_time)))
         batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
+
+    def _refuse_future(self, batch: _Batch, msg: SourceMessage, event: Event) -> None:
+        """Usage dated too far ahead of its record: a dead letter (raw bytes
+        kept) and, once per engineer and batch, a report on the alerts topic.
+        Deterministic: both times are in the record, so a rebuild from the
+        source topics refuses the same records."""
+        ahead_s = (event.event_time - msg.timestamp).total_seconds()
+        ahead = (f"{ahead_s / 86400:,.1f} days" if ahead_s >= 2 * 86400 else
+                 f"{ahead_s / 3600:,.1f} h" if ahead_s >= 2 * 3600 else f"{ahead_s:,.0f} s")
+        detail = (f"usage dated {format_time(event.event_time)}, {ahead} ahead of its Kafka record's "
+                  f"timestamp {format_time(msg.timestamp)} (more than the {self.usage_ahead_max.total_seconds():.0f} s "
+                  "COMPSTREAM_USAGE_AHEAD_S_MAX allows): a wrong date would move the partition's stream time and "
+                  "finalize every engineer on it; not applied. Publish it again with its true time, or redrive "
+                  "it once its time has come")
+        if event.engineer_id not in batch.reported_future:
+            batch.reported_future.add(event.engineer_id)
+            batch.alerts.append((event.engineer_id, encode_report(
+                Report(event.engineer_id, event.event_id, FUTURE, detail), event.event_time)))
+        batch.dead(msg, FUTURE, f"event_id {event.event_id!r}: {detail}")
 
     def _advance_touched(self, batch: _Batch) -> None:
         """Every book the batch touched, to the watermark the batch ends with:

@@ -20,6 +20,7 @@ from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
 from compstream.worker.messages import SourceMessage, partition_of
 from support.checks import sentinels
+from support.messages import record_time
 from worker.core.scenario import LATENESS_S, START, Clock, scenario
 
 TOPICS = Topics.with_prefix("view")
@@ -33,10 +34,10 @@ LB_CONFIG = CoreConfig(LB_TOPICS, "w", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX,
 
 def _messages(engineer: str, start: int, n: int, offset: int) -> list[SourceMessage]:
     p = partition_of(engineer, PARTITIONS)
-    return [SourceMessage(TOPICS.usage, p, offset + i, engineer.encode(),
-                          encode_event(Usage(f"u-{engineer}-{start + i}", engineer, "openai", "gpt-4o",
-                                             T0 + timedelta(minutes=start + i), 100, 10, 0, 0, 10**6)), T0)
-            for i in range(n)]
+    usage = [Usage(f"u-{engineer}-{start + i}", engineer, "openai", "gpt-4o", T0 + timedelta(minutes=start + i),
+                   100, 10, 0, 0, 10**6) for i in range(n)]
+    return [SourceMessage(TOPICS.usage, p, offset + i, engineer.encode(), encode_event(u), record_time(u, T0))
+            for i, u in enumerate(usage)]
 
 
 def _core() -> LedgerCore:
@@ -119,12 +120,13 @@ class _BoardCheckingOutput(MemoryOutput):
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_merge_owner_shows_the_committed_boards_through_aborts_and_crashes(seed):
-    events = [e for _, e in scenario(seed, engineers=6, usage_per_engineer=8)]
-    events += sentinels(START + timedelta(days=40), PARTITIONS)  # windows close: final boards too
+    published = scenario(seed, engineers=6, usage_per_engineer=8)  # (publish time, event)
+    # windows close: final boards too
+    published += [(e.event_time, e) for e in sentinels(START + timedelta(days=40), PARTITIONS)]
     log = MemoryLog(PARTITIONS)
-    for e in events:
+    for when, e in published:
         log.append(LB_TOPICS.usage if e.type == "usage" else LB_TOPICS.grants, e.engineer_id.encode(),
-                   encode_event(e))
+                   encode_event(e), timestamp=when)
     output = _BoardCheckingOutput(log)
     rng = random.Random(seed)
     sources = [(t, p) for t in (LB_TOPICS.usage, LB_TOPICS.grants) for p in range(PARTITIONS)]

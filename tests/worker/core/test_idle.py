@@ -13,6 +13,7 @@ from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
+from support.messages import record_time
 from worker.core.scenario import Clock
 
 TOPICS = Topics.with_prefix("idle")
@@ -34,7 +35,7 @@ def _setup(idle_advance_s: float):
 
 def _publish(log, event) -> None:
     log.append(TOPICS.usage if event.type == "usage" else TOPICS.grants, event.engineer_id.encode(),
-               encode_event(event))
+               encode_event(event), timestamp=record_time(event, OCT))
 
 
 def _rows(log):

@@ -19,6 +19,7 @@ from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
+from support.messages import record_time
 from worker.core.scenario import Clock
 
 TOPICS = Topics.with_prefix("late")
@@ -26,9 +27,11 @@ DAY = datetime(2026, 10, 10, tzinfo=timezone.utc)
 LATENESS_S = 6 * 3600
 
 
-def _publish(log, events) -> None:
+def _publish(log, events, at: datetime) -> None:
+    """Records stamped `at`, when the export was published (after its usage)."""
     for e in events:
-        log.append(TOPICS.usage if e.type == "usage" else TOPICS.grants, e.engineer_id.encode(), encode_event(e))
+        log.append(TOPICS.usage if e.type == "usage" else TOPICS.grants, e.engineer_id.encode(), encode_event(e),
+                   timestamp=record_time(e, at))
 
 
 def _drain(loop, rounds: int = 30) -> None:
@@ -54,11 +57,11 @@ def _history_with_late_events():
                           "allowance") for e in ("ada", "ken")]
     openai = [Usage(f"oa-{e}-{h}", e, "openai", "gpt-4o", DAY + timedelta(hours=h), 10, 10, 0, 0, 3 * 10**9)
               for e in ("ada", "ken") for h in range(0, 24, 4)]
-    _publish(log, grants + openai)  # today's OpenAI export
+    _publish(log, grants + openai, DAY + timedelta(days=1))  # today's OpenAI export, at the day's end
     _drain(loop)
     anthropic = [Usage(f"an-{e}-{h}", e, "anthropic", "claude", DAY - timedelta(days=1, hours=-h), 10, 10, 0, 0,
                        2 * 10**9) for e in ("ada", "ken") for h in range(0, 24, 6)]
-    _publish(log, anthropic)  # yesterday's Anthropic export, a day later
+    _publish(log, anthropic, DAY + timedelta(days=1, hours=1))  # yesterday's Anthropic export, a day later
     _drain(loop)
     return _store(log)
 

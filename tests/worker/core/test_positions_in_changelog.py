@@ -30,7 +30,7 @@ def _log_with_events(n_usage: int) -> MemoryLog:
     log.append(TOPICS.grants, b"alice", encode_event(grant))
     for i in range(n_usage):
         usage = Usage(f"u-{i}", "alice", "openai", "gpt-4o", T0 + timedelta(minutes=i + 1), 100, 10, 0, 0, 10**6)
-        log.append(TOPICS.usage, b"alice", encode_event(usage))
+        log.append(TOPICS.usage, b"alice", encode_event(usage), timestamp=usage.event_time)
     return log
 
 
@@ -80,7 +80,7 @@ def test_a_new_loop_seeks_to_the_changelog_positions_and_loses_nothing():
     _drain(_loop(log))
     for i in range(20, 40):  # more usage arrives
         usage = Usage(f"u-{i}", "alice", "openai", "gpt-4o", T0 + timedelta(minutes=i + 1), 100, 10, 0, 0, 10**6)
-        log.append(TOPICS.usage, b"alice", encode_event(usage))
+        log.append(TOPICS.usage, b"alice", encode_event(usage), timestamp=usage.event_time)
     log.offsets[(TOPICS.usage, 0)] = 35  # a commit past unprocessed records 20-34
     loop = _loop(log, seed=2)
     _drain(loop)
@@ -93,8 +93,8 @@ def test_waves_put_outputs_first_state_next_positions_last():
     log = _log_with_events(5)
     core = LedgerCore(CONFIG)
     core.restore(0, [], {})
-    messages = [SourceMessage(t, 0, o, k, v or b"", T0) for t in (TOPICS.grants, TOPICS.usage)
-                for o, (k, v) in enumerate(log.read(t, 0))]
+    messages = [SourceMessage(t, 0, o, k, v or b"", log.timestamp((t, 0), o) or T0)
+                for t in (TOPICS.grants, TOPICS.usage) for o, (k, v) in enumerate(log.read(t, 0))]
     checkpoint = core.step(messages)
     outputs, state, positions = core.waves(checkpoint)
     assert sorted(outputs + state + positions, key=id) == sorted(checkpoint.records, key=id)

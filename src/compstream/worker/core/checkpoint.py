@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from compstream.config import Topics
+from compstream.config import USAGE_AHEAD_S_MAX, Topics
 from compstream.domain.book_codec import from_us, to_us
 from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
@@ -59,6 +59,7 @@ class CoreConfig:
     book_bytes_max: int
     leaderboards: LeaderboardConfig | None = None  # None: no leaderboards
     pseudonymizer: Pseudonymizer | None = None
+    usage_ahead_s_max: int = USAGE_AHEAD_S_MAX  # usage dated further ahead of its record is refused
 
 
 class LedgerCore:
@@ -69,7 +70,8 @@ class LedgerCore:
         self.positions: dict[TopicPartition, int] = {}
         self.owned: set[int] = set()
         self.processor = LedgerProcessor(config.lateness_s, load_book=self.books.get,
-                                         partitions=config.partitions, book_bytes_max=config.book_bytes_max)
+                                         partitions=config.partitions, book_bytes_max=config.book_bytes_max,
+                                         usage_ahead_s_max=config.usage_ahead_s_max)
         self.changelog = changelog_topic(config.worker_id)
         self.book_log = BookChangelog(self.changelog)
         self.history = history_topic(config.topics)

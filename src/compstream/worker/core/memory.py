@@ -19,16 +19,24 @@ class MemoryLog:
     def __init__(self, partitions: int):
         self.partitions = partitions
         self.records: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {}
+        # Each record's timestamp, as Kafka's CreateTime (None: the reader's default).
+        self.times: dict[TopicPartition, list[datetime | None]] = {}
         self.offsets: dict[TopicPartition, int] = {}
 
-    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> int:
+    def append(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+               timestamp: datetime | None = None) -> int:
         if partition is None:
             if key is None:
                 raise ValueError("a record without key needs a partition")
             partition = partition_of(key.decode("utf-8"), self.partitions)
         log = self.records.setdefault((topic, partition), [])
         log.append((key, value))
+        self.times.setdefault((topic, partition), []).append(timestamp)
         return len(log) - 1
+
+    def timestamp(self, tp: TopicPartition, offset: int) -> datetime | None:
+        times = self.times.get(tp, [])
+        return times[offset] if offset < len(times) else None
 
     def read(self, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         return list(self.records.get((topic, partition), []))
@@ -42,6 +50,8 @@ class MemoryLog:
 
 
 class MemoryInput:
+    """`timestamp`: the time of records appended without one."""
+
     def __init__(self, log: MemoryLog, topics: tuple[str, ...], rng: random.Random, timestamp: datetime) -> None:
         self.log = log
         self.topics = topics
@@ -70,7 +80,8 @@ class MemoryInput:
         n = min(max_messages, self.rng.randint(0, 7), len(log) - start)
         for offset in range(start, start + n):
             key, value = log[offset]
-            out.append(SourceMessage(tp[0], tp[1], offset, key, value if value is not None else b"", self.timestamp))
+            out.append(SourceMessage(tp[0], tp[1], offset, key, value if value is not None else b"",
+                                     self.log.timestamp(tp, offset) or self.timestamp))
         self.position[tp] = start + n
         if self.position[tp] >= len(log):
             if n or tp not in self._eof_sent:

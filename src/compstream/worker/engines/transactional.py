@@ -72,7 +72,7 @@ def run(settings: Settings) -> None:
         lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
         inputs += (topics.leaderboard_candidates,)
     config = CoreConfig(topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
-                        settings.book_bytes_max, lb_config, pseudonyms)
+                        settings.book_bytes_max, lb_config, pseudonyms, usage_ahead_s_max=settings.usage_ahead_s_max)
     source = KafkaInput(settings.kafka_bootstrap, settings.worker_id, inputs, settings.session_timeout_s)
     output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
                          source.consumer, faults)

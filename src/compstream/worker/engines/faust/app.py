@@ -84,7 +84,7 @@ def core_config(settings: Settings) -> CoreConfig:
 
         lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
     return CoreConfig(settings.topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
-                      settings.book_bytes_max, lb_config, pseudonyms)
+                      settings.book_bytes_max, lb_config, pseudonyms, usage_ahead_s_max=settings.usage_ahead_s_max)
 
 
 def create_app(settings: Settings, **faust_options: Any) -> tuple[faust.App, "FaustEngine"]:
