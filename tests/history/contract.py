@@ -38,9 +38,9 @@ class HistoryStoreContract:
 
     # -- migrations ---------------------------------------------------------
     def test_migrate_twice_is_a_noop(self, store):
-        assert store.applied_migrations() == [1, 2, 3, 4, 5]  # fixture migrated once
+        assert store.applied_migrations() == [1, 2, 3, 4, 5, 6]  # fixture migrated once
         assert store.migrate() == []
-        assert store.applied_migrations() == [1, 2, 3, 4, 5]
+        assert store.applied_migrations() == [1, 2, 3, 4, 5, 6]
 
     def test_hr_events_keep_their_fields(self, store):
         from datetime import datetime, timezone
@@ -57,6 +57,26 @@ class HistoryStoreContract:
         stored = store.events_for("carol")
         assert stored == list(rows)
         assert (stored[0].team_id, stored[1].opted_out, stored[2].annual_cash_nanos) == ("infra", True, 180_000 * 10**9)
+
+    def test_events_come_in_the_order_they_were_applied(self, store):
+        """applied_seq, not the Kafka timestamp: a batch applies HR events
+        first, and producers' clocks differ. Rows stored before applied_seq
+        was recorded (None) come first, in ingest order."""
+        from datetime import datetime, timedelta, timezone
+
+        from compstream.domain.events import GrantIssued, Usage
+        from compstream.history.rows import EventRow
+
+        at = datetime(2026, 10, 1, tzinfo=timezone.utc)
+        old = EventRow.from_event(Usage("u-old", "dora", "openai", "m", at, 1, 1, 0, 0, 5), topic="u", partition=0,
+                                  offset=0, ingest_time=at + timedelta(hours=9))
+        usage = EventRow.from_event(Usage("u-1", "dora", "openai", "m", at, 1, 1, 0, 0, 5), topic="u", partition=0,
+                                    offset=1, ingest_time=at + timedelta(hours=1), applied_seq=3)
+        grant = EventRow.from_event(GrantIssued("g-1", "dora", "G", 10, at, None, "bonus"), topic="g", partition=0,
+                                    offset=0, ingest_time=at + timedelta(hours=2), applied_seq=2)
+        store.append_batch(HistoryBatch(events=(usage, grant, old)), "order")
+        assert [r.event_id for r in store.events_for("dora")] == ["u-old", "g-1", "u-1"]
+        assert [r.applied_seq for r in store.events_for("dora")] == [None, 2, 3]
 
     # -- round trip ---------------------------------------------------------
     def test_round_trip_preserves_every_field(self, store):

@@ -43,7 +43,9 @@ _KEY_EXPRESSIONS = {
     "events": "kafka_topic, kafka_partition, kafka_offset, event_id",
     "postings": "engineer_id, seq, hash",
 }
-_EVENT_ORDER = "ingest_time, kafka_topic, kafka_partition, kafka_offset, event_id"
+# (store.HistoryStore.events_for): rows from before applied_seq first, in ingest order.
+_EVENT_ORDER = ("isNotNull(applied_seq), applied_seq, ingest_time, kafka_topic, kafka_partition, kafka_offset, "
+                "event_id")
 
 _lock = threading.Lock()
 _clients: dict[str, list] = {}  # dsn -> [client, reference count]

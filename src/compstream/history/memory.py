@@ -89,7 +89,8 @@ class MemoryHistoryStore:
 
     def events_for(self, engineer_id: str) -> list[EventRow]:
         rows = [r for r in self._view("events") if r.engineer_id == engineer_id]
-        rows.sort(key=lambda r: (r.ingest_time, r.kafka_topic, r.kafka_partition, r.kafka_offset, r.event_id))
+        rows.sort(key=lambda r: (r.applied_seq is not None, r.applied_seq or 0, r.ingest_time, r.kafka_topic,
+                                 r.kafka_partition, r.kafka_offset, r.event_id))
         return self._bounded(rows)
 
     def postings_for(self, engineer_id: str) -> list[PostingRow]:

@@ -124,6 +124,11 @@ class EventRow:
     # The engineer book's watermark when the event was applied (its late
     # verdict was taken against it): audit verify replays late events from it.
     applied_watermark: datetime | None = None
+    # The book's count of ledger events taken in (events_applied) once this
+    # one was: the engineer's events in the order the worker applied them,
+    # which is not their Kafka timestamps' order (a batch applies HR events
+    # first; producers' clocks differ). None: stored before it was recorded.
+    applied_seq: int | None = None
 
     @classmethod
     def from_event(
@@ -138,13 +143,15 @@ class EventRow:
         payload: str | None = None,
         schema_version: int = SCHEMA_VERSION,
         applied_watermark: datetime | None = None,
+        applied_seq: int | None = None,
     ) -> "EventRow":
         """Flatten an event; `payload` defaults to its canonical JSON."""
         build = _ROW_BUILDERS.get(type(event))
         if build is None:
             raise TypeError(f"not an event: {type(event).__name__}")
         return build(event, topic, partition, offset, ingest_time, late,
-                     payload if payload is not None else event_to_json(event), schema_version, applied_watermark)
+                     payload if payload is not None else event_to_json(event), schema_version, applied_watermark,
+                     applied_seq)
 
     def key(self) -> tuple:
         """Identity of a stored event: the Kafka record it was read from."""
@@ -162,7 +169,7 @@ _EVENT_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
 # Each event's time field is the `event_time` column.
 ENVELOPE_COLUMNS = frozenset({
     "type", "event_id", "engineer_id", "event_time", "kafka_topic", "kafka_partition", "kafka_offset",
-    "ingest_time", "payload", "schema_version", "late", "applied_watermark"})
+    "ingest_time", "payload", "schema_version", "late", "applied_watermark", "applied_seq"})
 _EVENT_TIME_FIELDS = ("effective_at", "occurred_at")
 # The grant's `kind` would be confused with a posting kind.
 _COLUMN_OF_FIELD = {"kind": "grant_kind"}
@@ -208,7 +215,7 @@ def _row_builder(cls: type) -> Callable[..., EventRow]:
     fills a twin of EventRow (domain/twin.py), normalizing times as `utc`."""
     own = dict((column, name) for name, column in _EVENT_COLUMNS[cls])
     lines = ["def build(e, topic, partition, offset, ingest_time, late, payload, schema_version,"
-             " applied_watermark):",
+             " applied_watermark, applied_seq):",
              "    r = _new(_twin)",
              "    t = e.event_time",
              "    r.event_time = t if t.tzinfo is _UTC else _utc(t)",
@@ -217,7 +224,7 @@ def _row_builder(cls: type) -> Callable[..., EventRow]:
              " or applied_watermark.tzinfo is _UTC else _utc(applied_watermark))"]
     given = {"type": "e.type", "event_id": "e.event_id", "engineer_id": "e.engineer_id", "kafka_topic": "topic",
              "kafka_partition": "partition", "kafka_offset": "offset", "payload": "payload",
-             "schema_version": "schema_version", "late": "late"}
+             "schema_version": "schema_version", "late": "late", "applied_seq": "applied_seq"}
     namespace: dict[str, Any] = {"_new": object.__new__, "_twin": twin_class(EventRow), "_cls": EventRow,
                                  "_UTC": _UTC, "_utc": utc}
     for f in dataclasses.fields(EventRow):

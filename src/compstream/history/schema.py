@@ -165,6 +165,9 @@ _HR_COLUMNS = add_event_columns("team_id", "opted_out", "annual_cash_nanos")
 # The watermark each event was applied under (audit verify replays late events).
 _APPLIED_WATERMARK = add_event_columns("applied_watermark")
 
+# The order the worker applied each engineer's events in (audit verify replays it).
+_APPLIED_SEQ = add_event_columns("applied_seq")
+
 # Finality per source partition (rows.WatermarkRow): what statements call final.
 _WATERMARKS = (f"""CREATE TABLE IF NOT EXISTS {{db}}.watermarks (
     partition Int32,
@@ -189,6 +192,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "applied watermark of events", _APPLIED_WATERMARK),
     Migration(4, "watermarks (finality per partition)", _WATERMARKS),
     Migration(5, "leaderboard window revisions", _LEADERBOARD_REVISION),
+    Migration(6, "applied order of events", _APPLIED_SEQ),
 )
 
 

@@ -53,7 +53,9 @@ class HistoryStore(Protocol):
         """Distinct stored events (retry duplicates collapsed)."""
 
     def events_for(self, engineer_id: str) -> list[EventRow]:
-        """Engineer's events in stored order (ingest time, topic, partition, offset)."""
+        """Engineer's events in the order the worker applied them (`applied_seq`,
+        then ingest time, topic, partition, offset); rows stored before
+        applied_seq was recorded come first, in ingest order."""
 
     def postings_for(self, engineer_id: str) -> list[PostingRow]:
         """Engineer's postings ordered by seq (then hash, for forged duplicates)."""

@@ -298,7 +298,8 @@ class LedgerProcessor:
         if event.type not in LEDGER_EVENT_TYPES:
             # Remembered by the engineer's book like ledger events, so a
             # republished one is one row in history and counted nowhere twice.
-            status = self._book(batch, event.engineer_id, msg.partition).note(event, fingerprint=text)
+            noted = self._book(batch, event.engineer_id, msg.partition)
+            status = noted.note(event, fingerprint=text)
             if status == DUPLICATE:
                 batch.duplicates += 1
                 batch.not_applied.add((msg.topic, msg.partition, msg.offset))
@@ -309,7 +310,7 @@ class LedgerProcessor:
             batch.hr_events.append((msg, event))
             batch.events.append(EventRow.from_event(
                 event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                ingest_time=msg.timestamp, payload=text))
+                ingest_time=msg.timestamp, payload=text, applied_seq=noted.taken))
             return None
         engineer = event.engineer_id
         try:
@@ -349,7 +350,8 @@ class LedgerProcessor:
         batch.changed.add(engineer)
         batch.events.append(EventRow.from_event(
             event, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            ingest_time=msg.timestamp, late=result.late, payload=text, applied_watermark=applied_under))
+            ingest_time=msg.timestamp, late=result.late, payload=text, applied_watermark=applied_under,
+            applied_seq=book.taken))
         return None
 
     def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event: Event) -> None:

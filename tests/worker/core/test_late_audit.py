@@ -87,3 +87,35 @@ def test_an_edited_late_event_is_still_found():
         forged_store.append_batch(HistoryBatch(events=tuple(rows), postings=tuple(store.postings_for(e))), f"f-{e}")
     report = verify_store(forged_store, replay=True)
     assert any(f.kind == "replay_mismatch" and f.engineer_id == "ada" for f in report.findings), report.findings
+
+
+def test_a_late_grant_applied_before_a_late_usage_published_earlier_verifies_clean():
+    """A batch applies HR events first, so a retroactive grant published after
+    a day-old usage export is applied before that usage, although its Kafka
+    timestamp is later; both are late, so the order decides the postings
+    (the usage draws on the grant instead of going into overdraft). The
+    auditor must replay the order the worker applied, not the timestamps'."""
+    log = MemoryLog(1)
+    source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), random.Random(5), DAY)
+    source.assign([(TOPICS.usage, 0), (TOPICS.grants, 0)])
+    config = CoreConfig(TOPICS, "w", 1, LATENESS_S, BOOK_BYTES_MAX)
+    loop = CheckpointLoop(lambda: LedgerCore(config), source, MemoryOutput(log), idle_s=1e9, clock=Clock())
+    small = GrantIssued("g-small", "ada", "G0", 1_000, DAY - timedelta(days=2), None, "allowance")
+    today = [Usage(f"u-{h}", "ada", "openai", "gpt-4o", DAY + timedelta(hours=h), 10, 10, 0, 0, 100) for h in (0, 10)]
+    _publish(log, [small, *today], DAY + timedelta(hours=11))
+    _drain(loop)  # the watermark is DAY + 4 h now
+    usage = Usage("u-old", "ada", "anthropic", "claude", DAY + timedelta(hours=1), 10, 10, 0, 0, 2_000)
+    retro = GrantIssued("g-retro", "ada", "GR", 5_000, DAY - timedelta(days=1), DAY + timedelta(days=20), "bonus")
+    _publish(log, [usage], DAY + timedelta(hours=12))
+    _publish(log, [retro], DAY + timedelta(hours=12, minutes=5))  # published after the usage
+    _drain(loop)
+    store = _store(log)
+    rows = {r.event_id: r for r in store.events_for("ada")}
+    assert rows["u-old"].late and rows["g-retro"].late, "both must be late: the scenario would test nothing"
+    assert rows["u-old"].ingest_time < rows["g-retro"].ingest_time
+    assert rows["g-retro"].applied_seq < rows["u-old"].applied_seq, "HR first within the batch"
+    assert [r.event_id for r in store.events_for("ada")][-2:] == ["g-retro", "u-old"]
+    consumed = [p for p in store.postings_for("ada") if p.cause_event_id == "u-old"]
+    assert [(p.kind, p.grant_id) for p in consumed] == [("consume", "GR")], consumed
+    report = verify_store(store, replay=True)
+    assert report.findings == [], report.findings[:3]
