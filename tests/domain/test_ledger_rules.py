@@ -199,3 +199,27 @@ def test_postings_are_a_verifiable_chain_with_available_after():
     assert ps[0].prev_hash == GENESIS_HASH
     assert verify_chain(ps) == (4, ps[-1].hash)
     assert all(p.amount_nanos > 0 for p in ps)
+
+
+def test_an_event_that_would_take_a_total_past_64_bits_is_ignored_with_a_report():
+    """Every balance counter is an Avro long and a ClickHouse Int64: before
+    this rule the tenth grant of 10**18 nanos raised OverflowError when the
+    balance was encoded, failing its batch at every retry."""
+    from compstream.domain.ledger import COUNTER_MAX, OVERFLOW
+
+    grants = [grant(f"g{i}", f"G{i}", 10**18, i) for i in range(10)]
+    result = replay_detailed(grants)
+    b = result.balances["e1"]
+    assert (b.issued_nanos, b.remaining_nanos) == (9 * 10**18, 9 * 10**18)
+    assert [(r.event_id, r.code) for r in result.reports] == [("g9", OVERFLOW)]
+    # usage: its cost (consumed + overdraft) and each token total
+    spend = [usage(f"u{i}", 20 + i, 10**18) for i in range(12)]
+    b = replay_detailed(grants + spend).balances["e1"]
+    assert b.consumed_nanos + b.overdraft_nanos == b.usage_cost_nanos == 9 * 10**18 <= COUNTER_MAX
+    assert b.consumed_nanos == 9 * 10**18 and b.overdraft_nanos == 0
+    big = [usage(f"t{i}", 40 + i, 1, tokens=2**62) for i in range(3)]
+    result = replay_detailed([grant("g", "A", 100, 0)] + big)
+    assert result.balances["e1"].input_tokens == 2**62 and result.balances["e1"].consumed_nanos == 1
+    assert [(r.event_id, r.code) for r in result.reports] == [("t1", OVERFLOW), ("t2", OVERFLOW)]
+    for value in replay_detailed(grants + spend + big).balances["e1"].to_dict().values():
+        assert -COUNTER_MAX <= value <= COUNTER_MAX

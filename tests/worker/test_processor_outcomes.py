@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta, timezone
 
-from compstream.codec import encode_event
-from compstream.domain.events import Usage
+from compstream.codec import decode_record, encode_event
+from compstream.domain.events import GrantIssued, Usage
 from compstream.synth import generate
 from compstream.worker.processor import LedgerProcessor, SourceMessage, partition_of
 from support.messages import record_time
@@ -128,3 +128,30 @@ def test_a_backlog_the_batch_finished_does_not_hold_its_sweep_back():
     assert "A" in done.books and done.swept == 1
     assert [p.cause_event_id for b in done.history for p in b.postings if p.engineer_id == "A"] == ["u-a"]
     assert "A" in {e for e, _ in done.balances}
+
+
+def test_a_total_past_64_bits_is_a_report_not_a_batch_that_fails_at_every_retry():
+    """Ten grants of 10**18 nanos for one engineer: the tenth would take the
+    issued total past an Avro long; encoding the balance raised
+    OverflowError, so the batch failed again at every retry."""
+    from compstream.history.memory import MemoryHistoryStore
+    from compstream.history.verify import verify_store
+
+    grants = [GrantIssued(f"g{i}", "ada", f"G{i}", 10**18, T + timedelta(minutes=i), None, "bonus")
+              for i in range(10)]
+    tick = Usage("u-1", "ada", "openai", "gpt-4o", T + timedelta(days=1), 1, 1, 0, 0, 5)  # finalizes them
+    store: dict[str, bytes] = {}
+    proc = LedgerProcessor(3600, load_book=store.get, partitions=1)
+    result = proc.process([_msg(e, i) for i, e in enumerate(grants + [tick])])
+    (engineer, value), = result.balances
+    balance = decode_record(value)[1]
+    assert (engineer, balance["issued_nanos"], balance["events_applied"]) == ("ada", 9 * 10**18, 11)
+    reports = [decode_record(v)[1] for _e, v in result.alerts]
+    assert [(r["kind"], r["cause_event_id"]) for r in reports if r["kind"] == "report:overflow"] == [
+        ("report:overflow", "g9")]
+    history = MemoryHistoryStore()
+    history.migrate()
+    for n, batch in enumerate(result.history):
+        history.append_batch(batch, f"b{n}")
+    assert [p.grant_id for p in history.postings_for("ada") if p.kind == "issue"] == [f"G{i}" for i in range(9)]
+    assert verify_store(history, replay=True).findings == []

@@ -72,6 +72,14 @@ if BALANCE_FIELDS != _BALANCE_ORDER:
     raise ImportError(f"Balance fields {BALANCE_FIELDS} are not in the order Ledger.balance passes them")
 
 
+# Every counter of a balance is an Avro long on the balance topic and an
+# Int64 in ClickHouse: an event that would take one past this is ignored
+# with a report (OVERFLOW), as a reused grant id is, instead of failing the
+# batch it is in at every retry.
+COUNTER_MAX = 2**63 - 1
+OVERFLOW = "overflow"
+
+
 class LedgerError(ValueError):
     """An event the ledger must not apply (programming or validation error)."""
 
@@ -226,6 +234,11 @@ class Ledger:
             raise EventError(f"must be a positive integer, got {amount!r}", "amount_nanos")
         if e.expires_at is not None and e.expires_at <= t:
             raise EventError("must be later than effective_at", "expires_at")
+        if self.issued + amount > COUNTER_MAX or self.remaining + amount > COUNTER_MAX:
+            self.reports.append(Report(self.engineer_id, e.event_id, OVERFLOW,
+                                       f"grant of {amount} nanos would take the engineer's issued total past "
+                                       f"{COUNTER_MAX}, the most a balance counter holds; ignored"))
+            return
         lot = Lot(gid, amount, amount, 0, t, e.expires_at)
         self.open[gid] = lot
         insort(self.lots, lot, key=_lot_key)
@@ -264,11 +277,18 @@ class Ledger:
             self._post(kind, lot.grant_id, amount, cause, t)
 
     def _usage(self, e: Usage, t: datetime) -> None:
-        self.input_tokens += e.input_tokens
-        self.output_tokens += e.output_tokens
-        self.cache_read_tokens += e.cache_read_tokens
-        self.cache_write_tokens += e.cache_write_tokens
+        top = COUNTER_MAX
+        it, ot = self.input_tokens + e.input_tokens, self.output_tokens + e.output_tokens
+        rt, wt = self.cache_read_tokens + e.cache_read_tokens, self.cache_write_tokens + e.cache_write_tokens
         cost = e.cost_nanos
+        if not (-top <= it <= top and -top <= ot <= top and -top <= rt <= top and -top <= wt <= top) or (
+                cost is not None and (self.consumed + self.overdraft + cost > top if cost > 0
+                                      else self.remaining - cost > top or self.refund_unapplied - cost > top)):
+            self.reports.append(Report(self.engineer_id, e.event_id, OVERFLOW,
+                                       f"usage of {cost} nanos and its tokens would take a total of the engineer "
+                                       f"past {top}, the most a balance counter holds; ignored"))
+            return
+        self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens = it, ot, rt, wt
         if cost is None:
             self.unpriced += 1
         elif cost > 0:
