@@ -110,8 +110,7 @@ class _Batch:
     not_applied: set[Coord] = field(default_factory=set)
     decoded: dict[Coord, Event] = field(default_factory=dict)
     room: BookRoom | None = None  # set by the processor (it knows the limit)
-    reported_full: set[str] = field(default_factory=set)  # engineers with a book_full alert
-    reported_future: set[str] = field(default_factory=set)  # engineers with a future alert
+    reported: set[tuple[str, str]] = field(default_factory=set)  # (stage, engineer) alerted: once a batch
     start_marks: dict[int, datetime] = field(default_factory=dict)  # partition -> watermark at batch start
     applied: int = 0
     duplicates: int = 0
@@ -361,8 +360,8 @@ class LedgerProcessor:
         detail = (f"{book.engineer_id}'s book is at its {self.book_bytes_max}-byte limit "
                   f"({len(book.seen)} event ids remembered, {len(book.pending)} events pending within "
                   f"the lateness window): not applied; redrive it once the book has room")
-        if book.engineer_id not in batch.reported_full:
-            batch.reported_full.add(book.engineer_id)
+        if (BOOK_FULL, book.engineer_id) not in batch.reported:
+            batch.reported.add((BOOK_FULL, book.engineer_id))
             batch.alerts.append((book.engineer_id, encode_report(
                 Report(book.engineer_id, event.event_id, BOOK_FULL, detail), event.event_time)))
         batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
@@ -380,8 +379,8 @@ class LedgerProcessor:
                   "COMPSTREAM_USAGE_AHEAD_S_MAX allows): a wrong date would move the partition's stream time and "
                   "finalize every engineer on it; not applied. Publish it again with its true time, or redrive "
                   "it once its time has come")
-        if event.engineer_id not in batch.reported_future:
-            batch.reported_future.add(event.engineer_id)
+        if (FUTURE, event.engineer_id) not in batch.reported:
+            batch.reported.add((FUTURE, event.engineer_id))
             batch.alerts.append((event.engineer_id, encode_report(
                 Report(event.engineer_id, event.event_id, FUTURE, detail), event.event_time)))
         batch.dead(msg, FUTURE, f"event_id {event.event_id!r}: {detail}")

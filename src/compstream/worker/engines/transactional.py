@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 
 from compstream.config import Settings
-from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+from compstream.worker.core.checkpoint import LedgerCore
 from compstream.worker.core.loop import CheckpointLoop
+from compstream.worker.engines.core_config import core_config
 from compstream.worker.engines.history_side import EmbeddedHistory, instance_id
 from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
 from compstream.worker.engines.serving import serve
@@ -64,15 +65,10 @@ def run(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     faults = Faults()
     topics = settings.topics
-    lb_config = pseudonyms = None
+    config = core_config(settings)
     inputs: tuple[str, ...] = (topics.usage, topics.grants)
-    if settings.leaderboards_enabled:
-        from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
-
-        lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
+    if config.leaderboards is not None:
         inputs += (topics.leaderboard_candidates,)
-    config = CoreConfig(topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
-                        settings.book_bytes_max, lb_config, pseudonyms, usage_ahead_s_max=settings.usage_ahead_s_max)
     source = KafkaInput(settings.kafka_bootstrap, settings.worker_id, inputs, settings.session_timeout_s)
     output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
                          source.consumer, faults)

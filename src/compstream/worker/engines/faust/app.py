@@ -39,6 +39,7 @@ from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.core.idle import IdleRule
 from compstream.worker.core.ports import Checkpoint
 from compstream.worker.core.sync import TaskInputs
+from compstream.worker.engines.core_config import core_config
 from compstream.worker.engines.faust.compat import (
     Activity,
     check_private_api,
@@ -75,16 +76,6 @@ def _message(event: Any) -> SourceMessage:
     m = event.message
     ts = datetime.fromtimestamp((m.timestamp or 0), tz=timezone.utc)
     return new_source_message(m.topic, m.partition, m.offset, m.key, m.value, ts)
-
-
-def core_config(settings: Settings) -> CoreConfig:
-    lb_config = pseudonyms = None
-    if settings.leaderboards_enabled:
-        from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
-
-        lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
-    return CoreConfig(settings.topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
-                      settings.book_bytes_max, lb_config, pseudonyms, usage_ahead_s_max=settings.usage_ahead_s_max)
 
 
 def create_app(settings: Settings, **faust_options: Any) -> tuple[faust.App, "FaustEngine"]:
