@@ -78,6 +78,31 @@ class HistoryStoreContract:
         assert [r.event_id for r in store.events_for("dora")] == ["u-old", "g-1", "u-1"]
         assert [r.applied_seq for r in store.events_for("dora")] == [None, 2, 3]
 
+    def test_late_events_by_engineer_in_applied_order(self, store):
+        """Only rows applied late with a recorded watermark; a retry's copy
+        counted once."""
+        from datetime import datetime, timedelta, timezone
+
+        from compstream.domain.events import Usage
+        from compstream.history.rows import EventRow, LateEvent
+
+        at = datetime(2026, 10, 1, tzinfo=timezone.utc)
+        wm = at + timedelta(hours=7)
+
+        def row(event_id, engineer, offset, seq, late=True, watermark=wm):
+            return EventRow.from_event(Usage(event_id, engineer, "openai", "m", at, 1, 1, 0, 0, 5), topic="u",
+                                       partition=0, offset=offset, ingest_time=at + timedelta(hours=8), late=late,
+                                       applied_watermark=watermark, applied_seq=seq)
+
+        rows = (row("z-2", "zoe", 0, 5), row("z-1", "zoe", 1, 4, watermark=wm - timedelta(hours=1)),
+                row("a-1", "abe", 2, 2), row("a-0", "abe", 3, 1, late=False),
+                row("a-old", "abe", 4, None, watermark=None))
+        store.append_batch(HistoryBatch(events=rows), "late")
+        store.append_batch(HistoryBatch(events=rows[:1]), "late")  # a retry
+        assert store.late_events() == [LateEvent("abe", "a-1", wm, 2),
+                                       LateEvent("zoe", "z-1", wm - timedelta(hours=1), 4),
+                                       LateEvent("zoe", "z-2", wm, 5)]
+
     # -- round trip ---------------------------------------------------------
     def test_round_trip_preserves_every_field(self, store):
         batch = data.full_batch()

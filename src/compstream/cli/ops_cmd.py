@@ -51,6 +51,7 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
             "engineers_replay": result.engineers_replay, "events": result.events,
             "bad_messages": result.bad_count, "refused_too_old": result.refused_too_old,
             "refused_book_full": result.refused_book_full, "refused_future": result.refused_future,
+            "late_engineers": result.late_engineers, "late_events": result.late_events,
             "differences": [d.to_dict() for d in result.differences]}))
         return
     if result.differences:
@@ -73,6 +74,10 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
     if result.refused_future:
         err.print(f"{result.refused_future} source records left out of the replay: the worker refused them "
                   "as usage dated too far ahead of its record (dead letters, stage future)", markup=False)
+    if result.late_engineers:
+        err.print(f"{result.late_engineers} engineers with {result.late_events} late events replayed as the "
+                  "stream applied them (each late event on top of the state final at its arrival, as the "
+                  "history topic records it), the others sorted by event time", markup=False)
     verdict = "equal" if result.equal else f"{len(result.differences)} differences"
     err.print(f"{result.engineers_live} live balances, {result.engineers_replay} engineers replayed "
               f"from {result.events} events, {result.conflicts} conflicts: {verdict}", markup=False)

@@ -12,19 +12,20 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from compstream.domain.events import EventError, parse_time
+from compstream.domain.events import Event, EventError, parse_time
 from compstream.replay import parallel as replay_parallel
 from compstream.replay.file import SourceMap, balances_document, document_text, read_jsonl, replay_events
 
 if TYPE_CHECKING:
     from compstream.domain.replay import ReplayResult
+    from compstream.replay.late_decisions import Late
     from compstream.replay.sources import HistoryReplaySource, KafkaReplaySource
 
 PROGRESS_MIN_BYTES = 8 << 20  # show a bar from 8 MiB of input
@@ -139,6 +140,40 @@ def _replay_files_parallel(inputs: list[Path], cutoff: datetime | None, on_bad: 
     return merged.result, locate
 
 
+def _keeping(events: Iterable[Event], kept: dict[str, list[Event]]) -> Iterator[Event]:
+    """The events, passing on a copy of those of the engineers in `kept`."""
+    for e in events:
+        mine = kept.get(e.engineer_id)
+        if mine is not None:
+            mine.append(e)
+        yield e
+
+
+def _as_streamed(result: ReplayResult, kept: dict[str, list[Event]], late: Late, cutoff: datetime | None,
+                 err: Console) -> None:
+    """Engineers with late events: their balances as the stream applied them
+    (replay/late_decisions.py), not sorted by event time."""
+    from compstream.domain.as_streamed import LateDecisionError
+    from compstream.domain.replay import ReplayResult, collect
+    from compstream.replay.late_decisions import balance_as_streamed
+
+    groups = collect((e for events in kept.values() for e in events), ReplayResult(balances={}))
+    done = 0
+    for engineer, events in groups.items():
+        try:
+            balance = balance_as_streamed(engineer, list(events.values()), late[engineer], cutoff)
+        except LateDecisionError as exc:
+            err.print(f"late decision not followed (the events contradict it): {exc}", markup=False)
+            continue
+        if engineer in result.balances:
+            result.balances[engineer] = balance
+            done += 1
+    if done:
+        err.print(f"{done} engineers with late events replayed as the stream applied them (each late event on top "
+                  "of the state final when it arrived, as the worker recorded it); the others by event time",
+                  markup=False)
+
+
 def _replay_source(open_source: Callable[[], KafkaReplaySource | HistoryReplaySource], cutoff: datetime | None,
                    on_bad: OnBad, progress: bool | None, err: Console) -> tuple[ReplayResult, Locate]:
     """Kafka or history: both yield events with Kafka coordinates."""
@@ -156,13 +191,16 @@ def _replay_source(open_source: Callable[[], KafkaReplaySource | HistoryReplaySo
                        TimeRemainingColumn(), console=err, disable=not show, transient=True)
         with bar:
             task = bar.add_task(f"replay ({source.unit})", total=source.total)
-            events = source.events(lambda b: on_bad("bad message", str(b), b.to_dict()),
-                                   lambda n: bar.advance(task, n))
             try:
-                result = replay_events(events, cutoff)
+                late = source.late()
+                events = source.events(lambda b: on_bad("bad message", str(b), b.to_dict()),
+                                       lambda n: bar.advance(task, n))
+                kept: dict[str, list[Event]] = {engineer: [] for engineer in late}
+                result = replay_events(_keeping(events, kept), cutoff)
             except (SourceError, HistorySourceError) as exc:
                 err.print(str(exc), markup=False)
                 raise typer.Exit(EXIT_IO) from exc
+        _as_streamed(result, kept, late, cutoff, err)
     finally:
         source.close()
 

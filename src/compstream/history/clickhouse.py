@@ -26,6 +26,7 @@ from compstream.history.rows import (
     EventRow,
     HistoryBatch,
     HistoryError,
+    LateEvent,
     LeaderboardWindowRow,
     PostingRow,
     RowCounts,
@@ -186,6 +187,15 @@ class ClickHouseHistoryStore:
             f"ORDER BY {_EVENT_ORDER} LIMIT {QUERY_ROWS_MAX + 1}"
         )
         return self._select(EventRow, sql, {"e": engineer_id})
+
+    def late_events(self) -> list[LateEvent]:
+        rows = self._client.query(
+            f"SELECT engineer_id, event_id, applied_watermark, applied_seq FROM {self._db}.events FINAL "
+            f"WHERE late AND applied_watermark IS NOT NULL ORDER BY engineer_id, {_EVENT_ORDER} "
+            f"LIMIT 1 BY engineer_id, event_id LIMIT {QUERY_ROWS_MAX + 1}").result_rows
+        if len(rows) > QUERY_ROWS_MAX:
+            raise HistoryError(f"query returned more than QUERY_ROWS_MAX={QUERY_ROWS_MAX} rows; narrow it")
+        return [LateEvent(r[0], r[1], utc(r[2]), None if r[3] is None else int(r[3])) for r in rows]
 
     def postings_for(self, engineer_id: str) -> list[PostingRow]:
         sql = f"{self._from('postings')} WHERE engineer_id = {{e:String}} ORDER BY seq, hash LIMIT {QUERY_ROWS_MAX + 1}"

@@ -22,6 +22,7 @@ from compstream.history.rows import (
     EventRow,
     HistoryBatch,
     HistoryError,
+    LateEvent,
     LeaderboardWindowRow,
     PostingRow,
     RowCounts,
@@ -92,6 +93,17 @@ class MemoryHistoryStore:
         rows.sort(key=lambda r: (r.applied_seq is not None, r.applied_seq or 0, r.ingest_time, r.kafka_topic,
                                  r.kafka_partition, r.kafka_offset, r.event_id))
         return self._bounded(rows)
+
+    def late_events(self) -> list[LateEvent]:
+        rows = [r for r in self._view("events") if r.late and r.applied_watermark is not None]
+        rows.sort(key=lambda r: (r.engineer_id, r.applied_seq is not None, r.applied_seq or 0, r.ingest_time,
+                                 r.kafka_topic, r.kafka_partition, r.kafka_offset, r.event_id))
+        out: dict[tuple[str, str], LateEvent] = {}
+        for r in rows:
+            if r.applied_watermark is not None:
+                out.setdefault((r.engineer_id, r.event_id),
+                               LateEvent(r.engineer_id, r.event_id, r.applied_watermark, r.applied_seq))
+        return self._bounded(list(out.values()))
 
     def postings_for(self, engineer_id: str) -> list[PostingRow]:
         rows = [r for r in self._view("postings") if r.engineer_id == engineer_id]

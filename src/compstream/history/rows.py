@@ -76,6 +76,15 @@ class EventCoord(NamedTuple):
 EVENT_COORD_START = EventCoord("", -1, -1)
 
 
+class LateEvent(NamedTuple):
+    """An event the worker applied late, and the watermark it was judged against."""
+
+    engineer_id: str
+    event_id: str
+    applied_watermark: datetime
+    applied_seq: int | None
+
+
 class StoredPayload(NamedTuple):
     """One stored event's canonical JSON and its Kafka coordinates."""
 

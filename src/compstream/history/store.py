@@ -23,6 +23,7 @@ from compstream.history.rows import (
     EventRow,
     HistoryBatch,
     HistoryError,
+    LateEvent,
     LeaderboardWindowRow,
     PostingRow,
     StoredPayload,
@@ -59,6 +60,11 @@ class HistoryStore(Protocol):
 
     def postings_for(self, engineer_id: str) -> list[PostingRow]:
         """Engineer's postings ordered by seq (then hash, for forged duplicates)."""
+
+    def late_events(self) -> list[LateEvent]:
+        """Every event applied late with its recorded watermark (rows stored
+        before it was recorded are left out), by engineer, each engineer's in
+        the order of `events_for`; one per event."""
 
     def postings_by_period(self, period: str, engineer_id: str | None = None) -> list[PostingRow]:
         """Postings whose event_time falls in the UTC month 'YYYY-MM'."""

@@ -174,6 +174,48 @@ def _decoded(table: str, raw: object) -> dict:
     return out
 
 
+# engineer, event id, late, applied watermark, applied seq
+DecisionRow = tuple[str, str, bool, "datetime | None", "int | None"]
+_DECISION_COLUMNS = ("engineer_id", "event_id", "late", "applied_watermark", "applied_seq")
+
+
+def decision_rows(data: bytes) -> list[DecisionRow]:
+    """Of each event row of a record: whether it was applied late and under
+    which watermark, without building rows (`compstream diff` reads the whole
+    history topic for them). Raises HistoryError like decode_batch on a
+    record it cannot read."""
+    try:
+        doc = orjson.loads(data)
+        version = doc.get("v") if isinstance(doc, dict) else None
+        if version not in WIRE_VERSIONS_READ:
+            raise HistoryError(f"not a history record of version {' or '.join(map(str, WIRE_VERSIONS_READ))}")
+        table = doc.get("events")
+        if table is None:
+            return []
+        if version == 2:
+            if not isinstance(table, dict) or not isinstance(table.get("columns"), list) \
+                    or not isinstance(table.get("rows"), list):
+                raise HistoryError("history table 'events' is not an object of columns and rows")
+            columns = table["columns"]
+            at = [columns.index(c) if c in columns else None for c in _DECISION_COLUMNS]
+            found = [tuple(r[i] if i is not None else None for i in at) for r in table["rows"]]
+        else:
+            found = [tuple(r.get(c) for c in _DECISION_COLUMNS) for r in table]
+        out: list[DecisionRow] = []
+        for engineer, event_id, late, watermark, seq in found:
+            if not isinstance(engineer, str) or not isinstance(event_id, str) or late not in (True, False, None) \
+                    or not (seq is None or type(seq) is int):
+                raise HistoryError(f"an event row with engineer {engineer!r}, event {event_id!r}, late {late!r}, "
+                                   f"seq {seq!r}")
+            out.append((engineer, event_id, late is True,
+                        None if watermark is None else datetime.fromisoformat(watermark), seq))
+        return out
+    except HistoryError:
+        raise
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise HistoryError(f"bad history record: {type(exc).__name__}: {exc}") from exc
+
+
 def encode_records(batch: HistoryBatch, bytes_max: int = RECORD_BYTES_MAX) -> Iterator[bytes]:
     """The batch as records of at most `bytes_max` bytes each, rows in order;
     each record is byte for byte `encode_batch` of its rows (a single row over

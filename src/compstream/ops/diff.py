@@ -7,6 +7,17 @@ event time on the source topics instead, which also flags books the worker
 has not advanced yet). The balance topic is read *before* the source topics:
 every event the worker had processed is then in what we replay.
 
+Late events (older than their book's watermark when they arrived) are
+applied on top of the final state, so where one crossed an expiry or a
+revocation the live balance is not the sorted replay's. Whether an event was
+late depends on what the stream had read when it arrived, which the worker
+records in its history rows (`late`, `applied_watermark`, `applied_seq`). The
+diff reads those decisions from the history topic (after the balances, so it
+holds at least the decisions behind them) and replays each engineer with late
+events as the stream applied them (domain/as_streamed.py): the amounts still
+come from the source topics, only the decisions from the history. A decision
+the events contradict is a difference.
+
 Source records the worker refused (dead letters with stage too_old: too old
 to check for duplicates, see book.SEEN_USAGE_DAYS; book_full: no room in
 the engineer's book, see processor.BOOK_FULL; or future: usage dated too far
@@ -17,11 +28,12 @@ the worker counted them nowhere, on purpose.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
 from compstream.codec import DecodeError, decode_record
 from compstream.config import Settings
+from compstream.domain.as_streamed import LateDecisionError, fold_as_streamed
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
 from compstream.domain.events import Event
@@ -34,17 +46,20 @@ from compstream.replay.kafka_source import (
     resolve_ranges,
     source_events,
 )
+from compstream.replay.late_decisions import Late, read_late
 from compstream.worker.processor import BOOK_FULL, FUTURE
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer
 
+_US = timedelta(microseconds=1)
 COMPARED_FIELDS = BALANCE_FIELDS + ("events_applied",)
 PRESENCE = "(presence)"
 BAD_KEPT_MAX = 1_000  # bad source messages kept for the report; all are counted
 REFUSED_MAX = 1_000_000  # refused-source dead letters held in memory to leave their sources out
 REFUSED_STAGES = (TOO_OLD, BOOK_FULL, FUTURE)
 RECORD = "(record)"
+LATE = "(late decision)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +87,9 @@ class DiffResult:
     refused_too_old: int = 0
     refused_book_full: int = 0
     refused_future: int = 0
+    # Engineers with late events, replayed as the stream applied them.
+    late_engineers: int = 0
+    late_events: int = 0
 
     @property
     def equal(self) -> bool:
@@ -133,9 +151,23 @@ def expected(engineer: str, events: list[Event], as_of: datetime | None) -> dict
     return want
 
 
+def expected_as_streamed(engineer: str, events: list[Event], late: list[tuple[str, datetime]],
+                         watermark: datetime | None, as_of: datetime | None) -> dict[str, Any]:
+    """What a correct worker reports for an engineer with late events: the
+    book as the stream built it, at the record's watermark, as of `as_of`.
+    Raises LateDecisionError on a decision the events contradict."""
+    book = fold_as_streamed(engineer, events, late)
+    if watermark is not None:
+        book.advance(watermark)
+    want = book.balance(as_of).to_dict()
+    want["events_applied"] = len(events)
+    return want
+
+
 def compare(live: dict[str, dict], groups: dict[str, dict], *, latest: datetime | None = None,
-            as_of_latest: bool = False) -> list[Difference]:
+            as_of_latest: bool = False, late: Late | None = None) -> list[Difference]:
     out: list[Difference] = []
+    late = late or {}
     for engineer in sorted(set(live) | set(groups)):
         record, evs = live.get(engineer), groups.get(engineer)
         if record is None:
@@ -145,7 +177,17 @@ def compare(live: dict[str, dict], groups: dict[str, dict], *, latest: datetime 
             out.append(Difference(engineer, PRESENCE, f"as_of {_plain(record.get('as_of'))}", "absent"))
             continue
         as_of = latest if as_of_latest else record.get("as_of")
-        want = expected(engineer, list(evs.values()), as_of)
+        decisions = late.get(engineer)
+        if decisions:
+            # --as-of-latest: as if the watermark had passed the latest event.
+            watermark = latest + _US if as_of_latest and latest is not None else record.get("watermark")
+            try:
+                want = expected_as_streamed(engineer, list(evs.values()), decisions, watermark, as_of)
+            except LateDecisionError as exc:
+                out.append(Difference(engineer, LATE, str(exc), "not late"))
+                continue
+        else:
+            want = expected(engineer, list(evs.values()), as_of)
         for name in COMPARED_FIELDS:
             if record.get(name) != want[name]:
                 out.append(Difference(engineer, name, record.get(name), want[name]))
@@ -167,6 +209,7 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
             if on_bad is not None:
                 on_bad(message)
 
+        late = read_late(consumer, settings.topics)
         refused = refused_sources(consumer, settings.topics.dead_letters)
         stages = list(refused.values())
         result.refused_too_old, result.refused_book_full = stages.count(TOO_OLD), stages.count(BOOK_FULL)
@@ -177,7 +220,9 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
     finally:
         consumer.close()
     latest = max((e.event_time for evs in groups.values() for e in evs.values()), default=None)
-    result.differences = broken + compare(live, groups, latest=latest, as_of_latest=as_of_latest)
+    late = {e: d for e, d in late.items() if e in groups}
+    result.late_engineers, result.late_events = len(late), sum(map(len, late.values()))
+    result.differences = broken + compare(live, groups, latest=latest, as_of_latest=as_of_latest, late=late)
     result.engineers_live, result.engineers_replay = len(live), len(groups)
     result.events, result.conflicts = replayed.events_in, replayed.conflicts
     return result

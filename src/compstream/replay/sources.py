@@ -12,6 +12,7 @@ from compstream.config import Settings
 from compstream.domain.events import Event
 from compstream.replay.history_source import HistorySourceError, history_event_total, history_events
 from compstream.replay.kafka_source import BadMessage, CoordMap, open_consumer, resolve_ranges, source_events
+from compstream.replay.late_decisions import Late, read_late, store_late
 
 TICK_EVERY = 500  # progress-bar updates are batched; one per record is slow
 
@@ -39,6 +40,7 @@ class KafkaReplaySource:
     def __init__(self, settings: Settings, *, from_offsets: dict | None = None,
                  to_offsets: dict | None = None, since: datetime | None = None,
                  until: datetime | None = None):
+        self.topics = settings.topics
         self.consumer = open_consumer(settings.kafka_bootstrap)
         try:
             self.ranges = resolve_ranges(
@@ -55,6 +57,10 @@ class KafkaReplaySource:
         tick = _Ticker(advance)
         yield from source_events(self.consumer, self.ranges, on_bad, coords=self.coords, on_record=tick)
         tick.flush()
+
+    def late(self) -> Late:
+        """The books' late decisions, from the history topic."""
+        return read_late(self.consumer, self.topics)
 
     def close(self) -> None:
         self.consumer.close()
@@ -93,6 +99,13 @@ class HistoryReplaySource:
         tick = _Ticker(advance)
         yield from history_events(self.store, on_bad, coords=self.coords, on_row=tick)
         tick.flush()
+
+    def late(self) -> Late:
+        """History's late decisions (those its postings follow)."""
+        try:
+            return store_late(self.store)
+        except Exception as exc:
+            raise HistorySourceError(f"cannot read the late events of the history: {exc}") from exc
 
     def close(self) -> None:
         self.store.close()
