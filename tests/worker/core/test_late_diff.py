@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from compstream.codec import decode_event, encode_event
 from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.as_streamed import LateDecisionError, fold_as_streamed
-from compstream.domain.events import GrantIssued, GrantRevoked, Usage
+from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevoked, Usage
 from compstream.domain.replay import ReplayResult, collect
 from compstream.ops.diff import LATE, compare
 from compstream.replay.kafka_source import SourceError
@@ -34,7 +34,8 @@ def exports_a_day_apart(seed: int, engineers: int):
     """[(publish time, event)] in publish order: grants (some expiring within
     days, some revoked) published ahead, OpenAI usage published within the
     hour, Anthropic usage as a daily export published 1 to 40 hours after its
-    day ends (with a 6 h lateness, often late), one export republished."""
+    day ends (with a 6 h lateness, often late), some exports republished, and
+    some offboardings reported up to two days late."""
     rng = random.Random(seed)
     out = []
     for n in range(engineers):
@@ -63,6 +64,9 @@ def exports_a_day_apart(seed: int, engineers: int):
                 out.append((published, export))
                 if rng.random() < 0.2:  # the export fetched again the next day
                     out.append((published + timedelta(days=1), export))
+        if rng.random() < 0.15:  # offboarded, HR telling us up to two days late
+            when = START + timedelta(days=rng.randint(2, 6), hours=rng.randint(0, 23))
+            out.append((when + timedelta(hours=rng.randint(0, 48)), EngineerOffboarded(f"off-{eng}", eng, when)))
     out.sort(key=lambda pair: pair[0])
     return out
 
