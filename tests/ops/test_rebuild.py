@@ -69,3 +69,50 @@ def test_rebuild_restores_the_same_balances_and_history_stays_exactly_once(kafka
         assert counts.rows == counts.distinct == len({e.event_id for e in events})
     finally:
         store.close()
+
+
+def test_rebuild_judges_late_events_again_and_diff_follows_it(kafka_bootstrap, topics, tmp_path):
+    # A day-old export applied late live (after the grant's expiry was final:
+    # overdraft). The rebuild reads the whole backlog in one batch, where it is
+    # on time and draws on the grant. `rebuild` ends with `diff`, which must
+    # follow the rebuilt books' decisions (the history topic's last rows),
+    # not the first run's; history keeps the first run's (docs/runbook.md, 8).
+    from datetime import datetime, timedelta, timezone
+
+    from compstream.domain.events import GrantIssued, Usage
+
+    day = datetime(2026, 10, 10, tzinfo=timezone.utc)
+    grants = [GrantIssued(f"g-{e}", e, f"G-{e}", 20 * 10**9, day - timedelta(days=5), day + timedelta(hours=2),
+                          "allowance") for e in ("ada", "ken")]
+    openai = [Usage(f"oa-{e}-{h}", e, "openai", "gpt-4o", day + timedelta(hours=h), 10, 10, 0, 0, 3 * 10**9)
+              for e in ("ada", "ken") for h in range(0, 24, 4)]
+    anthropic = [Usage(f"an-{e}-{h}", e, "anthropic", "claude", day - timedelta(days=1, hours=-h), 10, 10, 0, 0,
+                       2 * 10**9) for e in ("ada", "ken") for h in range(0, 24, 6)]
+    lateness = str(6 * 3600)
+    group = f"g-{topics.prefix}"
+    data_dir = tmp_path / "w"
+    worker = WorkerProcess(data_dir, kafka_bootstrap, topics, group=group, lateness_s=int(lateness),
+                           partitions=PARTITIONS).start()
+    env = env_for(kafka_bootstrap, topics, data_dir, group, COMPSTREAM_WEB_PORT=str(free_port()),
+                  COMPSTREAM_LATENESS_S=lateness)
+    with mock.patch.dict(os.environ, env):
+        settings = Settings.from_env()
+    new_pid = None
+    try:
+        publish_events(grants + openai, kafka_bootstrap, topics)
+        wait_balances(kafka_bootstrap, topics, {"ada": 7, "ken": 7}, worker)
+        publish_events(anthropic, kafka_bootstrap, topics)
+        before = wait_balances(kafka_bootstrap, topics, {"ada": 11, "ken": 11}, worker)
+        assert {e: before[e]["expired_nanos"] for e in before} == {"ada": 17 * 10**9, "ken": 17 * 10**9}
+        worker.wait_until(lambda: running_pid(settings), 30, "pid file")
+        r = run(["rebuild", "--yes", "--stop", "--start", "--timeout", "120", "--settle", "30"], env)
+        new_pid = running_pid(settings)
+        assert r.exit_code == 0, r.output + "\n" + worker.log_tail()
+        after = latest_balances(kafka_bootstrap, topics.balances, timeout_s=5)
+        # On time in the rebuild: drawn on the grant before it expired.
+        assert {e: after[e]["expired_nanos"] for e in after} == {"ada": 9 * 10**9, "ken": 9 * 10**9}, after
+    finally:
+        pid = new_pid if new_pid is not None else running_pid(settings)
+        if pid is not None and pid != worker.proc.pid:
+            stop_pid(pid)
+        worker.stop()
