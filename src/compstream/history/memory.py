@@ -90,17 +90,12 @@ class MemoryHistoryStore:
 
     def events_for(self, engineer_id: str) -> list[EventRow]:
         rows = [r for r in self._view("events") if r.engineer_id == engineer_id]
-        rows.sort(key=lambda r: (r.applied_seq is not None, r.applied_seq or 0, r.ingest_time, r.kafka_topic,
-                                 r.kafka_partition, r.kafka_offset, r.event_id))
-        return self._bounded(rows)
+        return self._bounded(sorted(rows, key=_applied_order))
 
     def late_events(self) -> list[LateEvent]:
-        rows = [r for r in self._view("events") if r.late and r.applied_watermark is not None]
-        rows.sort(key=lambda r: (r.engineer_id, r.applied_seq is not None, r.applied_seq or 0, r.ingest_time,
-                                 r.kafka_topic, r.kafka_partition, r.kafka_offset, r.event_id))
         out: dict[tuple[str, str], LateEvent] = {}
-        for r in rows:
-            if r.applied_watermark is not None:
+        for r in sorted(self._view("events"), key=lambda r: (r.engineer_id, _applied_order(r))):
+            if r.late and r.applied_watermark is not None:
                 out.setdefault((r.engineer_id, r.event_id),
                                LateEvent(r.engineer_id, r.event_id, r.applied_watermark, r.applied_seq))
         return self._bounded(list(out.values()))
@@ -214,3 +209,9 @@ class MemoryHistoryStore:
         rows = self.tables["events"]
         return RowCounts(len(rows), len({r.event_id for r in rows}))
 
+
+def _applied_order(r: EventRow) -> tuple:
+    """An engineer's events in the order the worker applied them (the SQL's
+    clickhouse._EVENT_ORDER): rows from before applied_seq first, in ingest order."""
+    return (r.applied_seq is not None, r.applied_seq or 0, r.ingest_time, r.kafka_topic, r.kafka_partition,
+            r.kafka_offset, r.event_id)

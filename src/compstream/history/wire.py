@@ -80,10 +80,7 @@ def decode_batch(data: bytes) -> HistoryBatch:
     a version this build reads (a poison record must be named, never half
     loaded)."""
     try:
-        doc = orjson.loads(data)
-        version = doc.get("v") if isinstance(doc, dict) else None
-        if version not in WIRE_VERSIONS_READ:
-            raise HistoryError(f"not a history record of version {' or '.join(map(str, WIRE_VERSIONS_READ))}")
+        doc, version = _versioned(data)
         tables = {}
         for name, table in doc.items():
             if name == "v":
@@ -96,6 +93,15 @@ def decode_batch(data: bytes) -> HistoryBatch:
         raise
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
         raise HistoryError(f"bad history record: {type(exc).__name__}: {exc}") from exc
+
+
+def _versioned(data: bytes) -> tuple[dict, int]:
+    """The record's document and its version, one this build reads."""
+    doc = orjson.loads(data)
+    version = doc.get("v") if isinstance(doc, dict) else None
+    if version not in WIRE_VERSIONS_READ:
+        raise HistoryError(f"not a history record of version {' or '.join(map(str, WIRE_VERSIONS_READ))}")
+    return doc, version
 
 
 def _table_v2(name: str, table: object) -> tuple:
@@ -185,10 +191,7 @@ def decision_rows(data: bytes) -> list[DecisionRow]:
     history topic for them). Raises HistoryError like decode_batch on a
     record it cannot read."""
     try:
-        doc = orjson.loads(data)
-        version = doc.get("v") if isinstance(doc, dict) else None
-        if version not in WIRE_VERSIONS_READ:
-            raise HistoryError(f"not a history record of version {' or '.join(map(str, WIRE_VERSIONS_READ))}")
+        doc, version = _versioned(data)
         table = doc.get("events")
         if table is None:
             return []
