@@ -21,6 +21,12 @@ BOOK_BYTES_MAX = 2 * 1024 * 1024
 # wrong date would finalize every engineer of its partition up to that date.
 # 15 min allows for clocks that disagree and refuses a time zone error of an hour.
 USAGE_AHEAD_S_MAX = 900
+# Live books kept between batches (worker/book_cache.py): a batch takes a
+# cached book instead of deserializing it (~18 us a 2 KB book, more for
+# big ones). A live book is ~7 times its bytes in Python objects, so the
+# bytes bound is the memory knob: 32 MiB of books' bytes is ~220 MB.
+BOOK_CACHE_BOOKS_MAX = 10_000
+BOOK_CACHE_BYTES_MAX = 32 * 1024 * 1024
 # = domain/leaderboard/config.py DEFAULT_RETENTION (a test keeps them equal);
 # the month's board then outlives the following month.
 LEADERBOARD_RETENTION_DAYS_DEFAULT = 35
@@ -45,12 +51,13 @@ def _data_dir() -> Path:
     return Path(os.environ.get("COMPSTREAM_DATA_DIR", Path.home() / ".local" / "share" / "compstream"))
 
 
-def _days(name: str, default: int) -> int:
+def _whole(name: str, default: int, unit: str = "") -> int:
+    """A whole number >= 0 from the environment; `unit` names it in the error."""
     raw = os.environ.get(name, str(default)).strip()
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number of days, got {raw!r}") from None
+        raise ValueError(f"{name} must be a whole number{unit}, got {raw!r}") from None
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return value
@@ -141,6 +148,9 @@ class Settings:
     batch_events_max: int = BATCH_EVENTS_MAX_TRANSACTIONAL
     # Usage dated more than this ahead of its Kafka record is refused (above).
     usage_ahead_s_max: int = USAGE_AHEAD_S_MAX
+    # The cache of live books between batches (above); 0 turns it off.
+    book_cache_books_max: int = BOOK_CACHE_BOOKS_MAX
+    book_cache_bytes_max: int = BOOK_CACHE_BYTES_MAX
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -165,8 +175,8 @@ class Settings:
             leaderboard_min_team=int(os.environ.get("COMPSTREAM_LEADERBOARD_MIN_TEAM", "5")),
             leaderboard_pseudonyms=_on_off("COMPSTREAM_LEADERBOARD_PSEUDONYMS", "off"),
             leaderboard_secret=os.environ.get("COMPSTREAM_LEADERBOARD_SECRET", ""),
-            leaderboard_retention_days=_days("COMPSTREAM_LEADERBOARD_RETENTION_DAYS",
-                                             LEADERBOARD_RETENTION_DAYS_DEFAULT),
+            leaderboard_retention_days=_whole("COMPSTREAM_LEADERBOARD_RETENTION_DAYS",
+                                              LEADERBOARD_RETENTION_DAYS_DEFAULT, " of days"),
             book_bytes_max=int(os.environ.get("COMPSTREAM_BOOK_BYTES_MAX", str(BOOK_BYTES_MAX))),
             engine=engine,
             task_idle_s=float(os.environ.get("COMPSTREAM_TASK_IDLE_S", "5")),
@@ -174,4 +184,6 @@ class Settings:
             batch_events_max=int(os.environ.get("COMPSTREAM_BATCH_EVENTS_MAX", str(batch_default))),
             history_sink=_choice("COMPSTREAM_HISTORY_SINK", "embedded", ("embedded", "external")),
             usage_ahead_s_max=int(os.environ.get("COMPSTREAM_USAGE_AHEAD_S_MAX", str(USAGE_AHEAD_S_MAX))),
+            book_cache_books_max=_whole("COMPSTREAM_BOOK_CACHE_BOOKS_MAX", BOOK_CACHE_BOOKS_MAX),
+            book_cache_bytes_max=_whole("COMPSTREAM_BOOK_CACHE_BYTES_MAX", BOOK_CACHE_BYTES_MAX),
         )

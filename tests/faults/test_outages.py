@@ -92,6 +92,9 @@ def test_history_outage_delays_history_but_not_balances(kafka_bootstrap, topics,
     assert metrics[("compstream_events_total", (("outcome", "applied"), ("type", "usage")))] == len(usage_ids)
     assert metrics[("compstream_transactions_total", (("result", "commit"),))] >= 1
     assert metrics[("compstream_changelog_book_bytes_total", ())] > 0
+    # 30 books touched over many batches: later batches take them from the cache.
+    assert metrics[("compstream_book_cache_total", (("result", "hit"),))] > 0
+    assert 1 <= metrics[("compstream_book_cache_books", ())] <= 30
     # Rows wait in the topic (the gauge is refreshed every few seconds).
     worker.wait_until(lambda: _metrics(worker.web_port)[("compstream_history_sink_lag_records", ())] > 0, 30,
                       "the history sink lag gauge to show the rows held back")

@@ -15,21 +15,21 @@ and a book larger than the byte bound on its own is not kept.
 
 from __future__ import annotations
 
+from compstream.config import BOOK_CACHE_BOOKS_MAX, BOOK_CACHE_BYTES_MAX
 from compstream.domain.book import EngineerBook
 
-# A live book is ~5 KB of Python objects (measured on the bench data), so
-# this bounds the cache near 50 MB; beyond it, the least recent deserialize.
-BOOK_CACHE_MAX = 10_000
-# Books with many pending events are large (up to COMPSTREAM_BOOK_BYTES_MAX
+# The defaults (COMPSTREAM_BOOK_CACHE_BOOKS_MAX / _BYTES_MAX): a live book is
+# ~5 KB of Python objects on the bench data, so 10,000 books are near 50 MB;
+# books with many pending events are large (up to COMPSTREAM_BOOK_BYTES_MAX
 # each): 32 MiB of their bytes is ~220 MB of objects. The bench's 10,000
-# books are ~20 MB of bytes, all kept.
-BOOK_CACHE_BYTES_MAX = 32 * 1024 * 1024
+# books are ~20 MB of bytes, all kept. Beyond the bounds, the least recently
+# put are evicted and deserialized when next touched.
 
 
 class BookCache:
     __slots__ = ("max_entries", "bytes_max", "bytes", "_entries", "hits", "misses")
 
-    def __init__(self, max_entries: int = BOOK_CACHE_MAX, bytes_max: int = BOOK_CACHE_BYTES_MAX):
+    def __init__(self, max_entries: int = BOOK_CACHE_BOOKS_MAX, bytes_max: int = BOOK_CACHE_BYTES_MAX):
         if max_entries < 0 or bytes_max < 0:
             raise ValueError("max_entries and bytes_max must be >= 0")
         self.max_entries = max_entries

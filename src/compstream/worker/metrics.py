@@ -12,6 +12,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from compstream.worker.book_cache import BookCache
 from compstream.worker.core.ports import BatchStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -54,6 +55,15 @@ class WorkerMetrics:
         self.history_loaded = Counter("compstream_history_loaded_records_total", "History topic records loaded",
                                       registry=r)
         self.history_loaded_seen = 0
+        # Whether COMPSTREAM_BOOK_CACHE_* fit the books a worker touches:
+        # misses are books deserialized by a batch (worker/book_cache.py).
+        self.book_cache = Counter("compstream_book_cache_total", "Books a batch took from the live-book cache (hit)"
+                                  " or deserialized (miss)", ["result"], registry=r)
+        self.book_cache_seen = {"hit": 0, "miss": 0}
+        self.book_cache_last: BookCache | None = None
+        self.book_cache_books = Gauge("compstream_book_cache_books", "Live books cached between batches", registry=r)
+        self.book_cache_bytes = Gauge("compstream_book_cache_bytes", "Serialized bytes of the cached live books"
+                                      " (their objects take ~7 times as much memory)", registry=r)
 
     def checkpoint(self, stats: BatchStats, seconds: float, buffered: int) -> None:
         """One checkpoint made durable (a transaction on that engine)."""
@@ -68,6 +78,18 @@ class WorkerMetrics:
                 self.events.labels(outcome, "any").inc(n)
         self.book_bytes.inc(stats.book_bytes)
         self.buffered.set(buffered)
+
+    def book_cache_state(self, cache: BookCache) -> None:
+        """The cache's hits and misses since the last call, and what it holds
+        now. Another cache object than last time is a new one (the core is
+        rebuilt after an abort): its counts start from zero."""
+        seen = self.book_cache_seen if cache is self.book_cache_last else {"hit": 0, "miss": 0}
+        for result, total in (("hit", cache.hits), ("miss", cache.misses)):
+            self.book_cache.labels(result).inc(total - seen[result])
+        self.book_cache_seen = {"hit": cache.hits, "miss": cache.misses}
+        self.book_cache_last = cache
+        self.book_cache_books.set(len(cache))
+        self.book_cache_bytes.set(cache.bytes)
 
     def history_progress(self, lag: int, loaded_records: int) -> None:
         """The embedded loader's lag and its running count of loaded records."""

@@ -153,7 +153,8 @@ class LedgerProcessor:
     """Holds per-partition stream time (for watermarks) across batches."""
 
     def __init__(self, lateness_s: int, load_book: Callable[[str], bytes | None], partitions: int,
-                 book_bytes_max: int = BOOK_BYTES_MAX, usage_ahead_s_max: int = USAGE_AHEAD_S_MAX):
+                 book_bytes_max: int = BOOK_BYTES_MAX, usage_ahead_s_max: int = USAGE_AHEAD_S_MAX,
+                 book_cache: BookCache | None = None):
         if lateness_s < 0:
             raise ValueError("lateness_s must be >= 0")
         low, high = USAGE_AHEAD_S_LIMITS
@@ -187,7 +188,7 @@ class LedgerProcessor:
         self.partition_cache: dict[str, int] = {}
         # Live books between batches, reused only while the table holds the
         # very bytes they were serialized to (see book_cache).
-        self.book_cache = BookCache()
+        self.book_cache = BookCache() if book_cache is None else book_cache
         self.history_rows_max = BATCH_ROWS_MAX
         self.book_bytes_max = book_bytes_max
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from compstream.config import USAGE_AHEAD_S_MAX, Topics
+from compstream.config import BOOK_CACHE_BOOKS_MAX, BOOK_CACHE_BYTES_MAX, USAGE_AHEAD_S_MAX, Topics
 from compstream.domain.book_codec import from_us, to_us
 from compstream.domain.events import Event
 from compstream.domain.leaderboard import LeaderboardConfig, Pseudonymizer
 from compstream.history.rows import HistoryBatch
 from compstream.history.wire import encode_records
+from compstream.worker.book_cache import BookCache
 from compstream.worker.book_changelog import BookChangelog, is_segment_key
 from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.committed import CommittedView, PartitionTimes
@@ -60,6 +61,8 @@ class CoreConfig:
     leaderboards: LeaderboardConfig | None = None  # None: no leaderboards
     pseudonymizer: Pseudonymizer | None = None
     usage_ahead_s_max: int = USAGE_AHEAD_S_MAX  # usage dated further ahead of its record is refused
+    book_cache_books_max: int = BOOK_CACHE_BOOKS_MAX  # live books kept between batches (worker/book_cache.py)
+    book_cache_bytes_max: int = BOOK_CACHE_BYTES_MAX
 
 
 class LedgerCore:
@@ -71,7 +74,9 @@ class LedgerCore:
         self.owned: set[int] = set()
         self.processor = LedgerProcessor(config.lateness_s, load_book=self.books.get,
                                          partitions=config.partitions, book_bytes_max=config.book_bytes_max,
-                                         usage_ahead_s_max=config.usage_ahead_s_max)
+                                         usage_ahead_s_max=config.usage_ahead_s_max,
+                                         book_cache=BookCache(config.book_cache_books_max,
+                                                              config.book_cache_bytes_max))
         self.changelog = changelog_topic(config.worker_id)
         self.book_log = BookChangelog(self.changelog)
         self.history = history_topic(config.topics)

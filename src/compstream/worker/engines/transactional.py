@@ -43,6 +43,7 @@ LOG_EVERY_S = 5.0
 
 def _observe(metrics: WorkerMetrics, loop: CheckpointLoop, checkpoint: Checkpoint, seconds: float) -> None:
     metrics.checkpoint(checkpoint.stats, seconds, loop.inputs.buffered())
+    metrics.book_cache_state(loop.core.processor.book_cache)
     metrics.restore_seconds.set(loop.restore_s_last)
 
 

@@ -377,6 +377,7 @@ class FaustEngine:
         st, metrics = checkpoint.stats, self.metrics
         metrics.checkpoint(st, seconds, self.inputs.buffered())
         processor = self.core.processor
+        metrics.book_cache_state(processor.book_cache)
         for p in sorted(self.core.owned):
             stream_t = processor.stream_time.get(p)
             metrics.partition_times(p, stream_t, processor.watermark(p) if stream_t is not None else None)
