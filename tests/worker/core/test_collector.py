@@ -73,6 +73,7 @@ def test_steps_leave_no_reference_cycles():
         found = []
         for i in range(0, len(messages), 400):
             checkpoint = core.step(messages[i:i + 400])
+            core.committed()
             applied = checkpoint.stats.applied
             del checkpoint
             found.append((applied, gc.collect()))

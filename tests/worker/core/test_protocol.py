@@ -24,7 +24,7 @@ from compstream.worker import book_parts
 from compstream.worker.book_changelog import HEAD_MAGIC, BookChangelog, is_segment_key
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
-from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
+from compstream.worker.core.memory import Crash, DeferredCommits, MemoryInput, MemoryLog, MemoryOutput
 from compstream.worker.messages import partition_of
 from compstream.worker.positions import is_position_key
 from support.checks import sentinels
@@ -35,12 +35,16 @@ TOPICS = Topics.with_prefix("t")
 TS = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 
-def _loop(log: MemoryLog, output: MemoryOutput, rng: random.Random, events_max: int) -> CheckpointLoop:
+def _loop(log: MemoryLog, output: MemoryOutput, rng: random.Random, events_max: int,
+          pipelined: bool = False) -> CheckpointLoop:
+    """`pipelined`: each commit stays in flight through the next batch's
+    fill and step (the transactional engine's committer thread)."""
     config = CoreConfig(TOPICS, "w", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX)
     source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)
     source.assign([(t, p) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)])
     return CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=1e9,
-                          batch_events_max=events_max, clock=Clock())
+                          batch_events_max=events_max, clock=Clock(),
+                          committer=DeferredCommits() if pipelined else None)
 
 
 def _publish(log: MemoryLog, event) -> None:
@@ -103,14 +107,15 @@ def assert_view_is_committed(core: LedgerCore, log: MemoryLog, engineers: set[st
         assert data == committed.get(engineer), f"web view of {engineer} is not the committed book"
 
 
-def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, events_max: int):
+def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, events_max: int,
+        pipelined: bool = False):
     log = MemoryLog(PARTITIONS)
     rng = random.Random(seed)
     output = ViewCheckingOutput(log, {e.engineer_id for _, e in published})
     for _, event in published[:backlog]:
         _publish(log, event)
     todo = [e for _, e in published[backlog:]]
-    loop = _loop(log, output, rng, events_max)
+    loop = _loop(log, output, rng, events_max, pipelined)
     for i in range(5_000):
         for event in todo[:chunk]:
             _publish(log, event)
@@ -122,7 +127,7 @@ def run(published, backlog: int, chunk: int, faults: dict[int, str], seed: int, 
         try:
             loop.run_once()
         except Crash:
-            loop = _loop(log, output, rng, events_max)  # a new process: state from the changelog
+            loop = _loop(log, output, rng, events_max, pipelined)  # a new process: state from the changelog
         output.core = loop.core
         assert_view_is_committed(loop.core, log, output.engineers)
         if not todo and _drained(log, loop):
@@ -165,25 +170,26 @@ def history(log: MemoryLog):
 
 RUNS = dict(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
             events_max=st.integers(1, 60),
-            faults=st.dictionaries(st.integers(0, 60), st.sampled_from(["crash", "abort"]), max_size=4))
+            faults=st.dictionaries(st.integers(0, 60), st.sampled_from(["crash", "abort"]), max_size=4),
+            pipelined=st.booleans())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**RUNS)
-def test_any_interleaving_cut_and_crash_equals_the_replay(seed, backlog_pct, chunk, events_max, faults):
-    check_run(seed, backlog_pct, chunk, events_max, faults)
+def test_any_interleaving_cut_and_crash_equals_the_replay(seed, backlog_pct, chunk, events_max, faults, pipelined):
+    check_run(seed, backlog_pct, chunk, events_max, faults, pipelined=pipelined)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**RUNS)
 def test_sealed_days_in_any_interleaving_cut_and_crash_equal_the_replay(seed, backlog_pct, chunk, events_max,
-                                                                        faults):
+                                                                        faults, pipelined):
     """The same with every past day's ids sealed into segments of their own
     (worker/book_changelog.py): restores after crashes and aborts assemble
     heads and segments, republished duplicates are found in sealed days."""
     with patch.object(book_module, "SEAL_RECORDS_MIN", 1):
         # Ticks within the 30-day dedupe horizon: the last sweep seals every usage day.
-        log = check_run(seed, backlog_pct, chunk, events_max, faults, ticks_after_days=10)
+        log = check_run(seed, backlog_pct, chunk, events_max, faults, ticks_after_days=10, pipelined=pipelined)
     heads = [v for (topic, _), records in log.records.items() if topic == "w-books-changelog"
              for _, v in records if v is not None and v[:2] == HEAD_MAGIC]
     assert heads, "no book was written as a head with segments"
@@ -192,7 +198,7 @@ def test_sealed_days_in_any_interleaving_cut_and_crash_equal_the_replay(seed, ba
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**RUNS)
 def test_books_in_parts_in_any_interleaving_cut_and_crash_equal_the_replay(seed, backlog_pct, chunk, events_max,
-                                                                          faults):
+                                                                          faults, pipelined):
     """The same with every book written as a head and parts (pending events
     by hour, ids by bucket and sealed day: worker/book_parts.py), parts cut
     small: restores after crashes and aborts assemble them, final hours
@@ -203,20 +209,20 @@ def test_books_in_parts_in_any_interleaving_cut_and_crash_equal_the_replay(seed,
             patch.object(book_parts, "PART_BYTES_MAX", 200):
         # Usage minutes apart: hours hold several events, the watermark falls inside them.
         log = check_run(seed, backlog_pct, chunk, events_max, faults, ticks_after_days=10,
-                        usage_per_engineer=20, usage_gap_minutes_max=40)
+                        usage_per_engineer=20, usage_gap_minutes_max=40, pipelined=pipelined)
     heads = [v for (topic, _), records in log.records.items() if topic == "w-books-changelog"
              for _, v in records if v is not None and v[:3] == HEAD_MAGIC + bytes([book_parts.HEAD_VERSION])]
     assert heads, "no book was written as a head with parts"
 
 
 def check_run(seed, backlog_pct, chunk, events_max, faults, ticks_after_days: int = 60,
-              usage_per_engineer: int = 6, usage_gap_minutes_max: int = 24 * 60) -> MemoryLog:
+              usage_per_engineer: int = 6, usage_gap_minutes_max: int = 24 * 60, pipelined: bool = False) -> MemoryLog:
     published = scenario(seed, engineers=4, usage_per_engineer=usage_per_engineer,
                          usage_gap_minutes_max=usage_gap_minutes_max)
     ticks = sentinels(START + timedelta(days=ticks_after_days), PARTITIONS)
     events = [e for _, e in published]
     published = published + [(None, t) for t in ticks]
-    log = run(published, len(published) * backlog_pct // 100, chunk, faults, seed, events_max)
+    log = run(published, len(published) * backlog_pct // 100, chunk, faults, seed, events_max, pipelined)
 
     assert_balances_equal_replay(log, events, ticks)
 

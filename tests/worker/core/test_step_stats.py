@@ -47,9 +47,11 @@ def test_applied_by_type_counts_what_the_ledger_applied(seed):
     counted: Counter = Counter()
     cut = len(messages) // 2
     first = core.step(messages[:cut])
+    core.committed()
     counted.update(first.stats.applied_by_type)
     # The second batch starts again from the beginning: the first half is stale.
     second = core.step(messages + extra)
+    core.committed()
     counted.update(second.stats.applied_by_type)
     assert second.stats.stale == cut
     assert second.stats.duplicates >= 20 and second.stats.dead_letters == 2
@@ -68,6 +70,7 @@ def test_book_bytes_count_every_book_record_of_the_changelog():
     with patch.object(book_module, "SEAL_RECORDS_MIN", 1):
         for at in range(0, len(messages), 50):
             checkpoint = core.step(messages[at:at + 50])
+            core.committed()
             books = [r for r in checkpoint.records
                      if r.topic == core.changelog and not is_position_key(r.key.decode())]
             segments += sum(is_segment_key(r.key.decode()) for r in books)

@@ -183,8 +183,9 @@ class LedgerCore:
         self.positions.pop((self.config.topics.leaderboard_candidates, 0), None)
 
     def committed(self) -> None:
-        """The engine made the last checkpoint durable: the web view may show it."""
-        self.view.publish(self._times(self.owned))
+        """The engine made the oldest checkpoint not yet committed durable:
+        the web view may show it (its books and the times its step ended with)."""
+        self.view.publish()
 
     def _times(self, partitions: Iterable[int]) -> PartitionTimes:
         processor = self.processor
@@ -276,6 +277,7 @@ class LedgerCore:
                 records.append(r)
         records += self._position_records(offsets)
         self.positions.update(offsets)
+        self.view.seal(self._times(self.owned))
         return Checkpoint(records=records, offsets=offsets, stats=stats)
 
     def waves(self, checkpoint: Checkpoint) -> tuple[list[OutRecord], list[OutRecord], list[OutRecord]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from compstream.worker.core.ports import Assigned, Checkpoint, CommitFailed, OutRecord, Polled, TopicPartition
 from compstream.worker.messages import EndOfInput, SourceMessage, partition_of
@@ -141,3 +141,29 @@ class MemoryOutput:
 
     def _append(self, r: OutRecord) -> None:
         self.log.append(r.topic, r.key, r.value, r.partition)
+
+
+class _Deferred:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]):
+        self.fn, self.args = fn, args
+        self.ran = False
+
+    def result(self) -> Any:
+        if self.ran:
+            raise RuntimeError("a deferred commit is waited for once")
+        self.ran = True
+        return self.fn(*self.args)
+
+
+class DeferredCommits:
+    """A committer (core/loop.py) for in-memory tests: a submitted commit runs
+    only when the loop waits for it, so it is in flight for the whole fill
+    and step of the next batch -- the latest a real commit can complete --
+    and every run is deterministic."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> _Deferred:
+        self.submitted += 1
+        return _Deferred(fn, args)

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -73,9 +74,11 @@ def run(settings: Settings) -> None:
     source = KafkaInput(settings.kafka_bootstrap, settings.worker_id, inputs, settings.session_timeout_s)
     output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
                          source.consumer, faults)
+    # One commit in flight while the next batch is filled and stepped (core/loop.py).
+    committer = ThreadPoolExecutor(1, thread_name_prefix="compstream-commit")
     loop = CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=settings.task_idle_s,
                           batch_events_max=settings.batch_events_max, idle_advance_s=settings.idle_advance_s,
-                          wall_clock=lambda: datetime.now(timezone.utc))
+                          wall_clock=lambda: datetime.now(timezone.utc), committer=committer)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -109,10 +112,14 @@ def run(settings: Settings) -> None:
                 _observe_positions(metrics, loop, source, loader)
                 log.info("%d batches, %d events applied, %d commits, %d aborts, %d buffered",
                          batches, applied, loop.commits, loop.aborts, loop.inputs.buffered())
+        last = loop.finish()  # the commit still in flight
+        if last is not None:
+            _observe(metrics, loop, last, 0.0)
     except KafkaException as exc:
         log.error("fatal Kafka error (%s): exiting with %d for a restart", exc, FENCED_EXIT_CODE)
         code = FENCED_EXIT_CODE
     finally:
+        committer.shutdown(wait=True)  # (after an error: the commit in flight ends before the producer closes)
         web.shutdown()
         history.stop()
         try:
