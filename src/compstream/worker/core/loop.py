@@ -246,7 +246,8 @@ class CheckpointLoop:
 
     def run_once(self) -> Checkpoint | None:
         """One batch: fill, step, commit. Returns the checkpoint whose commit
-        completed in this call, if any: with a committer, the one before."""
+        completed in this call, if any: with a committer, the one before, as
+        a receipt (its offsets and stats, no records)."""
         self.fill()
         messages = self.inputs.take(self.batch_events_max, self.clock())
         candidates, self.candidates = self.candidates[:MERGE_MESSAGES_MAX], self.candidates[MERGE_MESSAGES_MAX:]
@@ -267,7 +268,11 @@ class CheckpointLoop:
         done = self._settle()
         if self.aborts != aborts:
             return None  # the commit before failed: this step was made on the core just thrown away
-        self.in_flight = InFlight(self.committer.submit(self.output.commit, checkpoint), checkpoint)
+        # The loop keeps a receipt (offsets, stats), not the records: those are
+        # freed once the commit has sent them, not after the next step (a
+        # backlog's batch holds ~100 MB of them: +130 MiB peak RSS measured).
+        receipt = Checkpoint(records=[], offsets=checkpoint.offsets, stats=checkpoint.stats)
+        self.in_flight = InFlight(self.committer.submit(self.output.commit, checkpoint), receipt)
         return done
 
     def finish(self) -> Checkpoint | None:
