@@ -18,8 +18,9 @@ still sees one checkpoint at a time, in order. A step runs ahead of what is
 committed only in memory: the web view shows a checkpoint once its own
 commit is done, and a failed commit throws away the core, with the step
 made on top of it, and restores from the changelog. Measured on the
-transactional engine (bench/profile_notes.md, 2026-12-07): +6.6 % sustained
-over a 1M-event backlog, p99 at 10k ev/s x0.85.
+transactional engine (bench/profile_notes.md, 2026-12-07): p99 produce ->
+visible balance at 10k ev/s x0.84-0.91, sustained over a 1M-event backlog
+x0.99-1.07 (within the machine's noise), peak RSS lower.
 """
 
 from __future__ import annotations
