@@ -161,9 +161,5 @@ class DeferredCommits:
     and step of the next batch -- the latest a real commit can complete --
     and every run is deterministic."""
 
-    def __init__(self) -> None:
-        self.submitted = 0
-
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> _Deferred:
-        self.submitted += 1
         return _Deferred(fn, args)
