@@ -28,7 +28,8 @@ class WorkerMetrics:
                               ["outcome", "type"], registry=r)
         self.batch_events = Histogram("compstream_batch_events", "Messages per batch",
                                       buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000), registry=r)
-        self.batch_seconds = Histogram("compstream_batch_seconds", "Wall time of one batch, fetch to commit",
+        self.batch_seconds = Histogram("compstream_batch_seconds",
+                                       "Wall time of one batch, its fill's start to its own commit's end",
                                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.transactions = Counter("compstream_transactions_total", "Checkpoints by result (commit, abort)",
                                     ["result"], registry=r)

@@ -114,3 +114,36 @@ def test_finish_lands_the_last_commit_and_only_logs_a_failed_one(caplog):
     assert loop.finish() is None
     assert output.committed == committed and loop.aborts == 0  # not restored: the process is stopping
     assert "last checkpoint not committed" in caplog.text
+
+
+def test_a_batch_is_timed_from_its_fill_to_its_own_commit():
+    """`batch_s_last` (compstream_batch_seconds) spans the batch's fill, step
+    and the next batch's fill and step its commit overlapped: not the call
+    of `run_once` that happened to return it."""
+    log = MemoryLog(PARTITIONS)
+    loop = _loop(log, MemoryOutput(log), random.Random(3), events_max=5, pipelined=True)
+    for event in _published(seed=3):
+        _publish(log, event)
+    for _ in range(100):
+        before_first = loop.clock.t
+        loop.run_once()
+        if loop.in_flight is not None:
+            break
+    first = loop.in_flight
+    assert first is not None and before_first < first.started <= loop.clock.t
+    before_second = loop.clock.t
+    assert loop.run_once() is first.checkpoint
+    end = first.started + loop.batch_s_last  # the clock's reading when its commit was seen done
+    assert before_second < end <= loop.clock.t
+
+
+def test_a_batch_without_a_committer_is_timed_through_its_commit():
+    log = MemoryLog(PARTITIONS)
+    loop = _loop(log, MemoryOutput(log), random.Random(4), events_max=5)
+    for event in _published(seed=4):
+        _publish(log, event)
+    for _ in range(100):
+        before = loop.clock.t
+        if loop.run_once() is not None:
+            break
+    assert 0 < loop.batch_s_last <= loop.clock.t - before

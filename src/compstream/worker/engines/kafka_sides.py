@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -307,7 +308,11 @@ class KafkaOutput:
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(PRODUCE_QUEUE_WAIT_S)
 
-    def commit(self, checkpoint: Checkpoint) -> None:
+    def commit(self, checkpoint: Checkpoint, group: Any = None) -> None:
+        """`group`: the consumer's group metadata as read when the batch was
+        handed over (TransactionCommitter); None: read it now."""
+        if group is None:
+            group = self.consumer.consumer_group_metadata()
         try:
             self.producer.begin_transaction()
             produce = self.producer.produce
@@ -323,7 +328,7 @@ class KafkaOutput:
             if self.faults is not None:
                 self.faults.before_commit()
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 60)
+                self.producer.send_offsets_to_transaction(offsets, group, 60)
             self._commit_with_retry()
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
@@ -356,3 +361,26 @@ class KafkaOutput:
             self.producer.flush(30)
         except KafkaException as exc:  # a fenced producer has nothing left to deliver
             log.warning("producer flush on close: %s", exc)
+
+
+class TransactionCommitter:
+    """The loop's committer (core/loop.py) on the transactional engine: one
+    thread runs `KafkaOutput.commit`, one checkpoint at a time. The
+    consumer's group metadata (member id and generation: what fences a
+    zombie's offsets) is read on the loop's thread when a checkpoint is
+    handed over -- the generation its batch was read in -- so the commit
+    thread never calls the consumer while the loop consumes, and a batch read
+    before a rebalance cannot commit under the generation after it."""
+
+    def __init__(self, output: KafkaOutput) -> None:
+        self.output = output
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="compstream-commit")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[None]:
+        if fn != self.output.commit or len(args) != 1:
+            raise TypeError("TransactionCommitter runs KafkaOutput.commit(checkpoint) only")
+        group = self.output.consumer.consumer_group_metadata()
+        return self._pool.submit(self.output.commit, args[0], group)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ from compstream.worker.core.checkpoint import LedgerCore
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.engines.core_config import core_config
 from compstream.worker.engines.history_side import EmbeddedHistory, instance_id
-from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput
+from compstream.worker.engines.kafka_sides import KafkaInput, KafkaOutput, TransactionCommitter
 from compstream.worker.engines.serving import serve
 from compstream.worker.engines.topics import ensure_engine_topics
 from compstream.worker.faults import Faults
@@ -75,7 +74,7 @@ def run(settings: Settings) -> None:
     output = KafkaOutput(settings.kafka_bootstrap, f"{settings.worker_id}-{instance_id(settings)}",
                          source.consumer, faults)
     # One commit in flight while the next batch is filled and stepped (core/loop.py).
-    committer = ThreadPoolExecutor(1, thread_name_prefix="compstream-commit")
+    committer = TransactionCommitter(output)
     loop = CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=settings.task_idle_s,
                           batch_events_max=settings.batch_events_max, idle_advance_s=settings.idle_advance_s,
                           wall_clock=lambda: datetime.now(timezone.utc), committer=committer)
@@ -92,7 +91,6 @@ def run(settings: Settings) -> None:
     code = 0
     try:
         while not stop.is_set():
-            t0 = time.monotonic()
             aborts = loop.aborts
             checkpoint = loop.run_once()
             if loop.aborts != aborts:
@@ -106,7 +104,7 @@ def run(settings: Settings) -> None:
                          "offsets %s", st.messages, st.applied, st.duplicates, st.dead_letters, st.swept, st.stale,
                          " ".join(f"{t.rsplit('.', 1)[-1]}:{p}={o}"
                                   for (t, p), o in sorted(checkpoint.offsets.items())))
-                _observe(metrics, loop, checkpoint, time.monotonic() - t0)
+                _observe(metrics, loop, checkpoint, loop.batch_s_last)
             if time.monotonic() - last_log >= LOG_EVERY_S:
                 last_log = time.monotonic()
                 _observe_positions(metrics, loop, source, loader)
@@ -114,7 +112,7 @@ def run(settings: Settings) -> None:
                          batches, applied, loop.commits, loop.aborts, loop.inputs.buffered())
         last = loop.finish()  # the commit still in flight
         if last is not None:
-            _observe(metrics, loop, last, 0.0)
+            _observe(metrics, loop, last, loop.batch_s_last)
     except KafkaException as exc:
         log.error("fatal Kafka error (%s): exiting with %d for a restart", exc, FENCED_EXIT_CODE)
         code = FENCED_EXIT_CODE
