@@ -181,7 +181,7 @@ def test_after_a_rebuild_the_last_decisions_count():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
        events_max=st.integers(1, 60),
-       crash=st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 2), st.integers(0, 50)), max_size=4))
+       crash=st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 3), st.integers(0, 50)), max_size=4))
 def test_faust_waves_crashes_and_the_last_decision_of_a_re_read(seed, backlog_pct, chunk, events_max, crash):
     # The Faust engine's checkpoint in waves: a crash after the history rows
     # but before the state makes the batch be read again, maybe cut otherwise

@@ -13,6 +13,7 @@ from compstream.config import BOOK_BYTES_MAX, Topics
 from compstream.domain.book import EngineerBook
 from compstream.domain.events import GrantIssued, Usage
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, changelog_topic
+from compstream.worker.core.cut import Cut, cut_key
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
 from compstream.worker.messages import SourceMessage
@@ -89,15 +90,17 @@ def test_a_new_loop_seeks_to_the_changelog_positions_and_loses_nothing():
     assert loop.core.positions[(TOPICS.usage, 0)] == 40
 
 
-def test_waves_put_outputs_first_state_next_positions_last():
+def test_waves_put_the_cut_first_outputs_next_then_state_and_positions_last():
     log = _log_with_events(5)
     core = LedgerCore(CONFIG)
     core.restore(0, [], {})
     messages = [SourceMessage(t, 0, o, k, v or b"", log.timestamp((t, 0), o) or T0)
                 for t in (TOPICS.grants, TOPICS.usage) for o, (k, v) in enumerate(log.read(t, 0))]
     checkpoint = core.step(messages)
-    outputs, state, positions = core.waves(checkpoint)
+    cuts, outputs, state, positions = core.waves(checkpoint)
     assert sorted(outputs + state + positions, key=id) == sorted(checkpoint.records, key=id)
+    assert [(r.topic, r.key, r.partition) for r in cuts] == [(changelog_topic("w"), cut_key(0).encode(), 0)]
+    assert Cut.decode(0, cuts[0].value).ranges == {TOPICS.usage: (0, 5), TOPICS.grants: (0, 1)}
     assert {r.topic for r in state} == {changelog_topic("w")}
     assert {r.key for r in positions} == {position_key(TOPICS.usage, 0).encode(),
                                           position_key(TOPICS.grants, 0).encode()}

@@ -20,6 +20,7 @@ only then does the web view (`view`, core/committed.py) show the step's books.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,11 +36,14 @@ from compstream.worker.book_cache import BookCache
 from compstream.worker.book_changelog import BookChangelog, is_segment_key
 from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.committed import CommittedView, PartitionTimes
+from compstream.worker.core.cut import Cut, cut_key
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
 from compstream.worker.positions import is_position_key, position_key, stream_time_key
 from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
+
+log = logging.getLogger(__name__)
 
 
 def changelog_topic(worker_id: str) -> str:
@@ -84,6 +88,11 @@ class LedgerCore:
         sources = (config.topics.usage, config.topics.grants)
         self._position_keys = {position_key(t, p): (t, p) for t in sources for p in range(config.partitions)}
         self._position_keys_raw = {k.encode() for k in self._position_keys} | {MERGE_POSITION_KEY.encode()}
+        self._cut_keys = {cut_key(p): p for p in range(config.partitions)}
+        self.sources = sources
+        # partition -> the cut of a batch whose outputs may be out but whose
+        # positions are not: the next batch must be exactly that one (core/cut.py)
+        self.replay: dict[int, Cut] = {}
         self.leaderboards = None if config.leaderboards is None else LeaderboardStep(
             config.leaderboards, config.topics, config.worker_id, config.partitions, self.history,
             config.pseudonymizer)
@@ -113,9 +122,13 @@ class LedgerCore:
         count = 0
         keys: set[str] = set()  # the changelog partition holds exactly this partition's books
         segments: dict[str, bytes] = {}
+        cut: bytes | None = None
         for raw_key, value in records:
             count += 1
             key = raw_key.decode("utf-8")
+            if self._cut_keys.get(key) == partition:
+                cut = value
+                continue
             p = self._stream_time_keys.get(key)
             if p is not None:
                 if value is not None:
@@ -141,6 +154,14 @@ class LedgerCore:
                 self.books[key] = value
         self.positions.update({**positions, **stored})
         self.owned.add(partition)
+        self.replay.pop(partition, None)
+        if cut is not None:
+            found = Cut.decode(partition, cut)
+            if found.pending(self.positions):
+                self.replay[partition] = found
+                log.info("partition %d: the last batch's outputs may be out without its positions; it is read "
+                         "again as it was cut (%s)", partition,
+                         ", ".join(f"{t}@{a}..{b}" for t, (a, b) in sorted(found.ranges.items())))
         held = self.book_log.restore({k: self.books[k] for k in keys if k in self.books}, segments)
         self.books.update(held)
         self.view.restored(held, self._times((partition,)))
@@ -149,6 +170,7 @@ class LedgerCore:
     def forget(self, partition: int) -> None:
         """A revoked partition: its books may move on under another worker."""
         self.owned.discard(partition)
+        self.replay.pop(partition, None)
         n = self.config.partitions
         gone = [e for e in self.books if partition_of(e, n) == partition]
         for engineer in gone:
@@ -221,13 +243,19 @@ class LedgerCore:
             offsets[tp] = m.offset + 1
         for m in candidates:
             offsets[(m.topic, m.partition)] = m.offset + 1
+        lagging = frozenset(lagging)
+        if self.replay:
+            # A partition waiting for its re-read is not quiet.
+            idle = {p: t for p, t in (idle or {}).items() if p not in self.replay}
+            if fresh:
+                lagging = self._start_replay(fresh, lagging)
+        cuts = self._cut_records(fresh, offsets, lagging)
         records: list[OutRecord] = []
         counted: list[SourceMessage] = []
         decoded: dict[Coord, Event] = {}
         advanced = [p for p, t in sorted((idle or {}).items())
                     if p in self.owned and self.processor.advance_stream_time(p, t)]
         if fresh or advanced:
-            lagging = frozenset(lagging)
             result = self.processor.process(fresh, keys=lambda: list(self.books), sweep=True,
                                             lagging=lagging, lagging_after=lagging, also_sweep=advanced)
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
@@ -278,12 +306,65 @@ class LedgerCore:
         records += self._position_records(offsets)
         self.positions.update(offsets)
         self.view.seal(self._times(self.owned))
-        return Checkpoint(records=records, offsets=offsets, stats=stats)
+        return Checkpoint(records=records, offsets=offsets, stats=stats, cuts=cuts)
 
-    def waves(self, checkpoint: Checkpoint) -> tuple[list[OutRecord], list[OutRecord], list[OutRecord]]:
-        """For an engine without transactions: (outputs, state, positions),
-        each to be written only once the one before is delivered, so a crash
-        leaves positions behind the state and outputs they vouch for."""
+    def _cut_records(self, fresh: list[SourceMessage], offsets: dict[TopicPartition, int],
+                     lagging: frozenset[TopicPartition]) -> list[OutRecord]:
+        """One cut record per task partition the batch takes messages from,
+        with what its verdicts depend on as the batch starts (core/cut.py)."""
+        out = []
+        stream, topic_time, positions = self.processor.stream_time, self.processor.topic_time, self.positions
+        for p in sorted({m.partition for m in fresh}):
+            ranges = {}
+            for t in self.sources:
+                start = positions.get((t, p), 0)
+                ranges[t] = (start, offsets.get((t, p), start))
+            started = stream.get(p)
+            lag = {t: (to_us(topic_time[(t, q)]) if (t, q) in topic_time else None)
+                   for t, q in sorted(lagging) if q == p}
+            cut = Cut(p, ranges, None if started is None else to_us(started), lag)
+            out.append(OutRecord(self.changelog, cut_key(p).encode(), cut.encode(), p))
+        return out
+
+    def _start_replay(self, fresh: list[SourceMessage],
+                      lagging: frozenset[TopicPartition]) -> frozenset[TopicPartition]:
+        """The batch read again after a crash: it must be exactly its cut
+        (TaskInputs.take gives it so), and starts from the cut's times and
+        lagging inputs. Returns the lagging set to step with."""
+        replay = self.replay
+        next_of: dict[TopicPartition, int] = {}
+        for m in fresh:
+            if m.partition not in replay:
+                raise RuntimeError(f"a batch with {m.topic}:{m.partition} while partitions {sorted(replay)} "
+                                   "wait for the re-read of their cut")
+            next_of[(m.topic, m.partition)] = m.offset + 1
+        for p, cut in replay.items():
+            for t, (start, end) in cut.ranges.items():
+                if next_of.get((t, p), start) != end:
+                    raise RuntimeError(f"the re-read of {t}:{p} ends at {next_of.get((t, p), start)}, "
+                                       f"its recorded cut at {end}")
+        lag = set(lagging) - {(t, p) for p in replay for t in self.sources}
+        stream, topic_time = self.processor.stream_time, self.processor.topic_time
+        for p, cut in replay.items():
+            if cut.stream_time_us is None:
+                stream.pop(p, None)
+            else:
+                stream[p] = from_us(cut.stream_time_us)
+            for t, us in cut.lagging.items():
+                lag.add((t, p))
+                if us is None:
+                    topic_time.pop((t, p), None)
+                else:
+                    topic_time[(t, p)] = from_us(us)
+        replay.clear()
+        return frozenset(lag)
+
+    def waves(self, checkpoint: Checkpoint) -> tuple[list[OutRecord], list[OutRecord], list[OutRecord],
+                                                     list[OutRecord]]:
+        """For an engine without transactions: (cuts, outputs, state,
+        positions), each to be written only once the one before is
+        delivered, so a crash leaves positions behind the state and outputs
+        they vouch for, and a batch read again is cut as it was (core/cut.py)."""
         changelogs = set(self.changelogs(0))
         if self.leaderboards is not None:
             changelogs.add(self.leaderboards.merge_changelog)
@@ -295,7 +376,7 @@ class LedgerCore:
                 positions.append(r)
             else:
                 state.append(r)
-        return outputs, state, positions
+        return checkpoint.cuts, outputs, state, positions
 
     def _position_records(self, offsets: dict[TopicPartition, int]) -> list[OutRecord]:
         """The next offset per consumed topic-partition, after every other

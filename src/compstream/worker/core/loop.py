@@ -238,7 +238,7 @@ class CheckpointLoop:
 
     def _flow_control(self) -> None:
         candidates = self.core.config.topics.leaderboard_candidates
-        full = {tp for tp in self.assigned if tp[0] != candidates and self.inputs.over_bound(*tp)}
+        full = {tp for tp in self.assigned if tp[0] != candidates and self.inputs.over_bound(*tp, self.core.replay)}
         if len(self.candidates) >= CANDIDATES_BUFFERED_MAX:
             full |= {tp for tp in self.assigned if tp[0] == candidates}
         if full - self.paused:
@@ -253,7 +253,7 @@ class CheckpointLoop:
         a receipt (its offsets and stats, no records)."""
         started = self.clock()
         self.fill()
-        messages = self.inputs.take(self.batch_events_max, self.clock())
+        messages = self.inputs.take(self.batch_events_max, self.clock(), self.core.replay)
         candidates, self.candidates = self.candidates[:MERGE_MESSAGES_MAX], self.candidates[MERGE_MESSAGES_MAX:]
         resend = self.core.leaderboards is not None and self.core.leaderboards.resend
         idle = self.idle.due(self.core.owned, self.inputs)

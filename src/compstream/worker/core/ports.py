@@ -70,6 +70,9 @@ class Checkpoint:
     records: list[OutRecord]
     offsets: dict[TopicPartition, int]  # next offset to consume, per source topic-partition
     stats: BatchStats = field(default_factory=BatchStats)
+    # The batch's cut records (core/cut.py): written first by an engine that
+    # writes in waves, never by one that commits atomically.
+    cuts: list[OutRecord] = field(default_factory=list)
 
 
 class InputSide(Protocol):

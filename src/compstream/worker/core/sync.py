@@ -25,17 +25,28 @@ within lateness). So a task:
      (LedgerProcessor.watermark).
 Buffers are bounded: `over_bound` tells the engine to pause fetching a
 topic-partition until its buffer drains.
+
+After a restore that found a batch to read again as it was cut (the core's
+`replay`, core/cut.py), `take` gives exactly that batch once every message
+of it is fetched, and nothing before; it gives up after REPLAY_WAIT_S_MAX
+(logged: the range is gone from the topic) and batches as usual.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Mapping, MutableMapping
 
+from compstream.worker.core.cut import Cut
 from compstream.worker.messages import EndOfInput, SourceMessage
+
+log = logging.getLogger(__name__)
 
 BUFFER_MESSAGES_MAX = 50_000  # per topic-partition; the engine pauses fetching past it
 IDLE_S_DEFAULT = 5.0
+REPLAY_WAIT_S_MAX = 300.0  # the re-read of a recorded cut; past it the range counts as gone
 
 
 @dataclass
@@ -59,6 +70,7 @@ class TaskInputs:
         # partition -> monotonic time since which its usage waits for the HR input
         self._waiting_since: dict[int, float] = {}
         self.idle_expired: set[int] = set()  # partitions that went on without the HR input's end
+        self._replay_since: float | None = None  # monotonic time since which a replay waits for its range
 
     def _input(self, topic: str, partition: int) -> _Input:
         if topic not in (self.usage_topic, self.grants_topic):
@@ -82,8 +94,14 @@ class TaskInputs:
         high watermark is ahead): an earlier end signal is stale."""
         self._input(topic, partition).at_end = False
 
-    def over_bound(self, topic: str, partition: int) -> bool:
-        return len(self._input(topic, partition).queue) >= self.buffer_messages_max
+    def over_bound(self, topic: str, partition: int, replay: Mapping[int, Cut] | None = None) -> bool:
+        """`replay`: an input still fetching the range of a cut to read again
+        is never paused (that batch may exceed the bound)."""
+        queue = self._input(topic, partition).queue
+        cut = replay.get(partition) if replay else None
+        if cut is not None and topic in cut.ranges and not _holds(queue, cut.ranges[topic]):
+            return False
+        return len(queue) >= self.buffer_messages_max
 
     def buffered(self) -> int:
         return sum(len(i.queue) for i in self._inputs.values())
@@ -98,6 +116,7 @@ class TaskInputs:
         self._inputs.clear()
         self._waiting_since.clear()
         self.idle_expired.clear()
+        self._replay_since = None
 
     def at_rest(self, partition: int) -> bool:
         """Both inputs of the task read to their end, nothing buffered."""
@@ -112,10 +131,14 @@ class TaskInputs:
         return {(self.grants_topic, p) for p in self.idle_expired
                 if not self._input(self.grants_topic, p).at_end}
 
-    def take(self, limit: int, now_s: float) -> list[SourceMessage]:
-        """Up to `limit` messages that may be applied now, in apply order."""
+    def take(self, limit: int, now_s: float, replay: MutableMapping[int, Cut] | None = None) -> list[SourceMessage]:
+        """Up to `limit` messages that may be applied now, in apply order.
+        `replay` (the core's): while it holds cuts, only their batch, whole."""
         if limit < 1:
             raise ValueError("limit must be >= 1")
+        if replay:
+            return self._take_replay(replay, now_s)
+        self._replay_since = None
         out: list[SourceMessage] = []
         partitions = sorted({p for _, p in self._inputs})
         for p in partitions:
@@ -134,6 +157,30 @@ class TaskInputs:
                 out.append(usage.queue.popleft())
         return out
 
+    def _take_replay(self, replay: MutableMapping[int, Cut], now_s: float) -> list[SourceMessage]:
+        """The recorded batch, in the order `take` gave it (per partition,
+        its HR range, then its usage range), once all of it is fetched."""
+        missing = [(t, p) for p, cut in replay.items() for t, r in cut.ranges.items()
+                   if not _holds(self._input(t, p).queue, r)]
+        if missing:
+            since = self._replay_since = now_s if self._replay_since is None else self._replay_since
+            if now_s - since >= REPLAY_WAIT_S_MAX:
+                log.error("the re-read of the last batch's cut did not get %s within %.0f s (gone from the "
+                          "topic?): going on without it; verdicts on late events of that batch may differ "
+                          "from the history rows it already wrote", sorted(missing), REPLAY_WAIT_S_MAX)
+                replay.clear()
+                self._replay_since = None
+            return []
+        self._replay_since = None
+        out: list[SourceMessage] = []
+        for p in sorted(replay):
+            for topic in (self.grants_topic, self.usage_topic):
+                _, end = replay[p].ranges.get(topic, (0, 0))
+                queue = self._input(topic, p).queue
+                while queue and queue[0].offset < end:
+                    out.append(queue.popleft())
+        return out
+
     def _hr_settled(self, p: int, hr: _Input | None, now_s: float) -> bool:
         if hr is not None and hr.at_end:
             self._waiting_since.pop(p, None)
@@ -146,3 +193,10 @@ class TaskInputs:
             self.idle_expired.add(p)
             return True
         return False
+
+
+def _holds(queue: deque[SourceMessage], offsets: tuple[int, int]) -> bool:
+    """Whether `queue` (in offset order) holds the end of the range: its last
+    message (offset end - 1; there may be gaps before it) or one past it."""
+    start, end = offsets
+    return end <= start or bool(queue) and queue[-1].offset >= end - 1

@@ -6,14 +6,16 @@ each task's usage and grants by event time, LedgerCore.step makes one
 checkpoint of a batch (books, balances, alerts, dead letters, leaderboard
 records, history rows, positions). Faust has no transactions, so a
 checkpoint is written in waves, each delivered before the next:
+  0. the batch's cut (core/cut.py): what it took and the times it started from;
   1. history rows, balances, alerts, dead letters, leaderboard candidates
      and boards;
   2. the changelogs: books, stream times, leaderboard stage records;
   3. the positions (also changelog records, after the books they describe);
 then its messages are acked (Faust commits their offsets later). A crash
-before 3 finishes leaves the positions behind: the batch is read again, the
-books drop the event ids they hold, the history loader drops rows it stored,
-outputs are re-sent with the same values. Faust may commit offsets it never
+before 3 finishes leaves the positions behind: the batch is read again --
+as it was cut, so judged as it was --, the books drop the event ids they
+hold, the history loader drops rows it stored, outputs are re-sent with the
+same values. Faust may commit offsets it never
 handed to an agent (flow control), so the changelog's positions, not the
 group's commits, say where to read from; the position guard seeks back over
 such gaps. A zombie (paused past the session timeout) is fenced by a commit
@@ -316,7 +318,8 @@ class FaustEngine:
                     self.inputs.mark_backlog(topic, p)
 
     def _flow_control(self) -> None:
-        full = {TP(t, p) for t in self.sources for p in self.core.owned if self.inputs.over_bound(t, p)}
+        full = {TP(t, p) for t in self.sources for p in self.core.owned
+                if self.inputs.over_bound(t, p, self.core.replay)}
         if full - self.paused:
             self.app.consumer.pause_partitions(full - self.paused)
         if self.paused - full:
@@ -327,7 +330,7 @@ class FaustEngine:
 
     async def _checkpoint(self, activity: bool = False) -> None:
         core = self.core
-        messages = self.inputs.take(self.settings.batch_events_max, time.monotonic())
+        messages = self.inputs.take(self.settings.batch_events_max, time.monotonic(), core.replay)
         candidates, self.candidates = self.candidates[:MERGE_BATCH_MAX], self.candidates[MERGE_BATCH_MAX:]
         idle = self.idle.due(core.owned, self.inputs)
         resend = core.leaderboards is not None and bool(core.leaderboards.resend)
@@ -366,8 +369,8 @@ class FaustEngine:
         self._flow_control()
 
     async def _write(self, checkpoint: Checkpoint) -> None:
-        outputs, state, positions = self.core.waves(checkpoint)
-        for wave in (outputs, state, positions):
+        cuts, outputs, state, positions = self.core.waves(checkpoint)
+        for wave in (cuts, outputs, state, positions):
             await self.publisher.send_records(wave)
             await self.publisher.delivered()
             if wave is outputs:
