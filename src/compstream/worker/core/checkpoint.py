@@ -249,7 +249,7 @@ class LedgerCore:
             idle = {p: t for p, t in (idle or {}).items() if p not in self.replay}
             if fresh:
                 lagging = self._start_replay(fresh, lagging)
-        cuts = self._cut_records(fresh, offsets, lagging)
+        cuts = self._cut_records(offsets, lagging)
         records: list[OutRecord] = []
         counted: list[SourceMessage] = []
         decoded: dict[Coord, Event] = {}
@@ -308,13 +308,14 @@ class LedgerCore:
         self.view.seal(self._times(self.owned))
         return Checkpoint(records=records, offsets=offsets, stats=stats, cuts=cuts)
 
-    def _cut_records(self, fresh: list[SourceMessage], offsets: dict[TopicPartition, int],
+    def _cut_records(self, offsets: dict[TopicPartition, int],
                      lagging: frozenset[TopicPartition]) -> list[OutRecord]:
-        """One cut record per task partition the batch takes messages from,
-        with what its verdicts depend on as the batch starts (core/cut.py)."""
+        """One cut record per task partition the batch takes fresh messages
+        from (`offsets`: theirs, and the candidates'), with what its verdicts
+        depend on as the batch starts (core/cut.py)."""
         out = []
         stream, topic_time, positions = self.processor.stream_time, self.processor.topic_time, self.positions
-        for p in sorted({m.partition for m in fresh}):
+        for p in sorted({p for t, p in offsets if t in self.sources}):
             ranges = {}
             for t in self.sources:
                 start = positions.get((t, p), 0)
