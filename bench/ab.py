@@ -12,10 +12,11 @@ after 17,832-19,519 (in the next run it was not), so `--warmup` runs
 A variant is `name=SRC`: the worker runs with PYTHONPATH=SRC (a worktree's
 `src`, e.g. from `git worktree add /tmp/wt-base <commit> --detach`), under
 the transactional engine with leaderboards off, as the bench's
-transactional rows. One JSON line per run, then each round's ratios to the
-first variant, and at the end each variant's geometric mean of those ratios
-(an even number of rounds cancels the position effect). Throughput runs
-check every engineer's last balance.
+transactional rows (`--engine faust`: the Faust engine, leaderboards off
+too). One JSON line per run, then each round's ratios to the first variant,
+and at the end each variant's geometric mean of those ratios (an even
+number of rounds cancels the position effect). Throughput runs check every
+engineer's last balance.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def summary(rounds: list[dict[str, float | None]], base: str) -> dict[str, float
     return out
 
 
+ENGINES = {"transactional": e2e.TRANSACTIONAL, "faust": {**e2e.FAUST, "COMPSTREAM_LEADERBOARDS": "off"}}
+
+
 def _run(args: argparse.Namespace, bootstrap: str, i: int, env: dict[str, str]) -> dict:
+    env = {**ENGINES[args.engine], **env}
     topics = common.bench_topics(f"ab{i}")
     ensure_topics(bootstrap, topics, PARTITIONS)
     if args.kind == "throughput":
@@ -65,7 +70,7 @@ def _run(args: argparse.Namespace, bootstrap: str, i: int, env: dict[str, str]) 
 
         events = events_for(args.events, ENGINEERS)
         common.produce(bootstrap, topics, events)
-        res = e2e.throughput(bootstrap, topics, events, PARTITIONS, env={**e2e.TRANSACTIONAL, **env})
+        res = e2e.throughput(bootstrap, topics, events, PARTITIONS, env=env)
         return {k: res.get(k) for k in ("sustained_events_per_s", "wall_from_spawn_s", "history_loaded_from_spawn_s",
                                         "worker_peak_rss_mib", "engineers_wrong_count")}
     from compstream.synth import generate
@@ -73,7 +78,7 @@ def _run(args: argparse.Namespace, bootstrap: str, i: int, env: dict[str, str]) 
     events = [e for e in generate(ENGINEERS, int(args.rate * args.secs), seed=11,
                                   usage_span=timedelta(seconds=args.secs))
               if e.type in ("grant_issued", "usage")]
-    res = e2e.latency(bootstrap, topics, events, PARTITIONS, args.rate, env={**e2e.TRANSACTIONAL, **env})
+    res = e2e.latency(bootstrap, topics, events, PARTITIONS, args.rate, env=env)
     return {k: res.get(k) for k in ("achieved_offered_events_per_s", "visible_p50_ms", "visible_p99_ms",
                                     "visible_max_ms", "stalled")}
 
@@ -82,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("kind", choices=("throughput", "latency"))
     ap.add_argument("variants", nargs="+", help="NAME=SRC, at least two")
+    ap.add_argument("--engine", choices=sorted(ENGINES), default="transactional")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="runs of the first variant first, not counted")
     ap.add_argument("--events", type=int, default=1_000_000, help="throughput: the backlog's events")

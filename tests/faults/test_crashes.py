@@ -121,7 +121,8 @@ def test_crash_between_history_write_and_offset_commit(kafka_bootstrap, topics, 
         faults="os._exit right after a history write",
         lost=lost_events(balances, expected_counts(events), figures),
         duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(bad), recover_s=recover_s,
-        notes=("retried batch read again as it was cut (core/cut.py)" if engine == "faust" else
+        notes=("a crashed batch of the source topics is read again as it was cut (core/cut.py)"
+               if engine == "faust" else
                "the aborted attempt left nothing; the retry may be cut otherwise")
         + "; high-water marks drop the written rows", figures=figures,
     )

@@ -43,6 +43,10 @@ def test_exports_a_day_apart_with_crashes_agree_with_diff(kafka_bootstrap, topic
     worker.env.pop("COMPSTREAM_FAULT_CRASH_AFTER_HISTORY")
     worker.start()
     wait_balances(kafka_bootstrap, topics.balances, expected_counts(events[:half]), 180, worker)
+    # On Faust the crashed checkpoint is read again as it was cut when it was a batch of the source
+    # topics (it may be one of the leaderboard merge's); the transactional engine writes no cuts.
+    replays = worker.log_path.read_text(errors="replace").count("read again as it was cut")
+    assert replays == 0 or engine == "faust", worker.log_tail()
     publish_events(events[half:], kafka_bootstrap, topics)
     time.sleep(0.5)
     worker.kill()  # kill -9 wherever it is
@@ -76,4 +80,4 @@ def test_exports_a_day_apart_with_crashes_agree_with_diff(kafka_bootstrap, topic
                        duplicated=figures["event_rows"] - figures["event_ids"], mismatched=len(result["differences"]),
                        recover_s=recover_s,
                        notes=f"{result['late_events']} late events of {result['late_engineers']} engineers; "
-                             f"audit findings {len(findings)}")
+                             f"audit findings {len(findings)}; batch cuts read again after the crash: {replays}")
