@@ -33,6 +33,7 @@ OFFSET_BEGINNING = -2
 TXN_TIMEOUT_S = 30.0
 RESTORE_IDLE_S_MAX = 30.0
 PRODUCE_QUEUE_WAIT_S = 0.05
+RETRY_BACKOFF_MS = 10
 # Committed offsets may wait on another member's open transaction: up to
 # COMMITTED_ATTEMPTS x COMMITTED_TIMEOUT_S, well past TXN_TIMEOUT_S.
 COMMITTED_ATTEMPTS = 6
@@ -89,6 +90,13 @@ def producer_config(bootstrap: str, transactional_id: str) -> dict[str, Any]:
         # are keyed by engineer like the source topics.
         "partitioner": "murmur2_random",
         "linger.ms": 5,
+        # A transaction begun right after the last one committed meets
+        # CONCURRENT_TRANSACTIONS while the broker still writes that one's
+        # markers, and librdkafka retries after retry.backoff.ms (100 ms by
+        # default): with one commit in flight every checkpoint paid it (p99 at
+        # 1k ev/s x1.8, bench/profile_notes.md). Java retries that case after
+        # 20 ms (KAFKA-5477); backoff still grows to retry.backoff.max.ms.
+        "retry.backoff.ms": RETRY_BACKOFF_MS,
         "batch.size": 512 * 1024,
         "queue.buffering.max.messages": 200_000,
         "queue.buffering.max.kbytes": 512 * 1024,
