@@ -39,10 +39,11 @@ def _drain(loop, rounds: int = 30) -> None:
         loop.run_once()
 
 
-def _store(log) -> MemoryHistoryStore:
+def history_store(log, topics: Topics = TOPICS) -> MemoryHistoryStore:
+    """Every history record on the log, loaded into a store (one token each)."""
     store = MemoryHistoryStore()
     store.migrate()
-    for n, (_, value) in enumerate(log.topic_records(history_topic(TOPICS))):
+    for n, (_, value) in enumerate(log.topic_records(history_topic(topics))):
         store.append_batch(decode_batch(value), f"t{n}")
     return store
 
@@ -63,7 +64,7 @@ def _history_with_late_events():
                        2 * 10**9) for e in ("ada", "ken") for h in range(0, 24, 6)]
     _publish(log, anthropic, DAY + timedelta(days=1, hours=1))  # yesterday's Anthropic export, a day later
     _drain(loop)
-    return _store(log)
+    return history_store(log)
 
 
 def test_late_events_from_a_day_old_export_verify_clean():
@@ -109,7 +110,7 @@ def test_a_late_grant_applied_before_a_late_usage_published_earlier_verifies_cle
     _publish(log, [usage], DAY + timedelta(hours=12))
     _publish(log, [retro], DAY + timedelta(hours=12, minutes=5))  # published after the usage
     _drain(loop)
-    store = _store(log)
+    store = history_store(log)
     rows = {r.event_id: r for r in store.events_for("ada")}
     assert rows["u-old"].late and rows["g-retro"].late, "both must be late: the scenario would test nothing"
     assert rows["u-old"].ingest_time < rows["g-retro"].ingest_time

@@ -27,6 +27,7 @@ from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
 from worker.core.scenario import LATENESS_S, START, Clock
 from worker.core.test_protocol import PARTITIONS, TOPICS, TS, ViewCheckingOutput, _drained, _loop, balances
+from worker.core.test_waves import WAVE_RUNS
 from worker.core.test_waves import run as run_waves
 
 
@@ -179,14 +180,12 @@ def test_after_a_rebuild_the_last_decisions_count():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
-       events_max=st.integers(1, 60),
-       crash=st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 3), st.integers(0, 50)), max_size=4))
+@given(**WAVE_RUNS)
 def test_faust_waves_crashes_and_the_last_decision_of_a_re_read(seed, backlog_pct, chunk, events_max, crash):
     # The Faust engine's checkpoint in waves: a crash after the history rows
-    # but before the state makes the batch be read again, maybe cut otherwise
-    # and judged otherwise; the books then hold the re-read's decisions,
-    # which come later on the history topic.
+    # but before the state makes the batch be read again (as it was cut,
+    # core/cut.py); the books hold the decisions the history topic's last
+    # row of each event records.
     published = exports_a_day_apart(seed, engineers=4)
     log = run_waves(published, len(published) * backlog_pct // 100, chunk, crash, seed, events_max)
     live, groups, late = _views(log)

@@ -98,10 +98,15 @@ def run(published, backlog: int, chunk: int, crash: dict[int, tuple[int, int]], 
     raise AssertionError(f"the loop did not drain the source topics (drained by commits: {_drained(log, loop)})")
 
 
+# Any run of `run`: a crash maps a commit number to (wave 0-3, records of it written first).
+WAVE_RUNS = dict(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
+                 events_max=st.integers(1, 60),
+                 crash=st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 3), st.integers(0, 50)),
+                                       max_size=4))
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
-       events_max=st.integers(1, 60),
-       crash=st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 3), st.integers(0, 50)), max_size=4))
+@given(**WAVE_RUNS)
 # Found by this test: the group's commits ran ahead of the changelog's
 # positions, the loop sought back, and messages fetched before the seek in the
 # same poll moved the positions past the re-read (a grant lost).

@@ -9,24 +9,16 @@ history, whichever copy a store keeps."""
 from __future__ import annotations
 
 from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
-from compstream.history.memory import MemoryHistoryStore
 from compstream.history.verify import verify_store
 from compstream.history.wire import decode_batch
 from compstream.ops.diff import compare
 from compstream.worker.core.checkpoint import history_topic
+from worker.core.test_late_audit import history_store
 from worker.core.test_late_diff import _views, exports_a_day_apart
 from worker.core.test_protocol import TOPICS
+from worker.core.test_waves import WAVE_RUNS
 from worker.core.test_waves import run as run_waves
-
-
-def _store(log) -> MemoryHistoryStore:
-    store = MemoryHistoryStore()
-    store.migrate()
-    for n, (_, value) in enumerate(log.topic_records(history_topic(TOPICS))):
-        store.append_batch(decode_batch(value), f"t{n}")
-    return store
 
 
 def check(seed: int, backlog_pct: int, chunk: int, events_max: int, crash: dict[int, tuple[int, int]]) -> None:
@@ -46,14 +38,12 @@ def check(seed: int, backlog_pct: int, chunk: int, events_max: int, crash: dict[
     for event_id, rows in copies.items():
         assert all(r == rows[0] for r in rows), (event_id, rows)
     assert all(len(hashes) == 1 for hashes in postings.values()), "a posting seq with two different rows"
-    report = verify_store(_store(log), replay=True)
+    report = verify_store(history_store(log, TOPICS), replay=True)
     assert report.findings == [], report.findings[:3]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10**6), backlog_pct=st.integers(0, 100), chunk=st.integers(1, 40),
-       events_max=st.integers(1, 60),
-       crash=st.dictionaries(st.integers(1, 40), st.tuples(st.integers(0, 3), st.integers(0, 50)), max_size=4))
+@given(**WAVE_RUNS)
 # Found by this test before cuts were recorded: the outputs out, the state
 # not (wave 2 crashes before its first record); the re-read judged otherwise.
 @example(seed=0, backlog_pct=0, chunk=8, events_max=5, crash={2: (2, 0)})

@@ -15,8 +15,8 @@ then its messages are acked (Faust commits their offsets later). A crash
 before 3 finishes leaves the positions behind: the batch is read again --
 as it was cut, so judged as it was --, the books drop the event ids they
 hold, the history loader drops rows it stored, outputs are re-sent with the
-same values. Faust may commit offsets it never
-handed to an agent (flow control), so the changelog's positions, not the
+same values. Faust may commit offsets it never handed to an agent (flow
+control), so the changelog's positions, not the
 group's commits, say where to read from; the position guard seeks back over
 such gaps. A zombie (paused past the session timeout) is fenced by a commit
 check before it writes (`_still_owner`). After every rebalance the state is
