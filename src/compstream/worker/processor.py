@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.config import BOOK_BYTES_MAX, USAGE_AHEAD_S_MAX
@@ -34,6 +34,7 @@ from compstream.worker import book_parts
 from compstream.worker.book_cache import BookCache
 from compstream.worker.book_parts import BookParts
 from compstream.worker.book_room import REFUSE, BookRoom
+from compstream.worker.due_index import DueIndex
 from compstream.worker.messages import Coord, SourceMessage, partition_of
 
 log = logging.getLogger(__name__)
@@ -174,14 +175,8 @@ class LedgerProcessor:
         # pace, so a topic still catching up must hold the watermark back.
         self.topic_time: dict[tuple[str, int], datetime] = {}
         self.lagging: frozenset[tuple[str, int]] = frozenset()
-        # engineer -> earliest time at which its stored book has something to
-        # finalize (first pending event or next expiry); None = nothing.
-        # Unknown engineers (e.g. after a restart) count as due.
-        self.book_due: dict[str, datetime | None] = {}
-        # engineer -> time of the first pending event its last published
-        # balance left out (dated after stream time then); when stream time
-        # reaches it the sweep republishes the balance. None = nothing left out.
-        self.book_scheduled: dict[str, datetime | None] = {}
+        # Which stored books the sweep must advance (unknown ones count as due).
+        self.due = DueIndex()
         self.swept_watermark: dict[int, datetime] = {}
         # partition -> the last final_through written to history (WatermarkRow)
         self.recorded_watermark: dict[int, datetime] = {}
@@ -231,7 +226,7 @@ class LedgerProcessor:
             batch.live_room().loaded(engineer, len(data) if data else 0)
         return book
 
-    def process(self, messages: list[SourceMessage], keys: Callable[[], Iterable[str]] | None = None,
+    def process(self, messages: list[SourceMessage], keys: Callable[[], Collection[str]] | None = None,
                 sweep: bool = True, lagging: Iterable[tuple[str, int]] | None = None,
                 lagging_after: Iterable[tuple[str, int]] | None = None,
                 also_sweep: Iterable[int] = ()) -> BatchResult:
@@ -402,40 +397,43 @@ class LedgerProcessor:
                 batch.changed.add(engineer)
                 batch.swept_touched += 1
 
-    def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Iterable[str]]) -> None:
-        # The loop visits every stored book, most of them not due: its per-key
-        # step is kept small. Watermarks and stream times do not move during
-        # the sweep (only _apply moves them), so they are looked up once.
+    def _sweep(self, batch: _Batch, partitions: set[int], keys: Callable[[], Collection[str]]) -> None:
+        # Watermarks and stream times do not move during the sweep (only
+        # _apply moves them), so they are looked up once.
         marks = {p: self.watermark(p) for p in partitions}
-        times = {p: self.stream_time.get(p, EPOCH) for p in partitions}
-        cache, due_of, scheduled_of = self.partition_cache, self.book_due, self.book_scheduled
-        # Books this batch touched were advanced to the batch's final
-        # watermark already (_advance_touched); their stored due times are stale.
-        touched = frozenset(batch.books)
-        for engineer in keys():
-            if len(batch.postings) + len(batch.events) >= SWEEP_ROWS_MAX:
-                return
-            if engineer in touched:
-                continue
+        cache, index = self.partition_cache, self.due
+        found: dict[int, set[str]] = {}
+        for engineer in index.unknown(keys()):  # restored books: due until computed
             p = cache.get(engineer)
             if p is None:
                 p = cache[engineer] = partition_of(engineer, self.partitions)
-            watermark = marks.get(p)
-            if watermark is None:  # not a partition of this sweep
-                continue
-            if engineer in due_of:
-                due = due_of[engineer]
-                scheduled = scheduled_of.get(engineer)
-                if ((due is None or due >= watermark)
-                        and (scheduled is None or scheduled > times[p])):
+            if p in marks:
+                found.setdefault(p, set()).add(engineer)
+        for p, watermark in marks.items():
+            found.setdefault(p, set()).update(index.take(p, watermark, self.stream_time.get(p, EPOCH)))
+        # Books this batch touched were advanced to the batch's final
+        # watermark already (_advance_touched); their times are recomputed.
+        touched = batch.books
+        for p in sorted(found):  # one order whatever the heaps' history: a re-read batch writes the same
+            due = sorted(found[p])
+            for i, engineer in enumerate(due):
+                if len(batch.postings) + len(batch.events) >= SWEEP_ROWS_MAX:
+                    for q in found:
+                        index.put_back(q, due[i:] if q == p else found[q] if q > p else ())
+                    return
+                if engineer in touched:
                     continue
-            book = self._book(batch, engineer, p)
-            batch.outcome(engineer, book.advance(watermark), watermark)
-            batch.changed.add(engineer)
-            batch.swept += 1
-        else:
-            # Only a complete pass marks the partitions swept.
-            self.swept_watermark.update(marks)
+                book = self._book(batch, engineer, p)
+                batch.outcome(engineer, book.advance(marks[p]), marks[p])
+                batch.changed.add(engineer)
+                batch.swept += 1
+        # Only a complete pass marks the partitions swept.
+        self.swept_watermark.update(marks)
+
+    def forget_books(self, engineers: Iterable[str]) -> None:
+        """Books restored or handed to another worker: their times are
+        unknown until a sweep computes them (another worker may have changed them)."""
+        self.due.forget(engineers)
 
     def _result(self, batch: _Batch) -> BatchResult:
         balances: list[tuple[str, bytes]] = []
@@ -457,11 +455,12 @@ class LedgerProcessor:
             if len(data) >= book_parts.PARTS_BYTES_MIN:  # (only these track their changes)
                 parts[engineer] = BookParts(book, len(data), book.state_bytes(), self.lateness // _US, changed_days,
                                             book.take_changed_times(), seen.take_changed_buckets())
-            self.book_due[engineer] = _due(book)
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
                 balances.append((engineer, encode_balance(engineer, book, self.watermark(partition), until)))
-                self.book_scheduled[engineer] = book.next_left_out(until)
+                self.due.update(engineer, partition, _due(book), book.next_left_out(until))
+            else:
+                self.due.update(engineer, partition, _due(book))
             if book.settle():  # now equal to from_bytes(data): reusable next batch
                 self.book_cache.put(engineer, data, book)
         # Finality, as written: a partition whose sweep completed up to its

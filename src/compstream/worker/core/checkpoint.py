@@ -162,6 +162,8 @@ class LedgerCore:
                 log.info("partition %d: the last batch's outputs may be out without its positions; it is read "
                          "again as it was cut (%s)", partition,
                          ", ".join(f"{t}@{a}..{b}" for t, (a, b) in sorted(found.ranges.items())))
+        # What this worker knew of these books may be stale (another worker held them meanwhile).
+        self.processor.forget_books(keys)
         held = self.book_log.restore({k: self.books[k] for k in keys if k in self.books}, segments)
         self.books.update(held)
         self.view.restored(held, self._times((partition,)))
@@ -181,6 +183,8 @@ class LedgerCore:
         self.book_log.forget(gone)
         self.processor.stream_time.pop(partition, None)
         self.processor.swept_watermark.pop(partition, None)
+        self.processor.forget_books(gone)
+        self.processor.due.drop_partition(partition)
         self.processor.recorded_watermark.pop(partition, None)
         if self.leaderboards is not None:
             self.leaderboards.forget_partition(partition)
@@ -256,7 +260,7 @@ class LedgerCore:
         advanced = [p for p, t in sorted((idle or {}).items())
                     if p in self.owned and self.processor.advance_stream_time(p, t)]
         if fresh or advanced:
-            result = self.processor.process(fresh, keys=lambda: list(self.books), sweep=True,
+            result = self.processor.process(fresh, keys=self.books.keys, sweep=True,
                                             lagging=lagging, lagging_after=lagging, also_sweep=advanced)
             stats.applied, stats.duplicates, stats.swept = result.applied, result.duplicates, result.swept
             stats.dead_letters = len(result.dead_letters)
