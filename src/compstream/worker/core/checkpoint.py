@@ -36,7 +36,7 @@ from compstream.worker.book_cache import BookCache
 from compstream.worker.book_changelog import BookChangelog, is_segment_key
 from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.committed import CommittedView, PartitionTimes
-from compstream.worker.core.cut import Cut, cut_key
+from compstream.worker.core.cut import REPLAY_LOG, Cut, cut_key
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
@@ -159,8 +159,8 @@ class LedgerCore:
             found = Cut.decode(partition, cut)
             if found.pending(self.positions):
                 self.replay[partition] = found
-                log.info("partition %d: the last batch's outputs may be out without its positions; it is read "
-                         "again as it was cut (%s)", partition,
+                log.info("partition %d: the last batch's outputs may be out without its positions; it is %s (%s)",
+                         partition, REPLAY_LOG,
                          ", ".join(f"{t}@{a}..{b}" for t, (a, b) in sorted(found.ranges.items())))
         # What this worker knew of these books may be stale (another worker held them meanwhile).
         self.processor.forget_books(keys)

@@ -32,6 +32,8 @@ from compstream.worker.positions import position_key
 
 CUT_TOPIC = "\x00cut"  # a pseudo topic: no topic name starts with NUL
 CUT_VERSION = 1
+# Logged (INFO) for each partition whose restore found its last batch to read again: tests count it.
+REPLAY_LOG = "read again as it was cut"
 
 
 class CutError(ValueError):
