@@ -4,6 +4,7 @@ exactly once, and rebuild refuses to run under a live worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from unittest import mock
@@ -107,10 +108,21 @@ def test_rebuild_judges_late_events_again_and_diff_follows_it(kafka_bootstrap, t
         worker.wait_until(lambda: running_pid(settings), 30, "pid file")
         r = run(["rebuild", "--yes", "--stop", "--start", "--timeout", "120", "--settle", "30"], env)
         new_pid = running_pid(settings)
-        assert r.exit_code == 0, r.output + "\n" + worker.log_tail()
+        # Its diff is equal (the books by their own decisions), but the balance
+        # topic now disagrees with history's first decisions: rebuild says so and fails.
+        assert r.exit_code == 1, r.output + "\n" + worker.log_tail()
+        assert "2 engineers' balances now differ from their statements" in r.output, r.output
         after = latest_balances(kafka_bootstrap, topics.balances, timeout_s=5)
         # On time in the rebuild: drawn on the grant before it expired.
         assert {e: after[e]["expired_nanos"] for e in after} == {"ada": 9 * 10**9, "ken": 9 * 10**9}, after
+        r = run(["diff", "--json"], env)
+        assert r.exit_code == 0, r.output  # equal by the books' decisions
+        report = json.loads(r.stdout)
+        assert report["equal"] and report["rejudged_engineers"] == 2
+        by_history = {(d["engineer_id"], d["field"]): (d["live"], d["replay"])
+                      for d in report["statement_differences"]}
+        assert by_history[("ada", "expired_nanos")] == (9 * 10**9, 17 * 10**9), by_history
+        assert by_history[("ken", "expired_nanos")] == (9 * 10**9, 17 * 10**9), by_history
     finally:
         pid = new_pid if new_pid is not None else running_pid(settings)
         if pid is not None and pid != worker.proc.pid:

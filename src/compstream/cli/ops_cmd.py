@@ -52,7 +52,9 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
             "bad_messages": result.bad_count, "refused_too_old": result.refused_too_old,
             "refused_book_full": result.refused_book_full, "refused_future": result.refused_future,
             "late_engineers": result.late_engineers, "late_events": result.late_events,
-            "differences": [d.to_dict() for d in result.differences]}))
+            "differences": [d.to_dict() for d in result.differences],
+            "rejudged_engineers": result.rejudged_engineers,
+            "statement_differences": [d.to_dict() for d in result.statement_differences]}))
         return
     if result.differences:
         table = Table("engineer", "field", "live", "replay", "replay - live", title="differences")
@@ -78,6 +80,21 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
         err.print(f"{result.late_engineers} engineers with {result.late_events} late events replayed as the "
                   "stream applied them (each late event on top of the state final at its arrival, as the "
                   "history topic records it), the others sorted by event time", markup=False)
+    if result.statement_differences:
+        table = Table("engineer", "field", "live", "by history's first decisions",
+                      title="balances that differ from their statements (late events judged again)")
+        for d in result.statement_differences[:SHOWN_ROWS_MAX]:
+            table.add_row(escape(d.engineer_id), d.field, escape(str(d.live)), escape(str(d.replay)))
+        out.print(table)
+    if result.rejudged_engineers:
+        shown = len({d.engineer_id for d in result.statement_differences})
+        err.print(f"{result.rejudged_engineers} engineers' late events were judged again (the history topic's "
+                  f"last rows differ from its first, which the history store keeps): for {shown} of them the "
+                  "live balance now differs from what history's postings, statements and `audit verify` "
+                  "show (docs/runbook.md, scenario 8)", markup=False)
+    elif result.rejudged_engineers is None:
+        err.print("late decisions judged again: not checked (more history rows than "
+                  "late_decisions.FIRST_SEEN_MAX)", markup=False)
     verdict = "equal" if result.equal else f"{len(result.differences)} differences"
     err.print(f"{result.engineers_live} live balances, {result.engineers_replay} engineers replayed "
               f"from {result.events} events, {result.conflicts} conflicts: {verdict}", markup=False)
@@ -169,6 +186,13 @@ def rebuild_command(
     result = _diff_until_equal(settings, False, settle)
     _print_diff(result, as_json=False)
     if not result.equal:
+        raise typer.Exit(EXIT_DIFF)
+    if result.statement_differences:
+        # The rebuilt books are right by their own decisions, but the balance
+        # topic now disagrees with history for these engineers: say so loudly.
+        err.print("rebuild: balances equal the replay by the rebuilt books' decisions, but "
+                  f"{len({d.engineer_id for d in result.statement_differences})} engineers' balances now "
+                  "differ from their statements (above)", markup=False)
         raise typer.Exit(EXIT_DIFF)
 
 

@@ -46,7 +46,7 @@ from compstream.replay.kafka_source import (
     resolve_ranges,
     source_events,
 )
-from compstream.replay.late_decisions import Late, read_late
+from compstream.replay.late_decisions import Late, read_decisions
 from compstream.worker.processor import BOOK_FULL, FUTURE
 
 if TYPE_CHECKING:
@@ -90,6 +90,15 @@ class DiffResult:
     # Engineers with late events, replayed as the stream applied them.
     late_engineers: int = 0
     late_events: int = 0
+    # Engineers whose late decisions were taken again (a rebuild: the history
+    # topic's last rows, which the books follow, differ from its first rows,
+    # which the store keeps), and where that makes the live balance differ
+    # from the balance by the first decisions: what history's postings,
+    # statements and `audit verify` show for them. Not in `differences` (the
+    # books are right by their own decisions); `rebuild` fails on them.
+    # None: not known (more history than late_decisions.FIRST_SEEN_MAX).
+    rejudged_engineers: int | None = 0
+    statement_differences: list[Difference] = field(default_factory=list)
 
     @property
     def equal(self) -> bool:
@@ -209,7 +218,8 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
             if on_bad is not None:
                 on_bad(message)
 
-        late = read_late(consumer, settings.topics)
+        decisions = read_decisions(consumer, settings.topics)
+        late = decisions.last
         refused = refused_sources(consumer, settings.topics.dead_letters)
         stages = list(refused.values())
         result.refused_too_old, result.refused_book_full = stages.count(TOO_OLD), stages.count(BOOK_FULL)
@@ -223,6 +233,15 @@ def run_diff(settings: Settings, *, as_of_latest: bool = False,
     late = {e: d for e, d in late.items() if e in groups}
     result.late_engineers, result.late_events = len(late), sum(map(len, late.values()))
     result.differences = broken + compare(live, groups, latest=latest, as_of_latest=as_of_latest, late=late)
+    if decisions.first is None:
+        result.rejudged_engineers = None
+    else:
+        rejudged = sorted(e for e in decisions.rejudged() if e in groups and e in live)
+        result.rejudged_engineers = len(rejudged)
+        first = decisions.first
+        result.statement_differences = compare(
+            {e: live[e] for e in rejudged}, {e: groups[e] for e in rejudged}, latest=latest,
+            as_of_latest=as_of_latest, late={e: first[e] for e in rejudged if e in first})
     result.engineers_live, result.engineers_replay = len(live), len(groups)
     result.events, result.conflicts = replayed.events_in, replayed.conflicts
     return result

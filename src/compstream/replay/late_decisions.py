@@ -16,6 +16,7 @@ follow).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 
 Late = dict[str, list[tuple[str, datetime]]]  # engineer -> (event id, watermark), in the order applied
 LATE_MAX = 1_000_000  # late events held in memory; past it a reader refuses rather than guess
+# Events whose first row is tracked (a hash each, ~60 B); past it the first
+# decisions are not known (Decisions.first None) rather than memory unbounded.
+FIRST_SEEN_MAX = 20_000_000
 _US = timedelta(microseconds=1)
 
 
@@ -45,7 +49,29 @@ def collect_late(records: Iterable[tuple[str, bytes]]) -> Late:
     the books hold the last processing of an event (a rebuild judges the
     events again; on Faust, a re-read after a crash between its waves), while
     the loaders keep the first row in the store."""
+    return collect_decisions(records, first=False).last
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """`last`: each event's last row (what the books hold); `first`: its first
+    row (what the store keeps, and history's postings and statements follow)."""
+
+    last: Late
+    first: Late | None  # None: not collected, or more events than FIRST_SEEN_MAX
+
+    def rejudged(self) -> set[str]:
+        """Engineers whose late decisions were taken again otherwise (a rebuild)."""
+        first = self.first or {}
+        return {e for e in self.last.keys() | first.keys() if self.last.get(e, []) != first.get(e, [])}
+
+
+def collect_decisions(records: Iterable[tuple[str, bytes]], first: bool = True) -> Decisions:
+    """Both views of the decisions (`first=False`: `last` only, and no memory
+    spent on every event seen: `first` is then None)."""
     found: dict[tuple[str, str], tuple[int, int, datetime]] = {}
+    found_first: dict[tuple[str, str], tuple[int, int, datetime]] = {}
+    seen: set[int] = set()  # hash of each (engineer, event id) with a row so far: its first row is behind it
     n = 0
     for where, value in records:
         try:
@@ -54,13 +80,29 @@ def collect_late(records: Iterable[tuple[str, bytes]]) -> Late:
             raise SourceError(f"history record {where}: {exc}") from exc
         for engineer, event_id, late, watermark, seq in rows:
             key = (engineer, event_id)
-            if not late or watermark is None:  # (no watermark: stored before it was recorded)
+            n += 1
+            decision = None  # not late (or no watermark: stored before it was recorded)
+            if late and watermark is not None:
+                decision = (seq if seq is not None else -1, n, watermark)
+            if first:
+                h = hash(key)
+                if h not in seen:
+                    seen.add(h)
+                    if decision is not None:
+                        found_first[key] = decision
+                    if len(seen) > FIRST_SEEN_MAX:
+                        first = False
+                        seen.clear()
+            if decision is None:
                 found.pop(key, None)
                 continue
-            n += 1
-            found[key] = (seq if seq is not None else -1, n, watermark)
-            if len(found) > LATE_MAX:
+            found[key] = decision
+            if len(found) > LATE_MAX or len(found_first) > LATE_MAX:
                 raise SourceError(f"more than {LATE_MAX} late events on the history topic")
+    return Decisions(_by_engineer(found), _by_engineer(found_first) if first else None)
+
+
+def _by_engineer(found: dict[tuple[str, str], tuple[int, int, datetime]]) -> Late:
     by_engineer: dict[str, list[tuple[int, int, str, datetime]]] = {}
     for (engineer, event_id), (seq, at, watermark) in found.items():
         by_engineer.setdefault(engineer, []).append((seq, at, event_id, watermark))
@@ -70,11 +112,15 @@ def collect_late(records: Iterable[tuple[str, bytes]]) -> Late:
 def read_late(consumer: KafkaConsumer, topics: Topics) -> Late:
     """The late decisions on the history topic (committed records only, as
     the consumer reads them). No history topic: none."""
+    return read_decisions(consumer, topics, first=False).last
+
+
+def read_decisions(consumer: KafkaConsumer, topics: Topics, first: bool = True) -> Decisions:
     topic = history_topic(topics)
     if not consumer.partitions_for_topic(topic):
-        return {}
-    return collect_late((f"{r.topic}[{r.partition}]@{r.offset}", r.value)
-                        for r in read_ranges(consumer, resolve_ranges(consumer, [topic])))
+        return Decisions({}, {} if first else None)
+    return collect_decisions(((f"{r.topic}[{r.partition}]@{r.offset}", r.value)
+                              for r in read_ranges(consumer, resolve_ranges(consumer, [topic]))), first)
 
 
 def store_late(store: HistoryStore) -> Late:

@@ -21,7 +21,7 @@ from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevok
 from compstream.domain.replay import ReplayResult, collect
 from compstream.ops.diff import LATE, compare
 from compstream.replay.kafka_source import SourceError
-from compstream.replay.late_decisions import balance_as_streamed, collect_late
+from compstream.replay.late_decisions import balance_as_streamed, collect_decisions, collect_late
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
@@ -177,6 +177,15 @@ def test_after_a_rebuild_the_last_decisions_count():
     assert late != first, "the rebuild must decide differently, or this tests nothing"
     assert compare(live, groups, late=late) == []
     assert compare(live, groups, late=first) != []
+    # Both views from the one topic: its last rows (the rebuilt books) and its
+    # first rows (what the store keeps, so the statements).
+    decisions = collect_decisions((f"history@{n}", v)
+                                  for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
+    assert decisions.last == late and decisions.first == first
+    rejudged = decisions.rejudged()
+    assert rejudged and rejudged == {e for e in late.keys() | first.keys() if late.get(e) != first.get(e)}
+    others = set(groups) - rejudged
+    assert compare({e: live[e] for e in others}, {e: groups[e] for e in others}, late=first) == []
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
