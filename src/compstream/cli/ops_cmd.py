@@ -87,9 +87,9 @@ def _print_diff(result: DiffResult, as_json: bool) -> None:
             table.add_row(escape(d.engineer_id), d.field, escape(str(d.live)), escape(str(d.replay)))
         out.print(table)
     if result.rejudged_engineers:
-        shown = len({d.engineer_id for d in result.statement_differences})
+        differing = len({d.engineer_id for d in result.statement_differences})
         err.print(f"{result.rejudged_engineers} engineers' late events were judged again (the history topic's "
-                  f"last rows differ from its first, which the history store keeps): for {shown} of them the "
+                  f"last rows differ from its first, which the history store keeps): for {differing} of them the "
                   "live balance now differs from what history's postings, statements and `audit verify` "
                   "show (docs/runbook.md, scenario 8)", markup=False)
     elif result.rejudged_engineers is None:

@@ -5,9 +5,9 @@ A book is due when its first pending event or its next expiry is older than
 its partition's watermark (there is something to finalize), or when its last
 balance left out an event dated at or before the partition's stream time (a
 scheduled HR event whose time has come). The sweep advances exactly those
-books. Visiting every stored book for this cost ~15 ms a batch at 10,000
+books. Visiting every stored book for this cost ~7 ms a batch at 10,000
 books, whatever the batch's size: a fixed cost that made small (live)
-batches dear. Here each partition keeps two min-heaps of (time, engineer);
+batches dear (bench/profile_notes.md, 2026-12-07). Here each partition keeps two min-heaps of (time, engineer);
 an entry whose engineer's time has changed since is stale and dropped when
 it comes up, so a change is one push and nothing is searched.
 

@@ -19,7 +19,7 @@ from compstream.config import BOOK_BYTES_MAX, Topics
 from compstream.domain.book import EngineerBook
 from compstream.domain.events import GrantIssued, Usage
 from compstream.worker import processor
-from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, changelog_topic
 from compstream.worker.messages import SourceMessage, partition_of
 from worker.core.scenario import scenario
 
@@ -27,6 +27,7 @@ TOPICS = Topics.with_prefix("ret")
 T0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
 LATENESS = timedelta(hours=6)
 CONFIG = CoreConfig(TOPICS, "w", 1, int(LATENESS.total_seconds()), BOOK_BYTES_MAX)
+CONFIG_TOPIC = changelog_topic("w")
 
 
 class Log:
@@ -154,3 +155,28 @@ def _run_with_moves(seed: int, cuts: list[int], moves: list[bool]) -> Counter:
                 sweeps["complete"] += 1
         i += size
     return sweeps
+
+
+def test_a_restore_over_a_held_partition_takes_the_changelog_as_it_is():
+    """A book held in sealed segments here, written as one record elsewhere:
+    restored again, its old segment layout must not outlive it."""
+    from compstream.domain import book as book_module
+    from compstream.worker.book_changelog import BookChangelog
+
+    with patch.object(book_module, "SEAL_RECORDS_MIN", 2):
+        book, t = EngineerBook.empty("e"), T0
+        for i in range(200):
+            t += timedelta(minutes=30)
+            book.ingest(_usage(f"u{i}", "e", t), t - LATENESS)
+        seen = book.seen
+        written = BookChangelog(CONFIG_TOPIC).records("e", book.to_bytes(), 0, frozenset(seen.sealed_days),
+                                                      seen.take_changed_days())
+        assert len(written) > 1  # a head and its segments
+        core = LedgerCore(CONFIG)
+        core.restore(0, [(r.key, r.value) for r in written], {})
+        assert core.book_log.holds("e")
+        plain = EngineerBook.empty("e")
+        plain.ingest(_usage("u-new", "e", t), t - LATENESS)
+        core.restore(0, [(b"e", plain.to_bytes())], {})
+        assert not core.book_log.holds("e")
+        assert core.books["e"] == plain.to_bytes()

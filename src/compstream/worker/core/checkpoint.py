@@ -164,6 +164,7 @@ class LedgerCore:
                          ", ".join(f"{t}@{a}..{b}" for t, (a, b) in sorted(found.ranges.items())))
         # What this worker knew of these books may be stale (another worker held them meanwhile).
         self.processor.forget_books(keys)
+        self.book_log.forget(list(keys))
         held = self.book_log.restore({k: self.books[k] for k in keys if k in self.books}, segments)
         self.books.update(held)
         self.view.restored(held, self._times((partition,)))
