@@ -155,13 +155,14 @@ def verify_store(
         engineers = [engineer_id]
     elif engineers is None:
         engineers = store.engineers()
+    finals: dict[int, datetime | None] = {}
     for eng in engineers:
         rows = store.postings_for(eng)
         report.engineers += 1
         report.postings += len(rows)
         report.add(verify_chain(eng, rows, hash_fn))
         if replay:
-            report.add(replay_findings(store, eng))
+            report.add(replay_findings(store, eng, finals))
     if engineer_id is None:
         report.add(check_digests(store, period))
     return report

@@ -19,8 +19,8 @@ from compstream.history.findings import Finding
 from compstream.history.rows import PostingRow
 from compstream.history.store import HistoryStore
 
-REPLAY_MISMATCH, NOT_DERIVABLE, NOT_STORED, BAD_EVENT = (
-    "replay_mismatch", "not_derivable", "not_stored", "bad_event",
+REPLAY_MISMATCH, NOT_DERIVABLE, NOT_STORED, BAD_EVENT, NOT_FINAL = (
+    "replay_mismatch", "not_derivable", "not_stored", "bad_event", "not_final",
 )
 _COMPARED = ("kind", "grant_id", "amount_nanos", "cause_event_id", "event_time", "available_after_nanos", "hash")
 
@@ -49,7 +49,10 @@ def _as_streamed(engineer_id: str, rows: list, events: list) -> list:
     return postings
 
 
-def replay_findings(store: HistoryStore, engineer_id: str) -> list[Finding]:
+def replay_findings(store: HistoryStore, engineer_id: str,
+                    finals: dict[int, datetime | None] | None = None) -> list[Finding]:
+    """`finals`: a cache of each partition's newest `final_through`, shared
+    across the engineers of one verification."""
     findings: list[Finding] = []
     events, rows = [], []
     for row in store.events_for(engineer_id):
@@ -75,11 +78,34 @@ def replay_findings(store: HistoryStore, engineer_id: str) -> list[Finding]:
                                for n in differ[:3])
             findings.append(Finding(engineer_id, posting.seq, REPLAY_MISMATCH, detail))
     # Replayed postings past the stored tail are expected (expiries the
-    # stream's watermark has not reached) unless they precede the tail.
+    # stream's watermark has not reached) unless they precede the tail, or
+    # precede what history claims final: a watermark row vouches that every
+    # posting of its partition's engineers dated before its final_through is
+    # written (rows.WatermarkRow). That also finds a deleted tail, which the
+    # chain alone shows only against a stored digest.
     horizon = max((p.event_time for p in stored), default=None)
+    final = _final_through(store, {row.kafka_partition for row in rows}, {} if finals is None else finals)
     stored_seqs = {p.seq for p in stored}
     for twin in replayed:
-        if twin.seq not in stored_seqs and horizon is not None and twin.event_time <= horizon:
+        if twin.seq in stored_seqs:
+            continue
+        if horizon is not None and twin.event_time <= horizon:
             findings.append(Finding(engineer_id, twin.seq, NOT_STORED,
                                     f"replay derives a {twin.kind} posting not stored"))
+        elif final is not None and twin.event_time < final:
+            findings.append(Finding(engineer_id, twin.seq, NOT_FINAL,
+                                    f"replay derives a {twin.kind} posting at {twin.event_time.isoformat()}, "
+                                    f"before the final_through {final.isoformat()} history claims, not stored"))
     return findings
+
+
+def _final_through(store: HistoryStore, partitions: set[int], finals: dict[int, datetime | None]) -> datetime | None:
+    """The least newest final_through over the engineer's partitions (one, but
+    a store may hold rows of another partitioning): None if any has none."""
+    found = []
+    for p in partitions:
+        if p not in finals:
+            row = store.final_through(p)
+            finals[p] = row.final_through if row is not None else None
+        found.append(finals[p])
+    return None if not found or None in found else min(found)  # type: ignore[type-var]
