@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from unittest.mock import patch
 
 from compstream.codec import encode_event
 from compstream.config import BOOK_BYTES_MAX, Topics
@@ -20,6 +21,7 @@ from compstream.history.wire import decode_batch
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import MemoryInput, MemoryLog, MemoryOutput
+from compstream.worker.processor import LedgerProcessor
 from worker.core.scenario import Clock
 
 TOPICS = Topics.with_prefix("claims")
@@ -77,3 +79,42 @@ def test_a_final_posting_missing_is_found_where_the_chain_sees_nothing():
     assert chain_only.clean  # a deleted tail: no digest stored, the chain still links
     report = verify_store(store, replay=True)
     assert [(f.engineer_id, f.seq, f.kind) for f in report.findings] == [("ada", tail.seq, NOT_FINAL)]
+
+
+def _partition_back_history() -> MemoryHistoryStore:
+    """test_partition_return's first case (a partition moves to another worker
+    and back; meanwhile alice gets an earlier pending usage), its history loaded."""
+    from worker.core.test_partition_return import CONFIG, T0, Log, _usage
+
+    log, first, other = Log(), LedgerCore(CONFIG), LedgerCore(CONFIG)
+    batches: list = []
+
+    def step_keeping_history(core, *events) -> None:  # Log.step, its history rows kept
+        checkpoint = core.step([log.message(e) for e in events])
+        batches.extend(decode_batch(r.value) for r in checkpoint.records if r.topic == core.history)
+        for r in checkpoint.records:
+            if r.topic == core.changelog:
+                log.changelog[r.key] = r.value
+        core.committed()
+
+    log.step = step_keeping_history  # type: ignore[method-assign]
+    log.restore(first)
+    grant = GrantIssued("g-1", "alice", "g1", 10**12, T0, None, "allowance")
+    log.step(first, grant, _usage("u-late-due", "alice", T0 + timedelta(hours=10)))
+    first.forget(0)
+    log.restore(other)
+    log.step(other, _usage("u-early", "alice", T0 + timedelta(hours=9)))
+    other.forget(0)
+    log.restore(first)
+    log.step(first, _usage("u-bob", "bob", T0 + timedelta(hours=15, minutes=30)))
+    return _store(batches)
+
+
+def test_the_audit_finds_what_a_sweep_with_stale_due_times_left_out():
+    """The bug test_partition_return guards, seen from history: with the
+    restored books' old due times kept, the watermark row claims alice's
+    09:00 usage final and its posting is missing."""
+    assert verify_store(_partition_back_history(), replay=True).clean
+    with patch.object(LedgerProcessor, "forget_books", lambda self, engineers: None):
+        report = verify_store(_partition_back_history(), replay=True)
+    assert {(f.engineer_id, f.kind) for f in report.findings} == {("alice", NOT_FINAL)}, report.findings
