@@ -82,32 +82,13 @@ def test_a_final_posting_missing_is_found_where_the_chain_sees_nothing():
 
 
 def _partition_back_history() -> MemoryHistoryStore:
-    """test_partition_return's first case (a partition moves to another worker
-    and back; meanwhile alice gets an earlier pending usage), its history loaded."""
-    from worker.core.test_partition_return import CONFIG, T0, Log, _usage
+    """test_partition_return's case (a partition moves to another worker and
+    back; meanwhile alice gets an earlier pending usage), its history loaded."""
+    from worker.core.test_partition_return import Log, partition_back
 
-    log, first, other = Log(), LedgerCore(CONFIG), LedgerCore(CONFIG)
-    batches: list = []
-
-    def step_keeping_history(core, *events) -> None:  # Log.step, its history rows kept
-        checkpoint = core.step([log.message(e) for e in events])
-        batches.extend(decode_batch(r.value) for r in checkpoint.records if r.topic == core.history)
-        for r in checkpoint.records:
-            if r.topic == core.changelog:
-                log.changelog[r.key] = r.value
-        core.committed()
-
-    log.step = step_keeping_history  # type: ignore[method-assign]
-    log.restore(first)
-    grant = GrantIssued("g-1", "alice", "g1", 10**12, T0, None, "allowance")
-    log.step(first, grant, _usage("u-late-due", "alice", T0 + timedelta(hours=10)))
-    first.forget(0)
-    log.restore(other)
-    log.step(other, _usage("u-early", "alice", T0 + timedelta(hours=9)))
-    other.forget(0)
-    log.restore(first)
-    log.step(first, _usage("u-bob", "bob", T0 + timedelta(hours=15, minutes=30)))
-    return _store(batches)
+    log = Log()
+    partition_back(log)
+    return _store([decode_batch(v) for v in log.history])
 
 
 def test_the_audit_finds_what_a_sweep_with_stale_due_times_left_out():

@@ -31,11 +31,12 @@ CONFIG_TOPIC = changelog_topic("w")
 
 
 class Log:
-    """The source topics and the compacted changelog, in memory."""
+    """The source topics, the compacted changelog and the history records, in memory."""
 
     def __init__(self) -> None:
         self.next = {TOPICS.usage: 0, TOPICS.grants: 0}
         self.changelog: dict[bytes, bytes | None] = {}
+        self.history: list[bytes] = []
 
     def message(self, event) -> SourceMessage:
         topic = TOPICS.usage if event.type == "usage" else TOPICS.grants
@@ -48,6 +49,8 @@ class Log:
         for r in checkpoint.records:
             if r.topic == core.changelog:
                 self.changelog[r.key] = r.value
+            elif r.topic == core.history:
+                self.history.append(r.value)
         core.committed()
 
     def restore(self, core: LedgerCore) -> None:
@@ -58,8 +61,10 @@ def _usage(event_id: str, engineer: str, at: datetime) -> Usage:
     return Usage(event_id, engineer, "openai", "gpt-4o", at, 100, 10, 0, 0, 10**6)
 
 
-def test_a_book_changed_elsewhere_is_swept_by_its_new_due_time():
-    log, first, other = Log(), LedgerCore(CONFIG), LedgerCore(CONFIG)
+def partition_back(log: Log) -> LedgerCore:
+    """A partition moves to another worker and back; meanwhile alice gets an
+    earlier pending usage. Returns the first worker, after its last batch."""
+    first, other = LedgerCore(CONFIG), LedgerCore(CONFIG)
     log.restore(first)
     grant = GrantIssued("g-1", "alice", "g1", 10**12, T0, None, "allowance")
     log.step(first, grant, _usage("u-late-due", "alice", T0 + timedelta(hours=10)))
@@ -72,6 +77,11 @@ def test_a_book_changed_elsewhere_is_swept_by_its_new_due_time():
     log.restore(first)
     # Stream time 15:30: the watermark (09:30) passes alice's 09:00 usage but not her 10:00 one.
     log.step(first, _usage("u-bob", "bob", T0 + timedelta(hours=15, minutes=30)))
+    return first
+
+
+def test_a_book_changed_elsewhere_is_swept_by_its_new_due_time():
+    first = partition_back(Log())
     book = EngineerBook.from_bytes(first.books["alice"])
     assert book.watermark == T0 + timedelta(hours=9, minutes=30)
     assert [e[1].event_id for e in book.pending] == ["u-late-due"]
