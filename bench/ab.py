@@ -10,7 +10,9 @@ after 17,832-19,519 (in the next run it was not), so `--warmup` runs
     python -m bench.ab latency --rate 10000 --secs 30 --rounds 2 base=/tmp/wt-base/src head=src
 
 A variant is `name=SRC`: the worker runs with PYTHONPATH=SRC (a worktree's
-`src`, e.g. from `git worktree add /tmp/wt-base <commit> --detach`), under
+`src`, e.g. from `git worktree add /tmp/wt-base <commit> --detach`), and
+`name=SRC+KEY=VALUE+...` adds those variables to the worker's environment
+(one tree under two settings, e.g. `+COMPSTREAM_HISTORY_SINK=external`), under
 the transactional engine with leaderboards off, as the bench's
 transactional rows (`--engine faust`: the Faust engine, leaderboards off
 too). One JSON line per run, then each round's ratios to the first variant,
@@ -37,10 +39,17 @@ ENGINEERS = 10_000
 def _variants(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
     out = []
     for spec in specs:
-        name, sep, src = spec.partition("=")
+        name, sep, rest = spec.partition("=")
+        src, *settings = rest.split("+")
         if not sep or not name or not Path(src, "compstream").is_dir():
             raise SystemExit(f"variant {spec!r}: expected NAME=SRC with SRC/compstream a directory")
-        out.append((name, {"PYTHONPATH": str(Path(src).resolve())}))
+        env = {"PYTHONPATH": str(Path(src).resolve())}
+        for setting in settings:
+            key, eq, value = setting.partition("=")
+            if not eq or not key:
+                raise SystemExit(f"variant {spec!r}: expected +KEY=VALUE, got {setting!r}")
+            env[key] = value
+        out.append((name, env))
     if len({name for name, _ in out}) != len(out):
         raise SystemExit("variant names must differ")
     return out
