@@ -96,3 +96,29 @@ def test_cli_bad_identity_map(tmp_path, monkeypatch):
     result = CliRunner().invoke(
         app, ["ingest", "openai", str(fixture_path("openai_usage_page1.json")), "--identity", str(bad), "--dry-run"])
     assert result.exit_code == 2 and "cycle" in result.output
+
+
+def test_paged_exports_reject_bad_pages_and_lists_where_they_are():
+    # The page walk the OpenAI and Anthropic adapters share (ingest/pages.py):
+    # a page without a data list, a bucket whose results or a record whose
+    # model breakdown is not a list, each a rejection at its place, the
+    # rest of the export still read.
+    from compstream.ingest import anthropic, openai
+
+    bucket = {"start_time": 1_790_000_000, "end_time": 1_790_003_600, "results": "none"}
+    text = json.dumps([{"object": "page"}, {"data": [bucket]}])
+    for parse in (openai.parse_usage, openai.parse_costs):
+        found = [(str(r.location), r.reason) for r in parse(text, "export.json")]
+        assert found == [("export.json ([0])", "not a usage page: expected an object with a 'data' list"),
+                         ("export.json ([1].data[0])", "field 'results' must be a list")], found
+    page = {"data": [{"starting_at": "2026-10-10T00:00:00Z", "ending_at": "2026-10-11T00:00:00Z",
+                      "results": {"model": "claude"}}]}
+    found = [(str(r.location), r.reason) for r in anthropic.parse_messages(json.dumps(page), "report.json")]
+    assert found == [("report.json:1 (data[0])", "field 'results' must be a list")], found
+    record = {"date": "2026-10-10", "actor": {"type": "user_actor", "email_address": "ada@example.com"},
+              "model_breakdown": None}
+    found = [(str(r.location), r.reason)
+             for r in anthropic.parse_claude_code(json.dumps({"data": [record]}), "code.json")]
+    assert found == [("code.json:1 (data[0])", "field 'model_breakdown' must be a list")], found
+    found = [(str(r.location), r.reason) for r in anthropic.parse_claude_code("[1]", "code.json")]
+    assert found == [("code.json ([0])", "not a report page: expected an object with a 'data' list")], found

@@ -63,13 +63,13 @@ def wait_balances(bootstrap: str, topics: Topics, expected: dict[str, int], work
 def stop_pid(pid: int, timeout_s: float = 20) -> None:
     """Stop the worker `rebuild --start` spawned (under CliRunner it is our
     child: reap it, or it lingers as a zombie)."""
-    from compstream.ops.rebuild import is_alive
+    from compstream.processes import pid_alive
 
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while is_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.3)
-    if is_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     try:
         os.waitpid(pid, 0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from compstream.broker.jars import KAFKA_VERSION, BrokerError, ensure_jars
 from compstream.broker.storage import LOG4J, format_storage, new_cluster_id, read_cluster_id, server_properties
 from compstream.config import Settings
+from compstream.processes import pid_alive, pid_cmdline
 
 __all__ = [
     "BrokerError", "BrokerInfo", "BrokerStatus", "DEFAULT_PORT",
@@ -91,16 +92,7 @@ def _alive(pid: int) -> bool:
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0); it is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    return pid_alive(pid)
 
 
 def _is_our_broker(pid: int, props: Path) -> bool:
@@ -109,9 +101,8 @@ def _is_our_broker(pid: int, props: Path) -> bool:
         return False
     if pid in _CHILDREN:  # started by this very process: no doubt about identity
         return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    cmdline = pid_cmdline(pid)
+    if cmdline is None:
         return True  # no /proc (macOS): trust the pid file
     if cmdline == [b""]:
         return True  # briefly empty around exec (seen under gVisor): trust the pid file

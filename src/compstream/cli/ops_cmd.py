@@ -199,6 +199,7 @@ def rebuild_command(
 def _follow(settings: Settings, target: dict[TopicPartition, tuple[int, int]], started: int | None,
             timeout_s: float) -> None:
     from compstream.ops import rebuild as rb
+    from compstream.processes import pid_alive
 
     deadline = time.monotonic() + timeout_s
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -210,7 +211,7 @@ def _follow(settings: Settings, target: dict[TopicPartition, tuple[int, int]], s
             bar.update(task, completed=state.done)
             if state.complete:
                 break
-            if started is not None and not rb.is_alive(started):
+            if started is not None and not pid_alive(started):
                 raise _fail(f"the worker (pid {started}) exited; see {settings.data_dir / 'worker.log'}")
             if time.monotonic() > deadline:
                 raise _fail(f"not caught up after {timeout_s:.0f}s ({state.done}/{state.total}); "

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 from compstream.domain.events import EventError, parse_time
 from compstream.ingest import jsonio
-from compstream.ingest.model import AdapterOutput, Location, Rejection, RowError, SourceRow, TokenCounts
+from compstream.ingest.model import AdapterOutput, Location, RowError, SourceRow, TokenCounts
+from compstream.ingest.pages import bucket_rows, entry_rows
 from compstream.ingest.pricing import check_currency
 
 # Service tiers that map onto a genai-prices price variant.
@@ -46,41 +47,8 @@ def _time(value: Any, name: str) -> datetime:
         raise RowError(str(exc)) from exc
 
 
-def _pages(text: str, name: str) -> Iterator[Rejection | tuple[Any, Location]]:
-    for item in jsonio.json_documents(text, name):
-        if item[0] is None:
-            yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple
-            continue
-        page, location = item[0], item[1]
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            yield Rejection(location, "not a report page: expected an object with a 'data' list")
-            continue
-        for index, entry in enumerate(page["data"]):
-            path = f"{location.path}.data[{index}]" if location.path else f"data[{index}]"
-            yield entry, Location(location.file, location.line, path)
-
-
 def parse_messages(text: str, name: str) -> AdapterOutput:
-    for item in _pages(text, name):
-        if isinstance(item, Rejection):
-            yield item
-            continue
-        bucket, b_loc = item
-        try:
-            start = _time(jsonio.field(bucket, "starting_at", "bucket"), "starting_at")
-            end = _time(jsonio.field(bucket, "ending_at", "bucket"), "ending_at")
-            results = jsonio.field(bucket, "results", "bucket")
-            if not isinstance(results, list):
-                raise RowError("field 'results' must be a list")
-        except RowError as exc:
-            yield Rejection(b_loc, str(exc))
-            continue
-        for r_index, result in enumerate(results):
-            loc = Location(b_loc.file, b_loc.line, f"{b_loc.path}.results[{r_index}]")
-            try:
-                yield _message_row(result, start, end, loc)
-            except RowError as exc:
-                yield Rejection(loc, str(exc))
+    return bucket_rows(text, name, "report", ("starting_at", "ending_at"), _time, _message_row)
 
 
 def _message_row(result: Any, start: datetime, end: datetime, loc: Location) -> SourceRow:
@@ -147,25 +115,9 @@ def _message_row(result: Any, start: datetime, end: datetime, loc: Location) -> 
 
 
 def parse_claude_code(text: str, name: str) -> AdapterOutput:
-    for item in _pages(text, name):
-        if isinstance(item, Rejection):
-            yield item
-            continue
-        record, r_loc = item
-        try:
-            header = _claude_code_header(record)
-            breakdown = jsonio.field(record, "model_breakdown")
-            if not isinstance(breakdown, list):
-                raise RowError("field 'model_breakdown' must be a list")
-        except RowError as exc:
-            yield Rejection(r_loc, str(exc))
-            continue
-        for m_index, entry in enumerate(breakdown):
-            loc = Location(r_loc.file, r_loc.line, f"{r_loc.path}.model_breakdown[{m_index}]")
-            try:
-                yield _claude_code_row(header, entry, loc)
-            except RowError as exc:
-                yield Rejection(loc, str(exc))
+    return entry_rows(text, name, "report", "model_breakdown",
+                      lambda record: (_claude_code_header(record), jsonio.field(record, "model_breakdown")),
+                      _claude_code_row)
 
 
 def _claude_code_header(record: Any) -> dict:

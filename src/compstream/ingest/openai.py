@@ -23,10 +23,11 @@ grouping fields it carries, so regrouping the same period yields new ids.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 from compstream.ingest import jsonio
-from compstream.ingest.model import AdapterOutput, Location, Rejection, RowError, SourceRow, TokenCounts
+from compstream.ingest.model import AdapterOutput, Location, RowError, SourceRow, TokenCounts
+from compstream.ingest.pages import bucket_rows
 from compstream.ingest.pricing import check_currency
 
 
@@ -39,42 +40,8 @@ def _unix(value: Any, name: str) -> datetime:
         raise RowError(f"field {name!r} is out of range: {value}") from exc
 
 
-def _buckets(text: str, name: str) -> Iterator[Any]:
-    """Yield (bucket, location) pairs or Rejections for malformed pages."""
-    for item in jsonio.json_documents(text, name):
-        if item[0] is None:
-            yield Rejection(item[1], item[2])  # type: ignore[misc]  # item[0] None: the 3-tuple
-            continue
-        page, location = item[0], item[1]
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            yield Rejection(location, "not a usage page: expected an object with a 'data' list")
-            continue
-        for b_index, bucket in enumerate(page["data"]):
-            prefix = f"{location.path}.data[{b_index}]" if location.path else f"data[{b_index}]"
-            yield bucket, Location(location.file, location.line, prefix)
-
-
 def parse_usage(text: str, name: str) -> AdapterOutput:
-    for item in _buckets(text, name):
-        if isinstance(item, Rejection):
-            yield item
-            continue
-        bucket, b_loc = item
-        try:
-            start = _unix(jsonio.field(bucket, "start_time", "bucket"), "start_time")
-            end = _unix(jsonio.field(bucket, "end_time", "bucket"), "end_time")
-            results = jsonio.field(bucket, "results", "bucket")
-            if not isinstance(results, list):
-                raise RowError("field 'results' must be a list")
-        except RowError as exc:
-            yield Rejection(b_loc, str(exc))
-            continue
-        for r_index, result in enumerate(results):
-            loc = Location(b_loc.file, b_loc.line, f"{b_loc.path}.results[{r_index}]")
-            try:
-                yield _usage_row(result, start, end, loc)
-            except RowError as exc:
-                yield Rejection(loc, str(exc))
+    return bucket_rows(text, name, "usage", ("start_time", "end_time"), _unix, _usage_row)
 
 
 def _usage_row(result: Any, start: datetime, end: datetime, loc: Location) -> SourceRow:
@@ -132,26 +99,7 @@ def _usage_row(result: Any, start: datetime, end: datetime, loc: Location) -> So
 
 
 def parse_costs(text: str, name: str) -> AdapterOutput:
-    for item in _buckets(text, name):
-        if isinstance(item, Rejection):
-            yield item
-            continue
-        bucket, b_loc = item
-        try:
-            start = _unix(jsonio.field(bucket, "start_time", "bucket"), "start_time")
-            end = _unix(jsonio.field(bucket, "end_time", "bucket"), "end_time")
-            results = jsonio.field(bucket, "results", "bucket")
-            if not isinstance(results, list):
-                raise RowError("field 'results' must be a list")
-        except RowError as exc:
-            yield Rejection(b_loc, str(exc))
-            continue
-        for r_index, result in enumerate(results):
-            loc = Location(b_loc.file, b_loc.line, f"{b_loc.path}.results[{r_index}]")
-            try:
-                yield _cost_row(result, start, end, loc)
-            except RowError as exc:
-                yield Rejection(loc, str(exc))
+    return bucket_rows(text, name, "usage", ("start_time", "end_time"), _unix, _cost_row)
 
 
 def _cost_row(result: Any, start: datetime, end: datetime, loc: Location) -> SourceRow:

@@ -27,6 +27,7 @@ from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from compstream.config import Settings
+from compstream.processes import pid_alive, pid_cmdline
 from compstream.replay.kafka_source import open_consumer, partitions_of
 from compstream.worker.run import pid_path, running_pid
 
@@ -41,33 +42,17 @@ def _admin(settings: Settings) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="compstream-rebuild")
 
 
-def is_alive(pid: int) -> bool:
-    """A zombie (exited, not yet reaped by its parent) counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc: trust kill(0)
-
-
 def looks_like_worker(pid: int) -> bool:
     """Guards SIGTERM against a stale pid file whose pid was reused."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    cmdline = pid_cmdline(pid)
+    if cmdline is None:
         return True  # no /proc (macOS): the pid file is all we have
-    return b"compstream" in cmdline and b"worker" in cmdline
+    return any(b"compstream" in a for a in cmdline) and any(b"worker" in a for a in cmdline)
 
 
 def live_worker(settings: Settings) -> int | None:
     pid = running_pid(settings)
-    if pid is None or not is_alive(pid) or not looks_like_worker(pid):
+    if pid is None or not pid_alive(pid) or not looks_like_worker(pid):
         return None
     return pid
 
@@ -77,7 +62,7 @@ def stop_worker(pid: int, timeout_s: float) -> None:
     timeout to wait out) and flushes what it has processed."""
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while is_alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             raise RebuildError(f"worker pid {pid} still runs {timeout_s:.0f}s after SIGTERM; "
                                f"check it, or `kill -9 {pid}` and run rebuild again")
