@@ -230,3 +230,28 @@ def test_the_last_slot_datetime_holds_ends_past_it():
     slot = book_parts.slot_of(at, book_parts.SLOT_SCALE_MAX)  # ~17 h wide: its end is past year 9999
     assert list(book_parts.pending_slots(book, book_parts.SLOT_SCALE_MAX, None)) == [slot]
     assert list(book_parts.pending_slots(book, book_parts.SLOT_SCALE_MAX, {slot})) == [slot]
+
+
+def test_a_large_book_keeps_its_waiting_late_decisions_in_its_slots():
+    # A rebuild's book holds recorded late decisions (events.LateAt) among its
+    # pending events, slotted by their watermark: a head-and-parts write
+    # restores them, and they still apply when the watermark passes.
+    from compstream.domain.events import LateAt
+
+    with small_parts():
+        book, t = EngineerBook.empty("e"), START
+        for i in range(300):
+            t += timedelta(minutes=1)
+            late_under = (t + timedelta(minutes=30), i) if i % 25 == 0 else None
+            book.ingest(_usage(i, t - timedelta(minutes=90)), t - LATENESS, late_under=late_under)
+        waiting = [item for _, item in book.pending if type(item) is LateAt]
+        assert waiting
+        log, changelog = BookChangelog(TOPIC), Changelog()
+        data, records = _write(log, book)
+        assert any(is_segment_key(r.key.decode()) for r in records)  # written in parts
+        changelog.apply(records)
+        restored = EngineerBook.from_bytes(changelog.restore()[1]["e"])
+        assert restored.to_bytes() == data
+        assert [item for _, item in restored.pending if type(item) is LateAt] == waiting
+        late_reports = [r for r in restored.advance(t + timedelta(hours=1)).reports if r.code == "late"]
+        assert {r.event_id for r in late_reports} == {item.event_id for item in waiting}

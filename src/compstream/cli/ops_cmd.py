@@ -172,6 +172,7 @@ def rebuild_command(
         step(f"consumer group {rb.delete_group(settings, timeout_s=2 * settings.session_timeout_s + 10)}")
         rb.delete_topics_and_wait(settings, changelogs, timeout_s=60)
         step(f"{len(changelogs)} changelog topics deleted; wiped {rb.wipe_local(settings)}")
+        step(f"the stream's decisions kept for the rebuilt books: {rb.keep_decisions(settings)}")
         target = rb.end_offsets(settings)
         started = rb.start_worker(settings) if start else None
     except (rb.RebuildError, SourceError, KafkaError) as exc:

@@ -58,7 +58,7 @@ from compstream.domain.book_codec import (
     to_us,
     unpack,
 )
-from compstream.domain.events import Event, EventError, event_sort_key
+from compstream.domain.events import Event, EventError, LateAt, event_sort_key
 from compstream.domain.ledger import Ledger, Lot, check_event
 from compstream.domain.twin import fast_constructor
 
@@ -126,7 +126,7 @@ class EngineerBook:
                  "_pjson", "_pjson_from", "_inserted")
 
     def __init__(self, engineer_id: str, ledger: Ledger, watermark: datetime | None,
-                 pending: list[tuple[PendingKey, Event]], seen: SeenIds, taken: int | None = None,
+                 pending: list[tuple[PendingKey, Event | LateAt]], seen: SeenIds, taken: int | None = None,
                  seen_from_day: int = 0):
         self.engineer_id = engineer_id
         self.ledger = ledger
@@ -168,11 +168,16 @@ class EngineerBook:
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, event: Event, watermark: datetime | None = None, *,
-               fingerprint: str | None = None, want_balance: bool = True) -> IngestResult:
+               fingerprint: str | None = None, want_balance: bool = True,
+               late_under: tuple[datetime, int] | None = None) -> IngestResult:
         """`fingerprint`: `book_codec.fingerprint_text(event)` if the caller has
         it already (the worker reuses it as the history payload).
         `want_balance=False` leaves IngestResult.balance None (the worker
-        encodes balances once per batch instead)."""
+        encodes balances once per batch instead). `late_under`: (watermark,
+        order) of the stream's recorded late decision for this event, when
+        replaying them (a rebuild): unless this book is already final that
+        far, the event waits among the pending ones at that watermark, and is
+        applied late there (events.LateAt); the result says late."""
         if event.engineer_id != self.engineer_id:
             raise BookError(f"event for {event.engineer_id!r} given to book {self.engineer_id!r}")
         check_event(event)
@@ -202,13 +207,16 @@ class EngineerBook:
         self.seen.insert(at, idd, fpd, day)
         self.taken += 1
         late = self.watermark is not None and key[0] < self.watermark
-        if late:
-            ledger = self.ledger
-            ledger.reports.append(Report(self.engineer_id, event.event_id, "late",
-                                         "event time before the finalized watermark; applied"
-                                         " on top of the final state"))
-            ledger.apply(event)
-            ledger.expire_through(self.watermark, inclusive=False)
+        item: Event | LateAt = event
+        if late_under is not None and late_under[0] > key[0] \
+                and (self.watermark is None or self.watermark <= late_under[0]):
+            # The stream's recorded decision, replayed: wait at its watermark,
+            # behind any decision already waiting there (also when this book
+            # is final through it: those are applied when it passes it).
+            item = LateAt(event, *late_under)  # type: ignore[arg-type]
+            key, late = item.sort_key(), True
+        if late and item is event:
+            self.ledger.apply_late(event, self.watermark)  # type: ignore[arg-type]
             self._prov = None
         else:
             pending, pjson, inserted = self.pending, self._pjson, self._inserted
@@ -220,10 +228,10 @@ class EngineerBook:
                 i = len(pending)
                 if pjson is not None:
                     pjson.append(None)
-                pending.append((key, event))
+                pending.append((key, item))
             else:
                 i = bisect_right(pending, key, key=_first)
-                pending.insert(i, (key, event))
+                pending.insert(i, (key, item))
                 if pjson is not None:
                     pjson.insert(i, None)
                     if i < self._pjson_from:
@@ -340,7 +348,7 @@ class EngineerBook:
         prov.expire_through(pending[n - 1][0][0], inclusive=True)
         return prov.balance()
 
-    def last_included(self, until: datetime | None = None) -> Event | None:
+    def last_included(self, until: datetime | None = None) -> Event | LateAt | None:
         """The latest pending event `balance(until)` includes, if any."""
         n = self.included(until)
         return self.pending[n - 1][1] if n else None
@@ -557,11 +565,11 @@ class EngineerBook:
                 f"pending={len(self.pending)}, seen={len(self.seen)}, taken={self.taken})")
 
 
-def _first(item: tuple[PendingKey, Event]) -> PendingKey:
+def _first(item: tuple[PendingKey, Event | LateAt]) -> PendingKey:
     return item[0]
 
 
-def _time(item: tuple[PendingKey, Event]) -> datetime:
+def _time(item: tuple[PendingKey, Event | LateAt]) -> datetime:
     return item[0][0]
 
 

@@ -37,6 +37,7 @@ from compstream.domain.events import (
     Event,
     GrantIssued,
     GrantRevoked,
+    LateAt,
     Usage,
     format_time,
 )
@@ -386,7 +387,7 @@ def records_of_days(blob: bytes | bytearray, days: set[int]) -> dict[int, bytes]
     return {d: b"".join(parts) for d, parts in out.items()}
 
 
-def event_to_compact(e: Event) -> list[Any]:
+def event_to_compact(e: Event | LateAt) -> list[Any]:
     tp = type(e)
     if isinstance(e, Usage):
         return ["u", e.event_id, e.provider, e.model, to_us(e.occurred_at), e.input_tokens,
@@ -399,10 +400,12 @@ def event_to_compact(e: Event) -> list[Any]:
         return ["r", e.event_id, e.grant_id, to_us(e.effective_at)]
     if isinstance(e, EngineerOffboarded):
         return ["o", e.event_id, to_us(e.effective_at)]
+    if isinstance(e, LateAt):  # a recorded late decision waiting at its watermark
+        return ["L", to_us(e.watermark), e.order, event_to_compact(e.event)]
     raise BookCodecError(f"not an event: {tp.__name__}")
 
 
-def event_from_compact(engineer_id: str, c: list[Any]) -> Event:
+def event_from_compact(engineer_id: str, c: list[Any]) -> Event | LateAt:
     tag = c[0]
     if tag == "u":
         return Usage(c[1], engineer_id, c[2], c[3], from_us(c[4]), c[5], c[6], c[7], c[8], c[9],
@@ -414,6 +417,11 @@ def event_from_compact(engineer_id: str, c: list[Any]) -> Event:
         return GrantRevoked(c[1], engineer_id, c[2], from_us(c[3]))
     if tag == "o":
         return EngineerOffboarded(c[1], engineer_id, from_us(c[2]))
+    if tag == "L":
+        inner = event_from_compact(engineer_id, c[3])
+        if isinstance(inner, LateAt) or type(c[2]) is not int:
+            raise BookCodecError(f"bad late decision {c!r}")
+        return LateAt(inner, from_us(c[1]), c[2])  # type: ignore[arg-type]
     raise BookCodecError(f"unknown compact event tag {tag!r}")
 
 

@@ -447,11 +447,47 @@ def event_rank(event: Event) -> int:
     return _RANKS[type(event)]
 
 
-def event_sort_key(event: Event) -> tuple[datetime, int, str]:
+def event_sort_key(event: Event | LateAt) -> tuple[datetime, int, str]:
     """Total order of the ledger: (event time, rank, event_id)."""
     if isinstance(event, Usage):
         return (event.occurred_at, RANK_USAGE, event.event_id)
+    if isinstance(event, LateAt):
+        return event.sort_key()
     return (event.effective_at, _RANKS[type(event)], event.event_id)
+
+
+# A LateAt waits at its watermark ahead of every event of that instant: the
+# stream applied it when everything before the watermark was final, nothing after.
+RANK_LATE_AT = -1
+
+
+@dataclass(frozen=True, slots=True)
+class LateAt:
+    """A late decision of the stream, replayed: `event` arrived when its book
+    was final through `watermark` and was applied on top of that state
+    (domain/book.py). A book replaying the stream's decisions (a rebuild,
+    ops/rebuild.py) keeps it among its pending events at `watermark`, so it
+    is applied, late, once everything before `watermark` is final, whatever
+    order the rebuild reads the events in. `order`: the stream's order among
+    the book's late events (equal watermarks are applied in it)."""
+
+    event: LedgerEvent
+    watermark: datetime
+    order: int
+
+    type = "late_at"
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+    @property
+    def event_time(self) -> datetime:
+        """Its place in the book's order: the watermark, not the event's time."""
+        return self.watermark
+
+    def sort_key(self) -> tuple[datetime, int, str]:
+        return (self.watermark, RANK_LATE_AT, f"{self.order:012d}")
 
 
 def expiry_cause_id(grant_id: str) -> str:

@@ -52,6 +52,7 @@ from compstream.domain.events import (
     EventError,
     GrantIssued,
     GrantRevoked,
+    LateAt,
     Usage,
     expiry_cause_id,
 )
@@ -167,7 +168,7 @@ class Ledger:
         self.reports: list[Report] = []
 
     # ------------------------------------------------------------------ apply
-    def apply(self, e: Event) -> None:
+    def apply(self, e: Event | LateAt) -> None:
         """Apply one event (after any expiries that sort before it)."""
         tp = type(e)
         exp = self.expiries
@@ -192,10 +193,26 @@ class Ledger:
                 self._expire(t, True)
             for lot in list(self.lots):
                 self._close(lot, FORFEIT, e.event_id, t)
+        elif isinstance(e, LateAt):
+            # Waited among the pending events: the expiries up to its watermark
+            # first, as the stream had them final when the event arrived.
+            self.expire_through(e.watermark, inclusive=False)
+            self.apply_late(e.event, e.watermark)
+            return
         else:
             raise LedgerError(f"not an event: {tp.__name__}")
         if self.record:
             self._check_alerts(e.event_id, t)
+
+    def apply_late(self, e: Event, watermark: datetime) -> None:
+        """An event that arrived when this ledger was final through
+        `watermark` (expiries included): applied on top of that state, and
+        reported."""
+        self.reports.append(Report(self.engineer_id, e.event_id, "late",
+                                   "event time before the finalized watermark; applied"
+                                   " on top of the final state"))
+        self.apply(e)
+        self.expire_through(watermark, inclusive=False)
 
     def expire_through(self, until: datetime | None, inclusive: bool = True) -> None:
         """Run expiries up to `until` (all of them when None)."""

@@ -185,25 +185,30 @@ DecisionRow = tuple[str, str, bool, "datetime | None", "int | None"]
 _DECISION_COLUMNS = ("engineer_id", "event_id", "late", "applied_watermark", "applied_seq")
 
 
+def _event_columns(data: bytes, names: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """The named columns of each event row of a record (None where a column
+    is absent), without building rows."""
+    doc, version = _versioned(data)
+    table = doc.get("events")
+    if table is None:
+        return []
+    if version == 2:
+        if not isinstance(table, dict) or not isinstance(table.get("columns"), list) \
+                or not isinstance(table.get("rows"), list):
+            raise HistoryError("history table 'events' is not an object of columns and rows")
+        columns = table["columns"]
+        at = [columns.index(c) if c in columns else None for c in names]
+        return [tuple(r[i] if i is not None else None for i in at) for r in table["rows"]]
+    return [tuple(r.get(c) for c in names) for r in table]
+
+
 def decision_rows(data: bytes) -> list[DecisionRow]:
     """Of each event row of a record: whether it was applied late and under
     which watermark, without building rows (`compstream diff` reads the whole
     history topic for them). Raises HistoryError like decode_batch on a
     record it cannot read."""
     try:
-        doc, version = _versioned(data)
-        table = doc.get("events")
-        if table is None:
-            return []
-        if version == 2:
-            if not isinstance(table, dict) or not isinstance(table.get("columns"), list) \
-                    or not isinstance(table.get("rows"), list):
-                raise HistoryError("history table 'events' is not an object of columns and rows")
-            columns = table["columns"]
-            at = [columns.index(c) if c in columns else None for c in _DECISION_COLUMNS]
-            found = [tuple(r[i] if i is not None else None for i in at) for r in table["rows"]]
-        else:
-            found = [tuple(r.get(c) for c in _DECISION_COLUMNS) for r in table]
+        found = _event_columns(data, _DECISION_COLUMNS)
         out: list[DecisionRow] = []
         for engineer, event_id, late, watermark, seq in found:
             if not isinstance(engineer, str) or not isinstance(event_id, str) or late not in (True, False, None) \
@@ -211,6 +216,34 @@ def decision_rows(data: bytes) -> list[DecisionRow]:
                 raise HistoryError(f"an event row with engineer {engineer!r}, event {event_id!r}, late {late!r}, "
                                    f"seq {seq!r}")
             out.append((engineer, event_id, late is True,
+                        None if watermark is None else datetime.fromisoformat(watermark), seq))
+        return out
+    except HistoryError:
+        raise
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise HistoryError(f"bad history record: {type(exc).__name__}: {exc}") from exc
+
+
+# engineer, event id, type, event time, source topic, partition, offset, late, applied watermark, applied seq
+PlaceRow = tuple[str, str, str, datetime, str, int, int, bool, "datetime | None", "int | None"]
+_PLACE_COLUMNS = ("engineer_id", "event_id", "type", "event_time", "kafka_topic", "kafka_partition", "kafka_offset",
+                  "late", "applied_watermark", "applied_seq")
+
+
+def place_rows(data: bytes) -> list[PlaceRow]:
+    """Of each event row of a record: where the event was read (source topic,
+    partition, offset), its time and the stream's decision on it; what a
+    rebuild needs to decide as the stream did (worker/recorded_late.py)."""
+    try:
+        out: list[PlaceRow] = []
+        found = _event_columns(data, _PLACE_COLUMNS)
+        for engineer, event_id, kind, at, topic, p, offset, late, watermark, seq in found:
+            if not all(isinstance(v, str) for v in (engineer, event_id, kind, at, topic)) \
+                    or type(p) is not int or type(offset) is not int or late not in (True, False, None) \
+                    or not (seq is None or type(seq) is int):
+                raise HistoryError(f"an event row with engineer {engineer!r}, event {event_id!r}, type {kind!r}, "
+                                   f"at {topic!r}[{p!r}]@{offset!r}")
+            out.append((engineer, event_id, kind, datetime.fromisoformat(at), topic, p, offset, late is True,
                         None if watermark is None else datetime.fromisoformat(watermark), seq))
         return out
     except HistoryError:

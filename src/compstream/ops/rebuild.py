@@ -150,6 +150,42 @@ def wipe_local(settings: Settings) -> Path:
     return path
 
 
+def keep_decisions(settings: Settings) -> str:
+    """Write the stream's decisions from the history topic's first row of
+    each event (what history and the statements follow) for the rebuilt
+    worker to take again (worker/recorded_late.py). Returns what was kept."""
+    from datetime import timedelta
+
+    from compstream.replay.kafka_source import read_ranges, resolve_ranges
+    from compstream.worker import recorded_late
+    from compstream.worker.core.checkpoint import history_topic
+
+    topic = history_topic(settings.topics)
+    consumer = open_consumer(settings.kafka_bootstrap)
+    try:
+        if not consumer.partitions_for_topic(topic):
+            recorded: recorded_late.RecordedDecisions | None = recorded_late.RecordedDecisions({}, {})
+        else:
+            records = ((f"{r.topic}[{r.partition}]@{r.offset}", r.value)
+                       for r in read_ranges(consumer, resolve_ranges(consumer, [topic])))
+            recorded = recorded_late.collect(records, timedelta(seconds=settings.lateness_s))
+    except recorded_late.RecordedLateError as exc:
+        raise RebuildError(str(exc)) from exc
+    finally:
+        consumer.close()
+    path = recorded_late.path_of(settings.data_dir)
+    if recorded is None:
+        recorded_late.write(settings.data_dir, recorded_late.RecordedDecisions({}, {}))
+        return (f"none: more than {recorded_late.EVENTS_SEEN_MAX} events on the history topic; the rebuild "
+                "judges every event again (diff names where that leaves balances apart from statements)")
+    try:
+        recorded_late.write(settings.data_dir, recorded)
+    except recorded_late.RecordedLateError as exc:
+        raise RebuildError(f"{exc}: too many to keep (runbook, scenario 8)") from exc
+    return (f"{len(recorded.late)} late decisions and {sum(len(v) for v in recorded.expected.values())} "
+            f"places to hold books back at ({path})")
+
+
 @dataclass(frozen=True)
 class CatchUp:
     done: int  # source records at or below the group's committed offsets

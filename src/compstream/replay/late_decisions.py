@@ -61,9 +61,13 @@ class Decisions:
     first: Late | None  # None: not collected, or more events than FIRST_SEEN_MAX
 
     def rejudged(self) -> set[str]:
-        """Engineers whose late decisions were taken again otherwise (a rebuild)."""
+        """Engineers whose late decisions were taken again otherwise (a
+        rebuild): another event late, or under another watermark. (Not the
+        order of two under one watermark: a rebuild replaying the decisions
+        records its own order of reading them.)"""
         first = self.first or {}
-        return {e for e in self.last.keys() | first.keys() if self.last.get(e, []) != first.get(e, [])}
+        return {e for e in self.last.keys() | first.keys()
+                if sorted(self.last.get(e, [])) != sorted(first.get(e, []))}
 
 
 def collect_decisions(records: Iterable[tuple[str, bytes]], first: bool = True) -> Decisions:
@@ -103,10 +107,14 @@ def collect_decisions(records: Iterable[tuple[str, bytes]], first: bool = True) 
 
 
 def _by_engineer(found: dict[tuple[str, str], tuple[int, int, datetime]]) -> Late:
-    by_engineer: dict[str, list[tuple[int, int, str, datetime]]] = {}
+    """Each engineer's decisions by watermark, then in the order applied:
+    the stream's watermark only moves forward, so for its rows that is the
+    order applied; a rebuild replaying them (worker/recorded_late.py) reads
+    them in its own order and applies them by watermark."""
+    by_engineer: dict[str, list[tuple[datetime, int, int, str]]] = {}
     for (engineer, event_id), (seq, at, watermark) in found.items():
-        by_engineer.setdefault(engineer, []).append((seq, at, event_id, watermark))
-    return {e: [(event_id, w) for _, _, event_id, w in sorted(rows)] for e, rows in by_engineer.items()}
+        by_engineer.setdefault(engineer, []).append((watermark, seq, at, event_id))
+    return {e: [(event_id, w) for w, _, _, event_id in sorted(rows)] for e, rows in by_engineer.items()}
 
 
 def read_late(consumer: KafkaConsumer, topics: Topics) -> Late:

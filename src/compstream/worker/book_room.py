@@ -28,14 +28,14 @@ import orjson
 
 from compstream.domain.book import EngineerBook, Finalized, PendingKey
 from compstream.domain.book_codec import RECORD, event_to_compact, to_us
-from compstream.domain.events import Event
+from compstream.domain.events import Event, LateAt
 
 _DAY_US = 86_400_000_000
 # Returned by admit() for an event to refuse.
 REFUSE = None
 
 
-def pending_bytes(event: Event) -> int:
+def pending_bytes(event: Event | LateAt) -> int:
     """What one pending event adds to a packed book: its compact form and a comma."""
     try:
         return len(orjson.dumps(event_to_compact(event))) + 1
@@ -118,7 +118,7 @@ class BookRoom:
         return sum(pending_bytes(e) for _, e in pending[:n])
 
 
-def _time(item: tuple[PendingKey, Event]) -> datetime:
+def _time(item: tuple[PendingKey, Event | LateAt]) -> datetime:
     return item[0][0]
 
 

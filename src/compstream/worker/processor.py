@@ -12,13 +12,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from heapq import heapify, heappop
 from typing import Any, Callable, Collection, Iterable
 
 from compstream.codec import SCHEMAS, DecodeError, decode_event, encode_record
 from compstream.config import BOOK_BYTES_MAX, USAGE_AHEAD_S_MAX
 from compstream.domain.alerts import Alert
 from compstream.domain.balance import Balance, Report
-from compstream.domain.book import APPLIED, CONFLICT, DUPLICATE, TOO_OLD, EngineerBook, Finalized, IngestResult
+from compstream.domain.book import (
+    APPLIED,
+    CONFLICT,
+    DUPLICATE,
+    END_OF_TIME,
+    TOO_OLD,
+    EngineerBook,
+    Finalized,
+    IngestResult,
+)
 from compstream.domain.book_codec import fingerprint_text
 from compstream.domain.events import LEDGER_EVENT_TYPES, Event, EventError, format_time
 from compstream.history.rows import (
@@ -36,6 +46,7 @@ from compstream.worker.book_parts import BookParts
 from compstream.worker.book_room import REFUSE, BookRoom
 from compstream.worker.due_index import DueIndex
 from compstream.worker.messages import Coord, SourceMessage, partition_of
+from compstream.worker.recorded_late import RecordedDecisions
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -155,7 +166,7 @@ class LedgerProcessor:
 
     def __init__(self, lateness_s: int, load_book: Callable[[str], bytes | None], partitions: int,
                  book_bytes_max: int = BOOK_BYTES_MAX, usage_ahead_s_max: int = USAGE_AHEAD_S_MAX,
-                 book_cache: BookCache | None = None):
+                 book_cache: BookCache | None = None, recorded: RecordedDecisions | None = None):
         if lateness_s < 0:
             raise ValueError("lateness_s must be >= 0")
         low, high = USAGE_AHEAD_S_LIMITS
@@ -168,6 +179,19 @@ class LedgerProcessor:
         if not low <= book_bytes_max <= high:
             raise ValueError(f"book_bytes_max must be within {low}..{high} bytes, got {book_bytes_max}")
         self.lateness = timedelta(seconds=lateness_s)
+        # A rebuild takes the stream's decisions again (worker/recorded_late.py):
+        # its late ones, (engineer, event id) -> (watermark, order), and the
+        # books to hold back until an event is read, engineer -> a heap of
+        # (bound, source topic, partition, offset). Both empty otherwise.
+        self.recorded_late = recorded.late if recorded is not None else {}
+        self.expected: dict[str, list[tuple[datetime, str, int, int]]] = {}
+        for engineer, places in (recorded.expected if recorded is not None else {}).items():
+            heap = [(bound, t, p, o) for t, p, o, bound in places]
+            heapify(heap)
+            self.expected[engineer] = heap
+        # Source partition -> the next offset to apply (what the expected
+        # places are checked against): the core's positions, then each message.
+        self.read_to: dict[tuple[str, int], int] = {}
         self.load_book = load_book
         self.partitions = partitions
         self.stream_time: dict[int, datetime] = {}
@@ -249,8 +273,14 @@ class LedgerProcessor:
         # Before any message moves stream time: the watermark the batch starts with.
         batch.start_marks = {p: self.watermark(p) for p in {m.partition for m in messages}}
         try:
-            for msg in messages:
-                self._apply(batch, msg)
+            if self.expected:
+                read_to = self.read_to
+                for msg in messages:
+                    self._apply(batch, msg)
+                    read_to[(msg.topic, msg.partition)] = msg.offset + 1
+            else:
+                for msg in messages:
+                    self._apply(batch, msg)
             if lagging_after is not None:
                 self.lagging = frozenset(lagging_after)
             self._advance_touched(batch)
@@ -323,12 +353,17 @@ class LedgerProcessor:
             watermark = batch.start_marks[partition]
             if room.is_tight(engineer) or room.would_be_tight(book, event, text):
                 watermark = self.watermark(partition)
+            if self.expected:
+                watermark = self.capped(engineer, watermark)
             admitted = room.admit(book, event, text, watermark)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
             applied_under = book.watermark  # what the late verdict is taken against
+            late_under = self.recorded_late.get((engineer, event.event_id)) if self.recorded_late else None
             # No per-event balance: _result encodes one per changed book.
-            result = book.ingest(event, watermark, fingerprint=text, want_balance=False)
+            result = book.ingest(event, watermark, fingerprint=text, want_balance=False, late_under=late_under)
+            if late_under is not None and result.late and (applied_under is None or applied_under <= late_under[0]):
+                applied_under = late_under[0]  # waits in the book to be applied late there (events.LateAt)
             room.taken(engineer, admitted, result.status == APPLIED)
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
@@ -392,8 +427,9 @@ class LedgerProcessor:
             if watermark is None:
                 watermark = marks[p] = self.watermark(p)
             book = batch.books[engineer]
-            if book.watermark is None or watermark > book.watermark:
-                batch.outcome(engineer, book.advance(watermark), watermark)
+            to = self.capped(engineer, watermark) if self.expected else watermark
+            if book.watermark is None or to > book.watermark:
+                batch.outcome(engineer, book.advance(to), to)
                 batch.changed.add(engineer)
                 batch.swept_touched += 1
 
@@ -424,11 +460,45 @@ class LedgerProcessor:
                 if engineer in touched:
                     continue
                 book = self._book(batch, engineer, p)
-                batch.outcome(engineer, book.advance(marks[p]), marks[p])
+                to = self.capped(engineer, marks[p]) if self.expected else marks[p]
+                batch.outcome(engineer, book.advance(to), to)
                 batch.changed.add(engineer)
                 batch.swept += 1
         # Only a complete pass marks the partitions swept.
         self.swept_watermark.update(marks)
+
+    def capped(self, engineer: str, watermark: datetime) -> datetime:
+        """How far the book may be final: `watermark`, held back by a rebuild
+        before an event the stream took otherwise than this watermark would
+        (worker/recorded_late.py) while that event is not read yet."""
+        heap = self.expected.get(engineer)
+        if heap is None:
+            return watermark
+        read_to = self.read_to
+        while heap:
+            bound, topic, p, offset = heap[0]
+            if offset < read_to.get((topic, p), 0):
+                heappop(heap)  # read (or gone from the topic): no longer holds the book
+                continue
+            return bound if bound < watermark else watermark
+        del self.expected[engineer]
+        return watermark
+
+    def _holds(self) -> dict[int, datetime]:
+        """Per partition, the earliest time a rebuild holds one of its books
+        back to (capped): the finality a WatermarkRow may claim there."""
+        out: dict[int, datetime] = {}
+        cache = self.partition_cache
+        for engineer in list(self.expected):
+            bound = self.capped(engineer, END_OF_TIME)
+            if bound == END_OF_TIME:
+                continue
+            p = cache.get(engineer)
+            if p is None:
+                p = cache[engineer] = partition_of(engineer, self.partitions)
+            if bound < out.get(p, END_OF_TIME):
+                out[p] = bound
+        return out
 
     def forget_books(self, engineers: Iterable[str]) -> None:
         """Books restored or handed to another worker: their times are
@@ -457,7 +527,10 @@ class LedgerProcessor:
                                             book.take_changed_times(), seen.take_changed_buckets())
             if engineer in batch.changed:
                 until = self.stream_time.get(partition)
-                balances.append((engineer, encode_balance(engineer, book, self.watermark(partition), until)))
+                watermark = self.watermark(partition)
+                if self.expected:
+                    watermark = self.capped(engineer, watermark)
+                balances.append((engineer, encode_balance(engineer, book, watermark, until)))
                 self.due.update(engineer, partition, _due(book), book.next_left_out(until))
             else:
                 self.due.update(engineer, partition, _due(book))
@@ -466,7 +539,10 @@ class LedgerProcessor:
         # Finality, as written: a partition whose sweep completed up to its
         # watermark has every posting before it in this batch's history.
         marks = []
+        holds = self._holds() if self.expected else {}
         for p, swept in sorted(self.swept_watermark.items()):
+            if p in holds and holds[p] < swept:
+                swept = holds[p]
             if swept > self.recorded_watermark.get(p, EPOCH) and p in self.stream_time:
                 marks.append(WatermarkRow(p, swept, self.stream_time[p]))
                 self.recorded_watermark[p] = swept

@@ -42,6 +42,7 @@ from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, Topi
 from compstream.worker.messages import Coord, SourceMessage, partition_of
 from compstream.worker.positions import is_position_key, position_key, stream_time_key
 from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
+from compstream.worker.recorded_late import RecordedDecisions
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class CoreConfig:
     usage_ahead_s_max: int = USAGE_AHEAD_S_MAX  # usage dated further ahead of its record is refused
     book_cache_books_max: int = BOOK_CACHE_BOOKS_MAX  # live books kept between batches (worker/book_cache.py)
     book_cache_bytes_max: int = BOOK_CACHE_BYTES_MAX
+    # The stream's decisions a rebuild takes again (worker/recorded_late.py).
+    recorded: RecordedDecisions | None = None
 
 
 class LedgerCore:
@@ -80,7 +83,8 @@ class LedgerCore:
                                          partitions=config.partitions, book_bytes_max=config.book_bytes_max,
                                          usage_ahead_s_max=config.usage_ahead_s_max,
                                          book_cache=BookCache(config.book_cache_books_max,
-                                                              config.book_cache_bytes_max))
+                                                              config.book_cache_bytes_max),
+                                         recorded=config.recorded)
         self.changelog = changelog_topic(config.worker_id)
         self.book_log = BookChangelog(self.changelog)
         self.history = history_topic(config.topics)
@@ -153,6 +157,7 @@ class LedgerCore:
             else:
                 self.books[key] = value
         self.positions.update({**positions, **stored})
+        self.processor.read_to = dict(self.positions)  # where a rebuild's expected places are checked
         self.owned.add(partition)
         self.replay.pop(partition, None)
         if cut is not None:
@@ -202,6 +207,7 @@ class LedgerCore:
         self.leaderboards.restore_merge(records)
         self.view.restored_boards(self.leaderboards.merge.published_boards())
         self.positions.update({**positions, **stored})
+        self.processor.read_to = dict(self.positions)  # where a rebuild's expected places are checked
 
     def forget_merge(self) -> None:
         if self.leaderboards is not None:

@@ -3,8 +3,13 @@ place for both engines."""
 
 from __future__ import annotations
 
+import logging
+
 from compstream.config import Settings
+from compstream.worker import recorded_late
 from compstream.worker.core.checkpoint import CoreConfig
+
+log = logging.getLogger(__name__)
 
 
 def core_config(settings: Settings) -> CoreConfig:
@@ -13,7 +18,12 @@ def core_config(settings: Settings) -> CoreConfig:
         from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
 
         lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
+    recorded = recorded_late.read(settings.data_dir)
+    if recorded is not None:
+        log.info("taking %d late decisions of the stream again, holding books back at %d places (%s)",
+                 len(recorded.late), sum(len(v) for v in recorded.expected.values()),
+                 recorded_late.path_of(settings.data_dir))
     return CoreConfig(settings.topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
                       settings.book_bytes_max, lb_config, pseudonyms, usage_ahead_s_max=settings.usage_ahead_s_max,
                       book_cache_books_max=settings.book_cache_books_max,
-                      book_cache_bytes_max=settings.book_cache_bytes_max)
+                      book_cache_bytes_max=settings.book_cache_bytes_max, recorded=recorded)

@@ -1,0 +1,167 @@
+"""The stream's decisions, kept for a rebuild to take again as the stream did.
+
+Which events were late depends on what the stream had read when they arrived
+(domain/book.py): a rebuild reads the backlog again in other batches, and
+judging again it finds some late events on time and, where its batch cut
+falls otherwise, some on-time events late. History keeps the first
+decisions, and the statements follow them. So `compstream rebuild` reads
+each event's first row on the history topic and writes, before it starts the
+worker, `<data dir>/recorded-late.json`:
+
+- `late`: the events the stream applied late, each with the watermark it was
+  judged under. A book keeps such an event among its pending ones at that
+  watermark and applies it there, late (events.LateAt), whatever order the
+  rebuild reads it in.
+- `expected`: where (source topic, partition, offset) the rebuild will read
+  an event it could otherwise judge otherwise, with the time its book must
+  not be final past until then: the event's time (it was on time), or its
+  watermark (it was late). A usage event is at risk only where usage read
+  before it on its partition moved stream time past that bound by more than
+  the lateness (else no batch cut can make it late); HR events are read in
+  any order relative to usage, so each counts. The worker holds such a book's
+  watermark back (LedgerProcessor.capped) until its reading position passes
+  the offset: read, or gone from the topic.
+
+New events have no entry and are judged as they come. A file of an earlier
+rebuild is replaced; none is written when there is nothing to keep.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+
+from compstream.domain.book_codec import from_us, to_us
+from compstream.domain.events import LEDGER_EVENT_TYPES
+from compstream.history.rows import HistoryError
+from compstream.history.wire import place_rows
+
+FILE_NAME = "recorded-late.json"
+VERSION = 1
+# Decisions and expected places a worker holds (~200 B each in memory);
+# past it a rebuild refuses to write them rather than a worker running short.
+ENTRIES_MAX = 2_000_000
+# Events whose first row is told apart (a hash each, ~60 B): past it the first
+# rows are not known, and nothing is kept.
+EVENTS_SEEN_MAX = 20_000_000
+
+Place = tuple[str, int, int, datetime]  # source topic, partition, offset, bound
+
+
+class RecordedLateError(ValueError):
+    """The decisions cannot be read or kept: the message names the file and why."""
+
+
+@dataclass
+class RecordedDecisions:
+    # (engineer, event id) -> (watermark, order among the engineer's late events)
+    late: dict[tuple[str, str], tuple[datetime, int]]
+    # engineer -> the places of its events a rebuild reads, with their bounds
+    expected: dict[str, list[Place]]
+
+    def __len__(self) -> int:
+        return len(self.late) + sum(len(v) for v in self.expected.values())
+
+
+def collect(records: Iterable[tuple[str, bytes]], lateness: timedelta) -> RecordedDecisions | None:
+    """From the history topic's records ((where, value), each partition in
+    order): the first row of each event. None past EVENTS_SEEN_MAX events."""
+    seen: set[int] = set()
+    stream: dict[tuple[str, int], datetime] = {}  # source partition -> usage time read so far
+    late: dict[str, list[tuple[datetime, int, int, str]]] = {}
+    expected: dict[str, list[Place]] = {}
+    n = 0
+    for where, value in records:
+        try:
+            rows = place_rows(value)
+        except HistoryError as exc:
+            raise RecordedLateError(f"history record {where}: {exc}") from exc
+        for engineer, event_id, kind, at, topic, p, offset, is_late, watermark, seq in rows:
+            h = hash((engineer, event_id))
+            if h in seen or kind not in LEDGER_EVENT_TYPES:
+                continue
+            seen.add(h)
+            if len(seen) > EVENTS_SEEN_MAX:
+                return None
+            n += 1
+            bound = watermark if is_late and watermark is not None else at
+            if is_late and watermark is not None:
+                late.setdefault(engineer, []).append((watermark, -1 if seq is None else seq, n, event_id))
+            if kind == "usage":
+                before = stream.get((topic, p))
+                if before is not None and before - lateness > bound:
+                    expected.setdefault(engineer, []).append((topic, p, offset, bound))
+                if before is None or at > before:
+                    stream[(topic, p)] = at
+            else:
+                expected.setdefault(engineer, []).append((topic, p, offset, bound))
+    # A book's late events by watermark, then as the stream applied them.
+    ordered = {e: [(event_id, w) for w, _, _, event_id in sorted(rows)] for e, rows in late.items()}
+    return RecordedDecisions({(e, event_id): (w, order) for e, rows in ordered.items()
+                              for order, (event_id, w) in enumerate(rows)}, expected)
+
+
+def path_of(data_dir: Path) -> Path:
+    return data_dir / FILE_NAME
+
+
+def write(data_dir: Path, recorded: RecordedDecisions) -> int:
+    """Replace the file (nothing to keep: remove it); returns how many entries."""
+    path = path_of(data_dir)
+    count = len(recorded)
+    if count > ENTRIES_MAX:
+        raise RecordedLateError(f"{count} decisions and places, more than ENTRIES_MAX={ENTRIES_MAX}")
+    if not count:
+        path.unlink(missing_ok=True)
+        return 0
+    late: dict[str, list[tuple[int, str, int]]] = {}
+    for (engineer, event_id), (w, order) in recorded.late.items():
+        late.setdefault(engineer, []).append((order, event_id, to_us(w)))
+    body = {"version": VERSION,
+            "late": {e: [[event_id, w] for _, event_id, w in sorted(rows)] for e, rows in sorted(late.items())},
+            "expected": {e: [[t, p, o, to_us(b)] for t, p, o, b in places]
+                         for e, places in sorted(recorded.expected.items())}}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(body))
+    os.replace(tmp, path)  # a worker starting meanwhile reads the old file or the new one, whole
+    return count
+
+
+def read(data_dir: Path) -> RecordedDecisions | None:
+    """The file's decisions; None without a file."""
+    path = path_of(data_dir)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    fix = "; remove it to rebuild judging every event again"
+    try:
+        body = orjson.loads(data)
+        if not isinstance(body, dict) or body.get("version") != VERSION or not isinstance(body.get("late"), dict) \
+                or not isinstance(body.get("expected"), dict):
+            raise RecordedLateError(f"not version {VERSION} decisions")
+        out = RecordedDecisions({}, {})
+        for engineer, rows in body["late"].items():
+            for order, (event_id, watermark_us) in enumerate(rows):
+                if not isinstance(event_id, str) or type(watermark_us) is not int:
+                    raise RecordedLateError(f"bad decision {[event_id, watermark_us]!r} of {engineer!r}")
+                out.late[(engineer, event_id)] = (from_us(watermark_us), order)
+        for engineer, places in body["expected"].items():
+            got = out.expected[engineer] = []
+            for topic, p, offset, bound_us in places:
+                if not isinstance(topic, str) or not all(type(v) is int for v in (p, offset, bound_us)):
+                    raise RecordedLateError(f"bad place {[topic, p, offset, bound_us]!r} of {engineer!r}")
+                got.append((topic, p, offset, from_us(bound_us)))
+        if len(out) > ENTRIES_MAX:
+            raise RecordedLateError(f"more than ENTRIES_MAX={ENTRIES_MAX} entries")
+        return out
+    except RecordedLateError as exc:
+        raise RecordedLateError(f"{path}: {exc}{fix}") from exc
+    except (orjson.JSONDecodeError, TypeError, ValueError, OverflowError) as exc:
+        raise RecordedLateError(f"{path}: unreadable ({type(exc).__name__}: {exc}){fix}") from exc

@@ -1,0 +1,132 @@
+"""A rebuild takes the stream's decisions again (worker/recorded_late.py): every
+event the stream judged late is late again under the same watermark
+(events.LateAt), and no event it took on time is late, whatever the
+rebuild's batches and crashes (books with waiting decisions restored from
+the changelog). So the rebuilt balances are the ones before the rebuild and
+the ones history's first decisions give: the statements. Without the
+decisions they are not (test_late_diff)."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compstream.config import BOOK_BYTES_MAX
+from compstream.domain.events import GrantIssued, Usage
+from compstream.ops.diff import compare
+from compstream.replay.late_decisions import collect_decisions
+from compstream.worker import recorded_late
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
+from compstream.worker.core.loop import CheckpointLoop
+from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
+from worker.core.scenario import LATENESS_S, START, Clock
+from worker.core.test_late_diff import _run, _views, exports_a_day_apart
+from worker.core.test_protocol import PARTITIONS, TOPICS, TS, _drained
+
+
+def _money(balances: dict[str, dict]) -> dict[str, dict]:
+    """The balance fields of each last record (not when it was written: its watermark and as_of)."""
+    return {e: {k: v for k, v in r.items() if k.endswith("_nanos")} for e, r in balances.items()}
+
+
+def _decisions(log: MemoryLog):
+    return collect_decisions((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
+
+
+def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int], seed: int, data_dir) -> int:
+    """The rebuild as `compstream rebuild` runs it: the decisions collected
+    from the history topic into the file the worker reads, the group's
+    offsets and the changelog gone. Returns how many times it crashed."""
+    recorded = None
+    if keep:
+        records = ((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
+        collected = recorded_late.collect(records, timedelta(seconds=LATENESS_S))
+        assert collected is not None
+        recorded_late.write(data_dir, collected)
+        recorded = recorded_late.read(data_dir)
+    log.offsets.clear()
+    config = CoreConfig(TOPICS, f"rebuilt-{seed}-{events_max}", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX,
+                        recorded=recorded)
+    output, rng = MemoryOutput(log), random.Random(seed)
+
+    def new_loop() -> CheckpointLoop:
+        source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)
+        source.assign([(t, p) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)])
+        return CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=1e9,
+                              batch_events_max=events_max, clock=Clock())
+
+    loop, crashed = new_loop(), 0
+    for i in range(20_000):
+        output.crash_next = i in crashes
+        try:
+            loop.run_once()
+        except Crash:
+            crashed += 1
+            loop = new_loop()
+        if i > max(crashes, default=0) and _drained(log, loop):
+            for _ in range(3):  # the sweeps after the last batch
+                loop.run_once()
+            return crashed
+    raise AssertionError("the rebuild did not drain the source topics")
+
+
+def _a_day_old_export():
+    # docs/runbook.md scenario 8 (and tests/ops/test_rebuild.py on the broker):
+    # grants expiring at 02:00, OpenAI usage through the day, then a day-old
+    # Anthropic export, late: drawn on nothing live (the grants were expired
+    # and final), on the grants in a rebuild that judges it again.
+    day = START + timedelta(days=1)
+    out = []
+    for e in ("ada", "ken"):
+        out.append(GrantIssued(f"g-{e}", e, f"G-{e}", 20 * 10**9, day - timedelta(days=5), day + timedelta(hours=2),
+                               "allowance"))
+        out += [Usage(f"oa-{e}-{h}", e, "openai", "gpt-4o", day + timedelta(hours=h), 10, 10, 0, 0, 3 * 10**9)
+                for h in range(0, 24, 4)]
+    out.sort(key=lambda ev: ev.type != "grant_issued")
+    exports = [Usage(f"an-{e}-{h}", e, "anthropic", "claude", day - timedelta(days=1, hours=-h), 10, 10, 0, 0,
+                     2 * 10**9) for e in ("ada", "ken") for h in range(0, 24, 6)]
+    return [(None, ev) for ev in out + exports], len(out)
+
+
+def test_the_rebuild_replays_the_first_decisions_and_agrees_with_the_statements(tmp_path):
+    published, first_wave = _a_day_old_export()
+    log = _run(published, chunk=first_wave, events_max=10_000, faults={}, seed=3)
+    first = _decisions(log).first
+    assert sorted(first) == ["ada", "ken"] and all(len(rows) == 4 for rows in first.values()), first
+    before = _views(log)[0]
+    assert {e: r["expired_nanos"] for e, r in before.items()} == {"ada": 17 * 10**9, "ken": 17 * 10**9}
+
+    rebuild(log, False, 10_000, frozenset(), 5, tmp_path / "judged-again")
+    live, groups, _ = _views(log)
+    judged_again = {d.engineer_id for d in compare(live, groups, late=first)}
+    assert judged_again, "without the decisions the rebuild must disagree here"
+    # On time where the rebuild read the export with the day's usage: drawn on the grant.
+    assert {e: live[e]["expired_nanos"] for e in judged_again} == {e: 9 * 10**9 for e in judged_again}
+
+    rebuild(log, True, 10_000, frozenset(), 6, tmp_path / "replayed")
+    live, groups, _ = _views(log)
+    assert _money(live) == _money(before)
+    assert compare(live, groups, late=first) == []
+    decisions = _decisions(log)
+    assert decisions.first == first and decisions.rejudged() == set()
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), chunk=st.integers(1, 40), events_max=st.integers(1, 60),
+       faults=st.dictionaries(st.integers(0, 80), st.sampled_from(["crash", "abort"]), max_size=3),
+       rebuild_max=st.sampled_from([7, 50, 400, 10_000]), crashes=st.frozensets(st.integers(0, 30), max_size=3))
+def test_any_live_timing_and_any_rebuild_end_where_the_statements_are(tmp_path, seed, chunk, events_max, faults,
+                                                                      rebuild_max, crashes):
+    log = _run(exports_a_day_apart(seed, engineers=4), chunk, events_max, faults, seed)
+    first = _decisions(log).first
+    assert first is not None
+    before = _views(log)[0]
+    rebuild(log, True, rebuild_max, crashes, seed, tmp_path / f"r{seed}-{rebuild_max}-{len(crashes)}")
+    live, groups, _ = _views(log)
+    assert compare(live, groups, late=first) == []
+    assert _money(live) == _money(before)
+    assert _decisions(log).rejudged() == set()
