@@ -72,7 +72,8 @@ def test_rebuild_restores_the_same_balances_and_history_stays_exactly_once(kafka
         store.close()
 
 
-def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_path):
+@pytest.mark.parametrize("engine", ["transactional", "faust"])
+def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_path, engine):
     # A day-old export applied late live (after the grant's expiry was final:
     # overdraft). The rebuild reads the whole backlog at once, where, judged
     # again, it would be on time and draw on the grant (test_late_diff). It
@@ -94,9 +95,9 @@ def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_
     group = f"g-{topics.prefix}"
     data_dir = tmp_path / "w"
     worker = WorkerProcess(data_dir, kafka_bootstrap, topics, group=group, lateness_s=int(lateness),
-                           partitions=PARTITIONS).start()
+                           partitions=PARTITIONS, extra_env={"COMPSTREAM_ENGINE": engine}).start()
     env = env_for(kafka_bootstrap, topics, data_dir, group, COMPSTREAM_WEB_PORT=str(free_port()),
-                  COMPSTREAM_LATENESS_S=lateness)
+                  COMPSTREAM_LATENESS_S=lateness, COMPSTREAM_ENGINE=engine)
     with mock.patch.dict(os.environ, env):
         settings = Settings.from_env()
     new_pid = None
