@@ -134,8 +134,11 @@ def test_an_ab_variant_must_name_a_source_tree(tmp_path: Path):
     (tmp_path / "compstream").mkdir()
     assert _variants([f"base={tmp_path}", f"head={tmp_path}"]) == [
         ("base", {"PYTHONPATH": str(tmp_path.resolve())}), ("head", {"PYTHONPATH": str(tmp_path.resolve())})]
+    # One tree under two settings: `+KEY=VALUE` goes to the worker's environment.
+    assert _variants([f"emb={tmp_path}", f"ext={tmp_path}+COMPSTREAM_HISTORY_SINK=external"])[1] == \
+        ("ext", {"PYTHONPATH": str(tmp_path.resolve()), "COMPSTREAM_HISTORY_SINK": "external"})
     for bad in ([f"base{tmp_path}"], [f"base={tmp_path / 'nowhere'}"], [f"={tmp_path}"],
-                [f"a={tmp_path}", f"a={tmp_path}"]):
+                [f"a={tmp_path}", f"a={tmp_path}"], [f"a={tmp_path}+NOVALUE"]):
         with pytest.raises(SystemExit):
             _variants(bad)
 
