@@ -157,6 +157,7 @@ def rebuild_command(
                   f"  stop worker: {pid if pid is not None else 'none running'}\n"
                   f"  delete consumer group: {settings.worker_id}\n"
                   f"  delete topics: {', '.join(changelogs) or 'none'}\n"
+                  f"  keep the stream's decisions from history: {settings.data_dir / 'recorded-late.json'}\n"
                   f"  wipe: {settings.data_dir / 'worker'}\n"
                   f"  then: {'start a worker' if start else 'leave stopped'}"
                   f"{', wait for catch-up and diff' if wait else ''}", markup=False)
@@ -169,10 +170,11 @@ def rebuild_command(
         if pid is not None:
             rb.stop_worker(pid, timeout_s=60)
             step(f"worker {pid} stopped")
+        # Before anything is deleted: a history topic that cannot be read stops the rebuild here.
+        step(f"the stream's decisions kept for the rebuilt books: {rb.keep_decisions(settings)}")
         step(f"consumer group {rb.delete_group(settings, timeout_s=2 * settings.session_timeout_s + 10)}")
         rb.delete_topics_and_wait(settings, changelogs, timeout_s=60)
         step(f"{len(changelogs)} changelog topics deleted; wiped {rb.wipe_local(settings)}")
-        step(f"the stream's decisions kept for the rebuilt books: {rb.keep_decisions(settings)}")
         target = rb.end_offsets(settings)
         started = rb.start_worker(settings) if start else None
     except (rb.RebuildError, SourceError, KafkaError) as exc:
