@@ -73,6 +73,25 @@ def _version_1(batch) -> bytes:
     return orjson.dumps(doc, default=wire._default, option=orjson.OPT_NAIVE_UTC)
 
 
+def backlog_core(events: list, name: str) -> tuple[LedgerCore, list[SourceMessage]]:
+    """A core holding every partition, and the events as its source messages:
+    HR first, then usage (the order the task synchronization applies a
+    backlog in), each topic-partition numbered from offset 0."""
+    topics = Topics.with_prefix(name)
+    core = LedgerCore(CoreConfig(topics, name, PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
+    for p in range(PARTITIONS):
+        core.restore(p, [], {})
+    offsets: Counter = Counter()
+    msgs = []
+    for e in [e for e in events if e.type != "usage"] + [e for e in events if e.type == "usage"]:
+        p = partition_of(e.engineer_id, PARTITIONS)
+        topic = topics.usage if e.type == "usage" else topics.grants
+        msgs.append(SourceMessage(topic, p, offsets[(topic, p)], e.engineer_id.encode(), encode_event(e),
+                                  INGEST_TIME))
+        offsets[(topic, p)] += 1
+    return core, msgs
+
+
 def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, history_ab: bool = False,
         live_s: float | None = None) -> dict:
     from bench.run import events_for
@@ -82,19 +101,7 @@ def run(events_n: int, engineers: int, batch_size: int, digest: bool = False, hi
     else:  # the latency run's data: usage over live_s seconds, all of it within the lateness (pending)
         events = [e for e in generate(engineers, events_n, seed=11, usage_span=timedelta(seconds=live_s))
                   if e.type in ("grant_issued", "usage")]
-    topics = Topics.with_prefix("corebench")
-    core = LedgerCore(CoreConfig(topics, "corebench", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
-    for p in range(PARTITIONS):
-        core.restore(p, [], {})
-    now = INGEST_TIME
-    offsets: Counter = Counter()
-    msgs = []
-    # HR first, then usage: the order the task synchronization applies a backlog in.
-    for e in [e for e in events if e.type != "usage"] + [e for e in events if e.type == "usage"]:
-        p = partition_of(e.engineer_id, PARTITIONS)
-        topic = topics.usage if e.type == "usage" else topics.grants
-        msgs.append(SourceMessage(topic, p, offsets[(topic, p)], e.engineer_id.encode(), encode_event(e), now))
-        offsets[(topic, p)] += 1
+    core, msgs = backlog_core(events, "corebench")
     del events
     spent: Counter = Counter()
     history_batches = []

@@ -16,16 +16,11 @@ import json
 import tempfile
 import time
 import tracemalloc
-from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from bench.bench_core_step import BOOK_BYTES_MAX, INGEST_TIME, LATENESS_S, PARTITIONS
-from compstream.codec import encode_event
-from compstream.config import Topics
+from bench.bench_core_step import LATENESS_S, backlog_core
 from compstream.worker import recorded_late
-from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
-from compstream.worker.messages import SourceMessage, partition_of
 from compstream.worker.run import tune_gc
 
 
@@ -33,18 +28,7 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
     from bench.run import events_for
 
     events = events_for(events_n, engineers)
-    topics = Topics.with_prefix("recbench")
-    core = LedgerCore(CoreConfig(topics, "recbench", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX))
-    for p in range(PARTITIONS):
-        core.restore(p, [], {})
-    offsets: Counter = Counter()
-    msgs = []
-    for e in [e for e in events if e.type != "usage"] + [e for e in events if e.type == "usage"]:
-        p = partition_of(e.engineer_id, PARTITIONS)
-        topic = topics.usage if e.type == "usage" else topics.grants
-        msgs.append(SourceMessage(topic, p, offsets[(topic, p)], e.engineer_id.encode(), encode_event(e),
-                                  INGEST_TIME))
-        offsets[(topic, p)] += 1
+    core, msgs = backlog_core(events, "recbench")
     del events
     tune_gc()
     history = []
