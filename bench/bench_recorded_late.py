@@ -50,11 +50,11 @@ def run(events_n: int, engineers: int, batch_size: int) -> dict:
         return {"events": n, "kept": None}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        recorded_late.write(Path(tmp), kept)
+        recorded_late.write(Path(tmp), kept, LATENESS_S)
         write_s = time.perf_counter() - t0
         size = recorded_late.path_of(Path(tmp)).stat().st_size
         t0 = time.perf_counter()
-        back = recorded_late.read(Path(tmp))
+        back = recorded_late.read(Path(tmp), LATENESS_S)
         read_s = time.perf_counter() - t0
     if back != kept:
         raise RuntimeError("the file did not read back as written")

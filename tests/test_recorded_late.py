@@ -54,13 +54,50 @@ def test_what_a_rebuild_keeps():
 def test_the_file_round_trip_and_its_errors(tmp_path):
     kept = RecordedDecisions({("ada", "u5"): (T0, 0), ("ada", "u6"): (T0, 1)},
                              {"ada": [("usage", 0, 4, T0)]})
-    assert recorded_late.write(tmp_path, kept) == 3
-    assert recorded_late.read(tmp_path) == kept
-    assert recorded_late.write(tmp_path, RecordedDecisions({}, {})) == 0
-    assert recorded_late.read(tmp_path) is None  # nothing kept: no file
+    lateness_s = int(LATENESS.total_seconds())
+    assert recorded_late.write(tmp_path, kept, lateness_s) == 3
+    assert recorded_late.read(tmp_path, lateness_s) == kept
+    assert recorded_late.write(tmp_path, RecordedDecisions({}, {}), lateness_s) == 0
+    assert recorded_late.read(tmp_path, lateness_s) is None  # nothing kept: no file
     recorded_late.path_of(tmp_path).write_text('{"version": 1, "late": {"ada": [["u5", "noon"]]}, "expected": {}}')
     with pytest.raises(RecordedLateError, match="recorded-late.json: bad decision.*remove it"):
-        recorded_late.read(tmp_path)
+        recorded_late.read(tmp_path, lateness_s)
     recorded_late.path_of(tmp_path).write_text("{")
     with pytest.raises(RecordedLateError, match="recorded-late.json: unreadable"):
-        recorded_late.read(tmp_path)
+        recorded_late.read(tmp_path, lateness_s)
+    # A version 1 file (the first build that kept decisions) names no lateness: read as it is.
+    recorded_late.path_of(tmp_path).write_text('{"version": 1, "late": {"ada": [["u5", 0]]}, "expected": {}}')
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert recorded_late.read(tmp_path, 60) == RecordedDecisions({("ada", "u5"): (epoch, 0)}, {})
+
+
+def test_decisions_kept_under_another_lateness_are_refused(tmp_path):
+    kept = RecordedDecisions({}, {"ada": [("usage", 0, 4, T0)]})
+    recorded_late.write(tmp_path, kept, 6 * 3600)
+    with pytest.raises(RecordedLateError, match="kept under COMPSTREAM_LATENESS_S=21600, the worker runs with 3600"):
+        recorded_late.read(tmp_path, 3600)
+
+
+def test_a_caught_up_rebuild_retires_the_file(tmp_path):
+    recorded_late.write(tmp_path, RecordedDecisions({}, {"ada": [("usage", 0, 4, T0)]}), 60)
+    taken = recorded_late.retire(tmp_path)
+    assert taken == tmp_path / recorded_late.TAKEN_NAME and taken.exists()
+    assert recorded_late.read(tmp_path, 3600) is None  # a later lateness change no longer depends on it
+    assert recorded_late.retire(tmp_path) is None
+
+
+def test_the_worker_refuses_decisions_kept_under_another_lateness(tmp_path, monkeypatch):
+    # Before it reaches for the broker (nothing listens on port 1): a message, no traceback.
+    from compstream.config import Settings
+    from compstream.worker.run import run_worker
+
+    data_dir = tmp_path / "w"
+    recorded_late.write(data_dir, RecordedDecisions({}, {"ada": [("usage", 0, 4, T0)]}), 6 * 3600)
+    monkeypatch.setenv("COMPSTREAM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("COMPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("COMPSTREAM_LATENESS_S", "3600")
+    monkeypatch.setenv("COMPSTREAM_ENGINE", "transactional")
+    with pytest.raises(SystemExit, match="compstream worker: .*recorded-late.json: kept under "
+                                         "COMPSTREAM_LATENESS_S=21600, the worker runs with 3600"):
+        run_worker(Settings.from_env())
+    assert not (data_dir / "worker.pid").exists()

@@ -113,6 +113,11 @@ def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_
         assert r.exit_code == 0, r.output + "\n" + worker.log_tail()
         assert "the stream's decisions kept for the rebuilt books: 8 late decisions" in " ".join(r.output.split()), \
             r.output
+        # Caught up, every decision is applied and committed: the file is retired, so a
+        # later restart (or lateness change) no longer depends on it.
+        assert not (data_dir / "recorded-late.json").exists()
+        assert (data_dir / "recorded-late.taken.json").exists()
+        assert "the stream's decisions are all taken (file moved to" in " ".join(r.output.split()), r.output
         after = latest_balances(kafka_bootstrap, topics.balances, timeout_s=5)
         money = [f for f in before["ada"] if f.endswith("_nanos")]
         assert {e: {f: after[e][f] for f in money} for e in after} == \

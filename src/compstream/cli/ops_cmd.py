@@ -145,6 +145,7 @@ def rebuild_command(
 
     from compstream.ops import rebuild as rb
     from compstream.replay.kafka_source import SourceError
+    from compstream.worker import recorded_late
 
     settings = Settings.from_env()
     wait = start if wait is None else wait
@@ -185,7 +186,10 @@ def rebuild_command(
         err.print("state reset; the next `compstream worker` rebuilds from the earliest offsets", markup=False)
         return
     _follow(settings, target, started, timeout)
-    step("caught up; final diff")
+    # Every decision and place lies below the target offsets: applied and committed now.
+    taken = recorded_late.retire(settings.data_dir)
+    step(f"caught up; the stream's decisions are all taken{f' (file moved to {taken})' if taken else ''}; "
+         "final diff")
     result = _diff_until_equal(settings, False, settle)
     _print_diff(result, as_json=False)
     if not result.equal:

@@ -175,11 +175,11 @@ def keep_decisions(settings: Settings) -> str:
         consumer.close()
     path = recorded_late.path_of(settings.data_dir)
     if recorded is None:
-        recorded_late.write(settings.data_dir, recorded_late.RecordedDecisions({}, {}))
+        recorded_late.write(settings.data_dir, recorded_late.RecordedDecisions({}, {}), settings.lateness_s)
         return (f"none: more than {recorded_late.EVENTS_SEEN_MAX} events on the history topic; the rebuild "
                 "judges every event again (diff names where that leaves balances apart from statements)")
     try:
-        recorded_late.write(settings.data_dir, recorded)
+        recorded_late.write(settings.data_dir, recorded, settings.lateness_s)
     except recorded_late.RecordedLateError as exc:
         raise RebuildError(f"{exc}: too many to keep (runbook, scenario 8)") from exc
     return (f"{len(recorded.late)} late decisions and {sum(len(v) for v in recorded.expected.values())} "

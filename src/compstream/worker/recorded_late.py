@@ -23,7 +23,12 @@ worker, `<data dir>/recorded-late.json`:
   the offset: read, or gone from the topic.
 
 New events have no entry and are judged as they come. A file of an earlier
-rebuild is replaced; none is written when there is nothing to keep.
+rebuild is replaced; none is written when there is nothing to keep. The file
+names the lateness the decisions were kept under: a worker run with another
+one would hold books back at the wrong times, so it refuses to start. Once
+the rebuilt worker has caught up, every entry is applied and committed and
+`rebuild` retires the file (`retire`): later restarts and lateness changes
+no longer depend on it.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from compstream.history.rows import HistoryError
 from compstream.history.wire import place_rows
 
 FILE_NAME = "recorded-late.json"
-VERSION = 1
+TAKEN_NAME = "recorded-late.taken.json"  # a retired file, kept for the record
+VERSION = 2  # 2: names its lateness_s; version 1 files (without it) are still read
+VERSIONS_READ = (1, 2)
 # Decisions and expected places a worker holds (~200 B each in memory);
 # past it a rebuild refuses to write them rather than a worker running short.
 ENTRIES_MAX = 2_000_000
@@ -110,8 +117,9 @@ def path_of(data_dir: Path) -> Path:
     return data_dir / FILE_NAME
 
 
-def write(data_dir: Path, recorded: RecordedDecisions) -> int:
-    """Replace the file (nothing to keep: remove it); returns how many entries."""
+def write(data_dir: Path, recorded: RecordedDecisions, lateness_s: int) -> int:
+    """Replace the file (nothing to keep: remove it); returns how many entries.
+    `lateness_s`: what the decisions were kept under (read checks it)."""
     path = path_of(data_dir)
     count = len(recorded)
     if count > ENTRIES_MAX:
@@ -122,7 +130,7 @@ def write(data_dir: Path, recorded: RecordedDecisions) -> int:
     late: dict[str, list[tuple[int, str, int]]] = {}
     for (engineer, event_id), (w, order) in recorded.late.items():
         late.setdefault(engineer, []).append((order, event_id, to_us(w)))
-    body = {"version": VERSION,
+    body = {"version": VERSION, "lateness_s": lateness_s,
             "late": {e: [[event_id, w] for _, event_id, w in sorted(rows)] for e, rows in sorted(late.items())},
             "expected": {e: [[t, p, o, to_us(b)] for t, p, o, b in places]
                          for e, places in sorted(recorded.expected.items())}}
@@ -133,8 +141,22 @@ def write(data_dir: Path, recorded: RecordedDecisions) -> int:
     return count
 
 
-def read(data_dir: Path) -> RecordedDecisions | None:
-    """The file's decisions; None without a file."""
+def retire(data_dir: Path) -> Path | None:
+    """Move the file aside once the rebuilt worker has caught up (every
+    entry applied and committed: the worker needs it no more); returns where
+    it went, None without a file."""
+    path = path_of(data_dir)
+    taken = data_dir / TAKEN_NAME
+    try:
+        os.replace(path, taken)
+    except FileNotFoundError:
+        return None
+    return taken
+
+
+def read(data_dir: Path, lateness_s: int) -> RecordedDecisions | None:
+    """The file's decisions; None without a file. A file kept under another
+    `lateness_s` than the worker's is refused (RecordedLateError)."""
     path = path_of(data_dir)
     try:
         data = path.read_bytes()
@@ -143,9 +165,16 @@ def read(data_dir: Path) -> RecordedDecisions | None:
     fix = "; remove it to rebuild judging every event again"
     try:
         body = orjson.loads(data)
-        if not isinstance(body, dict) or body.get("version") != VERSION or not isinstance(body.get("late"), dict) \
-                or not isinstance(body.get("expected"), dict):
+        if not isinstance(body, dict) or body.get("version") not in VERSIONS_READ \
+                or not isinstance(body.get("late"), dict) or not isinstance(body.get("expected"), dict):
             raise RecordedLateError(f"not version {VERSION} decisions")
+        kept_under = body.get("lateness_s")
+        if kept_under is not None and kept_under != lateness_s:
+            # Held at another lateness, books would wait at the wrong times and
+            # the late decisions would no longer line up with the watermarks.
+            raise RecordedLateError(
+                f"kept under COMPSTREAM_LATENESS_S={kept_under!r}, the worker runs with {lateness_s}: run the "
+                f"rebuilt worker with {kept_under!r} until it has caught up")
         out = RecordedDecisions({}, {})
         for engineer, rows in body["late"].items():
             for order, (event_id, watermark_us) in enumerate(rows):

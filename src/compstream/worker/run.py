@@ -45,6 +45,15 @@ def tune_gc() -> None:
 
 
 def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
+    from compstream.worker.recorded_late import RecordedLateError
+
+    try:
+        _run_worker(settings, loglevel)
+    except RecordedLateError as exc:  # a rebuild's decisions it cannot take: say why, no traceback
+        raise SystemExit(f"compstream worker: {exc}") from exc
+
+
+def _run_worker(settings: Settings, loglevel: str) -> None:
     other = running_pid(settings)
     if other is not None and other != os.getpid():
         raise SystemExit(f"a worker (pid {other}) already runs on {settings.data_dir}")

@@ -45,8 +45,8 @@ def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int]
         records = ((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
         collected = recorded_late.collect(records, timedelta(seconds=LATENESS_S))
         assert collected is not None
-        recorded_late.write(data_dir, collected)
-        recorded = recorded_late.read(data_dir)
+        recorded_late.write(data_dir, collected, LATENESS_S)
+        recorded = recorded_late.read(data_dir, LATENESS_S)
     log.offsets.clear()
     config = CoreConfig(TOPICS, f"rebuilt-{seed}-{events_max}", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX,
                         recorded=recorded)

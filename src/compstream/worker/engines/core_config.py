@@ -18,7 +18,7 @@ def core_config(settings: Settings) -> CoreConfig:
         from compstream.worker.leaderboards.settings import leaderboard_config, pseudonymizer
 
         lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
-    recorded = recorded_late.read(settings.data_dir)
+    recorded = recorded_late.read(settings.data_dir, settings.lateness_s)
     if recorded is not None:
         log.info("taking %d late decisions of the stream again, holding books back at %d places (%s)",
                  len(recorded.late), sum(len(v) for v in recorded.expected.values()),

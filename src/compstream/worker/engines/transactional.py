@@ -62,11 +62,11 @@ def _observe_positions(metrics: WorkerMetrics, loop: CheckpointLoop, source: Kaf
 
 
 def run(settings: Settings) -> None:
+    config = core_config(settings)  # first: a rebuild's decisions it cannot take stop it before the broker
     ensure_engine_topics(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     faults = Faults()
     topics = settings.topics
-    config = core_config(settings)
     inputs: tuple[str, ...] = (topics.usage, topics.grants)
     if config.leaderboards is not None:
         inputs += (topics.leaderboard_candidates,)
