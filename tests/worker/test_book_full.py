@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from compstream.codec import decode_record, encode_event
 from compstream.domain.book import EngineerBook
 from compstream.domain.book_codec import event_to_compact, fingerprint_text
-from compstream.domain.events import GrantIssued, Usage
+from compstream.domain.events import GrantIssued, LateAt, Usage
 from compstream.worker.processor import BOOK_FULL, LedgerProcessor, SourceMessage
 from support.messages import record_time
 
@@ -195,3 +195,34 @@ def test_a_batch_takes_as_much_as_measuring_before_every_event_would():
     assert 300 < taken[1] < 600, "the oracle must refuse some and take most"
     assert taken[0] >= taken[1] - 2, taken
     assert max(whole.stored_sizes + single.stored_sizes) <= 12_000
+
+
+
+def test_a_rebuild_takes_every_recorded_decision_and_counts_it_against_the_limit():
+    """A rebuild keeps the stream's late decisions waiting in the book at
+    their watermark (events.LateAt): each takes its id and its pending form,
+    although the event is older than the watermark (which alone would leave
+    only its id). The stream applied those events, so the rebuild never
+    refuses them; but the room counts them, so new usage that no longer fits
+    is refused as ever."""
+    from compstream.worker.recorded_late import RecordedDecisions
+
+    under = T + timedelta(hours=2)  # the watermark below is exactly this: the decisions wait
+    fresh = [_usage(i, under + timedelta(seconds=i)) for i in range(30)]
+    decided = [_usage(100 + i, T + timedelta(seconds=i)) for i in range(60)]
+    more = [_usage(200 + i, under + timedelta(seconds=100 + i)) for i in range(20)]
+    recorded = RecordedDecisions({(ENG, u.event_id): (under, n) for n, u in enumerate(decided)}, {})
+    run = Run()
+    run.proc = LedgerProcessor(LATENESS_S, load_book=run.store.get, partitions=1, book_bytes_max=LIMIT,
+                               recorded=recorded)
+    clock = Usage("clock", "eng-other", "anthropic", "claude-sonnet", under + timedelta(seconds=LATENESS_S),
+                  1, 1, 0, 0, 1)
+    run.batch([clock])  # stream time: the watermark is `under`
+    _msgs, res = run.batch(fresh + decided + more)
+    refused = {d["source_offset"] - 1 for d in _dead(res)}  # offsets count from the clock's 0
+    assert {d["stage"] for d in _dead(res)} <= {BOOK_FULL}
+    assert not refused & set(range(30, 90)), "the stream applied these: never refused"
+    assert set(range(90, 110)) <= refused, "the waiting decisions fill the book: no room for new usage"
+    book = EngineerBook.from_bytes(run.store[ENG])
+    waiting = [e for _k, e in book.pending if isinstance(e, LateAt)]
+    assert len(waiting) == 60 and book.taken == res.applied and res.applied + len(refused) == 110

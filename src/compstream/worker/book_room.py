@@ -15,7 +15,9 @@ free something: the last measure got down to 7/8 (so 1/8 was used since, and
 older days may remain), or the watermark entered a new day. Usage that would
 still take the book past the limit is refused; events the book would not
 apply anyway (duplicates, conflicts, too old) pass, so the book classifies
-them as ever.
+them as ever, and so does usage a rebuild has the stream's late decision for
+(the stream applied it: worker/recorded_late.py). Such a decision waits in
+the book at its watermark (events.LateAt), and is counted so.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from compstream.domain.events import Event, LateAt
 _DAY_US = 86_400_000_000
 # Returned by admit() for an event to refuse.
 REFUSE = None
+# What a rebuild's recorded late decision adds to an event's pending form
+# (events.LateAt: ["L",<watermark us>,<order>,<event>]), at most.
+LATE_AT_BYTES_MAX = len('["L",') + 20 + 1 + 20 + 1 + 1
+LateUnder = tuple[datetime, int]  # a recorded late decision: (watermark, order)
 
 
 def pending_bytes(event: Event | LateAt) -> int:
@@ -59,26 +65,35 @@ class BookRoom:
         """Measured near its limit in this batch: tracked event by event."""
         return engineer in self.tight
 
-    def would_be_tight(self, book: EngineerBook, event: Event, text: str) -> bool:
+    def would_be_tight(self, book: EngineerBook, event: Event, text: str, late_under: LateUnder | None = None) -> bool:
         """Whether `admit` would have to measure the book for this event."""
+        # An upper bound of what ingesting it adds: its id record and its canonical
+        # JSON (longer than its pending form), and a recorded decision's wrapper.
         growth = RECORD + len(text) + 1 if event.type == "usage" else 0
+        if late_under is not None:
+            growth += LATE_AT_BYTES_MAX
         return self.size[book.engineer_id] + growth > self.bytes_max
 
-    def admit(self, book: EngineerBook, event: Event, text: str, watermark: datetime) -> tuple[int, int] | None:
-        """Before `book.ingest(event, watermark)`: REFUSE, or (growth, freed)
-        to pass to `taken` afterwards."""
+    def admit(self, book: EngineerBook, event: Event, text: str, watermark: datetime,
+              late_under: LateUnder | None = None) -> tuple[int, int] | None:
+        """Before `book.ingest(event, watermark, late_under=late_under)`:
+        REFUSE, or (growth, freed) to pass to `taken` afterwards."""
         engineer = book.engineer_id
         room = self.tight.get(engineer)
         if room is None:
             growth = RECORD + len(text) + 1 if event.type == "usage" else 0
+            if late_under is not None:
+                growth += LATE_AT_BYTES_MAX
             if self.size[engineer] + growth <= self.bytes_max:
                 return growth, 0
             room = self.tight[engineer] = self._measure(book, watermark, event.event_time)
-        growth, freed = self._growth(book, event, watermark), self._freed(book, watermark)
+        growth, freed = self._growth(book, event, watermark, late_under), self._freed(book, watermark)
         if room[0] + growth - freed > self.bytes_max and (room[2] or _day(watermark) > room[1]):
             room[:] = self._measure(book, watermark, event.event_time)
             freed = 0
-        if growth and room[0] + growth - freed > self.bytes_max and book.would_apply(event):
+        # A recorded decision's event was applied by the stream: a rebuild
+        # takes it whatever its size (counted, so new usage is refused).
+        if growth and room[0] + growth - freed > self.bytes_max and late_under is None and book.would_apply(event):
             if freed:  # advance as ingest would have, so the next event does not count these again
                 self.outcome(engineer, book.advance(watermark), event.event_time)
                 room[0] -= freed
@@ -100,10 +115,15 @@ class BookRoom:
         return [size, _day(watermark), size <= self.target]
 
     @staticmethod
-    def _growth(book: EngineerBook, event: Event, watermark: datetime) -> int:
+    def _growth(book: EngineerBook, event: Event, watermark: datetime, late_under: LateUnder | None) -> int:
         if event.type != "usage":
             return 0  # HR events are never refused (and are few)
         t = event.event_time
+        if late_under is not None and late_under[0] > t and (book.watermark is None or book.watermark <= late_under[0]):
+            # Waits at the stream's watermark (book.ingest), unless final at once.
+            if late_under[0] < watermark:
+                return RECORD
+            return RECORD + pending_bytes(LateAt(event, *late_under))  # type: ignore[arg-type]  # usage here
         if (book.watermark is not None and t < book.watermark) or t < watermark:
             return RECORD  # late, or pending and final at once: only its id stays
         return RECORD + pending_bytes(event)

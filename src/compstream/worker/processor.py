@@ -350,16 +350,16 @@ class LedgerProcessor:
             # A book near its byte limit is the exception: its room is measured
             # event by event, which needs the live watermark (to forget ids
             # and finalize pending events as far as the batch has got).
+            late_under = self.recorded_late.get((engineer, event.event_id)) if self.recorded_late else None
             watermark = batch.start_marks[partition]
-            if room.is_tight(engineer) or room.would_be_tight(book, event, text):
+            if room.is_tight(engineer) or room.would_be_tight(book, event, text, late_under):
                 watermark = self.watermark(partition)
             if self.expected:
                 watermark = self.capped(engineer, watermark)
-            admitted = room.admit(book, event, text, watermark)
+            admitted = room.admit(book, event, text, watermark, late_under)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
             applied_under = book.watermark  # what the late verdict is taken against
-            late_under = self.recorded_late.get((engineer, event.event_id)) if self.recorded_late else None
             # No per-event balance: _result encodes one per changed book.
             result = book.ingest(event, watermark, fingerprint=text, want_balance=False, late_under=late_under)
             if late_under is not None and result.late and (applied_under is None or applied_under <= late_under[0]):
