@@ -53,9 +53,10 @@ def test_what_a_rebuild_keeps():
 
 def test_the_file_round_trip_and_its_errors(tmp_path):
     kept = RecordedDecisions({("ada", "u5"): (T0, 0), ("ada", "u6"): (T0, 1)},
-                             {"ada": [("usage", 0, 4, T0)]})
+                             {"ada": [("usage", 0, 4, T0)]}, refused={("usage", 0, 9): "book_full"},
+                             through={("usage", 0): 12, ("grants", 0): 3})
     lateness_s = int(LATENESS.total_seconds())
-    assert recorded_late.write(tmp_path, kept, lateness_s) == 3
+    assert recorded_late.write(tmp_path, kept, lateness_s) == 6
     assert recorded_late.read(tmp_path, lateness_s) == kept
     assert recorded_late.write(tmp_path, RecordedDecisions({}, {}), lateness_s) == 0
     assert recorded_late.read(tmp_path, lateness_s) is None  # nothing kept: no file

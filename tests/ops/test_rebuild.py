@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from unittest import mock
 
 import pytest
@@ -111,8 +112,12 @@ def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_
         r = run(["rebuild", "--yes", "--stop", "--start", "--timeout", "120", "--settle", "30"], env)
         new_pid = running_pid(settings)
         assert r.exit_code == 0, r.output + "\n" + worker.log_tail()
-        assert "the stream's decisions kept for the rebuilt books: 8 late decisions" in " ".join(r.output.split()), \
-            r.output
+        said = " ".join(r.output.split())
+        assert "the stream's decisions kept for the rebuilt books: 8 late decisions" in said, r.output
+        # The stream's positions on the source partitions it read (ada's and ken's, both topics):
+        # below them the rebuild refuses only what the stream did.
+        positions = re.search(r"0 refusals and the positions of (\d+) source partitions", said)
+        assert positions and 2 <= int(positions.group(1)) <= 2 * PARTITIONS, r.output
         # Caught up, every decision is applied and committed: the file is retired, so a
         # later restart (or lateness change) no longer depends on it.
         assert not (data_dir / "recorded-late.json").exists()

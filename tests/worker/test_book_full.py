@@ -226,3 +226,33 @@ def test_a_rebuild_takes_every_recorded_decision_and_counts_it_against_the_limit
     book = EngineerBook.from_bytes(run.store[ENG])
     waiting = [e for _k, e in book.pending if isinstance(e, LateAt)]
     assert len(waiting) == 60 and book.taken == res.applied and res.applied + len(refused) == 110
+
+
+def test_a_rebuild_refuses_what_the_stream_refused_and_takes_what_it_took():
+    """With the stream's refusals and how far it had judged (a rebuild's
+    recorded-late.json): a record the stream refused is refused again with
+    the stream's stage, room or not; below the stream's position nothing
+    else is refused for room (the stream applied it: the statements count
+    it, and `diff` leaves refused records out of its replay, so an extra
+    refusal would go unseen); past it, usage is judged as ever."""
+    from compstream.worker.recorded_late import RecordedDecisions
+
+    usage = [_usage(i, T + timedelta(seconds=i)) for i in range(400)]
+
+    def rebuild(recorded):
+        run = Run()
+        run.proc = LedgerProcessor(LATENESS_S, load_book=run.store.get, partitions=1, book_bytes_max=LIMIT,
+                                   recorded=recorded)
+        _msgs, res = run.batch(usage)
+        return {d["source_offset"]: d["stage"] for d in _dead(res)}, res, run
+
+    judged_again, _res, _run = rebuild(None)
+    assert set(judged_again.values()) == {BOOK_FULL} and min(judged_again) < 350, "the book fills up"
+    # The stream, say, read these in smaller batches and refused only offset 3 (too old there).
+    recorded = RecordedDecisions({}, {}, refused={("usage", 0, 3): "too_old"}, through={("usage", 0): 350})
+    refused, res, run = rebuild(recorded)
+    assert refused[3] == "too_old" and "refused by the stream as too_old" in \
+        next(d["reason"] for d in _dead(res) if d["source_offset"] == 3)
+    assert not {o for o in refused if o != 3 and o < 350}, "below the stream's position: taken"
+    assert set(range(350, 400)) <= set(refused) and {refused[o] for o in range(350, 400)} == {BOOK_FULL}
+    assert res.applied == 349 and EngineerBook.from_bytes(run.store[ENG]).taken == 349

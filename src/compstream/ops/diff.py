@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from compstream.codec import DecodeError, decode_record
 from compstream.config import Settings
@@ -138,16 +138,24 @@ def refused_sources(consumer: KafkaConsumer, topic: str) -> dict[tuple[str, int,
     `dlq list`'s business, not ours."""
     if not consumer.partitions_for_topic(topic):
         return {}  # no dead letter was ever written
+    return refused_in((rec.value for rec in read_ranges(consumer, resolve_ranges(consumer, [topic]))), topic)
+
+
+def refused_in(values: Iterable[bytes | None], topic: str = "the dead-letter topic") -> dict[tuple[str, int, int], str]:
+    """refused_sources over the dead-letter topic's values, in order (the first refusal of a record counts)."""
     out: dict[tuple[str, int, int], str] = {}
-    for rec in read_ranges(consumer, resolve_ranges(consumer, [topic])):
+    for value in values:
+        if value is None:
+            continue
         try:
-            name, value = decode_record(rec.value)
+            name, record = decode_record(value)
         except DecodeError:
             continue
-        if name == "DeadLetter" and value["stage"] in REFUSED_STAGES:
+        if name == "DeadLetter" and record["stage"] in REFUSED_STAGES:
             if len(out) >= REFUSED_MAX:
                 raise SourceError(f"more than {REFUSED_MAX} refused-source dead letters on {topic}")
-            out[(value["source_topic"], value["source_partition"], value["source_offset"])] = value["stage"]
+            out.setdefault((record["source_topic"], record["source_partition"], record["source_offset"]),
+                           record["stage"])
     return out
 
 

@@ -152,10 +152,13 @@ def wipe_local(settings: Settings) -> Path:
 
 def keep_decisions(settings: Settings) -> str:
     """Write the stream's decisions from the history topic's first row of
-    each event (what history and the statements follow) for the rebuilt
-    worker to take again (worker/recorded_late.py). Returns what was kept."""
+    each event (what history and the statements follow), its refusals (the
+    dead-letter topic) and how far it had judged (the group's committed
+    offsets) for the rebuilt worker to take again (worker/recorded_late.py).
+    Returns what was kept."""
     from datetime import timedelta
 
+    from compstream.ops.diff import refused_sources
     from compstream.replay.kafka_source import read_ranges, resolve_ranges
     from compstream.worker import recorded_late
     from compstream.worker.core.checkpoint import history_topic
@@ -169,21 +172,44 @@ def keep_decisions(settings: Settings) -> str:
             records = ((f"{r.topic}[{r.partition}]@{r.offset}", r.value)
                        for r in read_ranges(consumer, resolve_ranges(consumer, [topic])))
             recorded = recorded_late.collect(records, timedelta(seconds=settings.lateness_s))
+        refused = refused_sources(consumer, settings.topics.dead_letters)
     except recorded_late.RecordedLateError as exc:
         raise RebuildError(str(exc)) from exc
     finally:
         consumer.close()
+    through = judged_offsets(settings)
     path = recorded_late.path_of(settings.data_dir)
+    fallback = ""
     if recorded is None:
-        recorded_late.write(settings.data_dir, recorded_late.RecordedDecisions({}, {}), settings.lateness_s)
-        return (f"none: more than {recorded_late.EVENTS_SEEN_MAX} events on the history topic; the rebuild "
-                "judges every event again (diff names where that leaves balances apart from statements)")
+        recorded = recorded_late.RecordedDecisions({}, {})
+        fallback = (f"; no late decisions: more than {recorded_late.EVENTS_SEEN_MAX} events on the history topic, "
+                    "the rebuild judges late events again (diff names where that leaves balances apart from "
+                    "statements)")
+    recorded.refused, recorded.through = refused, through
     try:
         recorded_late.write(settings.data_dir, recorded, settings.lateness_s)
     except recorded_late.RecordedLateError as exc:
         raise RebuildError(f"{exc}: too many to keep (runbook, scenario 8)") from exc
-    return (f"{len(recorded.late)} late decisions and {sum(len(v) for v in recorded.expected.values())} "
-            f"places to hold books back at ({path})")
+    return (f"{len(recorded.late)} late decisions, {sum(len(v) for v in recorded.expected.values())} "
+            f"places to hold books back at, {len(refused)} refusals and the positions of "
+            f"{len(through)} source partitions ({path}){fallback}")
+
+
+def judged_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+    """(source topic, partition) -> the worker group's committed offset: every
+    source record below it was judged (applied, refused or a duplicate)."""
+    sources = (settings.topics.usage, settings.topics.grants)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in _committed(settings).items()
+            if tp.topic in sources and meta is not None and meta.offset >= 0}
+
+
+def _committed(settings: Settings) -> dict:
+    """The worker group's committed offsets: TopicPartition -> OffsetAndMetadata."""
+    admin = _admin(settings)
+    try:
+        return admin.list_group_offsets({settings.worker_id: None}).get(settings.worker_id) or {}
+    finally:
+        admin.close()
 
 
 @dataclass(frozen=True)
@@ -211,11 +237,7 @@ def end_offsets(settings: Settings) -> dict[TopicPartition, tuple[int, int]]:
 def catch_up(settings: Settings, target: dict[TopicPartition, tuple[int, int]]) -> CatchUp:
     """Progress of the worker's group towards `target` (committed offsets:
     Faust commits only acked batches, i.e. after history, books and balances)."""
-    admin = _admin(settings)
-    try:
-        committed = admin.list_group_offsets({settings.worker_id: None}).get(settings.worker_id) or {}
-    finally:
-        admin.close()
+    committed = _committed(settings)
     done = total = 0
     behind = []
     for tp, (begin, end) in target.items():

@@ -15,9 +15,9 @@ free something: the last measure got down to 7/8 (so 1/8 was used since, and
 older days may remain), or the watermark entered a new day. Usage that would
 still take the book past the limit is refused; events the book would not
 apply anyway (duplicates, conflicts, too old) pass, so the book classifies
-them as ever, and so does usage a rebuild has the stream's late decision for
-(the stream applied it: worker/recorded_late.py). Such a decision waits in
-the book at its watermark (events.LateAt), and is counted so.
+them as ever, and so does usage a rebuild knows the stream applied (`take`:
+worker/recorded_late.py). A recorded late decision waits in the book at its
+watermark (events.LateAt), and is counted so.
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ class BookRoom:
         return self.size[book.engineer_id] + growth > self.bytes_max
 
     def admit(self, book: EngineerBook, event: Event, text: str, watermark: datetime,
-              late_under: LateUnder | None = None) -> tuple[int, int] | None:
+              late_under: LateUnder | None = None, take: bool = False) -> tuple[int, int] | None:
         """Before `book.ingest(event, watermark, late_under=late_under)`:
-        REFUSE, or (growth, freed) to pass to `taken` afterwards."""
+        REFUSE, or (growth, freed) to pass to `taken` afterwards. `take`:
+        never refuse it (a rebuild, for an event the stream applied)."""
         engineer = book.engineer_id
         room = self.tight.get(engineer)
         if room is None:
@@ -91,9 +92,9 @@ class BookRoom:
         if room[0] + growth - freed > self.bytes_max and (room[2] or _day(watermark) > room[1]):
             room[:] = self._measure(book, watermark, event.event_time)
             freed = 0
-        # A recorded decision's event was applied by the stream: a rebuild
-        # takes it whatever its size (counted, so new usage is refused).
-        if growth and room[0] + growth - freed > self.bytes_max and late_under is None and book.would_apply(event):
+        # `take`: the stream applied it, so a rebuild takes it whatever its
+        # size (counted, so new usage is refused).
+        if growth and room[0] + growth - freed > self.bytes_max and not take and book.would_apply(event):
             if freed:  # advance as ingest would have, so the next event does not count these again
                 self.outcome(engineer, book.advance(watermark), event.event_time)
                 room[0] -= freed

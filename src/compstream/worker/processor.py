@@ -182,8 +182,12 @@ class LedgerProcessor:
         # A rebuild takes the stream's decisions again (worker/recorded_late.py):
         # its late ones, (engineer, event id) -> (watermark, order), and the
         # books to hold back until an event is read, engineer -> a heap of
-        # (bound, source topic, partition, offset). Both empty otherwise.
+        # (bound, source topic, partition, offset). Also the records it
+        # refused (refused again) and how far it had judged (below, what it
+        # did not refuse it took: never refused for room). All empty otherwise.
         self.recorded_late = recorded.late if recorded is not None else {}
+        self.refused = recorded.refused if recorded is not None else {}
+        self.judged_to = recorded.through if recorded is not None else {}
         self.expected: dict[str, list[tuple[datetime, str, int, int]]] = {}
         for engineer, places in (recorded.expected if recorded is not None else {}).items():
             heap = [(bound, t, p, o) for t, p, o, bound in places]
@@ -351,12 +355,19 @@ class LedgerProcessor:
             # event by event, which needs the live watermark (to forget ids
             # and finalize pending events as far as the batch has got).
             late_under = self.recorded_late.get((engineer, event.event_id)) if self.recorded_late else None
+            take = late_under is not None  # the stream applied it late: a rebuild takes it, room or not
+            if self.judged_to:
+                stage = self.refused.get((msg.topic, partition, msg.offset))
+                if stage is not None:
+                    return batch.dead(msg, stage, f"event_id {event.event_id!r}: refused by the stream as {stage} "
+                                                  "before this rebuild (recorded-late.json), so refused again")
+                take = take or msg.offset < self.judged_to.get((msg.topic, partition), 0)
             watermark = batch.start_marks[partition]
             if room.is_tight(engineer) or room.would_be_tight(book, event, text, late_under):
                 watermark = self.watermark(partition)
             if self.expected:
                 watermark = self.capped(engineer, watermark)
-            admitted = room.admit(book, event, text, watermark, late_under)
+            admitted = room.admit(book, event, text, watermark, late_under, take)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
             applied_under = book.watermark  # what the late verdict is taken against

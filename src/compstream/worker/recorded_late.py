@@ -22,6 +22,17 @@ worker, `<data dir>/recorded-late.json`:
   watermark back (LedgerProcessor.capped) until its reading position passes
   the offset: read, or gone from the topic.
 
+- `refused`: the source records the stream refused (dead letters with stage
+  too_old, book_full or future): refused again, whatever the rebuilt book
+  would say. And `through`: per source partition, the offset up to which the
+  stream had judged every record (the group's committed offsets). Below it,
+  a record the stream did not refuse was applied (or was a duplicate), so the
+  rebuild never refuses it for lack of room in its book: a rebuild's batches
+  hold other events pending than the stream's did, and its books keep late
+  decisions waiting, so its books can be fuller. Without these a rebuild
+  could leave out usage the statements count, and `diff` would not see it
+  (it leaves out every refused record).
+
 New events have no entry and are judged as they come. A file of an earlier
 rebuild is replaced; none is written when there is nothing to keep. The file
 names the lateness the decisions were kept under: a worker run with another
@@ -34,7 +45,7 @@ no longer depend on it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable
@@ -48,7 +59,7 @@ from compstream.history.wire import place_rows
 
 FILE_NAME = "recorded-late.json"
 TAKEN_NAME = "recorded-late.taken.json"  # a retired file, kept for the record
-VERSION = 2  # 2: names its lateness_s; version 1 files (without it) are still read
+VERSION = 2  # 2: names its lateness_s, with refused and through; version 1 files (without) are still read
 VERSIONS_READ = (1, 2)
 # Decisions and expected places a worker holds (~200 B each in memory);
 # past it a rebuild refuses to write them rather than a worker running short.
@@ -58,6 +69,7 @@ ENTRIES_MAX = 2_000_000
 EVENTS_SEEN_MAX = 20_000_000
 
 Place = tuple[str, int, int, datetime]  # source topic, partition, offset, bound
+Source = tuple[str, int, int]  # source topic, partition, offset
 
 
 class RecordedLateError(ValueError):
@@ -70,9 +82,13 @@ class RecordedDecisions:
     late: dict[tuple[str, str], tuple[datetime, int]]
     # engineer -> the places of its events a rebuild reads, with their bounds
     expected: dict[str, list[Place]]
+    # source record -> the stage the stream refused it with
+    refused: dict[Source, str] = field(default_factory=dict)
+    # (source topic, partition) -> the first offset the stream had not judged
+    through: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.late) + sum(len(v) for v in self.expected.values())
+        return len(self.late) + sum(len(v) for v in self.expected.values()) + len(self.refused) + len(self.through)
 
 
 def collect(records: Iterable[tuple[str, bytes]], lateness: timedelta) -> RecordedDecisions | None:
@@ -133,7 +149,9 @@ def write(data_dir: Path, recorded: RecordedDecisions, lateness_s: int) -> int:
     body = {"version": VERSION, "lateness_s": lateness_s,
             "late": {e: [[event_id, w] for _, event_id, w in sorted(rows)] for e, rows in sorted(late.items())},
             "expected": {e: [[t, p, o, to_us(b)] for t, p, o, b in places]
-                         for e, places in sorted(recorded.expected.items())}}
+                         for e, places in sorted(recorded.expected.items())},
+            "refused": [[t, p, o, stage] for (t, p, o), stage in sorted(recorded.refused.items())],
+            "through": [[t, p, o] for (t, p), o in sorted(recorded.through.items())]}
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(orjson.dumps(body))
@@ -187,6 +205,14 @@ def read(data_dir: Path, lateness_s: int) -> RecordedDecisions | None:
                 if not isinstance(topic, str) or not all(type(v) is int for v in (p, offset, bound_us)):
                     raise RecordedLateError(f"bad place {[topic, p, offset, bound_us]!r} of {engineer!r}")
                 got.append((topic, p, offset, from_us(bound_us)))
+        for topic, p, offset, stage in body.get("refused", []):
+            if not isinstance(topic, str) or not isinstance(stage, str) or not all(type(v) is int for v in (p, offset)):
+                raise RecordedLateError(f"bad refusal {[topic, p, offset, stage]!r}")
+            out.refused[(topic, p, offset)] = stage
+        for topic, p, offset in body.get("through", []):
+            if not isinstance(topic, str) or not all(type(v) is int for v in (p, offset)):
+                raise RecordedLateError(f"bad position {[topic, p, offset]!r}")
+            out.through[(topic, p)] = offset
         if len(out) > ENTRIES_MAX:
             raise RecordedLateError(f"more than ENTRIES_MAX={ENTRIES_MAX} entries")
         return out

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.events import GrantIssued, Usage
-from compstream.ops.diff import compare
+from compstream.ops.diff import compare, refused_in
 from compstream.replay.late_decisions import collect_decisions
 from compstream.worker import recorded_late
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
@@ -45,6 +45,10 @@ def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int]
         records = ((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
         collected = recorded_late.collect(records, timedelta(seconds=LATENESS_S))
         assert collected is not None
+        # Also its refusals and the group's positions (ops/rebuild.keep_decisions).
+        collected.refused = refused_in(v for _, v in log.topic_records(TOPICS.dead_letters))
+        collected.through = {(t, p): o for (t, p), o in log.offsets.items() if t in (TOPICS.usage, TOPICS.grants)}
+        assert collected.through, "the stream's positions"
         recorded_late.write(data_dir, collected, LATENESS_S)
         recorded = recorded_late.read(data_dir, LATENESS_S)
     log.offsets.clear()
