@@ -84,6 +84,11 @@ def test_a_caught_up_rebuild_retires_the_file(tmp_path):
     taken = recorded_late.retire(tmp_path)
     assert taken == tmp_path / recorded_late.TAKEN_NAME and taken.exists()
     assert recorded_late.read(tmp_path, 3600) is None  # a later lateness change no longer depends on it
+    assert recorded_late.retire(tmp_path) == taken  # retired before (by the worker): where it is
+    recorded_late.write(tmp_path, RecordedDecisions({}, {"ada": [("usage", 0, 5, T0)]}), 60)
+    assert not taken.exists(), "a new rebuild's file supersedes the old record"
+    taken.unlink(missing_ok=True)
+    recorded_late.path_of(tmp_path).unlink()
     assert recorded_late.retire(tmp_path) is None
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import time
 from unittest import mock
 
 import pytest
@@ -123,6 +124,11 @@ def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_
         assert not (data_dir / "recorded-late.json").exists()
         assert (data_dir / "recorded-late.taken.json").exists()
         assert "the stream's decisions are all taken (file moved to" in " ".join(r.output.split()), r.output
+        # The rebuilt worker (holding every partition) found them all taken itself, and let them go.
+        log_path, deadline = data_dir / "worker.log", time.monotonic() + 30
+        while "its decisions are all taken" not in log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
         after = latest_balances(kafka_bootstrap, topics.balances, timeout_s=5)
         money = [f for f in before["ada"] if f.endswith("_nanos")]
         assert {e: {f: after[e][f] for f in money} for e in after} == \

@@ -511,6 +511,12 @@ class LedgerProcessor:
                 out[p] = bound
         return out
 
+    def forget_recorded(self) -> None:
+        """A rebuild's decisions are all taken (read and committed past every
+        record they speak of): let them go."""
+        self.recorded_late, self.refused, self.judged_to = {}, {}, {}
+        self.expected.clear()
+
     def forget_books(self, engineers: Iterable[str]) -> None:
         """Books restored or handed to another worker: their times are
         unknown until a sweep computes them (another worker may have changed them)."""

@@ -37,9 +37,10 @@ New events have no entry and are judged as they come. A file of an earlier
 rebuild is replaced; none is written when there is nothing to keep. The file
 names the lateness the decisions were kept under: a worker run with another
 one would hold books back at the wrong times, so it refuses to start. Once
-the rebuilt worker has caught up, every entry is applied and committed and
-`rebuild` retires the file (`retire`): later restarts and lateness changes
-no longer depend on it.
+the rebuilt worker has committed past `through` on every source partition,
+every entry is applied and committed: the file is retired (`retire`, by the
+worker where it holds every partition, and by `rebuild --wait`), and later
+restarts and lateness changes no longer depend on it.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def write(data_dir: Path, recorded: RecordedDecisions, lateness_s: int) -> int:
     """Replace the file (nothing to keep: remove it); returns how many entries.
     `lateness_s`: what the decisions were kept under (read checks it)."""
     path = path_of(data_dir)
+    (data_dir / TAKEN_NAME).unlink(missing_ok=True)  # an earlier rebuild's, retired: superseded
     count = len(recorded)
     if count > ENTRIES_MAX:
         raise RecordedLateError(f"{count} decisions and places, more than ENTRIES_MAX={ENTRIES_MAX}")
@@ -161,15 +163,16 @@ def write(data_dir: Path, recorded: RecordedDecisions, lateness_s: int) -> int:
 
 def retire(data_dir: Path) -> Path | None:
     """Move the file aside once the rebuilt worker has caught up (every
-    entry applied and committed: the worker needs it no more); returns where
-    it went, None without a file."""
-    path = path_of(data_dir)
+    entry applied and committed: the worker needs it no more). The worker
+    does it itself where it holds every source partition; `rebuild --wait`
+    too. Returns where the retired file is (moved now or before), None if
+    there is none."""
     taken = data_dir / TAKEN_NAME
     try:
-        os.replace(path, taken)
+        os.replace(path_of(data_dir), taken)
     except FileNotFoundError:
-        return None
-    return taken
+        pass
+    return taken if taken.exists() else None
 
 
 def read(data_dir: Path, lateness_s: int) -> RecordedDecisions | None:

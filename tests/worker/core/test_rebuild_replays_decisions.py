@@ -36,10 +36,13 @@ def _decisions(log: MemoryLog):
     return collect_decisions((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
 
 
-def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int], seed: int, data_dir) -> int:
+def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int], seed: int, data_dir,
+            spent: list | None = None) -> int:
     """The rebuild as `compstream rebuild` runs it: the decisions collected
     from the history topic into the file the worker reads, the group's
-    offsets and the changelog gone. Returns how many times it crashed."""
+    offsets and the changelog gone. Returns how many times it crashed.
+    `spent`: gets the group's committed offsets each time the worker finds
+    the decisions all taken (where it would retire the file)."""
     recorded = None
     if keep:
         records = ((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
@@ -53,7 +56,8 @@ def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int]
         recorded = recorded_late.read(data_dir, LATENESS_S)
     log.offsets.clear()
     config = CoreConfig(TOPICS, f"rebuilt-{seed}-{events_max}", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX,
-                        recorded=recorded)
+                        recorded=recorded,
+                        on_recorded_spent=None if spent is None else lambda: spent.append(dict(log.offsets)))
     output, rng = MemoryOutput(log), random.Random(seed)
 
     def new_loop() -> CheckpointLoop:
@@ -110,7 +114,11 @@ def test_the_rebuild_replays_the_first_decisions_and_agrees_with_the_statements(
     # On time where the rebuild read the export with the day's usage: drawn on the grant.
     assert {e: live[e]["expired_nanos"] for e in judged_again} == {e: 9 * 10**9 for e in judged_again}
 
-    rebuild(log, True, 10_000, frozenset(), 6, tmp_path / "replayed")
+    through = {tp: o for tp, o in log.offsets.items() if tp[0] in (TOPICS.usage, TOPICS.grants)}
+    spent: list[dict] = []
+    rebuild(log, True, 10_000, frozenset(), 6, tmp_path / "replayed", spent)
+    # Taken in one batch here: spent at its commit, past every position the stream had.
+    assert len(spent) == 1 and all(spent[0].get(tp, 0) >= o for tp, o in through.items()), (spent, through)
     live, groups, _ = _views(log)
     assert _money(live) == _money(before)
     assert compare(live, groups, late=first) == []
@@ -129,7 +137,12 @@ def test_any_live_timing_and_any_rebuild_end_where_the_statements_are(tmp_path, 
     first = _decisions(log).first
     assert first is not None
     before = _views(log)[0]
-    rebuild(log, True, rebuild_max, crashes, seed, tmp_path / f"r{seed}-{rebuild_max}-{len(crashes)}")
+    through = {tp: o for tp, o in log.offsets.items() if tp[0] in (TOPICS.usage, TOPICS.grants)}
+    spent: list[dict] = []
+    rebuild(log, True, rebuild_max, crashes, seed, tmp_path / f"r{seed}-{rebuild_max}-{len(crashes)}", spent)
+    # The decisions are let go only once commits have passed every position the stream had
+    # (after a crash the new worker finds them taken again, at its first commit).
+    assert spent and all(all(at.get(tp, 0) >= o for tp, o in through.items()) for at in spent), (spent, through)
     live, groups, _ = _views(log)
     assert compare(live, groups, late=first) == []
     assert _money(live) == _money(before)

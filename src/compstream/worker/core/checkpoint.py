@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from compstream.config import BOOK_CACHE_BOOKS_MAX, BOOK_CACHE_BYTES_MAX, USAGE_AHEAD_S_MAX, Topics
 from compstream.domain.book_codec import from_us, to_us
@@ -68,8 +68,10 @@ class CoreConfig:
     usage_ahead_s_max: int = USAGE_AHEAD_S_MAX  # usage dated further ahead of its record is refused
     book_cache_books_max: int = BOOK_CACHE_BOOKS_MAX  # live books kept between batches (worker/book_cache.py)
     book_cache_bytes_max: int = BOOK_CACHE_BYTES_MAX
-    # The stream's decisions a rebuild takes again (worker/recorded_late.py).
+    # The stream's decisions a rebuild takes again (worker/recorded_late.py),
+    # and what to call once a commit has passed all of them (retire the file).
     recorded: RecordedDecisions | None = None
+    on_recorded_spent: Callable[[], None] | None = None
 
 
 class LedgerCore:
@@ -97,6 +99,10 @@ class LedgerCore:
         # partition -> the cut of a batch whose outputs may be out but whose
         # positions are not: the next batch must be exactly that one (core/cut.py)
         self.replay: dict[int, Cut] = {}
+        # Steps made and checkpoints committed, and the step whose commit
+        # passes every position a rebuild's decisions speak of.
+        self._steps = self._commits = 0
+        self._spent_after: int | None = None
         self.leaderboards = None if config.leaderboards is None else LeaderboardStep(
             config.leaderboards, config.topics, config.worker_id, config.partitions, self.history,
             config.pseudonymizer)
@@ -219,6 +225,14 @@ class LedgerCore:
         """The engine made the oldest checkpoint not yet committed durable:
         the web view may show it (its books and the times its step ended with)."""
         self.view.publish()
+        self._commits += 1
+        if self._spent_after is not None and self._commits >= self._spent_after:
+            # Committed past every source record the stream had judged (this
+            # core owns them all): a rebuild's decisions are all taken.
+            self._spent_after = None
+            self.processor.forget_recorded()
+            if self.config.on_recorded_spent is not None:
+                self.config.on_recorded_spent()
 
     def _times(self, partitions: Iterable[int]) -> PartitionTimes:
         processor = self.processor
@@ -317,6 +331,10 @@ class LedgerCore:
         records += self._position_records(offsets)
         self.positions.update(offsets)
         self.view.seal(self._times(self.owned))
+        self._steps += 1
+        if self._spent_after is None and self.processor.judged_to and all(
+                self.positions.get(tp, 0) >= offset for tp, offset in self.processor.judged_to.items()):
+            self._spent_after = self._steps  # spent once this checkpoint is committed
         return Checkpoint(records=records, offsets=offsets, stats=stats, cuts=cuts)
 
     def _cut_records(self, offsets: dict[TopicPartition, int],

@@ -23,7 +23,13 @@ def core_config(settings: Settings) -> CoreConfig:
         log.info("taking %d late decisions of the stream again, holding books back at %d places (%s)",
                  len(recorded.late), sum(len(v) for v in recorded.expected.values()),
                  recorded_late.path_of(settings.data_dir))
+    def spent() -> None:
+        taken = recorded_late.retire(settings.data_dir)
+        log.info("committed past every source record the stream had judged: its decisions are all taken%s",
+                 f" ({recorded_late.FILE_NAME} moved to {taken})" if taken else "")
+
     return CoreConfig(settings.topics, settings.worker_id, settings.source_partitions, settings.lateness_s,
                       settings.book_bytes_max, lb_config, pseudonyms, usage_ahead_s_max=settings.usage_ahead_s_max,
                       book_cache_books_max=settings.book_cache_books_max,
-                      book_cache_bytes_max=settings.book_cache_bytes_max, recorded=recorded)
+                      book_cache_bytes_max=settings.book_cache_bytes_max, recorded=recorded,
+                      on_recorded_spent=spent if recorded is not None else None)
