@@ -126,6 +126,7 @@ def test_rebuild_takes_the_streams_decisions_again(kafka_bootstrap, topics, tmp_
         assert "the stream's decisions are all taken (file moved to" in " ".join(r.output.split()), r.output
         # The rebuilt worker (holding every partition) found them all taken itself, and let them go.
         log_path, deadline = data_dir / "worker.log", time.monotonic() + 30
+        assert "taking 8 late decisions of the stream again" in log_path.read_text(errors="replace")
         while "its decisions are all taken" not in log_path.read_text(errors="replace"):
             assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
             time.sleep(0.5)

@@ -130,6 +130,13 @@ def collect(records: Iterable[tuple[str, bytes]], lateness: timedelta) -> Record
                               for order, (event_id, w) in enumerate(rows)}, expected)
 
 
+def summary(recorded: RecordedDecisions, data_dir: Path) -> str:
+    """What a worker takes again, for its log."""
+    return (f"taking {len(recorded.late)} late decisions of the stream again, holding books back at "
+            f"{sum(len(v) for v in recorded.expected.values())} places, refusing {len(recorded.refused)} records "
+            f"again, below the stream's positions on {len(recorded.through)} source partitions ({path_of(data_dir)})")
+
+
 def path_of(data_dir: Path) -> Path:
     return data_dir / FILE_NAME
 

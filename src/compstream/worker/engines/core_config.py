@@ -19,10 +19,8 @@ def core_config(settings: Settings) -> CoreConfig:
 
         lb_config, pseudonyms = leaderboard_config(settings), pseudonymizer(settings)
     recorded = recorded_late.read(settings.data_dir, settings.lateness_s)
-    if recorded is not None:
-        log.info("taking %d late decisions of the stream again, holding books back at %d places (%s)",
-                 len(recorded.late), sum(len(v) for v in recorded.expected.values()),
-                 recorded_late.path_of(settings.data_dir))
+    if recorded is not None:  # (the Faust engine logs it again once its logging is set up)
+        log.info("%s", recorded_late.summary(recorded, settings.data_dir))
     def spent() -> None:
         taken = recorded_late.retire(settings.data_dir)
         log.info("committed past every source record the stream had judged: its decisions are all taken%s",

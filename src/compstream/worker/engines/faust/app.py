@@ -37,6 +37,7 @@ import faust
 from faust.types import TP
 
 from compstream.config import Settings
+from compstream.worker import recorded_late
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
 from compstream.worker.core.idle import IdleRule
 from compstream.worker.core.ports import Checkpoint
@@ -225,6 +226,8 @@ class FaustEngine:
         if core.leaderboards is not None and (self.candidates_topic, 0) in assigned:
             core.restore_merge(await loop.run_in_executor(None, read, core.leaderboards.merge_changelog, 0), {})
             log.info("leaderboard merge restored")
+        if self.config.recorded is not None:
+            log.info("%s", recorded_late.summary(self.config.recorded, self.settings.data_dir))
         self.restore_s_last = time.monotonic() - t0
         self.metrics.restore_seconds.set(self.restore_s_last)
 
