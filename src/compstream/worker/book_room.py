@@ -87,10 +87,10 @@ class BookRoom:
                 growth += LATE_AT_BYTES_MAX
             if self.size[engineer] + growth <= self.bytes_max:
                 return growth, 0
-            room = self.tight[engineer] = self._measure(book, watermark, event.event_time)
+            room = self.tight[engineer] = self._measure(book, watermark, event.event_time, shrink=not take)
         growth, freed = self._growth(book, event, watermark, late_under), self._freed(book, watermark)
-        if room[0] + growth - freed > self.bytes_max and (room[2] or _day(watermark) > room[1]):
-            room[:] = self._measure(book, watermark, event.event_time)
+        if room[0] + growth - freed > self.bytes_max and not take and (room[2] or _day(watermark) > room[1]):
+            room[:] = self._measure(book, watermark, event.event_time, shrink=True)
             freed = 0
         # `take`: the stream applied it, so a rebuild takes it whatever its
         # size (counted, so new usage is refused).
@@ -110,10 +110,13 @@ class BookRoom:
         else:
             room[0] += (growth if applied else 0) - freed
 
-    def _measure(self, book: EngineerBook, watermark: datetime, when: datetime) -> list[int]:
+    def _measure(self, book: EngineerBook, watermark: datetime, when: datetime, shrink: bool) -> list[int]:
+        """`shrink`: forget old days' ids down to the target where it can;
+        not for an event a rebuild takes (its book remembers what the
+        stream did). Measured without, a later measure may still free room."""
         self.outcome(book.engineer_id, book.advance(watermark), when)
-        size = len(book.to_bytes(self.target))
-        return [size, _day(watermark), size <= self.target]
+        size = len(book.to_bytes(self.target if shrink else None))
+        return [size, _day(watermark), size <= self.target or not shrink]
 
     @staticmethod
     def _growth(book: EngineerBook, event: Event, watermark: datetime, late_under: LateUnder | None) -> int:

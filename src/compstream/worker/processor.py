@@ -124,6 +124,9 @@ class _Batch:
     room: BookRoom | None = None  # set by the processor (it knows the limit)
     reported: set[tuple[str, str]] = field(default_factory=set)  # (stage, engineer) alerted: once a batch
     start_marks: dict[int, datetime] = field(default_factory=dict)  # partition -> watermark at batch start
+    # Partitions a rebuild still reads records of that the stream judged: their
+    # books forget no ids for room (worker/recorded_late.py, `through`).
+    judging: frozenset[int] = frozenset()
     applied: int = 0
     duplicates: int = 0
     swept: int = 0
@@ -274,10 +277,13 @@ class LedgerProcessor:
             self.lagging = frozenset(lagging)
         batch = _Batch()
         batch.room = BookRoom(self.book_bytes_max, batch.advanced)
+        if self.judged_to:
+            read_to = self.read_to
+            batch.judging = frozenset(tp[1] for tp, o in self.judged_to.items() if read_to.get(tp, 0) < o)
         # Before any message moves stream time: the watermark the batch starts with.
         batch.start_marks = {p: self.watermark(p) for p in {m.partition for m in messages}}
         try:
-            if self.expected:
+            if self.expected or self.judged_to:
                 read_to = self.read_to
                 for msg in messages:
                     self._apply(batch, msg)
@@ -529,8 +535,13 @@ class LedgerProcessor:
         parts: dict[str, BookParts] = {}
         for engineer, book in batch.books.items():
             partition = batch.book_partition[engineer]
-            data = book.to_bytes(self.book_bytes_max)
-            if len(data) > self.book_bytes_max:  # only HR events (never refused) get it here: say whose
+            # A rebuild forgets no ids for room while it reads what the stream
+            # judged: remembering at least what the stream remembered, it finds
+            # the same duplicates and never refuses as too old what the stream
+            # applied (the stream's refusals it repeats from its record).
+            judging = partition in batch.judging
+            data = book.to_bytes(None if judging else self.book_bytes_max)
+            if len(data) > self.book_bytes_max and not judging:  # only HR events (never refused) get here: say whose
                 log.error("book of %s is %d bytes, over its %d-byte budget with no usage ids left to "
                           "forget before its watermark's day (%d ids kept)", engineer, len(data),
                           self.book_bytes_max, len(book.seen))

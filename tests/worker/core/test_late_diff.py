@@ -72,12 +72,13 @@ def exports_a_day_apart(seed: int, engineers: int):
     return out
 
 
-def _run(published, chunk: int, events_max: int, faults: dict[int, str], seed: int) -> MemoryLog:
+def _run(published, chunk: int, events_max: int, faults: dict[int, str], seed: int,
+         book_bytes_max: int = BOOK_BYTES_MAX) -> MemoryLog:
     log = MemoryLog(PARTITIONS)
     rng = random.Random(seed)
     output = ViewCheckingOutput(log, {e.engineer_id for _, e in published})
     todo = [e for _, e in published]
-    loop = _loop(log, output, rng, events_max)
+    loop = _loop(log, output, rng, events_max, book_bytes_max=book_bytes_max)
     for i in range(20_000):
         for event in todo[:chunk]:
             log.append(TOPICS.usage if event.type == "usage" else TOPICS.grants, event.engineer_id.encode(),
@@ -88,7 +89,7 @@ def _run(published, chunk: int, events_max: int, faults: dict[int, str], seed: i
         try:
             loop.run_once()
         except Crash:
-            loop = _loop(log, output, rng, events_max)
+            loop = _loop(log, output, rng, events_max, book_bytes_max=book_bytes_max)
         if not todo and _drained(log, loop):
             return log
     raise AssertionError("the loop did not drain the source topics")

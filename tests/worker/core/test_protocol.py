@@ -36,10 +36,10 @@ TS = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 
 def _loop(log: MemoryLog, output: MemoryOutput, rng: random.Random, events_max: int,
-          pipelined: bool = False) -> CheckpointLoop:
+          pipelined: bool = False, book_bytes_max: int = BOOK_BYTES_MAX) -> CheckpointLoop:
     """`pipelined`: each commit stays in flight through the next batch's
     fill and step (the transactional engine's committer thread)."""
-    config = CoreConfig(TOPICS, "w", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX)
+    config = CoreConfig(TOPICS, "w", PARTITIONS, LATENESS_S, book_bytes_max)
     source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)
     source.assign([(t, p) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)])
     return CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=1e9,

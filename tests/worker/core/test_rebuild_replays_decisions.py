@@ -37,7 +37,7 @@ def _decisions(log: MemoryLog):
 
 
 def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int], seed: int, data_dir,
-            spent: list | None = None) -> int:
+            spent: list | None = None, book_bytes_max: int = BOOK_BYTES_MAX) -> int:
     """The rebuild as `compstream rebuild` runs it: the decisions collected
     from the history topic into the file the worker reads, the group's
     offsets and the changelog gone. Returns how many times it crashed.
@@ -55,7 +55,7 @@ def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int]
         recorded_late.write(data_dir, collected, LATENESS_S)
         recorded = recorded_late.read(data_dir, LATENESS_S)
     log.offsets.clear()
-    config = CoreConfig(TOPICS, f"rebuilt-{seed}-{events_max}", PARTITIONS, LATENESS_S, BOOK_BYTES_MAX,
+    config = CoreConfig(TOPICS, f"rebuilt-{seed}-{events_max}", PARTITIONS, LATENESS_S, book_bytes_max,
                         recorded=recorded,
                         on_recorded_spent=None if spent is None else lambda: spent.append(dict(log.offsets)))
     output, rng = MemoryOutput(log), random.Random(seed)
@@ -147,3 +147,29 @@ def test_any_live_timing_and_any_rebuild_end_where_the_statements_are(tmp_path, 
     assert compare(live, groups, late=first) == []
     assert _money(live) == _money(before)
     assert _decisions(log).rejudged() == set()
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), chunk=st.integers(1, 40), events_max=st.integers(1, 60),
+       faults=st.dictionaries(st.integers(0, 80), st.sampled_from(["crash", "abort"]), max_size=2),
+       rebuild_max=st.sampled_from([7, 50, 400, 10_000]), crashes=st.frozensets(st.integers(0, 30), max_size=2),
+       limit=st.sampled_from([1024, 1536, 2048, 3072]))
+def test_books_at_their_byte_limit_rebuild_to_the_same_balances(tmp_path, seed, chunk, events_max, faults,
+                                                                  rebuild_max, crashes, limit):
+    """Books so small that the stream refuses usage for room (book_full) and
+    forgets old days' ids for room (a re-sent export is then too_old, and a
+    first one dated before that horizon too): the rebuild, in other batches,
+    with waiting late decisions and crashes, refuses what the stream refused
+    and takes what it took. Judged again (forgetting ids when its own books
+    fill up), it refused as too old an export the stream had applied:
+    seed=0, limit=1024."""
+    log = _run(exports_a_day_apart(seed, engineers=4), chunk, events_max, faults, seed, book_bytes_max=limit)
+    first = _decisions(log).first
+    before = _views(log)[0]
+    rebuild(log, True, rebuild_max, crashes, seed, tmp_path / f"t{seed}-{rebuild_max}-{limit}-{len(crashes)}",
+            book_bytes_max=limit)
+    live, groups, _ = _views(log)
+    assert _money(live) == _money(before)
+    if first is not None:
+        assert _decisions(log).rejudged() == set()
