@@ -107,3 +107,15 @@ def test_the_worker_refuses_decisions_kept_under_another_lateness(tmp_path, monk
                                          "COMPSTREAM_LATENESS_S=21600, the worker runs with 3600"):
         run_worker(Settings.from_env())
     assert not (data_dir / "worker.pid").exists()
+
+
+def test_usage_the_stream_dead_lettered_moved_its_stream_time_too():
+    # u9 (14h) was refused (book_full: no event row) but moved stream time
+    # first; u2 (7h), read after it, is then at risk: 14h - 6h > 7h.
+    rows = [_row(_usage("u1", 1), 0), _row(_usage("u2", 7), 5)]
+    records = [("h@0", encode_batch(HistoryBatch(events=tuple(rows))))]
+    assert recorded_late.collect(records, LATENESS).expected == {}
+    moved = recorded_late.collect(records, LATENESS, {("usage", 0): [(3, T0 + timedelta(hours=14))]})
+    assert moved is not None and moved.expected == {"ada": [("usage", 0, 5, T0 + timedelta(hours=7))]}
+    later = recorded_late.collect(records, LATENESS, {("usage", 0): [(6, T0 + timedelta(hours=14))]})
+    assert later is not None and later.expected == {}, "read after it: no matter"

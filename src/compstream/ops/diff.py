@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from compstream.codec import DecodeError, decode_record
+from compstream.codec import DecodeError, decode_event, decode_record
 from compstream.config import Settings
 from compstream.domain.as_streamed import LateDecisionError, fold_as_streamed
 from compstream.domain.balance import BALANCE_FIELDS
 from compstream.domain.book import TOO_OLD
-from compstream.domain.events import Event
+from compstream.domain.events import Event, EventError
 from compstream.domain.replay import ReplayResult, collect, fold_engineer
 from compstream.replay.kafka_source import (
     BadMessage,
@@ -47,7 +47,7 @@ from compstream.replay.kafka_source import (
     source_events,
 )
 from compstream.replay.late_decisions import Late, read_decisions
-from compstream.worker.processor import BOOK_FULL, FUTURE
+from compstream.worker.processor import BOOK_FULL, FUTURE, STREAM_TIME_STAGES
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer
@@ -143,7 +143,21 @@ def refused_sources(consumer: KafkaConsumer, topic: str) -> dict[tuple[str, int,
 
 def refused_in(values: Iterable[bytes | None], topic: str = "the dead-letter topic") -> dict[tuple[str, int, int], str]:
     """refused_sources over the dead-letter topic's values, in order (the first refusal of a record counts)."""
-    out: dict[tuple[str, int, int], str] = {}
+    return dead_letters_in(values, topic)[0]
+
+
+Moves = dict[tuple[str, int], list[tuple[int, datetime]]]
+
+
+def dead_letters_in(values: Iterable[bytes | None], topic: str = "the dead-letter topic"
+                    ) -> tuple[dict[tuple[str, int, int], str], Moves]:
+    """The refused source records (refused_in), and per source partition the
+    (offset, event time) of each dead-lettered usage that moved its stream
+    time (processor.STREAM_TIME_STAGES), by offset: a rebuild's reading of
+    what stream time the stream had (worker/recorded_late.py)."""
+    refused: dict[tuple[str, int, int], str] = {}
+    moves: Moves = {}
+    moved = 0
     for value in values:
         if value is None:
             continue
@@ -151,12 +165,24 @@ def refused_in(values: Iterable[bytes | None], topic: str = "the dead-letter top
             name, record = decode_record(value)
         except DecodeError:
             continue
-        if name == "DeadLetter" and record["stage"] in REFUSED_STAGES:
-            if len(out) >= REFUSED_MAX:
-                raise SourceError(f"more than {REFUSED_MAX} refused-source dead letters on {topic}")
-            out.setdefault((record["source_topic"], record["source_partition"], record["source_offset"]),
-                           record["stage"])
-    return out
+        if name != "DeadLetter":
+            continue
+        where = (record["source_topic"], record["source_partition"], record["source_offset"])
+        if record["stage"] in REFUSED_STAGES:
+            refused.setdefault(where, record["stage"])
+        if record["stage"] in STREAM_TIME_STAGES:
+            try:
+                event = decode_event(record["raw"])
+            except (DecodeError, EventError):
+                continue  # (it passed decoding once; a newer schema would be the reason)
+            if event.type == "usage":
+                moves.setdefault(where[:2], []).append((where[2], event.event_time))
+                moved += 1
+        if len(refused) + moved > REFUSED_MAX:
+            raise SourceError(f"more than {REFUSED_MAX} dead letters of refused or stream-moving records on {topic}")
+    for found in moves.values():
+        found.sort()
+    return refused, moves
 
 
 def expected(engineer: str, events: list[Event], as_of: datetime | None) -> dict[str, Any]:

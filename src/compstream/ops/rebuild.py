@@ -158,21 +158,25 @@ def keep_decisions(settings: Settings) -> str:
     Returns what was kept."""
     from datetime import timedelta
 
-    from compstream.ops.diff import refused_sources
+    from compstream.ops.diff import Moves, dead_letters_in
     from compstream.replay.kafka_source import read_ranges, resolve_ranges
     from compstream.worker import recorded_late
     from compstream.worker.core.checkpoint import history_topic
 
-    topic = history_topic(settings.topics)
+    topic, dead_letters = history_topic(settings.topics), settings.topics.dead_letters
     consumer = open_consumer(settings.kafka_bootstrap)
     try:
+        refused: dict[tuple[str, int, int], str] = {}
+        moves: Moves = {}
+        if consumer.partitions_for_topic(dead_letters):
+            refused, moves = dead_letters_in(
+                (r.value for r in read_ranges(consumer, resolve_ranges(consumer, [dead_letters]))), dead_letters)
         if not consumer.partitions_for_topic(topic):
             recorded: recorded_late.RecordedDecisions | None = recorded_late.RecordedDecisions({}, {})
         else:
             records = ((f"{r.topic}[{r.partition}]@{r.offset}", r.value)
                        for r in read_ranges(consumer, resolve_ranges(consumer, [topic])))
-            recorded = recorded_late.collect(records, timedelta(seconds=settings.lateness_s))
-        refused = refused_sources(consumer, settings.topics.dead_letters)
+            recorded = recorded_late.collect(records, timedelta(seconds=settings.lateness_s), moves)
     except recorded_late.RecordedLateError as exc:
         raise RebuildError(str(exc)) from exc
     finally:

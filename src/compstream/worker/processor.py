@@ -74,6 +74,11 @@ BOOK_FULL = "book_full"
 # engineer of the partition up to that date and expire their grants.
 FUTURE = "future"
 USAGE_AHEAD_S_LIMITS = (0, 366 * 86400)
+# Stage of an event the ledger raised on (a bug, or a corrupt book).
+LEDGER_FAILED = "ledger"
+# Dead letters of usage that moved its partition's stream time before it was
+# refused (a rebuild counts them: worker/recorded_late.py).
+STREAM_TIME_STAGES = (CONFLICT, TOO_OLD, BOOK_FULL, LEDGER_FAILED)
 
 
 @dataclass
@@ -384,7 +389,7 @@ class LedgerProcessor:
             room.taken(engineer, admitted, result.status == APPLIED)
         except Exception as exc:  # a bug or corrupt book must not stop the stream:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
-            return batch.dead(msg, "ledger", f"{type(exc).__name__}: {exc}")  # kept for redrive
+            return batch.dead(msg, LEDGER_FAILED, f"{type(exc).__name__}: {exc}")  # kept for redrive
         batch.outcome(engineer, result, at)
         if result.status in DEAD_LETTER_STATUSES:  # conflict, too_old: not applied, kept for a decision
             detail = "; ".join(r.detail for r in result.reports if r.code == result.status)

@@ -49,11 +49,11 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import orjson
 
-from compstream.domain.book_codec import from_us, to_us
+from compstream.domain.book_codec import EPOCH, from_us, to_us
 from compstream.domain.events import LEDGER_EVENT_TYPES
 from compstream.history.rows import HistoryError
 from compstream.history.wire import place_rows
@@ -92,11 +92,17 @@ class RecordedDecisions:
         return len(self.late) + sum(len(v) for v in self.expected.values()) + len(self.refused) + len(self.through)
 
 
-def collect(records: Iterable[tuple[str, bytes]], lateness: timedelta) -> RecordedDecisions | None:
+def collect(records: Iterable[tuple[str, bytes]], lateness: timedelta,
+            moves: Mapping[tuple[str, int], Sequence[tuple[int, datetime]]] | None = None
+            ) -> RecordedDecisions | None:
     """From the history topic's records ((where, value), each partition in
-    order): the first row of each event. None past EVENTS_SEEN_MAX events."""
+    order): the first row of each event. None past EVENTS_SEEN_MAX events.
+    `moves`: per source partition, (offset, time) of the dead-lettered usage
+    that moved stream time too (no event row; ops/diff.dead_letters_in), by
+    offset."""
     seen: set[int] = set()
     stream: dict[tuple[str, int], datetime] = {}  # source partition -> usage time read so far
+    moved_at: dict[tuple[str, int], int] = {}  # source partition -> how many of its moves are folded in
     late: dict[str, list[tuple[datetime, int, int, str]]] = {}
     expected: dict[str, list[Place]] = {}
     n = 0
@@ -117,6 +123,14 @@ def collect(records: Iterable[tuple[str, bytes]], lateness: timedelta) -> Record
             if is_late and watermark is not None:
                 late.setdefault(engineer, []).append((watermark, -1 if seq is None else seq, n, event_id))
             if kind == "usage":
+                pending = moves.get((topic, p)) if moves else None
+                if pending:  # dead-lettered usage read before this one moved stream time as well
+                    i = moved_at.get((topic, p), 0)
+                    while i < len(pending) and pending[i][0] < offset:
+                        if pending[i][1] > stream.get((topic, p), EPOCH):
+                            stream[(topic, p)] = pending[i][1]
+                        i += 1
+                    moved_at[(topic, p)] = i
                 before = stream.get((topic, p))
                 if before is not None and before - lateness > bound:
                     expected.setdefault(engineer, []).append((topic, p, offset, bound))

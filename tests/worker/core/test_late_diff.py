@@ -19,7 +19,7 @@ from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.as_streamed import LateDecisionError, fold_as_streamed
 from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevoked, Usage
 from compstream.domain.replay import ReplayResult, collect
-from compstream.ops.diff import LATE, compare
+from compstream.ops.diff import LATE, compare, refused_in
 from compstream.replay.kafka_source import SourceError
 from compstream.replay.late_decisions import balance_as_streamed, collect_decisions, collect_late
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
@@ -31,12 +31,13 @@ from worker.core.test_waves import WAVE_RUNS
 from worker.core.test_waves import run as run_waves
 
 
-def exports_a_day_apart(seed: int, engineers: int):
+def exports_a_day_apart(seed: int, engineers: int, per_day_max: int = 4):
     """[(publish time, event)] in publish order: grants (some expiring within
     days, some revoked) published ahead, OpenAI usage published within the
     hour, Anthropic usage as a daily export published 1 to 40 hours after its
     day ends (with a 6 h lateness, often late), some exports republished, and
-    some offboardings reported up to two days late."""
+    some offboardings reported up to two days late. Up to `per_day_max`
+    OpenAI events a day per engineer (and 3/4 of that in exports)."""
     rng = random.Random(seed)
     out = []
     for n in range(engineers):
@@ -53,13 +54,13 @@ def exports_a_day_apart(seed: int, engineers: int):
                 out.append((when + timedelta(hours=rng.randint(0, 30)), GrantRevoked(f"rv-{gid}", eng, gid, when)))
         for day in range(7):
             day_start = START + timedelta(days=day)
-            for u in range(rng.randint(0, 4)):
+            for u in range(rng.randint(0, per_day_max)):
                 t = day_start + timedelta(minutes=rng.randint(0, 24 * 60 - 1))
                 out.append((t + timedelta(minutes=rng.randint(0, 60)),
                             Usage(f"oa-{eng}-{day}-{u}", eng, "openai", "gpt-4o", t, 100, 10, 0, 0,
                                   rng.randint(1, 9) * 10**8)))
             published = day_start + timedelta(days=1, hours=rng.randint(1, 40))
-            for u in range(rng.randint(0, 3)):
+            for u in range(rng.randint(0, per_day_max * 3 // 4)):
                 export = Usage(f"an-{eng}-{day}-{u}", eng, "anthropic", "claude", day_start, 100, 10, 0, 0,
                                rng.randint(1, 9) * 10**8)
                 out.append((published, export))
@@ -223,3 +224,22 @@ def test_an_unreadable_history_record_is_named():
         collect_late([("history@7", b'{"v": 2, "events": {"columns": ["late"], "rows": [[true]]}}')])
     with pytest.raises(SourceError, match=r"history@8: not a history record"):
         collect_late([("history@8", b'{"v": 9}')])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), chunk=st.integers(1, 40), events_max=st.integers(1, 60),
+       faults=st.dictionaries(st.integers(0, 80), st.sampled_from(["crash", "abort"]), max_size=4),
+       limit=st.sampled_from([1024, 1536, 2048]), per_day_max=st.sampled_from([4, 16]))
+def test_books_at_their_byte_limit_equal_diffs_replay(seed, chunk, events_max, faults, limit, per_day_max):
+    """Books so small that usage is refused for room (book_full) and old
+    days' ids are forgotten (too_old): what `diff` expects, the replay of the
+    source records the worker did not refuse with its late decisions, is
+    still each live balance."""
+    log = _run(exports_a_day_apart(seed, engineers=4, per_day_max=per_day_max), chunk, events_max, faults, seed,
+               book_bytes_max=limit)
+    refused = refused_in(v for _, v in log.topic_records(TOPICS.dead_letters))
+    events = [decode_event(v) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)
+              for o, (_, v) in enumerate(log.read(t, p)) if (t, p, o) not in refused]
+    groups = collect(events, ReplayResult(balances={}))
+    late = collect_late((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
+    assert compare(balances(log), groups, late=late) == []

@@ -11,12 +11,12 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.events import GrantIssued, Usage
-from compstream.ops.diff import compare, refused_in
+from compstream.ops.diff import compare, dead_letters_in
 from compstream.replay.late_decisions import collect_decisions
 from compstream.worker import recorded_late
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
@@ -46,10 +46,11 @@ def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int]
     recorded = None
     if keep:
         records = ((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
-        collected = recorded_late.collect(records, timedelta(seconds=LATENESS_S))
+        refused, moves = dead_letters_in(v for _, v in log.topic_records(TOPICS.dead_letters))
+        collected = recorded_late.collect(records, timedelta(seconds=LATENESS_S), moves)
         assert collected is not None
         # Also its refusals and the group's positions (ops/rebuild.keep_decisions).
-        collected.refused = refused_in(v for _, v in log.topic_records(TOPICS.dead_letters))
+        collected.refused = refused
         collected.through = {(t, p): o for (t, p), o in log.offsets.items() if t in (TOPICS.usage, TOPICS.grants)}
         assert collected.through, "the stream's positions"
         recorded_late.write(data_dir, collected, LATENESS_S)
@@ -154,17 +155,24 @@ def test_any_live_timing_and_any_rebuild_end_where_the_statements_are(tmp_path, 
 @given(seed=st.integers(0, 10**6), chunk=st.integers(1, 40), events_max=st.integers(1, 60),
        faults=st.dictionaries(st.integers(0, 80), st.sampled_from(["crash", "abort"]), max_size=2),
        rebuild_max=st.sampled_from([7, 50, 400, 10_000]), crashes=st.frozensets(st.integers(0, 30), max_size=2),
-       limit=st.sampled_from([1024, 1536, 2048, 3072]))
+       limit=st.sampled_from([1024, 1536, 2048]), per_day_max=st.sampled_from([4, 16]))
+@example(seed=0, chunk=1, events_max=1, faults={}, rebuild_max=7, crashes=frozenset(), limit=1024, per_day_max=4)
+@example(seed=0, chunk=4, events_max=3, faults={}, rebuild_max=7, crashes=frozenset(), limit=1024, per_day_max=16)
 def test_books_at_their_byte_limit_rebuild_to_the_same_balances(tmp_path, seed, chunk, events_max, faults,
-                                                                  rebuild_max, crashes, limit):
+                                                                  rebuild_max, crashes, limit, per_day_max):
     """Books so small that the stream refuses usage for room (book_full) and
     forgets old days' ids for room (a re-sent export is then too_old, and a
     first one dated before that horizon too): the rebuild, in other batches,
     with waiting late decisions and crashes, refuses what the stream refused
     and takes what it took. Judged again (forgetting ids when its own books
     fill up), it refused as too old an export the stream had applied:
-    seed=0, limit=1024."""
-    log = _run(exports_a_day_apart(seed, engineers=4), chunk, events_max, faults, seed, book_bytes_max=limit)
+    seed=0, limit=1024. And it judges no late event otherwise: the stream
+    time that refused usage moved counts where the rebuild must hold a book
+    back (seed=0, chunk=4, events_max=3, rebuild_max=7, limit=1024,
+    per_day_max=16 held none, and the rebuild took a late export under a
+    later watermark than the stream)."""
+    log = _run(exports_a_day_apart(seed, engineers=4, per_day_max=per_day_max), chunk, events_max, faults, seed,
+               book_bytes_max=limit)
     first = _decisions(log).first
     before = _views(log)[0]
     rebuild(log, True, rebuild_max, crashes, seed, tmp_path / f"t{seed}-{rebuild_max}-{limit}-{len(crashes)}",
