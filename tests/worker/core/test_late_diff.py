@@ -19,6 +19,7 @@ from compstream.config import BOOK_BYTES_MAX
 from compstream.domain.as_streamed import LateDecisionError, fold_as_streamed
 from compstream.domain.events import EngineerOffboarded, GrantIssued, GrantRevoked, Usage
 from compstream.domain.replay import ReplayResult, collect
+from compstream.history.verify import verify_store
 from compstream.ops.diff import LATE, compare, refused_in
 from compstream.replay.kafka_source import SourceError
 from compstream.replay.late_decisions import balance_as_streamed, collect_decisions, collect_late
@@ -26,6 +27,7 @@ from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_to
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
 from worker.core.scenario import LATENESS_S, START, Clock
+from worker.core.test_late_audit import history_store
 from worker.core.test_protocol import PARTITIONS, TOPICS, TS, ViewCheckingOutput, _drained, _loop, balances
 from worker.core.test_waves import WAVE_RUNS
 from worker.core.test_waves import run as run_waves
@@ -243,3 +245,5 @@ def test_books_at_their_byte_limit_equal_diffs_replay(seed, chunk, events_max, f
     groups = collect(events, ReplayResult(balances={}))
     late = collect_late((f"history@{n}", v) for n, (_, v) in enumerate(log.topic_records(history_topic(TOPICS))))
     assert compare(balances(log), groups, late=late) == []
+    report = verify_store(history_store(log, TOPICS), replay=True)  # and the auditor's replay agrees
+    assert report.findings == [], report.findings[:3]

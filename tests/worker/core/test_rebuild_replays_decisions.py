@@ -22,7 +22,7 @@ from compstream.worker import recorded_late
 from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
-from worker.core.scenario import LATENESS_S, START, Clock
+from worker.core.scenario import LATENESS_S, START, Clock, scenario
 from worker.core.test_late_diff import _run, _views, exports_a_day_apart
 from worker.core.test_protocol import PARTITIONS, TOPICS, TS, _drained
 
@@ -179,5 +179,27 @@ def test_books_at_their_byte_limit_rebuild_to_the_same_balances(tmp_path, seed, 
             book_bytes_max=limit)
     live, groups, _ = _views(log)
     assert _money(live) == _money(before)
+    if first is not None:
+        assert _decisions(log).rejudged() == set()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), chunk=st.integers(1, 40), events_max=st.integers(1, 60),
+       faults=st.dictionaries(st.integers(0, 80), st.sampled_from(["crash", "abort"]), max_size=2),
+       rebuild_max=st.sampled_from([7, 50, 400, 10_000]), crashes=st.frozensets(st.integers(0, 30), max_size=2),
+       limit=st.sampled_from([1024, 2048, BOOK_BYTES_MAX]), usage=st.integers(1, 40),
+       gap_minutes=st.sampled_from([5, 60, 24 * 60]))
+def test_grants_ahead_teams_offboardings_and_duplicates_of_every_kind_rebuild_alike(
+        tmp_path, seed, chunk, events_max, faults, rebuild_max, crashes, limit, usage, gap_minutes):
+    """The other timing users have (worker/core/scenario.py): grants published
+    days ahead, teams, revocations, offboardings, every kind republished."""
+    published = scenario(seed, engineers=4, usage_per_engineer=usage, usage_gap_minutes_max=gap_minutes)
+    log = _run(published, chunk, events_max, faults, seed, book_bytes_max=limit)
+    first = _decisions(log).first
+    before = _views(log)[0]
+    rebuild(log, True, rebuild_max, crashes, seed, tmp_path / f"s{seed}-{rebuild_max}-{limit}-{len(crashes)}",
+            book_bytes_max=limit)
+    assert _money(_views(log)[0]) == _money(before)
     if first is not None:
         assert _decisions(log).rejudged() == set()
