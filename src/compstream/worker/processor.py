@@ -196,6 +196,13 @@ class LedgerProcessor:
         self.recorded_late = recorded.late if recorded is not None else {}
         self.refused = recorded.refused if recorded is not None else {}
         self.judged_to = recorded.through if recorded is not None else {}
+        # A batch read again after a crash (core/cut.py): what its first
+        # attempt refused for its books' state, (stage, reason), refused again.
+        self.refused_before: dict[tuple[str, int, int], tuple[str, str]] = {}
+        # Partitions read again whose first attempt began its state wave: a
+        # book there may hold the batch already, and an event of it the book
+        # calls too old was applied then (its day's ids forgotten since).
+        self.state_begun: set[int] = set()
         self.expected: dict[str, list[tuple[datetime, str, int, int]]] = {}
         for engineer, places in (recorded.expected if recorded is not None else {}).items():
             heap = [(bound, t, p, o) for t, p, o, bound in places]
@@ -367,6 +374,10 @@ class LedgerProcessor:
             # and finalize pending events as far as the batch has got).
             late_under = self.recorded_late.get((engineer, event.event_id)) if self.recorded_late else None
             take = late_under is not None  # the stream applied it late: a rebuild takes it, room or not
+            if self.refused_before:
+                again = self.refused_before.get((msg.topic, partition, msg.offset))
+                if again is not None:  # the same dead letter and history row as the first attempt's
+                    return batch.dead(msg, *again)
             if self.judged_to:
                 stage = self.refused.get((msg.topic, partition, msg.offset))
                 if stage is not None:
@@ -391,6 +402,10 @@ class LedgerProcessor:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, LEDGER_FAILED, f"{type(exc).__name__}: {exc}")  # kept for redrive
         batch.outcome(engineer, result, at)
+        if result.status == TOO_OLD and partition in self.state_begun:
+            batch.duplicates += 1  # applied by the first attempt (core/cut.py)
+            batch.not_applied.add((msg.topic, msg.partition, msg.offset))
+            return None
         if result.status in DEAD_LETTER_STATUSES:  # conflict, too_old: not applied, kept for a decision
             detail = "; ".join(r.detail for r in result.reports if r.code == result.status)
             return batch.dead(msg, result.status, f"event_id {event.event_id!r}: {detail}")

@@ -11,6 +11,7 @@ keeps one by source coordinates)."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import HealthCheck, example, given, settings
@@ -62,10 +63,12 @@ class WavesOutput:
                 self.log.offsets[tp] = min(end, offset + self.rng.randint(1, 5))
 
 
-def _loop(log: MemoryLog, output: WavesOutput, rng: random.Random, events_max: int) -> CheckpointLoop:
+def _loop(log: MemoryLog, output: WavesOutput, rng: random.Random, events_max: int,
+          book_bytes_max: int = BOOK_BYTES_MAX) -> CheckpointLoop:
     source = MemoryInput(log, (TOPICS.usage, TOPICS.grants), rng, TS)
     source.assign([(t, p) for t in (TOPICS.usage, TOPICS.grants) for p in range(PARTITIONS)])
-    return CheckpointLoop(lambda: LedgerCore(CONFIG), source, output, idle_s=1e9,
+    config = CONFIG if book_bytes_max == CONFIG.book_bytes_max else replace(CONFIG, book_bytes_max=book_bytes_max)
+    return CheckpointLoop(lambda: LedgerCore(config), source, output, idle_s=1e9,
                           batch_events_max=events_max, clock=Clock())
 
 
@@ -77,14 +80,15 @@ def _positions_done(log: MemoryLog, loop: CheckpointLoop) -> bool:
     return True
 
 
-def run(published, backlog: int, chunk: int, crash: dict[int, tuple[int, int]], seed: int, events_max: int):
+def run(published, backlog: int, chunk: int, crash: dict[int, tuple[int, int]], seed: int, events_max: int,
+        book_bytes_max: int = BOOK_BYTES_MAX):
     log = MemoryLog(PARTITIONS)
     rng = random.Random(seed)
     output = WavesOutput(log, rng, crash)
     for _, event in published[:backlog]:
         _publish(log, event)
     todo = [e for _, e in published[backlog:]]
-    loop = _loop(log, output, rng, events_max)
+    loop = _loop(log, output, rng, events_max, book_bytes_max=book_bytes_max)
     for _ in range(5_000):
         for event in todo[:chunk]:
             _publish(log, event)
@@ -92,7 +96,7 @@ def run(published, backlog: int, chunk: int, crash: dict[int, tuple[int, int]], 
         try:
             loop.run_once()
         except Crash:
-            loop = _loop(log, output, rng, events_max)  # a new process: state from the changelog
+            loop = _loop(log, output, rng, events_max, book_bytes_max=book_bytes_max)  # a new process
         if not todo and _positions_done(log, loop):
             return log
     raise AssertionError(f"the loop did not drain the source topics (drained by commits: {_drained(log, loop)})")

@@ -36,7 +36,16 @@ from compstream.worker.book_cache import BookCache
 from compstream.worker.book_changelog import BookChangelog, is_segment_key
 from compstream.worker.core.collector import collector_paused
 from compstream.worker.core.committed import CommittedView, PartitionTimes
-from compstream.worker.core.cut import REPLAY_LOG, Cut, cut_key
+from compstream.worker.core.cut import (
+    REPLAY_LOG,
+    STATEFUL_STAGES,
+    Cut,
+    Refusal,
+    cut_key,
+    decode_refusals,
+    encode_refusals,
+    refused_key,
+)
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
@@ -95,6 +104,7 @@ class LedgerCore:
         self._position_keys = {position_key(t, p): (t, p) for t in sources for p in range(config.partitions)}
         self._position_keys_raw = {k.encode() for k in self._position_keys} | {MERGE_POSITION_KEY.encode()}
         self._cut_keys = {cut_key(p): p for p in range(config.partitions)}
+        self._refused_keys = {p: refused_key(p) for p in range(config.partitions)}
         self.sources = sources
         # partition -> the cut of a batch whose outputs may be out but whose
         # positions are not: the next batch must be exactly that one (core/cut.py)
@@ -133,11 +143,15 @@ class LedgerCore:
         keys: set[str] = set()  # the changelog partition holds exactly this partition's books
         segments: dict[str, bytes] = {}
         cut: bytes | None = None
+        refused: bytes | None = None
         for raw_key, value in records:
             count += 1
             key = raw_key.decode("utf-8")
             if self._cut_keys.get(key) == partition:
                 cut = value
+                continue
+            if key == self._refused_keys.get(partition):
+                refused = value
                 continue
             p = self._stream_time_keys.get(key)
             if p is not None:
@@ -170,6 +184,13 @@ class LedgerCore:
             found = Cut.decode(partition, cut)
             if found.pending(self.positions):
                 self.replay[partition] = found
+                # The first attempt's state wave began: books of it may be
+                # written (core/cut.py, encode_refusals).
+                ranges, refusals = decode_refusals(partition, refused) if refused else ({}, [])
+                if ranges == dict(found.ranges):
+                    self.processor.state_begun.add(partition)
+                    for topic, offset, stage, reason in refusals:
+                        self.processor.refused_before[(topic, partition, offset)] = (stage, reason)
                 log.info("partition %d: the last batch's outputs may be out without its positions; it is %s (%s)",
                          partition, REPLAY_LOG,
                          ", ".join(f"{t}@{a}..{b}" for t, (a, b) in sorted(found.ranges.items())))
@@ -269,6 +290,7 @@ class LedgerCore:
         for m in candidates:
             offsets[(m.topic, m.partition)] = m.offset + 1
         lagging = frozenset(lagging)
+        replaying = bool(self.replay)
         if self.replay:
             # A partition waiting for its re-read is not quiet.
             idle = {p: t for p, t in (idle or {}).items() if p not in self.replay}
@@ -276,6 +298,7 @@ class LedgerCore:
                 lagging = self._start_replay(fresh, lagging)
         cuts = self._cut_records(offsets, lagging)
         records: list[OutRecord] = []
+        refusals: list[OutRecord] = []
         counted: list[SourceMessage] = []
         decoded: dict[Coord, Event] = {}
         advanced = [p for p, t in sorted((idle or {}).items())
@@ -313,6 +336,9 @@ class LedgerCore:
             for batch in result.history:
                 stats.history_rows += batch.row_count()
                 records += self._history_records(batch)
+            if replaying:  # the re-read is done: its books are its own again
+                self.processor.state_begun.clear()
+            refusals = self._refusal_records(offsets, result.history)
             decoded, not_applied = result.decoded, result.not_applied
             # decoded holds the fresh messages that decoded, in order: those
             # not in not_applied are the counted ones with an event.
@@ -335,7 +361,25 @@ class LedgerCore:
         if self._spent_after is None and self.processor.judged_to and all(
                 self.positions.get(tp, 0) >= offset for tp, offset in self.processor.judged_to.items()):
             self._spent_after = self._steps  # spent once this checkpoint is committed
-        return Checkpoint(records=records, offsets=offsets, stats=stats, cuts=cuts)
+        return Checkpoint(records=records, offsets=offsets, stats=stats, cuts=cuts, refusals=refusals)
+
+    def _refusal_records(self, offsets: dict[TopicPartition, int],
+                         history: Sequence[HistoryBatch]) -> list[OutRecord]:
+        """One record per task partition the batch takes messages from (as
+        its cut): its ranges and what it refused for its books' state
+        (core/cut.py, encode_refusals). Positions are not updated yet."""
+        found: dict[int, list[Refusal]] = {}
+        for batch in history:
+            for d in batch.dead_letters:
+                if d.stage in STATEFUL_STAGES:
+                    found.setdefault(d.kafka_partition, []).append((d.kafka_topic, d.kafka_offset, d.stage, d.error))
+        out = []
+        for p in sorted({p for t, p in offsets if t in self.sources}):
+            ranges = {t: (self.positions.get((t, p), 0), offsets.get((t, p), self.positions.get((t, p), 0)))
+                      for t in self.sources}
+            out.append(OutRecord(self.changelog, refused_key(p).encode(), encode_refusals(ranges, found.get(p, [])),
+                                 p))
+        return out
 
     def _cut_records(self, offsets: dict[TopicPartition, int],
                      lagging: frozenset[TopicPartition]) -> list[OutRecord]:
@@ -398,7 +442,8 @@ class LedgerCore:
         changelogs = set(self.changelogs(0))
         if self.leaderboards is not None:
             changelogs.add(self.leaderboards.merge_changelog)
-        outputs, state, positions = [], [], []
+        outputs, positions = [], []
+        state = list(checkpoint.refusals)  # before the books they hold for
         for r in checkpoint.records:
             if r.topic not in changelogs:
                 outputs.append(r)

@@ -17,7 +17,10 @@ lagging inputs. A restore whose positions are still at a cut's start replays
 exactly that batch (TaskInputs.take waits until the range is fetched;
 LedgerCore.step checks the messages and starts them from the recorded
 times). Positions past the start mean the state wave was complete: the
-re-read holds only duplicates and the cut is not needed. The transactional
+re-read holds only duplicates and the cut is not needed. A state wave that
+began but did not finish leaves some books past the batch and others before
+it: its first record per task partition (`encode_refusals`) says so, and
+what the batch refused for its books' state is refused again. The transactional
 engine never writes cuts: an aborted transaction leaves no rows behind.
 """
 
@@ -31,6 +34,10 @@ import orjson
 from compstream.worker.positions import position_key
 
 CUT_TOPIC = "\x00cut"  # a pseudo topic: no topic name starts with NUL
+REFUSED_TOPIC = "\x00refused"
+# Dead-letter stages that depend on the book's state when the event came (a
+# re-read against a book written by the first attempt could judge otherwise).
+STATEFUL_STAGES = ("book_full", "too_old", "conflict")
 CUT_VERSION = 1
 # Logged (INFO) for each partition whose restore found its last batch to read again: tests count it.
 REPLAY_LOG = "read again as it was cut"
@@ -42,6 +49,40 @@ class CutError(ValueError):
 
 def cut_key(partition: int) -> str:
     return position_key(CUT_TOPIC, partition)
+
+
+def refused_key(partition: int) -> str:
+    return position_key(REFUSED_TOPIC, partition)
+
+
+# A refusal of a batch's first attempt: (source topic, offset, stage, reason).
+Refusal = tuple[str, int, str, str]
+
+
+def encode_refusals(ranges: Mapping[str, tuple[int, int]], refusals: list[Refusal]) -> bytes:
+    """The head of a batch's state wave, per task partition: its cut's ranges
+    and what it refused for its books' state (STATEFUL_STAGES). Found with a
+    cut to read again, it says the state wave began, so books of the batch
+    may be written already (past it): the re-read refuses these again, as
+    the dead letters and history rows already out say, where such a book
+    could now take them; and an event such a book holds no more (its day's
+    ids forgotten for room) was applied by the first attempt."""
+    return orjson.dumps({"v": CUT_VERSION, "ranges": {t: list(r) for t, r in sorted(ranges.items())},
+                         "refused": [list(r) for r in refusals]})
+
+
+def decode_refusals(partition: int, value: bytes) -> tuple[dict[str, tuple[int, int]], list[Refusal]]:
+    try:
+        data = orjson.loads(value)
+        if data["v"] != CUT_VERSION:
+            raise CutError(f"refusals record of partition {partition}: version {data['v']!r}")
+        ranges = {str(t): (int(a), int(b)) for t, (a, b) in data["ranges"].items()}
+        out = [(str(t), int(o), str(stage), str(reason)) for t, o, stage, reason in data["refused"]]
+    except CutError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CutError(f"refusals record of partition {partition} is not readable ({exc}): {value[:200]!r}") from exc
+    return ranges, out
 
 
 @dataclass(frozen=True)
@@ -78,6 +119,10 @@ class Cut:
             if not 0 <= start <= end:
                 raise CutError(f"cut record of partition {partition}: range {start}..{end} of {topic!r}")
         return cls(partition, ranges, None if stream is None else int(stream), lagging)
+
+    def holds(self, topic: str, offset: int) -> bool:
+        start, end = self.ranges.get(topic, (0, 0))
+        return start <= offset < end
 
     def pending(self, positions: Mapping[tuple[str, int], int]) -> bool:
         """The batch took messages and its positions were never written: it

@@ -73,6 +73,9 @@ class Checkpoint:
     # The batch's cut records (core/cut.py): written first by an engine that
     # writes in waves, never by one that commits atomically.
     cuts: list[OutRecord] = field(default_factory=list)
+    # What the batch refused for its books' state (core/cut.py): written by
+    # such an engine at the head of its state wave, never by the other.
+    refusals: list[OutRecord] = field(default_factory=list)
 
 
 class InputSide(Protocol):

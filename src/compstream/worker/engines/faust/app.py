@@ -9,13 +9,15 @@ checkpoint is written in waves, each delivered before the next:
   0. the batch's cut (core/cut.py): what it took and the times it started from;
   1. history rows, balances, alerts, dead letters, leaderboard candidates
      and boards;
-  2. the changelogs: books, stream times, leaderboard stage records;
+  2. the changelogs: the batch's refusals record first (core/cut.py), then
+     books, stream times, leaderboard stage records;
   3. the positions (also changelog records, after the books they describe);
 then its messages are acked (Faust commits their offsets later). A crash
 before 3 finishes leaves the positions behind: the batch is read again --
 as it was cut, so judged as it was --, the books drop the event ids they
-hold, the history loader drops rows it stored, outputs are re-sent with the
-same values. Faust may commit offsets it never handed to an agent (flow
+hold (and, where the state wave began, what the first attempt refused is
+refused again), the history loader drops rows it stored, outputs are re-sent
+with the same values. Faust may commit offsets it never handed to an agent (flow
 control), so the changelog's positions, not the
 group's commits, say where to read from; the position guard seeks back over
 such gaps. A zombie (paused past the session timeout) is fenced by a commit
