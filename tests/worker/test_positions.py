@@ -167,3 +167,12 @@ def test_seek_lowers_fausts_read_offset_again_when_its_fetch_loop_raised_it():
     failed = App(Consumer(fail=True))
     asyncio.run(seek(failed, tp, 30))
     assert failed.consumer._read_offset[tp] == 40  # no seek happened: nothing to lower
+
+
+def test_stored_positions_are_the_last_position_record_of_each_source_partition():
+    from compstream.worker.positions import stored_positions
+
+    records = [(position_key("u", 0).encode(), b"5"), (b"eng-1", b"book"), (position_key("u", 0).encode(), b"9"),
+               (position_key("g", 1).encode(), b"3"), (position_key("g", 1).encode(), None),
+               (position_key("other", 0).encode(), b"7"), (None, b"x")]
+    assert stored_positions(records, ("u", "g"), 2) == {("u", 0): 9}

@@ -200,11 +200,30 @@ def keep_decisions(settings: Settings) -> str:
 
 
 def judged_offsets(settings: Settings) -> dict[tuple[str, int], int]:
-    """(source topic, partition) -> the worker group's committed offset: every
-    source record below it was judged (applied, refused or a duplicate)."""
+    """(source topic, partition) -> how far the worker judged every source
+    record (applied, refused or a duplicate): the books changelog's position
+    records, or the group's committed offset where that is further. Faust can
+    leave its commits behind what it processed, or move them past offsets it
+    skipped; a rebuild must not take less than the stream judged (below it,
+    it repeats the stream's decisions), and more is harmless (there is no
+    decision to repeat)."""
+    from compstream.replay.kafka_source import read_ranges, resolve_ranges
+    from compstream.worker.core.checkpoint import changelog_topic
+    from compstream.worker.positions import stored_positions
+
     sources = (settings.topics.usage, settings.topics.grants)
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in _committed(settings).items()
-            if tp.topic in sources and meta is not None and meta.offset >= 0}
+    out = {(tp.topic, tp.partition): meta.offset for tp, meta in _committed(settings).items()
+           if tp.topic in sources and meta is not None and meta.offset >= 0}
+    books = changelog_topic(settings.worker_id)
+    consumer = open_consumer(settings.kafka_bootstrap)
+    try:
+        if consumer.partitions_for_topic(books):
+            records = ((r.key, r.value) for r in read_ranges(consumer, resolve_ranges(consumer, [books])))
+            for tp, offset in stored_positions(records, sources, settings.source_partitions).items():
+                out[tp] = max(offset, out.get(tp, 0))
+    finally:
+        consumer.close()
+    return out
 
 
 def _committed(settings: Settings) -> dict:

@@ -16,7 +16,7 @@ partition, so restored together), and screens every batch against it:
 from __future__ import annotations
 
 import logging
-from typing import Callable, Hashable, TypeVar
+from typing import Callable, Hashable, Iterable, TypeVar
 
 from compstream.worker.messages import SourceMessage
 
@@ -49,6 +49,24 @@ STREAM_TIME_TOPIC = "\x00stream-time"
 
 def stream_time_key(partition: int) -> str:
     return position_key(STREAM_TIME_TOPIC, partition)
+
+
+def stored_positions(records: Iterable[tuple[bytes | None, bytes | None]], topics: Iterable[str],
+                     partitions: int) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the next offset to process, as the books
+    changelog's position records hold it (`records`: its (key, value) pairs
+    in order; the last value of a key wins, a tombstone drops it)."""
+    keys = {position_key(t, p).encode(): (t, p) for t in topics for p in range(partitions)}
+    out: dict[tuple[str, int], int] = {}
+    for key, value in records:
+        tp = keys.get(key) if key is not None else None
+        if tp is None:
+            continue
+        if value is None:
+            out.pop(tp, None)
+        else:
+            out[tp] = int(value)
+    return out
 
 
 class PositionGuard:

@@ -19,12 +19,15 @@ from compstream.domain.events import GrantIssued, Usage
 from compstream.ops.diff import compare, dead_letters_in
 from compstream.replay.late_decisions import collect_decisions
 from compstream.worker import recorded_late
-from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, history_topic
+from compstream.worker.core.checkpoint import CoreConfig, LedgerCore, changelog_topic, history_topic
 from compstream.worker.core.loop import CheckpointLoop
 from compstream.worker.core.memory import Crash, MemoryInput, MemoryLog, MemoryOutput
+from compstream.worker.positions import stored_positions
 from worker.core.scenario import LATENESS_S, START, Clock, scenario
 from worker.core.test_late_diff import _run, _views, exports_a_day_apart
 from worker.core.test_protocol import PARTITIONS, TOPICS, TS, _drained
+from worker.core.test_waves import WAVE_RUNS
+from worker.core.test_waves import run as run_waves
 
 
 def _money(balances: dict[str, dict]) -> dict[str, dict]:
@@ -49,10 +52,16 @@ def rebuild(log: MemoryLog, keep: bool, events_max: int, crashes: frozenset[int]
         refused, moves = dead_letters_in(v for _, v in log.topic_records(TOPICS.dead_letters))
         collected = recorded_late.collect(records, timedelta(seconds=LATENESS_S), moves)
         assert collected is not None
-        # Also its refusals and the group's positions (ops/rebuild.keep_decisions).
+        # Also its refusals and how far it judged (ops/rebuild.keep_decisions):
+        # the changelog's positions, or the group's commits where further.
         collected.refused = refused
-        collected.through = {(t, p): o for (t, p), o in log.offsets.items() if t in (TOPICS.usage, TOPICS.grants)}
-        assert collected.through, "the stream's positions"
+        sources = (TOPICS.usage, TOPICS.grants)
+        through = {(t, p): o for (t, p), o in log.offsets.items() if t in sources}
+        changelog = [r for (t, _), found in log.records.items() if t == changelog_topic("w") for r in found]
+        for tp, o in stored_positions(changelog, sources, PARTITIONS).items():
+            through[tp] = max(o, through.get(tp, 0))
+        assert through, "the stream's positions"
+        collected.through = through
         recorded_late.write(data_dir, collected, LATENESS_S)
         recorded = recorded_late.read(data_dir, LATENESS_S)
     log.offsets.clear()
@@ -201,3 +210,22 @@ def test_grants_ahead_teams_offboardings_and_duplicates_of_every_kind_rebuild_al
     published = scenario(seed, engineers=4, usage_per_engineer=usage, usage_gap_minutes_max=gap_minutes)
     log = _run(published, chunk, events_max, faults, seed, book_bytes_max=limit)
     _rebuilds_alike(log, rebuild_max, crashes, seed, tmp_path / f"s{seed}-{rebuild_max}-{limit}-{len(crashes)}", limit)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,  # (see test_waves_late: a known gap)
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(**WAVE_RUNS, limit=st.sampled_from([1024, 2048, BOOK_BYTES_MAX]), per_day_max=st.sampled_from([4, 16]),
+       rebuild_max=st.sampled_from([7, 50, 400]))
+# Found by this test when the rebuild took the group's commits for how far the
+# stream had judged: Faust leaves them behind what it processed (or past what
+# it skipped), and below the changelog's positions the rebuild judged again.
+@example(seed=32, backlog_pct=0, chunk=34, events_max=21, crash={}, limit=1024, per_day_max=4, rebuild_max=7)
+@example(seed=0, backlog_pct=0, chunk=15, events_max=8, crash={}, limit=1024, per_day_max=4, rebuild_max=7)
+def test_a_faust_stream_rebuilds_alike(tmp_path, seed, backlog_pct, chunk, events_max, crash, limit, per_day_max,
+                                       rebuild_max):
+    """The Faust engine's stream (waves, crashes between them, commits that
+    lag or lead), then a rebuild: the same money and decisions."""
+    published = exports_a_day_apart(seed, engineers=4, per_day_max=per_day_max)
+    log = run_waves(published, len(published) * backlog_pct // 100, chunk, crash, seed, events_max,
+                    book_bytes_max=limit)
+    _rebuilds_alike(log, rebuild_max, frozenset(), seed, tmp_path / f"w{seed}-{rebuild_max}-{limit}", limit)
