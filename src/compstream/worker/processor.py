@@ -199,10 +199,11 @@ class LedgerProcessor:
         # A batch read again after a crash (core/cut.py): what its first
         # attempt refused for its books' state, (stage, reason), refused again.
         self.refused_before: dict[tuple[str, int, int], tuple[str, str]] = {}
-        # Partitions read again whose first attempt began its state wave: a
-        # book there may hold the batch already, and an event of it the book
-        # calls too old was applied then (its day's ids forgotten since).
-        self.state_begun: set[int] = set()
+        # Source partition -> the end of a batch read again whose first
+        # attempt began its state wave: a book there may hold the batch
+        # already, and an event of it the book calls too old was applied then
+        # (its day's ids forgotten since).
+        self.state_begun: dict[tuple[str, int], int] = {}
         self.expected: dict[str, list[tuple[datetime, str, int, int]]] = {}
         for engineer, places in (recorded.expected if recorded is not None else {}).items():
             heap = [(bound, t, p, o) for t, p, o, bound in places]
@@ -402,7 +403,7 @@ class LedgerProcessor:
             log.exception("ledger failed on %s:%s:%s", msg.topic, msg.partition, msg.offset)
             return batch.dead(msg, LEDGER_FAILED, f"{type(exc).__name__}: {exc}")  # kept for redrive
         batch.outcome(engineer, result, at)
-        if result.status == TOO_OLD and partition in self.state_begun:
+        if result.status == TOO_OLD and msg.offset < self.state_begun.get((msg.topic, partition), 0):
             batch.duplicates += 1  # applied by the first attempt (core/cut.py)
             batch.not_applied.add((msg.topic, msg.partition, msg.offset))
             return None

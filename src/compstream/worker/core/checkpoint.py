@@ -180,17 +180,22 @@ class LedgerCore:
         self.processor.read_to = dict(self.positions)  # where a rebuild's expected places are checked
         self.owned.add(partition)
         self.replay.pop(partition, None)
+        if refused is not None:
+            # The head of the last batch's state wave: where its records will
+            # be read again (its positions not all written), books of it may
+            # be past it (core/cut.py, encode_refusals).
+            ranges, refusals = decode_refusals(partition, refused)
+            again = {(t, partition): end for t, (start, end) in ranges.items()
+                     if start < end and self.positions.get((t, partition), 0) < end}
+            if again:
+                self.processor.state_begun.update(again)
+                for topic, offset, stage, reason in refusals:
+                    if offset < again.get((topic, partition), 0):
+                        self.processor.refused_before[(topic, partition, offset)] = (stage, reason)
         if cut is not None:
             found = Cut.decode(partition, cut)
             if found.pending(self.positions):
                 self.replay[partition] = found
-                # The first attempt's state wave began: books of it may be
-                # written (core/cut.py, encode_refusals).
-                ranges, refusals = decode_refusals(partition, refused) if refused else ({}, [])
-                if ranges == dict(found.ranges):
-                    self.processor.state_begun.add(partition)
-                    for topic, offset, stage, reason in refusals:
-                        self.processor.refused_before[(topic, partition, offset)] = (stage, reason)
                 log.info("partition %d: the last batch's outputs may be out without its positions; it is %s (%s)",
                          partition, REPLAY_LOG,
                          ", ".join(f"{t}@{a}..{b}" for t, (a, b) in sorted(found.ranges.items())))
@@ -290,7 +295,6 @@ class LedgerCore:
         for m in candidates:
             offsets[(m.topic, m.partition)] = m.offset + 1
         lagging = frozenset(lagging)
-        replaying = bool(self.replay)
         if self.replay:
             # A partition waiting for its re-read is not quiet.
             idle = {p: t for p, t in (idle or {}).items() if p not in self.replay}
@@ -336,8 +340,6 @@ class LedgerCore:
             for batch in result.history:
                 stats.history_rows += batch.row_count()
                 records += self._history_records(batch)
-            if replaying:  # the re-read is done: its books are its own again
-                self.processor.state_begun.clear()
             refusals = self._refusal_records(offsets, result.history)
             decoded, not_applied = result.decoded, result.not_applied
             # decoded holds the fresh messages that decoded, in order: those
@@ -356,6 +358,10 @@ class LedgerCore:
                 records.append(r)
         records += self._position_records(offsets)
         self.positions.update(offsets)
+        begun = self.processor.state_begun
+        if begun:  # read again past a batch whose state wave began: its books are their own again
+            for tp in [tp for tp, end in begun.items() if self.positions.get(tp, 0) >= end]:
+                del begun[tp]
         self.view.seal(self._times(self.owned))
         self._steps += 1
         if self._spent_after is None and self.processor.judged_to and all(
@@ -374,11 +380,20 @@ class LedgerCore:
                 if d.stage in STATEFUL_STAGES:
                     found.setdefault(d.kafka_partition, []).append((d.kafka_topic, d.kafka_offset, d.stage, d.error))
         out = []
+        begun, before = self.processor.state_begun, self.processor.refused_before
         for p in sorted({p for t, p in offsets if t in self.sources}):
-            ranges = {t: (self.positions.get((t, p), 0), offsets.get((t, p), self.positions.get((t, p), 0)))
-                      for t in self.sources}
-            out.append(OutRecord(self.changelog, refused_key(p).encode(), encode_refusals(ranges, found.get(p, [])),
-                                 p))
+            ranges = {}
+            for t in self.sources:
+                start = self.positions.get((t, p), 0)
+                # A batch read again in parts: what the earlier batch's record
+                # says past this one still holds (a crash now must not lose it).
+                ranges[t] = (start, max(offsets.get((t, p), start), begun.get((t, p), 0)))
+            rows = found.get(p, [])
+            if begun:
+                taken = {(t, o) for t, o, _, _ in rows}
+                rows += [(t, o, stage, reason) for (t, q, o), (stage, reason) in sorted(before.items())
+                         if q == p and o >= offsets.get((t, p), 0) and (t, o) not in taken]
+            out.append(OutRecord(self.changelog, refused_key(p).encode(), encode_refusals(ranges, rows), p))
         return out
 
     def _cut_records(self, offsets: dict[TopicPartition, int],
