@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from compstream.config import Settings
@@ -177,11 +177,11 @@ def keep_decisions(settings: Settings) -> str:
             records = ((f"{r.topic}[{r.partition}]@{r.offset}", r.value)
                        for r in read_ranges(consumer, resolve_ranges(consumer, [topic])))
             recorded = recorded_late.collect(records, timedelta(seconds=settings.lateness_s), moves)
+        through = judged_offsets(settings, consumer)
     except recorded_late.RecordedLateError as exc:
         raise RebuildError(str(exc)) from exc
     finally:
         consumer.close()
-    through = judged_offsets(settings)
     path = recorded_late.path_of(settings.data_dir)
     fallback = ""
     if recorded is None:
@@ -199,7 +199,7 @@ def keep_decisions(settings: Settings) -> str:
             f"{len(through)} source partitions ({path}){fallback}")
 
 
-def judged_offsets(settings: Settings) -> dict[tuple[str, int], int]:
+def judged_offsets(settings: Settings, consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
     """(source topic, partition) -> how far the worker judged every source
     record (applied, refused or a duplicate): the books changelog's position
     records, or the group's committed offset where that is further. Faust can
@@ -215,14 +215,10 @@ def judged_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     out = {(tp.topic, tp.partition): meta.offset for tp, meta in _committed(settings).items()
            if tp.topic in sources and meta is not None and meta.offset >= 0}
     books = changelog_topic(settings.worker_id)
-    consumer = open_consumer(settings.kafka_bootstrap)
-    try:
-        if consumer.partitions_for_topic(books):
-            records = ((r.key, r.value) for r in read_ranges(consumer, resolve_ranges(consumer, [books])))
-            for tp, offset in stored_positions(records, sources, settings.source_partitions).items():
-                out[tp] = max(offset, out.get(tp, 0))
-    finally:
-        consumer.close()
+    if consumer.partitions_for_topic(books):
+        records = ((r.key, r.value) for r in read_ranges(consumer, resolve_ranges(consumer, [books])))
+        for tp, offset in stored_positions(records, sources, settings.source_partitions).items():
+            out[tp] = max(offset, out.get(tp, 0))
     return out
 
 

@@ -96,9 +96,9 @@ def test_a_re_read_refuses_again_what_the_first_attempt_refused_for_room(seed, b
     assert report.findings == [], report.findings[:3]
 
 
-@pytest.mark.xfail(strict=True, reason="known: a Faust re-read at a 1 KB book limit after two crashes (the second "
-                   "in the state wave, the first after a cut) still writes a posting seq twice with different "
-                   "hashes; found 2026-12-08, not fixed")
+@pytest.mark.xfail(strict=True, reason="known gap, Faust engine only (docs/runbook.md, 'A known gap'): with a "
+                   "book at its byte limit, two crashes in one re-read (one after a cut, one in the state wave) "
+                   "write a posting seq twice with different hashes, which audit verify reports; not fixed yet")
 def test_known_gap_two_crashes_at_a_tight_limit():
     test_a_re_read_refuses_again_what_the_first_attempt_refused_for_room.hypothesis.inner_test(
         seed=2369, backlog_pct=7, chunk=15, events_max=30, crash={17: (2, 1), 12: (0, 1)}, limit=1024,
