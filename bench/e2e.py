@@ -734,12 +734,18 @@ def latency(bootstrap: str, topics: Topics, events_list: list, partitions: int, 
     for lst in seen_eng.values():
         lst.sort()
     vis = []
+    by_window: dict[int, list] = defaultdict(list)  # send time's 5 s window -> visible latencies
+    first_sent = min(sent.values(), default=0)
     for e in paced:
         src = sent.get(e.event_id)
         lst = seen_eng.get(e.engineer_id, [])
         i = bisect_left(lst, (ordinal[e.event_id], -1))
         if src is not None and i < len(lst):
             vis.append(lst[i][1] - src)
+            by_window[(src - first_sent) // 5000].append(lst[i][1] - src)
+    # Does the latency grow over the paced phase (the worker falls behind) or
+    # stay flat (a fixed cost per batch)? p99 of each 5 s of sending.
+    out["visible_p99_ms_by_5s"] = [percentile(by_window[w], 99) for w in sorted(by_window)]
     out.update({
         "visible_matched": len(vis), "visible_p50_ms": percentile(vis, 50), "visible_p99_ms": percentile(vis, 99),
         "visible_max_ms": max(vis) if vis else None,
