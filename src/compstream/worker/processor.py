@@ -375,10 +375,7 @@ class LedgerProcessor:
             # and finalize pending events as far as the batch has got).
             late_under = self.recorded_late.get((engineer, event.event_id)) if self.recorded_late else None
             take = late_under is not None  # the stream applied it late: a rebuild takes it, room or not
-            if self.refused_before:
-                again = self.refused_before.get((msg.topic, partition, msg.offset))
-                if again is not None:  # the same dead letter and history row as the first attempt's
-                    return batch.dead(msg, *again)
+            again = self.refused_before.get((msg.topic, partition, msg.offset)) if self.refused_before else None
             if self.judged_to:
                 stage = self.refused.get((msg.topic, partition, msg.offset))
                 if stage is not None:
@@ -391,6 +388,8 @@ class LedgerProcessor:
             if self.expected:
                 watermark = self.capped(engineer, watermark)
             admitted = room.admit(book, event, text, watermark, late_under, take)
+            if again is not None:
+                return self._refuse_again(batch, msg, book, event, watermark, admitted, again)
             if admitted is REFUSE:
                 return self._refuse_full(batch, msg, book, event)
             applied_under = book.watermark  # what the late verdict is taken against
@@ -422,10 +421,26 @@ class LedgerProcessor:
             applied_seq=book.taken))
         return None
 
-    def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event: Event) -> None:
+    def _refuse_again(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event: Event,
+                      watermark: datetime, admitted: tuple[int, int] | None, again: tuple[str, str]) -> None:
+        """A record the first attempt of a batch read again refused: the same
+        dead letter and history row, and what that attempt did to the book on
+        the way -- the room's measure and advance (admit, done), a refusal's
+        report, or ingest's advance for one too old or in conflict. A late
+        event after it is then posted where the first attempt posted it,
+        before or after the postings that advance finalized."""
+        if admitted is REFUSE:
+            return self._refuse_full(batch, msg, book, event, again)
+        batch.outcome(book.engineer_id, book.advance(watermark), event.event_time)
+        batch.live_room().taken(book.engineer_id, admitted, False)
+        return batch.dead(msg, *again)
+
+    def _refuse_full(self, batch: _Batch, msg: SourceMessage, book: EngineerBook, event: Event,
+                     recorded: tuple[str, str] | None = None) -> None:
         """Usage its engineer's book has no room for: a dead letter (raw bytes
         kept for a redrive once there is room) and, once per book and batch, a
-        report on the alerts topic (downstream must know usage went uncounted)."""
+        report on the alerts topic (downstream must know usage went uncounted).
+        `recorded`: the first attempt's (stage, reason) of a batch read again."""
         detail = (f"{book.engineer_id}'s book is at its {self.book_bytes_max}-byte limit "
                   f"({len(book.seen)} event ids remembered, {len(book.pending)} events pending within "
                   f"the lateness window): not applied; redrive it once the book has room")
@@ -433,7 +448,9 @@ class LedgerProcessor:
             batch.reported.add((BOOK_FULL, book.engineer_id))
             batch.alerts.append((book.engineer_id, encode_report(
                 Report(book.engineer_id, event.event_id, BOOK_FULL, detail), event.event_time)))
-        batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
+        if recorded is not None:
+            return batch.dead(msg, *recorded)
+        return batch.dead(msg, BOOK_FULL, f"event_id {event.event_id!r}: {detail}")
 
     def _refuse_future(self, batch: _Batch, msg: SourceMessage, event: Event) -> None:
         """Usage dated too far ahead of its record: a dead letter (raw bytes
