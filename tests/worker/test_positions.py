@@ -2,6 +2,8 @@
 
 from datetime import datetime, timezone
 
+import pytest
+
 from compstream.worker.positions import PositionGuard, is_position_key, position_key
 from compstream.worker.processor import SourceMessage
 
@@ -176,3 +178,14 @@ def test_stored_positions_are_the_last_position_record_of_each_source_partition(
                (position_key("g", 1).encode(), b"3"), (position_key("g", 1).encode(), None),
                (position_key("other", 0).encode(), b"7"), (None, b"x")]
     assert stored_positions(records, ("u", "g"), 2) == {("u", 0): 9}
+
+
+def test_a_position_record_that_holds_no_offset_is_named_not_a_traceback():
+    """rebuild reads these records: a malformed one stops it with the record's
+    key and value (RebuildError), before anything is deleted."""
+    from compstream.worker.positions import PositionRecordError, parse_offset, stored_positions
+
+    assert parse_offset("k", b"12", "partition 0") == 12
+    for bad in (b"", b"x1", b"-3", b"1.5"):
+        with pytest.raises(PositionRecordError, match="not an offset"):
+            stored_positions([(position_key("u", 0).encode(), bad)], ("u",), 1)

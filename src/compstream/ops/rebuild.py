@@ -162,6 +162,7 @@ def keep_decisions(settings: Settings) -> str:
     from compstream.replay.kafka_source import read_ranges, resolve_ranges
     from compstream.worker import recorded_late
     from compstream.worker.core.checkpoint import history_topic
+    from compstream.worker.positions import PositionRecordError
 
     topic, dead_letters = history_topic(settings.topics), settings.topics.dead_letters
     consumer = open_consumer(settings.kafka_bootstrap)
@@ -178,7 +179,7 @@ def keep_decisions(settings: Settings) -> str:
                        for r in read_ranges(consumer, resolve_ranges(consumer, [topic])))
             recorded = recorded_late.collect(records, timedelta(seconds=settings.lateness_s), moves)
         through = judged_offsets(settings, consumer)
-    except recorded_late.RecordedLateError as exc:
+    except (recorded_late.RecordedLateError, PositionRecordError) as exc:
         raise RebuildError(str(exc)) from exc
     finally:
         consumer.close()

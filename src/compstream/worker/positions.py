@@ -51,6 +51,23 @@ def stream_time_key(partition: int) -> str:
     return position_key(STREAM_TIME_TOPIC, partition)
 
 
+class PositionRecordError(ValueError):
+    """A books changelog position record that does not hold an offset."""
+
+
+def parse_offset(key: str, value: bytes, where: str) -> int:
+    """A position record's value: a decimal offset >= 0, else a clear error
+    naming the record (`where`: the changelog partition or coordinates)."""
+    try:
+        offset = int(value)
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise PositionRecordError(f"books changelog {where}: position record {key!r} holds {bytes(value)[:40]!r}, "
+                                  "not an offset; written by another program? (docs/runbook.md, rebuild)")
+    return offset
+
+
 def stored_positions(records: Iterable[tuple[bytes | None, bytes | None]], topics: Iterable[str],
                      partitions: int) -> dict[tuple[str, int], int]:
     """(topic, partition) -> the next offset to process, as the books
@@ -59,13 +76,15 @@ def stored_positions(records: Iterable[tuple[bytes | None, bytes | None]], topic
     keys = {position_key(t, p).encode(): (t, p) for t in topics for p in range(partitions)}
     out: dict[tuple[str, int], int] = {}
     for key, value in records:
-        tp = keys.get(key) if key is not None else None
+        if key is None:
+            continue
+        tp = keys.get(key)
         if tp is None:
             continue
         if value is None:
             out.pop(tp, None)
         else:
-            out[tp] = int(value)
+            out[tp] = parse_offset(key.decode("utf-8", "replace"), value, "record")
     return out
 
 

@@ -49,7 +49,7 @@ from compstream.worker.core.cut import (
 from compstream.worker.core.leaderboard_step import MERGE_POSITION_KEY, LeaderboardStep
 from compstream.worker.core.ports import BatchStats, Checkpoint, OutRecord, TopicPartition, new_out_record
 from compstream.worker.messages import Coord, SourceMessage, partition_of
-from compstream.worker.positions import is_position_key, position_key, stream_time_key
+from compstream.worker.positions import is_position_key, parse_offset, position_key, stream_time_key
 from compstream.worker.processor import BATCH_MESSAGES_MAX, LedgerProcessor
 from compstream.worker.recorded_late import RecordedDecisions
 
@@ -161,7 +161,7 @@ class LedgerCore:
             tp = self._position_keys.get(key)
             if tp is not None:
                 if value is not None:
-                    stored[tp] = int(value)
+                    stored[tp] = parse_offset(key, value, f"partition {partition}")
                 continue
             if is_position_key(key):
                 raise ValueError(f"changelog of partition {partition} holds an unknown position key {key!r}")
