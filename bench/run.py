@@ -428,6 +428,14 @@ def side_by_side(r: dict) -> str:
              "their CreateTime).\n")
     L += lat
     L.append("")
+    windows = [(key, r[key]["visible_p99_ms_by_5s"]) for key in ("latency", "latency_low", "latency_txn",
+                                                                  "latency_txn_low")
+               if isinstance(r.get(key), dict) and r[key].get("visible_p99_ms_by_5s")]
+    if windows:
+        L.append("Visible p99 per 5 s of the paced phase, in order (flat: the worker keeps up and the latency "
+                 "is the length of its batch cycle; rising: it falls behind the offered rate):\n")
+        L += [f"- {key}: {' / '.join(_fmt(v) for v in by_5s)} ms" for key, by_5s in windows]
+        L.append("")
     return "\n".join(L)
 
 
