@@ -430,7 +430,9 @@ class LedgerProcessor:
         event after it is then posted where the first attempt posted it,
         before or after the postings that advance finalized."""
         if admitted is REFUSE:
-            return self._refuse_full(batch, msg, book, event, again)
+            if again[0] == BOOK_FULL:
+                return self._refuse_full(batch, msg, book, event, again)
+            return batch.dead(msg, *again)  # a book past the batch refuses for room one refused otherwise
         batch.outcome(book.engineer_id, book.advance(watermark), event.event_time)
         batch.live_room().taken(book.engineer_id, admitted, False)
         return batch.dead(msg, *again)
