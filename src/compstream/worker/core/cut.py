@@ -120,10 +120,6 @@ class Cut:
                 raise CutError(f"cut record of partition {partition}: range {start}..{end} of {topic!r}")
         return cls(partition, ranges, None if stream is None else int(stream), lagging)
 
-    def holds(self, topic: str, offset: int) -> bool:
-        start, end = self.ranges.get(topic, (0, 0))
-        return start <= offset < end
-
     def pending(self, positions: Mapping[tuple[str, int], int]) -> bool:
         """The batch took messages and its positions were never written: it
         must be read again as it was."""
