@@ -4,10 +4,11 @@
     -> take what may be applied -> LedgerCore.step -> OutputSide.commit
 
 A batch closes at `batch_events_max` applicable messages, after
-`batch_within_s`, or as soon as the sources are read to their ends (no
-backlog) and `batch_drained_s` has passed, whichever comes first: below
-saturation a batch does not wait for messages that are not there, while a
-backlog still fills whole batches. Assignment: a revoked partition's
+`batch_within_s`, or once `batch_drained_s` has passed and the sources are
+read to the ends they had then (the backlog; what arrives later waits for
+the next batch), whichever comes first: below saturation a batch does not
+wait for messages that are not there, while a backlog still fills whole
+batches. Assignment: a revoked partition's
 books and buffers are dropped; an assigned one is restored from the changelog
 and its committed positions before any of its messages is applied.
 
@@ -191,6 +192,13 @@ class CheckpointLoop:
         started = self.clock()
         deadline = started + self.batch_within_s
         topics = self.core.config.topics
+        # The backlog a batch waits for is what the sources held when its
+        # drained floor passed. Under a live load a fetch is always in
+        # flight, so the broker's end is always a little ahead of what poll
+        # returned: waiting for that moving end kept every live batch filling
+        # to its batch time and on, and a cycle is about its fill / (1 - load):
+        # it set the latency (bench/profile_notes.md, 2026-12-08).
+        ends: dict[TopicPartition, int] | None = None
         while True:
             now = self.clock()
             # consume() returns at POLL_MESSAGES_MAX or its timeout, not when
@@ -224,17 +232,22 @@ class CheckpointLoop:
             if self.inputs.buffered() + len(self.candidates) >= self.batch_events_max:
                 return
             now = self.clock()
+            if ends is None and now >= started + self.batch_drained_s:
+                ends = self.source.ends(self._sources())
             # A batch is one order-independent unit (late is judged against
             # the watermark it starts with): while the sources still hold a
             # backlog, keep reading it into this batch, up to its bound.
-            if now >= deadline and (now >= deadline + BACKLOG_WITHIN_S or not self._backlog()):
+            if now >= deadline and (now >= deadline + BACKLOG_WITHIN_S or not self._backlog(ends)):
                 return
-            if now >= started + self.batch_drained_s and self.inputs.buffered() and not self._backlog():
+            if ends is not None and self.inputs.buffered() and not self._backlog(ends):
                 return
 
-    def _backlog(self) -> bool:
+    def _sources(self) -> list[TopicPartition]:
         candidates = self.core.config.topics.leaderboard_candidates
-        return bool(self.source.backlog([tp for tp in self.assigned if tp[0] != candidates]))
+        return [tp for tp in self.assigned if tp[0] != candidates]
+
+    def _backlog(self, below: dict[TopicPartition, int] | None) -> bool:
+        return bool(self.source.backlog(self._sources(), below))
 
     def _flow_control(self) -> None:
         candidates = self.core.config.topics.leaderboard_candidates

@@ -91,8 +91,15 @@ class MemoryInput:
             self._eof_sent.discard(tp)
         return out
 
-    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
-        return {tp for tp in partitions if self.position.get(tp, 0) < len(self.log.records.get(tp, []))}
+    def backlog(self, partitions: Iterable[TopicPartition],
+                below: dict[TopicPartition, int] | None = None) -> set[TopicPartition]:
+        ends = self.ends(partitions)
+        if below:
+            ends = {tp: min(end, below.get(tp, end)) for tp, end in ends.items()}
+        return {tp for tp, end in ends.items() if self.position.get(tp, 0) < end}
+
+    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.log.records.get(tp, [])) for tp in partitions}
 
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.log.offsets[tp] for tp in partitions if tp in self.log.offsets}

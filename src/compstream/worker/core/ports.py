@@ -87,8 +87,13 @@ class InputSide(Protocol):
     def changelog(self, topic: str, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
         """Every committed (key, value) of a changelog partition, in order."""
 
-    def backlog(self, partitions: Iterable[TopicPartition]) -> set[TopicPartition]:
-        """Those of `partitions` known to hold records not yet returned by poll."""
+    def backlog(self, partitions: Iterable[TopicPartition],
+                below: dict[TopicPartition, int] | None = None) -> set[TopicPartition]:
+        """Those of `partitions` known to hold records not yet returned by poll
+        (with `below`: records before a partition's offset there, where it has one)."""
+
+    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's end offset as last known (those not known yet left out)."""
 
     def seek(self, offsets: dict[TopicPartition, int | None]) -> None:
         """Fetch from these offsets next (None: the partition's beginning);

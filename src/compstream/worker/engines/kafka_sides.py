@@ -212,36 +212,44 @@ class KafkaInput:
             consumed[(topic, p)] = offset + 1
         return out
 
-    def backlog(self, partitions: Iterable[TP]) -> set[TP]:
+    def backlog(self, partitions: Iterable[TP], below: dict[TP, int] | None = None) -> set[TP]:
         out = set()
-        for topic, p in partitions:
-            try:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-            except KafkaException:
+        for tp in partitions:
+            marks = self._watermarks(tp)
+            if marks is None:
                 continue
-            position = self.consumed.get((topic, p))
+            low, high = marks
+            position = self.consumed.get(tp)
             known = high is not None and high >= 0
             # Nothing returned yet and no end signal: unknown, or a non-empty
             # partition, may hold a backlog until its first fetch says otherwise.
             if position is None:
-                if not known or high > _low:
-                    out.add((topic, p))
-            elif known and position < high:
-                out.add((topic, p))
+                if not known or high > low:
+                    out.add(tp)
+            elif known and position < (high if below is None else min(high, below.get(tp, high))):
+                out.add(tp)
         return out
+
+    def ends(self, partitions: Iterable[TP]) -> dict[TP, int]:
+        out = {}
+        for tp in partitions:
+            marks = self._watermarks(tp)
+            if marks is not None and marks[1] is not None and marks[1] >= 0:
+                out[tp] = marks[1]
+        return out
+
+    def _watermarks(self, tp: TP) -> tuple[int, int] | None:
+        """The partition's low and high watermarks as last fetched (cached: no broker round trip)."""
+        try:
+            marks = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        except KafkaException:
+            return None
+        return None if marks is None else (marks[0], marks[1])
 
     def lag(self, partitions: Iterable[TP], positions: dict[TP, int]) -> dict[TP, int]:
         """Records past the applied position, per partition (cached high
         watermarks: no broker round trip)."""
-        out = {}
-        for topic, p in partitions:
-            try:
-                _low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-            except KafkaException:
-                continue
-            if high is not None and high >= 0:
-                out[(topic, p)] = max(0, high - positions.get((topic, p), 0))
-        return out
+        return {tp: max(0, end - positions.get(tp, 0)) for tp, end in self.ends(partitions).items()}
 
     def committed(self, partitions: Iterable[TP]) -> dict[TP, int]:
         return committed_offsets(self.consumer, partitions)
