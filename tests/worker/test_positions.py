@@ -189,3 +189,23 @@ def test_a_position_record_that_holds_no_offset_is_named_not_a_traceback():
     for bad in (b"", b"x1", b"-3", b"1.5"):
         with pytest.raises(PositionRecordError, match="not an offset"):
             stored_positions([(position_key("u", 0).encode(), bad)], ("u",), 1)
+
+
+def test_a_restore_names_a_stream_time_or_merge_record_that_holds_no_number():
+    """The stream time's record and the leaderboard merge's position are read
+    as the offsets are: a malformed one is a named error, not a bare
+    ValueError from int()."""
+    from compstream.config import BOOK_BYTES_MAX, Topics
+    from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+    from compstream.worker.positions import PositionRecordError, stream_time_key
+
+    core = LedgerCore(CoreConfig(Topics.with_prefix("pos"), "w", 2, 3600, BOOK_BYTES_MAX))
+    good = [(stream_time_key(1).encode(), b"1790000000000000")]
+    assert core.restore(1, good, {}) == (0, 1)
+    for bad in (b"", b"soon", b"-5"):
+        with pytest.raises(PositionRecordError, match=r"books changelog partition 1: .* not a time in µs"):
+            core.restore(1, [(stream_time_key(1).encode(), bad)], {})
+    lb = LedgerCore(CoreConfig(Topics.with_prefix("pos"), "w", 2, 3600, BOOK_BYTES_MAX, leaderboards=True))
+    from compstream.worker.core.checkpoint import MERGE_POSITION_KEY
+    with pytest.raises(PositionRecordError, match="leaderboard merge changelog: .* not an offset"):
+        lb.restore_merge([(MERGE_POSITION_KEY.encode(), b"x")], {})

@@ -52,20 +52,21 @@ def stream_time_key(partition: int) -> str:
 
 
 class PositionRecordError(ValueError):
-    """A books changelog position record that does not hold an offset."""
+    """A changelog position record that does not hold a number >= 0."""
 
 
-def parse_offset(key: str, value: bytes, where: str) -> int:
-    """A position record's value: a decimal offset >= 0, else a clear error
-    naming the record (`where`: the changelog partition or coordinates)."""
+def parse_offset(key: str, value: bytes, where: str, what: str = "an offset") -> int:
+    """A position record's value: a decimal number >= 0 (an offset; a stream
+    time's record holds µs since the epoch), else a clear error naming the
+    record (`where`: the changelog and its partition, or the coordinates)."""
     try:
-        offset = int(value)
+        number = int(value)
     except ValueError:
-        offset = -1
-    if offset < 0:
-        raise PositionRecordError(f"books changelog {where}: position record {key!r} holds {bytes(value)[:40]!r}, "
-                                  "not an offset; written by another program? (docs/runbook.md, rebuild)")
-    return offset
+        number = -1
+    if number < 0:
+        raise PositionRecordError(f"{where}: position record {key!r} holds {bytes(value)[:40]!r}, not {what}; "
+                                  "written by another program? (docs/runbook.md, rebuild)")
+    return number
 
 
 def stored_positions(records: Iterable[tuple[bytes | None, bytes | None]], topics: Iterable[str],
@@ -84,7 +85,7 @@ def stored_positions(records: Iterable[tuple[bytes | None, bytes | None]], topic
         if value is None:
             out.pop(tp, None)
         else:
-            out[tp] = parse_offset(key.decode("utf-8", "replace"), value, "record")
+            out[tp] = parse_offset(key.decode("utf-8", "replace"), value, "books changelog")
     return out
 
 

@@ -156,12 +156,13 @@ class LedgerCore:
             p = self._stream_time_keys.get(key)
             if p is not None:
                 if value is not None:
-                    self.processor.restore_stream_time(p, from_us(int(value)))
+                    us = parse_offset(key, value, f"books changelog partition {partition}", "a time in µs")
+                    self.processor.restore_stream_time(p, from_us(us))
                 continue
             tp = self._position_keys.get(key)
             if tp is not None:
                 if value is not None:
-                    stored[tp] = parse_offset(key, value, f"partition {partition}")
+                    stored[tp] = parse_offset(key, value, f"books changelog partition {partition}")
                 continue
             if is_position_key(key):
                 raise ValueError(f"changelog of partition {partition} holds an unknown position key {key!r}")
@@ -235,7 +236,8 @@ class LedgerCore:
         stored: dict[TopicPartition, int] = {}
         for key, value in records:  # last one wins
             if value is not None and key.decode("utf-8") == MERGE_POSITION_KEY:
-                stored[(self.config.topics.leaderboard_candidates, 0)] = int(value)
+                stored[(self.config.topics.leaderboard_candidates, 0)] = parse_offset(
+                    MERGE_POSITION_KEY, value, "leaderboard merge changelog")
         self.leaderboards.restore_merge(records)
         self.view.restored_boards(self.leaderboards.merge.published_boards())
         self.positions.update({**positions, **stored})
