@@ -196,7 +196,7 @@ def test_a_restore_names_a_stream_time_or_merge_record_that_holds_no_number():
     as the offsets are: a malformed one is a named error, not a bare
     ValueError from int()."""
     from compstream.config import BOOK_BYTES_MAX, Topics
-    from compstream.worker.core.checkpoint import CoreConfig, LedgerCore
+    from compstream.worker.core.checkpoint import MERGE_POSITION_KEY, CoreConfig, LedgerCore
     from compstream.worker.positions import PositionRecordError, stream_time_key
 
     core = LedgerCore(CoreConfig(Topics.with_prefix("pos"), "w", 2, 3600, BOOK_BYTES_MAX))
@@ -206,6 +206,5 @@ def test_a_restore_names_a_stream_time_or_merge_record_that_holds_no_number():
         with pytest.raises(PositionRecordError, match=r"books changelog partition 1: .* not a time in µs"):
             core.restore(1, [(stream_time_key(1).encode(), bad)], {})
     lb = LedgerCore(CoreConfig(Topics.with_prefix("pos"), "w", 2, 3600, BOOK_BYTES_MAX, leaderboards=True))
-    from compstream.worker.core.checkpoint import MERGE_POSITION_KEY
     with pytest.raises(PositionRecordError, match="leaderboard merge changelog: .* not an offset"):
         lb.restore_merge([(MERGE_POSITION_KEY.encode(), b"x")], {})
